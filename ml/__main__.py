@@ -1,0 +1,35 @@
+"""Command line: python -m ml {train,evaluate,bench} ..."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m ml COMMAND [options]
+
+commands:
+  train     train, calibrate, export and package a model (needs the 'train' extra: TensorFlow)
+  evaluate  score a model on labelled images: python -m ml evaluate --images DIR --labels CSV
+  bench     compare Keras, onnxruntime fp32 and int8 speed on this machine
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from ml.training.pipeline import main as run
+    elif command == "evaluate":
+        from ml.evaluate import main as run
+    elif command == "bench":
+        from ml.bench import main as run
+    else:
+        print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""HAM10000-style metadata: loading, locating images, and the lesion-level split.
+
+The split is by lesion, never by image: HAM10000 has several photographs of most
+malignant lesions, and an image-level split lets the model recognise the lesion rather
+than the disease. Byte-identical images filed under different lesion ids are merged into
+one group as well, so no copy of a picture can sit on both sides of the split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml.classes import CLASSES
+from ml.errors import DatasetError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_FRACTIONS: tuple[float, float, float] = (0.70, 0.15, 0.15)
+DEFAULT_SPLIT_SEED = 20261125
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Record:
+    image_id: str
+    lesion_id: str
+    dx: str
+    path: str
+
+    @property
+    def label(self) -> int:
+        return CLASSES.index(self.dx)
+
+
+def index_image_folders(image_dirs: Sequence[str]) -> dict[str, str]:
+    """image_id -> path for every image file in the folders (first folder wins on a clash)."""
+    found: dict[str, str] = {}
+    for folder in image_dirs:
+        if not os.path.isdir(folder):
+            raise DatasetError(f"image folder not found: {folder}")
+        for name in sorted(os.listdir(folder)):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in IMAGE_EXTENSIONS:
+                found.setdefault(stem, os.path.join(folder, name))
+    return found
+
+
+def read_csv_rows(csv_path: str, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts, after checking the file and its header."""
+    if not os.path.isfile(csv_path):
+        raise DatasetError(f"metadata CSV not found: {csv_path}")
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if not rows:
+        raise DatasetError(f"{csv_path}: no rows")
+    return rows
+
+
+def check_label(dx: str, where: str) -> str:
+    if dx not in CLASSES:
+        raise DatasetError(f"{where}: unknown diagnosis {dx!r}; expected one of {', '.join(CLASSES)}")
+    return dx
+
+
+def load_metadata(csv_path: str, image_dirs: Sequence[str]) -> list[Record]:
+    """Read a HAM10000-style CSV and find ``<image_id>.jpg`` in any of ``image_dirs``."""
+    rows = read_csv_rows(csv_path, REQUIRED_COLUMNS)
+    paths = index_image_folders(image_dirs)
+    records: list[Record] = []
+    missing: list[str] = []
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        image_id = row["image_id"]
+        if not image_id or not row["lesion_id"]:
+            raise DatasetError(f"{csv_path} line {line}: empty image_id or lesion_id")
+        if image_id in seen:
+            raise DatasetError(f"{csv_path} line {line}: duplicate image_id {image_id}")
+        seen.add(image_id)
+        dx = check_label(row["dx"], f"{csv_path} line {line}")
+        if image_id not in paths:
+            missing.append(image_id)
+            continue
+        records.append(Record(image_id=image_id, lesion_id=row["lesion_id"], dx=dx, path=paths[image_id]))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetError(
+            f"{len(missing)} image(s) listed in {csv_path} not found in {', '.join(image_dirs)}: {shown}"
+        )
+    return records
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def lesion_groups(records: Sequence[Record], *, merge_identical_files: bool = True) -> dict[str, str]:
+    """image_id -> group key. A group is a lesion, merged with any lesion sharing identical bytes."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)  # deterministic representative
+
+    for r in records:
+        find(r.lesion_id)
+    if merge_identical_files:
+        by_hash: dict[str, str] = {}
+        for r in records:
+            digest = _file_sha256(r.path)
+            if digest in by_hash:
+                union(by_hash[digest], r.lesion_id)
+            else:
+                by_hash[digest] = r.lesion_id
+    return {r.image_id: find(r.lesion_id) for r in records}
+
+
+def split_by_lesion(
+    records: Sequence[Record],
+    *,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    seed: int = DEFAULT_SPLIT_SEED,
+    merge_identical_files: bool = True,
+) -> dict[str, str]:
+    """image_id -> 'train' | 'val' | 'test', by lesion group, stratified by diagnosis.
+
+    Deterministic for a given seed whatever the order of ``records``.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    group_of = lesion_groups(records, merge_identical_files=merge_identical_files)
+    group_dx: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: r.image_id):
+        group_dx.setdefault(group_of[r.image_id], r.dx)  # a lesion has one diagnosis
+    by_dx: dict[str, list[str]] = defaultdict(list)
+    for group, dx in group_dx.items():
+        by_dx[dx].append(group)
+
+    rng = np.random.default_rng(seed)
+    split_of_group: dict[str, str] = {}
+    for dx in sorted(by_dx):
+        groups = sorted(by_dx[dx])
+        order = rng.permutation(len(groups))
+        n_val = int(round(fractions[1] * len(groups)))
+        n_test = int(round(fractions[2] * len(groups)))
+        for rank, idx in enumerate(order):
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            split_of_group[groups[idx]] = split
+    return {image_id: split_of_group[group] for image_id, group in group_of.items()}
+
+
+def write_split_csv(path: str, records: Iterable[Record], split_of: dict[str, str]) -> None:
+    """The audit trail of the split: one row per image."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image_id", "lesion_id", "dx", "split"])
+        for r in sorted(records, key=lambda r: r.image_id):
+            writer.writerow([r.image_id, r.lesion_id, r.dx, split_of[r.image_id]])
+
+
+def read_split_csv(path: str) -> dict[str, str]:
+    rows = read_csv_rows(path, ("image_id", "split"))
+    bad = sorted({row["split"] for row in rows} - set(SPLITS))
+    if bad:
+        raise DatasetError(f"{path}: unknown split name(s) {', '.join(bad)}")
+    return {row["image_id"]: row["split"] for row in rows}
+
+
+def records_in(records: Sequence[Record], split_of: dict[str, str], split: str) -> list[Record]:
+    return [r for r in records if split_of.get(r.image_id) == split]

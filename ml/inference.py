@@ -1,0 +1,171 @@
+"""The inference interface the portal and the CLIs use: onnxruntime + NumPy + OpenCV, no TensorFlow.
+
+    from ml.inference import get_classifier
+    prediction = get_classifier().predict(image_bytes)
+
+One onnxruntime session per process, created on first use and checked against the bundle's
+manifest (sha256, classes, input name and shape); any mismatch raises ModelIntegrityError
+and nothing is served. Settings (environment):
+
+    SKINPORTAL_MODEL_DIR      model bundle folder (default: ml/models/<CURRENT>)
+    SKINPORTAL_MODEL_VARIANT  fp32 (default) or int8
+    SKINPORTAL_ORT_THREADS    onnxruntime intra-op threads (default: cores, at most 4)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ml.classes import CLASSES
+from ml.errors import InvalidImageError, ModelIntegrityError
+from ml.manifest import VARIANTS, default_model_dir, load_manifest, variant_file
+from ml.metrics import malignancy_scores, softmax
+from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess
+
+ImageInput = bytes | bytearray | memoryview | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: dict[str, float]  # every class, in CLASSES order
+    top_class: str
+    malignancy_score: float  # P(mel) + P(bcc) + P(akiec), calibrated
+    malignant: bool  # malignancy_score >= threshold
+    threshold: float
+    model_version: str
+    variant: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _env_choice(name: str, default: str, choices: Sequence[str]) -> str:
+    value = os.environ.get(name, "").strip() or default
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+class Classifier:
+    """A loaded, verified model bundle."""
+
+    def __init__(self, model_dir: str | None = None, *, variant: str = "fp32", threads: int | None = None) -> None:
+        self.model_dir = os.path.abspath(model_dir or default_model_dir())
+        self.manifest = load_manifest(self.model_dir)
+        self.variant = variant
+        self.path = variant_file(self.model_dir, self.manifest, variant)
+        entry = self.manifest["variants"][variant]
+        self.temperature = float(entry["temperature"])
+        self.threshold = float(entry["malignancy_threshold"])
+        self.config = PreprocessConfig.from_dict(self.manifest["preprocessing"])
+        self.max_pixels = int(self.manifest.get("max_pixels", DEFAULT_MAX_PIXELS))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        # Spinning threads double latency when the web or another worker holds a core.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors on a bad file
+            raise ModelIntegrityError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+        self._check_session()
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["version"])
+
+    def _check_session(self) -> None:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        expected_name = self.manifest["input"]["name"]
+        if len(inputs) != 1 or inputs[0].name != expected_name:
+            raise ModelIntegrityError(f"{self.path}: expected one input named {expected_name!r}, got {[i.name for i in inputs]}")
+        shape = list(inputs[0].shape)
+        size = self.config.size
+        if len(shape) != 4 or shape[1:] != [size, size, 3]:
+            raise ModelIntegrityError(f"{self.path}: input shape {shape} does not match the manifest's {size}x{size}x3")
+        out_shape = list(outputs[0].shape)
+        if len(outputs) != 1 or out_shape[-1] != len(CLASSES):
+            raise ModelIntegrityError(f"{self.path}: output shape {out_shape} does not give {len(CLASSES)} classes")
+        self._input_name = inputs[0].name
+
+    def prepare(self, image: ImageInput) -> np.ndarray:
+        """Image bytes or an RGB uint8 array -> the model's input tensor for one image."""
+        if isinstance(image, np.ndarray):
+            return preprocess(image, self.config)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return preprocess(decode_image(bytes(image), max_pixels=self.max_pixels), self.config)
+        raise InvalidImageError(f"expected image bytes or an RGB array, got {type(image).__name__}")
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities for a preprocessed (N, size, size, 3) batch."""
+        logits = self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return softmax(logits, self.temperature)
+
+    def _to_prediction(self, probs: np.ndarray) -> Prediction:
+        score = float(malignancy_scores(probs))
+        return Prediction(
+            probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
+            top_class=CLASSES[int(np.argmax(probs))],
+            malignancy_score=score,
+            malignant=score >= self.threshold,
+            threshold=self.threshold,
+            model_version=self.model_version,
+            variant=self.variant,
+        )
+
+    def predict(self, image: ImageInput) -> Prediction:
+        return self._to_prediction(self.probabilities(self.prepare(image)[None])[0])
+
+    def predict_batch(self, images: Sequence[ImageInput], *, batch_size: int = 32) -> list[Prediction]:
+        """Predictions in input order; the first undecodable image raises InvalidImageError."""
+        prepared = [self.prepare(image) for image in images]
+        results: list[Prediction] = []
+        for start in range(0, len(prepared), batch_size):
+            probs = self.probabilities(np.stack(prepared[start : start + batch_size]))
+            results.extend(self._to_prediction(p) for p in probs)
+        return results
+
+
+_lock = threading.Lock()
+_classifier: Classifier | None = None
+
+
+def get_classifier() -> Classifier:
+    """The process-wide classifier, loaded once on first use from the environment's settings."""
+    global _classifier
+    if _classifier is None:
+        with _lock:
+            if _classifier is None:
+                _classifier = Classifier(
+                    os.environ.get("SKINPORTAL_MODEL_DIR") or None,
+                    variant=_env_choice("SKINPORTAL_MODEL_VARIANT", "fp32", VARIANTS),
+                    threads=_env_int("SKINPORTAL_ORT_THREADS", min(4, os.cpu_count() or 1)),
+                )
+    return _classifier
+
+
+def reset_classifier() -> None:
+    """Forget the loaded classifier (tests, or after changing the settings)."""
+    global _classifier
+    with _lock:
+        _classifier = None

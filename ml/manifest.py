@@ -1,0 +1,89 @@
+"""The model bundle's manifest: what the ONNX files are, and the checks that make loading fail closed.
+
+A bundle is a folder ``ml/models/<version>/`` holding ``manifest.json`` and the files it lists.
+``ml/models/CURRENT`` names the bundle served by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.errors import ModelIntegrityError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+VARIANTS: tuple[str, ...] = ("fp32", "int8")
+REQUIRED_KEYS: tuple[str, ...] = ("format", "version", "classes", "input", "output", "preprocessing", "variants")
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_model_dir() -> str:
+    """$SKINPORTAL_MODEL_DIR, else the bundle named in ml/models/CURRENT."""
+    configured = os.environ.get("SKINPORTAL_MODEL_DIR", "").strip()
+    if configured:
+        return configured
+    current = os.path.join(MODELS_DIR, "CURRENT")
+    try:
+        with open(current) as fh:
+            name = fh.read().strip()
+    except FileNotFoundError as exc:
+        raise ModelIntegrityError(f"no default model: {current} is missing; set SKINPORTAL_MODEL_DIR") from exc
+    return os.path.join(MODELS_DIR, name)
+
+
+def load_manifest(model_dir: str) -> dict[str, Any]:
+    """Read and sanity-check a manifest; ModelIntegrityError on anything off."""
+    path = os.path.join(model_dir, MANIFEST_NAME)
+    try:
+        with open(path) as fh:
+            manifest = json.load(fh)
+    except FileNotFoundError as exc:
+        raise ModelIntegrityError(f"model manifest not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelIntegrityError(f"model manifest is not valid JSON: {path}: {exc}") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ModelIntegrityError(f"{path}: missing key(s) {', '.join(missing)}")
+    if manifest["format"] != FORMAT_VERSION:
+        raise ModelIntegrityError(f"{path}: manifest format {manifest['format']} is not {FORMAT_VERSION}")
+    if tuple(manifest["classes"]) != CLASSES:
+        raise ModelIntegrityError(f"{path}: classes {manifest['classes']} differ from this code's {list(CLASSES)}")
+    if set(manifest.get("malignant_classes", MALIGNANT_CLASSES)) != set(MALIGNANT_CLASSES):
+        raise ModelIntegrityError(f"{path}: malignant group differs from this code's {sorted(MALIGNANT_CLASSES)}")
+    return manifest
+
+
+def variant_file(model_dir: str, manifest: dict[str, Any], variant: str) -> str:
+    """Path of one variant's ONNX file after checking its sha256 against the manifest."""
+    entry = manifest["variants"].get(variant)
+    if entry is None:
+        raise ModelIntegrityError(f"model {manifest['version']} has no {variant!r} variant; it has {sorted(manifest['variants'])}")
+    path = os.path.join(model_dir, entry["file"])
+    if not os.path.isfile(path):
+        raise ModelIntegrityError(f"model file missing: {path}")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise ModelIntegrityError(
+            f"model file {path} has sha256 {actual}, manifest says {entry['sha256']}: refusing to load it"
+        )
+    return path
+
+
+def write_manifest(model_dir: str, manifest: dict[str, Any]) -> str:
+    path = os.path.join(model_dir, MANIFEST_NAME)
+    with open(path, "w") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    return path

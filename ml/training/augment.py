@@ -1,0 +1,64 @@
+"""Image-space augmentation for training (NumPy + OpenCV, uint8 RGB in and out).
+
+Dermatoscopic images have no canonical orientation, so every flip and rotation is a
+valid view; random-resized crops with aspect jitter cover other cameras' framing
+(HAM10000 is 4:3, many sources are square); colour jitter covers other dermatoscopes and
+lighting; an occasional down-and-up resample covers lower-resolution sources.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def random_resized_crop(img: np.ndarray, rng: np.random.Generator, scale=(0.55, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+    h, w = img.shape[:2]
+    area = h * w
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw = int(round(np.sqrt(target * aspect)))
+        ch = int(round(np.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x = int(rng.integers(0, w - cw + 1))
+            y = int(rng.integers(0, h - ch + 1))
+            return img[y : y + ch, x : x + cw]
+    return img
+
+
+def random_rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    angle = float(rng.uniform(0, 360))
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    # Reflect rather than fill black: black corners would be a shortcut feature.
+    return cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def colour_jitter(img: np.ndarray, rng: np.random.Generator, brightness=0.2, contrast=0.2, saturation=0.2, hue=8) -> np.ndarray:
+    out = img.astype(np.float32)
+    out = out * rng.uniform(1 - brightness, 1 + brightness)
+    mean = out.mean()
+    out = (out - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
+    hsv = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] *= rng.uniform(1 - saturation, 1 + saturation)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-hue, hue)) % 180  # OpenCV hue is 0..179
+    hsv = np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random training view of an RGB uint8 image."""
+    out = random_resized_crop(img, rng)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if rng.random() < 0.5:
+        out = out[::-1, :]
+    out = random_rotate(np.ascontiguousarray(out), rng)
+    out = colour_jitter(out, rng)
+    if rng.random() < 0.2:
+        h, w = out.shape[:2]
+        f = rng.uniform(0.5, 0.9)
+        small = cv2.resize(out, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out)

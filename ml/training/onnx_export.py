@@ -1,0 +1,30 @@
+"""Keras -> ONNX with tf2onnx, and onnxruntime sessions for the training-side work."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+
+# tf2onnx 1.17 converts Keras 3 models at opsets 13-18 (20 fails); 17 is what we validated.
+OPSET = 17
+
+
+def keras_to_onnx(model: keras.Model, *, input_name: str = "input", output_name: str | None = None) -> bytes:
+    """Serialized ONNX model with a dynamic batch dimension."""
+    shape = (None, *model.input.shape[1:])
+    signature = (tf.TensorSpec(shape, tf.float32, name=input_name),)
+    kwargs = {"output_names": [output_name]} if output_name else {}
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, **kwargs)
+    return proto.SerializeToString()
+
+
+def training_session(model_bytes: bytes | str, threads: int | None = None) -> ort.InferenceSession:
+    """A session for feature extraction: CUDA when onnxruntime-gpu sees a GPU, else all CPU cores."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(model_bytes, options, providers=providers)

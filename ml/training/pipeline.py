@@ -1,0 +1,171 @@
+"""`python -m ml train`: split -> probe -> feature cache -> fit -> export -> quantize -> calibrate -> test.
+
+Every stage writes its result to the work folder and is skipped when it is already there, so
+re-running the same command after an interruption resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+
+import numpy as np
+
+from ml.classes import CLASSES
+from ml.data import (
+    DEFAULT_SPLIT_SEED,
+    Record,
+    load_metadata,
+    records_in,
+    split_by_lesion,
+    write_split_csv,
+)
+from ml.preprocessing import COLOUR_MODES, PreprocessConfig
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metadata", required=True, help="HAM10000-style metadata CSV")
+    parser.add_argument("--images", required=True, nargs="+", help="one or more folders holding <image_id>.jpg")
+    parser.add_argument("--out", required=True, help="model folder to write (e.g. ml/models/<version>)")
+    parser.add_argument("--work-dir", help="cache and checkpoints (default ~/.cache/skinportal/train/<out name>)")
+    parser.add_argument("--version", help="model version (default: the --out folder name)")
+    parser.add_argument("--alpha", type=float, default=1.0, choices=[0.35, 1.0], help="MobileNetV2 width")
+    parser.add_argument("--weights", help="backbone weights .h5 (default: ../shared/data/weights); 'none' = random")
+    parser.add_argument("--size", type=int, default=224, help="square input size")
+    parser.add_argument("--colour", default="auto", choices=["auto", *COLOUR_MODES], help="'auto' = probe decides")
+    parser.add_argument("--probe-backbones", action="store_true", help="also probe the other backbone width")
+    parser.add_argument("--cut", default="block_5_add", help="last frozen layer; its output is cached")
+    parser.add_argument("--views", type=int, default=8, help="augmented views cached per training image")
+    parser.add_argument("--head-epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=25, help="fine-tuning epochs (early stopping may end sooner)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
+    parser.add_argument("--max-per-class", type=int, help="cap images per class (quick runs and tests)")
+    parser.add_argument("--calibration-images", type=int, default=256, help="int8 calibration images")
+    parser.add_argument("--parity-images", type=int, default=128, help="images for the Keras/ONNX check")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for test intervals")
+    parser.add_argument("--target-sensitivity", type=float, default=0.90)
+
+
+def cap_per_class(records: list[Record], cap: int | None, seed: int) -> list[Record]:
+    if not cap:
+        return records
+    rng = np.random.default_rng(seed)
+    kept: list[Record] = []
+    for dx in CLASSES:
+        of_class = [r for r in records if r.dx == dx]
+        order = rng.permutation(len(of_class))[:cap]
+        kept.extend(of_class[i] for i in sorted(order))
+    return kept
+
+
+def run(args: argparse.Namespace) -> dict:
+    import keras  # training extra only
+
+    from ml.training import backbone, features, fit, probe
+    from ml.training.onnx_export import keras_to_onnx, training_session
+
+    out = os.path.abspath(args.out)
+    version = args.version or os.path.basename(out.rstrip("/"))
+    work = os.path.abspath(args.work_dir or os.path.join(os.path.expanduser("~"), ".cache", "skinportal", "train", version))
+    os.makedirs(out, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    log(f"model {version}: out={out} work={work}")
+    with open(os.path.join(work, "arguments.json"), "w") as fh:
+        json.dump(vars(args), fh, indent=2)
+
+    weights_for = (lambda alpha: None) if args.weights == "none" else (
+        (lambda alpha: args.weights) if args.weights else backbone.default_weights_path
+    )
+    if args.weights != "none" and weights_for(args.alpha) is None:
+        sys.exit("backbone weights not found: pass --weights PATH (or --weights none for a random init)")
+
+    # 1. Data and the lesion-level split.
+    records = load_metadata(args.metadata, args.images)
+    split_of = split_by_lesion(records, seed=args.split_seed)
+    write_split_csv(os.path.join(out, "split.csv"), records, split_of)
+    records = cap_per_class(records, args.max_per_class, args.seed)
+    train, val, test = (records_in(records, split_of, s) for s in ("train", "val", "test"))
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        counts = Counter(r.dx for r in part)
+        log(f"{name}: {len(part)} images, {len({r.lesion_id for r in part})} lesions, " + " ".join(f"{c}={counts[c]}" for c in CLASSES))
+
+    # 2. Colour preprocessing (and optionally backbone width) chosen by a linear probe on val.
+    probe_rows: list[dict] = []
+    colour = args.colour
+    if colour == "auto":
+        candidates = [(args.alpha, c) for c in COLOUR_MODES]
+        probe_rows = probe.run_probe(candidates=candidates, weights_for=weights_for, train=train, val=val,
+                                     size=args.size, work_dir=work, seed=args.seed, log=log)
+        best = max((r for r in probe_rows if r["alpha"] == args.alpha), key=lambda r: r["val_balanced_accuracy"])
+        colour = best["colour"]
+        log(f"colour preprocessing chosen on validation: {colour}")
+    if args.probe_backbones:
+        other = 0.35 if args.alpha == 1.0 else 1.0
+        probe_rows = probe.run_probe(candidates=[(args.alpha, colour), (other, colour)], weights_for=weights_for,
+                                     train=train, val=val, size=args.size, work_dir=work, seed=args.seed, log=log)
+    config = PreprocessConfig(size=args.size, colour=colour)
+
+    # 3. Cached outputs of the frozen lower blocks.
+    keras.utils.set_random_seed(args.seed)
+    base = backbone.build_backbone(args.alpha, args.size, weights_for(args.alpha))
+    lower, upper = backbone.split_backbone(base, args.cut)
+    lower_session = training_session(keras_to_onnx(lower))
+    log(f"caching {args.cut} outputs: {args.views} views x {len(train)} training images")
+    train_feats = features.cache_features(lower_session, train, config, path=os.path.join(work, "train_features.npy"),
+                                          views=args.views, augmented=args.views > 0, seed=args.seed, log=log)
+    val_feats = features.cache_features(lower_session, val, config, path=os.path.join(work, "val_features.npy"),
+                                        views=1, augmented=False, seed=args.seed, log=log)
+    del lower_session
+
+    # 4. Fit the upper blocks and the head.
+    cfg = fit.FitConfig(head_epochs=args.head_epochs, finetune_epochs=args.epochs, finetune_lr=args.lr,
+                        patience=args.patience, batch_size=args.batch_size, seed=args.seed)
+    head = backbone.build_head_model(upper, dropout=cfg.dropout, n_classes=len(CLASSES), seed=args.seed)
+    history = fit.fit(head, upper, train_features=train_feats, train_labels=np.array([r.label for r in train]),
+                      val_features=val_feats, val_labels=np.array([r.label for r in val]), cfg=cfg,
+                      checkpoint_dir=os.path.join(work, "checkpoints"), log=log)
+    model = backbone.build_inference_model(lower, head)
+
+    # 5-8. Export, parity, int8, calibration, test metrics and the manifest.
+    from ml.training import export  # imported late: a resumed job picks up the current packaging code
+
+    return export.package(
+        model=model,
+        out=out,
+        version=version,
+        config=config,
+        train=train,
+        val=val,
+        test=test,
+        args=args,
+        training={
+            "backbone": {"name": "MobileNetV2", "alpha": args.alpha, "init": backbone.WEIGHT_DESCRIPTIONS[args.alpha]
+                         if args.weights != "none" else "random", "frozen_through": args.cut},
+            "fit": asdict(cfg) | {"views_per_image": args.views, "best_epoch": history["best_epoch"],
+                                   "epochs_run": history["next_epoch"]},
+            "history": history["history"],
+            "probe": probe_rows,
+        },
+        log=log,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml train", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    run(args)
+    return 0
