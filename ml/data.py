@@ -169,13 +169,13 @@ def split_by_lesion(
 
 
 def write_split_csv(path: str, records: Iterable[Record], split_of: dict[str, str]) -> None:
-    """The audit trail of the split: one row per image."""
+    """The audit trail of the split: one row per image (ids only; labels stay in the source CSV)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["image_id", "lesion_id", "dx", "split"])
+        writer.writerow(["image_id", "lesion_id", "split"])
         for r in sorted(records, key=lambda r: r.image_id):
-            writer.writerow([r.image_id, r.lesion_id, r.dx, split_of[r.image_id]])
+            writer.writerow([r.image_id, r.lesion_id, split_of[r.image_id]])
 
 
 def read_split_csv(path: str) -> dict[str, str]:

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parity-images", type=int, default=128, help="images for the Keras/ONNX check")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for test intervals")
     parser.add_argument("--target-sensitivity", type=float, default=0.90)
+    parser.add_argument("--min-int8-agreement", type=float, default=0.99,
+                        help="refuse the bundle when int8 and fp32 argmaxes agree on fewer validation images")
+    parser.add_argument("--make-current", action="store_true", help="point ml/models/CURRENT at the new bundle")
 
 
 def cap_per_class(records: list[Record], cap: int | None, seed: int) -> list[Record]:
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     # 5-8. Export, parity, int8, calibration, test metrics and the manifest.
     from ml.training import export  # imported late: a resumed job picks up the current packaging code
 
-    return export.package(
+    manifest = export.package(
         model=model,
         out=out,
         version=version,
@@ -161,6 +164,10 @@ def run(args: argparse.Namespace) -> dict:
         },
         log=log,
     )
+    if args.make_current:
+        export.make_current(out)
+        log(f"ml/models/CURRENT now names {os.path.basename(out)}")
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

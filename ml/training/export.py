@@ -1,0 +1,249 @@
+"""Packaging a trained Keras model into a bundle: ONNX fp32 + int8, calibration, checks, manifest.
+
+Steps, each failing loudly rather than shipping a doubtful model:
+  1. Keras model saved (model.keras), converted with tf2onnx (model.onnx, output "logits").
+  2. int8: onnxruntime static QDQ quantization (per-channel) calibrated on real training images.
+  3. Per variant, on the validation split through the real inference path: temperature
+     scaling and the malignancy threshold for the target sensitivity.
+  4. Parity Keras vs onnxruntime fp32 (max |dp| <= 1e-4, identical argmax) and int8 vs fp32
+     agreement (>= 99% of validation argmaxes).
+  5. Test-split metrics with lesion-level bootstrap intervals; manifest.json + metrics.json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import onnx
+
+from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.data import DEFAULT_FRACTIONS, Record
+from ml.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_manifest
+from ml.metrics import (
+    bootstrap_intervals,
+    fit_temperature,
+    is_malignant,
+    malignancy_scores,
+    sensitivity_specificity,
+    softmax,
+    summary,
+    threshold_for_sensitivity,
+)
+from ml.preprocessing import PreprocessConfig, preprocess, read_image
+from ml.training.onnx_export import keras_to_onnx, training_session
+from ml.training.quantize import quantize_int8
+
+PARITY_TOLERANCE = 1e-4
+INT8_MIN_AGREEMENT = 0.99
+HAM10000_CITATION = (
+    'Tschandl P., Rosendahl C., Kittler H. "The HAM10000 dataset, a large collection of multi-source '
+    'dermatoscopic images of common pigmented skin lesions." Sci. Data 5, 180161 (2018). doi:10.1038/sdata.2018.161'
+)
+INTENDED_USE = (
+    "Decision support for research and education: a second look at a dermatoscopic image of a "
+    "pigmented skin lesion. Not a certified medical device; not a diagnosis."
+)
+
+
+class PackagingError(RuntimeError):
+    """A packaging check failed: the bundle is not written as servable."""
+
+
+def preprocessed(records: Sequence[Record], config: PreprocessConfig) -> np.ndarray:
+    return np.stack([preprocess(read_image(r.path), config) for r in records]).astype(np.float32)
+
+
+def onnx_logits(path_or_bytes, batch: np.ndarray, *, chunk: int = 64) -> np.ndarray:
+    session = training_session(path_or_bytes)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: batch[i : i + chunk]})[0] for i in range(0, len(batch), chunk)])
+
+
+def rename_output(model: onnx.ModelProto, new_name: str) -> onnx.ModelProto:
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [new_name if o == old else o for o in node.output]
+        node.input[:] = [new_name if i == old else i for i in node.input]
+    model.graph.output[0].name = new_name
+    return model
+
+
+def calibrate(logits: np.ndarray, labels: np.ndarray, target_sensitivity: float) -> dict:
+    temperature = fit_temperature(logits, labels)
+    probs = softmax(logits, temperature)
+    scores = malignancy_scores(probs)
+    threshold = threshold_for_sensitivity(scores, is_malignant(labels), target_sensitivity)
+    sens, spec = sensitivity_specificity(is_malignant(labels), scores >= threshold)
+    return {
+        "temperature": round(temperature, 6),
+        "malignancy_threshold": threshold,
+        "target_sensitivity": target_sensitivity,
+        "validation_sensitivity": sens,
+        "validation_specificity": spec,
+        "validation_nll_before": float(-np.mean(np.log(softmax(logits)[np.arange(len(labels)), labels] + 1e-12))),
+        "validation_nll_after": float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + 1e-12))),
+    }
+
+
+def headline(metrics: dict) -> dict:
+    keys = ("n_images", "balanced_accuracy", "accuracy", "macro_f1", "malignant_sensitivity",
+            "malignant_specificity", "malignant_auc", "ece")
+    out = {k: (round(metrics[k], 4) if isinstance(metrics[k], float) else metrics[k]) for k in keys}
+    out["recall"] = {c: (None if v["recall"] is None else round(v["recall"], 4)) for c, v in metrics["per_class"].items()}
+    return out
+
+
+def split_facts(parts: dict[str, Sequence[Record]]) -> dict:
+    return {
+        name: {
+            "images": len(records),
+            "lesions": len({r.lesion_id for r in records}),
+            "classes": {c: Counter(r.dx for r in records)[c] for c in CLASSES},
+        }
+        for name, records in parts.items()
+    }
+
+
+def package(
+    *,
+    model: keras.Model,
+    out: str,
+    version: str,
+    config: PreprocessConfig,
+    train: Sequence[Record],
+    val: Sequence[Record],
+    test: Sequence[Record],
+    args,
+    training: dict,
+    log: Callable[[str], None] = print,
+) -> dict:
+    target = float(getattr(args, "target_sensitivity", 0.90))
+    # 1. Keras and ONNX fp32.
+    keras_path = os.path.join(out, "model.keras")
+    model.save(keras_path)
+    fp32_path = os.path.join(out, "model.onnx")
+    proto = rename_output(onnx.load_from_string(keras_to_onnx(model, input_name="input")), "logits")
+    onnx.save(proto, fp32_path)
+    log(f"exported {fp32_path} ({os.path.getsize(fp32_path) / 1e6:.1f} MB)")
+
+    # 2. int8 from real, un-augmented training images.
+    rng = np.random.default_rng(args.seed)
+    calib_records = [train[i] for i in sorted(rng.permutation(len(train))[: args.calibration_images])]
+    int8_path = os.path.join(out, "model.int8.onnx")
+    val_x = preprocessed(val, config)
+    val_y = np.array([r.label for r in val])
+    fp32_val_logits = onnx_logits(fp32_path, val_x)
+    quant = quantize_int8(fp32_path, int8_path, preprocessed(calib_records, config), val_x, fp32_val_logits, log=log)
+    min_agreement = float(getattr(args, "min_int8_agreement", INT8_MIN_AGREEMENT))
+    if quant["agreement"] < min_agreement:
+        raise PackagingError(f"int8 agrees with fp32 on {quant['agreement']:.4f} of validation argmaxes (< {min_agreement})")
+
+    # 3. Calibration per variant on validation.
+    variants: dict[str, dict] = {}
+    val_logits = {"fp32": fp32_val_logits, "int8": onnx_logits(int8_path, val_x)}
+    for name, path in (("fp32", fp32_path), ("int8", int8_path)):
+        cal = calibrate(val_logits[name], val_y, target)
+        probs = softmax(val_logits[name], cal["temperature"])
+        variants[name] = {"file": os.path.basename(path), "sha256": sha256_file(path), "bytes": os.path.getsize(path),
+                          **cal, "validation": headline(summary(probs, val_y, cal["malignancy_threshold"]))}
+        log(f"{name}: T={cal['temperature']:.3f} threshold={cal['malignancy_threshold']:.4f} "
+            f"val {variants[name]['validation']}")
+
+    # 4. Parity Keras vs onnxruntime on real images, with the shipped temperature.
+    n_parity = min(args.parity_images, len(val))
+    keras_logits = model.predict(val_x[:n_parity], batch_size=32, verbose=0)
+    temperature = variants["fp32"]["temperature"]
+    keras_probs = softmax(keras_logits, temperature)
+    onnx_probs = softmax(fp32_val_logits[:n_parity], temperature)
+    max_diff = float(np.abs(keras_probs - onnx_probs).max())
+    same_argmax = bool((keras_probs.argmax(1) == onnx_probs.argmax(1)).all())
+    parity = {"images": n_parity, "max_abs_probability_difference": max_diff, "identical_argmax": same_argmax,
+              "tolerance": PARITY_TOLERANCE}
+    log(f"parity Keras vs onnxruntime on {n_parity} validation images: max |dp| = {max_diff:.2e}, identical argmax: {same_argmax}")
+    if n_parity < 64 and len(val) >= 64:
+        raise PackagingError("parity needs at least 64 images")
+    if max_diff > PARITY_TOLERANCE or not same_argmax:
+        raise PackagingError(f"Keras and onnxruntime disagree: {parity}")
+    del val_x
+
+    # 5. Held-out test split through the real inference path, per variant.
+    from ml.inference import Classifier  # after the files exist; checks sha256 like production
+
+    test_y = np.array([r.label for r in test])
+    test_x = preprocessed(test, config)
+    test_metrics: dict[str, dict] = {}
+    manifest = _manifest(out, version, config, variants, parity, quant, training, train, val, test, args)
+    write_manifest(out, manifest)
+    for name in ("fp32", "int8"):
+        classifier = Classifier(out, variant=name)
+        probs = np.concatenate([classifier.probabilities(test_x[i : i + 64]) for i in range(0, len(test_x), 64)])
+        full = summary(probs, test_y, classifier.threshold)
+        full["intervals_95"] = bootstrap_intervals(probs, test_y, classifier.threshold,
+                                                   groups=[r.lesion_id for r in test], n_resamples=args.bootstrap,
+                                                   seed=args.seed)
+        test_metrics[name] = full
+        log(f"test {name}: {headline(full)}")
+    manifest["metrics"] = {
+        "test": {name: headline(m) | {"intervals_95": m["intervals_95"]} for name, m in test_metrics.items()},
+        "validation": {name: v["validation"] for name, v in variants.items()},
+    }
+    write_manifest(out, manifest)
+    with open(os.path.join(out, "metrics.json"), "w") as fh:
+        json.dump({"test": test_metrics, "training": training}, fh, indent=2)
+    log(f"bundle written: {os.path.join(out, MANIFEST_NAME)}")
+    return manifest
+
+
+def make_current(bundle_dir: str) -> None:
+    """Name ``bundle_dir`` in ml/models/CURRENT (it must sit in ml/models/)."""
+    from ml.manifest import MODELS_DIR
+
+    if os.path.dirname(os.path.abspath(bundle_dir)) != os.path.abspath(MODELS_DIR):
+        raise PackagingError(f"{bundle_dir} is not inside {MODELS_DIR}; set SKINPORTAL_MODEL_DIR instead")
+    with open(os.path.join(MODELS_DIR, "CURRENT"), "w") as fh:
+        fh.write(os.path.basename(os.path.abspath(bundle_dir)) + "\n")
+
+
+def _manifest(out, version, config, variants, parity, quant, training, train, val, test, args) -> dict:
+    return {
+        "format": FORMAT_VERSION,
+        "name": "skinportal-mobilenetv2-ham10000",
+        "version": version,
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "intended_use": INTENDED_USE,
+        "classes": list(CLASSES),
+        "malignant_classes": sorted(MALIGNANT_CLASSES),
+        "malignancy_score": "P(mel) + P(bcc) + P(akiec) after temperature scaling; flagged when >= malignancy_threshold",
+        "input": {"name": "input", "shape": [None, config.size, config.size, 3], "layout": "NHWC", "dtype": "float32",
+                  "colour_order": config.colour_order},
+        "output": {"name": "logits", "kind": "logits", "apply": "softmax(logits / temperature)"},
+        "preprocessing": config.to_dict() | {
+            "function": "ml.preprocessing.preprocess",
+            "steps": "decode (OpenCV) -> RGB -> resize whole image to size x size (INTER_AREA when shrinking, "
+                     "INTER_LINEAR when enlarging) -> colour step -> x * scale + offset",
+        },
+        "architecture": training["backbone"],
+        "variants": variants,
+        "files": {"keras": {"file": "model.keras", "sha256": sha256_file(os.path.join(out, "model.keras"))}},
+        "checks": {"parity_keras_vs_onnxruntime": parity, "int8": quant},
+        "training_data": {
+            "name": "HAM10000 (ISIC 2018 Task 3 training set), 200x150 copies",
+            "citation": HAM10000_CITATION,
+            "licence": "CC BY-NC-SA 4.0",
+            "split": {"file": "split.csv", "unit": "lesion_id, byte-identical images merged", "seed": args.split_seed,
+                      "fractions": list(DEFAULT_FRACTIONS), "stratified_by": "dx"},
+            "splits": split_facts({"train": train, "val": val, "test": test}),
+        },
+        "training": {"fit": training["fit"], "preprocessing_probe": training["probe"]},
+        "licence": {
+            "model": "CC BY-NC-SA 4.0: trained on HAM10000; research and non-commercial use, share alike",
+            "backbone_init": "ImageNet MobileNetV2 (Keras applications / TensorFlow Lite model, Apache-2.0)",
+        },
+        "metrics": {},
+    }

@@ -1,0 +1,127 @@
+import csv
+import os
+import shutil
+
+import pytest
+
+from ml.classes import CLASSES
+from ml.data import load_metadata, read_split_csv, split_by_lesion, write_split_csv
+from ml.errors import DatasetError
+from tests.conftest import HAM_IMAGES, HAM_METADATA, encode, make_image, needs_ham10000
+
+
+def write_dataset(root, rows, *, folders=("a",), header=("lesion_id", "image_id", "dx")):
+    """rows: (lesion_id, image_id, dx); images spread over ``folders`` round-robin."""
+    dirs = [os.path.join(root, f) for f in folders]
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    for i, (lesion, image, dx) in enumerate(rows):
+        with open(os.path.join(dirs[i % len(dirs)], f"{image}.jpg"), "wb") as fh:
+            fh.write(encode(make_image(seed=i)))
+    csv_path = os.path.join(root, "meta.csv")
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row[: len(header)])
+    return csv_path, dirs
+
+
+def synthetic_rows(lesions_per_class=20, images_per_lesion=(1, 3)):
+    rows, n = [], 0
+    for dx in CLASSES:
+        for lesion in range(lesions_per_class):
+            for _ in range(images_per_lesion[lesion % 2]):
+                rows.append((f"L_{dx}_{lesion}", f"IMG_{n:05d}", dx))
+                n += 1
+    return rows
+
+
+def test_it_finds_images_in_any_of_several_folders(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(2), folders=("part_1", "part_2"))
+    records = load_metadata(csv_path, dirs)
+    assert len(records) == len(synthetic_rows(2))
+    assert {os.path.basename(os.path.dirname(r.path)) for r in records} == {"part_1", "part_2"}
+
+
+def test_it_names_a_missing_image(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(1))
+    os.remove(os.path.join(dirs[0], "IMG_00002.jpg"))
+    with pytest.raises(DatasetError, match="IMG_00002"):
+        load_metadata(csv_path, dirs)
+
+
+def test_it_names_a_missing_column(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(1), header=("lesion_id", "image_id"))
+    with pytest.raises(DatasetError, match="missing column.*dx"):
+        load_metadata(csv_path, dirs)
+
+
+def test_it_names_an_unknown_diagnosis(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, [("L1", "IMG_1", "nv"), ("L2", "IMG_2", "melanoma")])
+    with pytest.raises(DatasetError, match="melanoma"):
+        load_metadata(csv_path, dirs)
+
+
+def test_it_reports_a_missing_csv_and_folder(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        load_metadata(str(tmp_path / "nope.csv"), [str(tmp_path)])
+    csv_path, _ = write_dataset(tmp_path, synthetic_rows(1))
+    with pytest.raises(DatasetError, match="folder not found"):
+        load_metadata(csv_path, [str(tmp_path / "missing")])
+
+
+def test_it_keeps_every_lesion_in_one_split_and_is_deterministic(tmp_path):
+    rows = synthetic_rows(20)
+    csv_path, dirs = write_dataset(tmp_path, rows)
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records, seed=7)
+    lesion_splits = {}
+    for r in records:
+        lesion_splits.setdefault(r.lesion_id, set()).add(split[r.image_id])
+    assert all(len(s) == 1 for s in lesion_splits.values())
+    assert set(split.values()) == {"train", "val", "test"}
+    # Every class is stratified into every split (20 lesions a class, 70/15/15).
+    for dx in CLASSES:
+        assert {split[r.image_id] for r in records if r.dx == dx} == {"train", "val", "test"}
+    assert split_by_lesion(list(reversed(records)), seed=7) == split
+    assert split_by_lesion(records, seed=8) != split
+
+
+def test_it_merges_byte_identical_images_of_different_lesions(tmp_path):
+    rows = synthetic_rows(20)
+    csv_path, dirs = write_dataset(tmp_path, rows)
+    # The same picture filed under two lesion ids of the same class, as HAM10000 does twice.
+    shutil.copy(os.path.join(dirs[0], "IMG_00000.jpg"), os.path.join(dirs[0], "IMG_00001.jpg"))
+    records = load_metadata(csv_path, dirs)
+    assert records[0].lesion_id != records[1].lesion_id
+    for seed in range(10):
+        split = split_by_lesion(records, seed=seed)
+        assert split["IMG_00000"] == split["IMG_00001"]
+
+
+def test_it_writes_an_auditable_split_csv(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(5))
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records)
+    out = tmp_path / "split.csv"
+    write_split_csv(str(out), records, split)
+    assert read_split_csv(str(out)) == split
+    with open(out) as fh:
+        assert next(csv.reader(fh)) == ["image_id", "lesion_id", "split"]
+
+
+@needs_ham10000
+def test_it_splits_ham10000_by_lesion_with_no_leak():
+    records = load_metadata(HAM_METADATA, [HAM_IMAGES])
+    assert len(records) == 10015
+    split = split_by_lesion(records)
+    by_lesion = {}
+    for r in records:
+        by_lesion.setdefault(r.lesion_id, set()).add(split[r.image_id])
+    assert max(len(s) for s in by_lesion.values()) == 1
+    # The two known byte-identical pairs land together.
+    assert split["ISIC_0024366"] == split["ISIC_0029861"]
+    assert split["ISIC_0024777"] == split["ISIC_0029938"]
+    counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
+    assert 0.66 < counts["train"] / len(records) < 0.74

@@ -1,0 +1,128 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.errors import ImageTooLargeError, InvalidImageError, ModelIntegrityError
+from ml.inference import Classifier, get_classifier, reset_classifier
+from ml.manifest import load_manifest
+from tests.conftest import encode, make_image
+from tests.tinymodel import write_tiny_bundle
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return write_tiny_bundle(str(tmp_path / "bundle"), size=32)
+
+
+def test_it_returns_all_classes_top_class_and_malignancy(bundle):
+    prediction = Classifier(bundle).predict(encode(make_image(seed=3)))
+    assert list(prediction.probabilities) == list(CLASSES)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert prediction.top_class == max(prediction.probabilities, key=prediction.probabilities.get)
+    expected = sum(prediction.probabilities[c] for c in MALIGNANT_CLASSES)
+    assert prediction.malignancy_score == pytest.approx(expected)
+    assert prediction.malignant == (prediction.malignancy_score >= prediction.threshold)
+    assert prediction.model_version == "tiny-test-1"
+
+
+def test_it_gives_the_same_answer_in_a_batch_and_alone(bundle):
+    classifier = Classifier(bundle)
+    images = [encode(make_image(seed=s)) for s in range(5)]
+    batch = classifier.predict_batch(images, batch_size=2)
+    for image, in_batch in zip(images, batch):
+        alone = classifier.predict(image)
+        for c in CLASSES:
+            assert in_batch.probabilities[c] == pytest.approx(alone.probabilities[c], abs=1e-6)
+    # Arrays are accepted too and give the same result as their encoded bytes (PNG: lossless).
+    array = make_image(seed=9)
+    assert classifier.predict(array).probabilities == pytest.approx(classifier.predict(encode(array, ".png")).probabilities)
+
+
+def test_it_flags_against_the_manifest_threshold(tmp_path):
+    low = Classifier(write_tiny_bundle(str(tmp_path / "low"), threshold=0.0)).predict(make_image())
+    high = Classifier(write_tiny_bundle(str(tmp_path / "high"), threshold=1.01)).predict(make_image())
+    assert low.malignant and not high.malignant
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"", InvalidImageError),
+        (b"not an image at all", InvalidImageError),
+        (b"\xff\xd8\xff\xe0" + os.urandom(200), InvalidImageError),
+    ],
+)
+def test_it_raises_typed_errors_on_bad_bytes(bundle, data, error):
+    with pytest.raises(error):
+        Classifier(bundle).predict(data)
+
+
+def test_it_raises_on_a_huge_image_and_on_wrong_types(bundle):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, format="PNG")
+    with pytest.raises(ImageTooLargeError):
+        Classifier(bundle).predict(buf.getvalue())
+    with pytest.raises(InvalidImageError):
+        Classifier(bundle).predict("a string")  # type: ignore[arg-type]
+
+
+def test_it_fails_closed_when_the_file_does_not_match_its_sha256(bundle):
+    with open(os.path.join(bundle, "model.onnx"), "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        Classifier(bundle)
+
+
+def test_it_fails_closed_when_the_manifest_input_size_is_wrong(bundle):
+    path = os.path.join(bundle, "manifest.json")
+    manifest = json.load(open(path))
+    manifest["preprocessing"]["size"] = 64
+    json.dump(manifest, open(path, "w"))
+    with pytest.raises(ModelIntegrityError, match="input shape"):
+        Classifier(bundle)
+
+
+def test_it_fails_closed_on_a_different_class_order(bundle):
+    path = os.path.join(bundle, "manifest.json")
+    manifest = json.load(open(path))
+    manifest["classes"] = list(reversed(manifest["classes"]))
+    json.dump(manifest, open(path, "w"))
+    with pytest.raises(ModelIntegrityError, match="classes"):
+        load_manifest(bundle)
+
+
+def test_it_fails_closed_without_a_manifest_or_variant(tmp_path, bundle):
+    with pytest.raises(ModelIntegrityError, match="manifest not found"):
+        Classifier(str(tmp_path))
+    with pytest.raises(ModelIntegrityError, match="no 'int4' variant"):
+        Classifier(bundle, variant="int4")
+
+
+def test_it_loads_one_session_per_process_from_settings(bundle, monkeypatch):
+    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", bundle)
+    monkeypatch.setenv("SKINPORTAL_MODEL_VARIANT", "int8")
+    monkeypatch.setenv("SKINPORTAL_ORT_THREADS", "1")
+    reset_classifier()
+    try:
+        first = get_classifier()
+        assert first is get_classifier()
+        assert first.variant == "int8"
+        assert first.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        reset_classifier()
+
+
+def test_it_rejects_bad_settings(bundle, monkeypatch):
+    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", bundle)
+    monkeypatch.setenv("SKINPORTAL_ORT_THREADS", "many")
+    reset_classifier()
+    with pytest.raises(ValueError, match="SKINPORTAL_ORT_THREADS"):
+        get_classifier()
+    reset_classifier()

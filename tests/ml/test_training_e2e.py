@@ -1,0 +1,127 @@
+"""A tiny train -> export -> parity -> int8 -> calibrate -> evaluate run, end to end (TensorFlow).
+
+On ../shared's HAM10000 copy when present (10 images a class, ImageNet alpha 0.35 weights),
+else on generated images with a random initialisation. About half a minute on two cores.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the 'train' extra (TensorFlow) is not installed")
+
+from ml.__main__ import main as ml_main  # noqa: E402
+from ml.classes import CLASSES  # noqa: E402
+from ml.data import load_metadata, read_split_csv  # noqa: E402
+from ml.training.pipeline import cap_per_class  # noqa: E402
+from ml.inference import Classifier  # noqa: E402
+from tests.conftest import HAM_IMAGES, HAM_METADATA, WEIGHTS_DIR, encode, make_image  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def generated_dataset(root) -> tuple[str, str]:
+    images = os.path.join(root, "images")
+    os.makedirs(images)
+    csv_path = os.path.join(root, "metadata.csv")
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["lesion_id", "image_id", "dx"])
+        for k, dx in enumerate(CLASSES):
+            for lesion in range(10):
+                image_id = f"GEN_{k}_{lesion}"
+                img = make_image(80, 60, seed=100 * k + lesion)
+                img[..., k % 3] = np.clip(img[..., k % 3].astype(int) + 40 * k, 0, 255)  # a class cue
+                with open(os.path.join(images, image_id + ".jpg"), "wb") as out:
+                    out.write(encode(img))
+                writer.writerow([f"L_{k}_{lesion}", image_id, dx])
+    return csv_path, images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    weights = os.path.join(WEIGHTS_DIR, "mobilenet_v2_0.35_224_no_top.weights.h5")
+    if os.path.isfile(HAM_METADATA) and os.path.isfile(weights):
+        metadata, images, extra = HAM_METADATA, HAM_IMAGES, ["--weights", weights, "--max-per-class", "10"]
+    else:
+        metadata, images = generated_dataset(str(root))
+        extra = ["--weights", "none"]
+    out = str(root / "bundle")
+    argv = [
+        "train", "--metadata", metadata, "--images", images, "--out", out, "--work-dir", str(root / "work"),
+        "--alpha", "0.35", "--size", "96", "--colour", "none", "--views", "2", "--head-epochs", "1",
+        "--epochs", "1", "--calibration-images", "16", "--parity-images", "16", "--bootstrap", "50",
+        # A one-epoch toy model's int8 copy is checked, not gated; the shipped model is gated at 0.99.
+        "--min-int8-agreement", "0.5", *extra,
+    ]
+    assert ml_main(argv) == 0
+    return {"out": out, "argv": argv, "metadata": metadata, "images": images}
+
+
+def test_it_writes_a_complete_bundle(trained):
+    out = trained["out"]
+    for name in ("manifest.json", "model.onnx", "model.int8.onnx", "model.keras", "split.csv", "metrics.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["classes"] == list(CLASSES)
+    assert manifest["input"]["shape"] == [None, 96, 96, 3]
+    assert manifest["preprocessing"]["colour_order"] == "RGB"
+    parity = manifest["checks"]["parity_keras_vs_onnxruntime"]
+    assert parity["max_abs_probability_difference"] <= 1e-4 and parity["identical_argmax"]
+    assert 0 <= manifest["checks"]["int8"]["agreement"] <= 1
+    for variant in ("fp32", "int8"):
+        entry = manifest["variants"][variant]
+        assert entry["temperature"] > 0
+        assert entry["validation_sensitivity"] >= 0.9
+        assert set(manifest["metrics"]["test"][variant]["intervals_95"]) >= {"balanced_accuracy", "accuracy"}
+
+
+def test_its_split_keeps_lesions_whole(trained):
+    split = read_split_csv(os.path.join(trained["out"], "split.csv"))
+    with open(os.path.join(trained["out"], "split.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    lesions = {}
+    for row in rows:
+        lesions.setdefault(row["lesion_id"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in lesions.values())
+    assert set(split.values()) == {"train", "val", "test"}
+
+
+def test_its_onnx_variants_serve_through_the_inference_library(trained):
+    image = encode(make_image(120, 90, seed=5))
+    for variant in ("fp32", "int8"):
+        prediction = Classifier(trained["out"], variant=variant).predict(image)
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction.variant == variant
+
+
+def test_it_evaluates_the_bundle_with_the_cli(trained, tmp_path):
+    split = read_split_csv(os.path.join(trained["out"], "split.csv"))
+    # The same capped subset the training run used (--max-per-class), so the figures can be compared.
+    cap = int(trained["argv"][trained["argv"].index("--max-per-class") + 1]) if "--max-per-class" in trained["argv"] else None
+    records = cap_per_class(load_metadata(trained["metadata"], [trained["images"]]), cap, seed=20261125)
+    rows = [{"image_id": r.image_id, "dx": r.dx} for r in records if split[r.image_id] == "test"]
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image_id", "dx"])
+        writer.writerows((r["image_id"], r["dx"]) for r in rows)
+    out = tmp_path / "eval.json"
+    code = ml_main(["evaluate", "--images", trained["images"], "--labels", str(labels), "--model", trained["out"], "--json", str(out)])
+    assert code == 0
+    result = json.load(open(out))
+    assert result["n_images"] == len(rows)
+    manifest = json.load(open(os.path.join(trained["out"], "manifest.json")))
+    # The CLI and the packaging step score the same images with the same model the same way.
+    assert result["balanced_accuracy"] == pytest.approx(manifest["metrics"]["test"]["fp32"]["balanced_accuracy"], abs=1e-4)
+
+
+def test_it_resumes_instead_of_retraining(trained, capsys):
+    assert ml_main(trained["argv"]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/" not in printed  # every epoch was already done
+    assert "best epoch" in printed
