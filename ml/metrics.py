@@ -80,11 +80,19 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) at every distinct threshold."""
+    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1).
+
+    Tied scores form one point (all flagged or none), so the trapezoidal area under the
+    curve equals :func:`roc_auc`.
+    """
     y = np.asarray(y_true, dtype=bool)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    tp = np.concatenate([[0], np.cumsum(y[order])])
-    fp = np.concatenate([[0], np.cumsum(~y[order])])
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    # The last position of each run of equal scores: flagging "score >= s" takes the whole run.
+    ends = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1] if len(s) else np.array([], dtype=int)
+    tp = np.concatenate([[0], np.cumsum(y)[ends]])
+    fp = np.concatenate([[0], np.cumsum(~y)[ends]])
     return fp / max(1, (~y).sum()), tp / max(1, y.sum())
 
 
@@ -127,7 +135,8 @@ def threshold_for_sensitivity(scores: np.ndarray, malignant: np.ndarray, target:
     positives = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(malignant, dtype=bool)])[::-1]
     if positives.size == 0:
         raise ValueError("no malignant cases to choose a threshold from")
-    k = int(math.ceil(target * positives.size))
+    # The tolerance keeps float noise (0.07 * 100 = 7.000000000000001) from demanding one case too many.
+    k = min(positives.size, max(1, int(math.ceil(target * positives.size - 1e-9))))
     return float(positives[k - 1])
 
 

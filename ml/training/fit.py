@@ -30,7 +30,7 @@ class FitConfig:
     head_epochs: int = 3
     head_lr: float = 1e-3
     finetune_epochs: int = 30
-    finetune_lr: float = 3e-4
+    finetune_lr: float = 5e-5
     weight_decay: float = 1e-4
     patience: int = 6
     batch_size: int = 32

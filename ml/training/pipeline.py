@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=8, help="augmented views cached per training image")
     parser.add_argument("--head-epochs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=25, help="fine-tuning epochs (early stopping may end sooner)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    parser.add_argument("--lr", type=float, default=5e-5, help="fine-tuning peak learning rate (AdamW; 3e-4 collapsed the features)")
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=20261125)

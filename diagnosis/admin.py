@@ -1,0 +1,72 @@
+"""Django admin for staff: every model, read-mostly where the data comes from the model."""
+
+from django.contrib import admin
+
+from diagnosis.models import Classification, ClinicianReview, Lesion, LesionImage, Membership, Organisation, Patient
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "organisation", "role", "created_at"]
+    list_filter = ["role", "organisation"]
+    search_fields = ["user__username", "organisation__name"]
+    autocomplete_fields = ["user", "organisation"]
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ["name", "external_id", "organisation", "date_of_birth", "sex", "created_at"]
+    list_filter = ["organisation", "sex"]
+    search_fields = ["name", "external_id"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+
+
+@admin.register(Lesion)
+class LesionAdmin(admin.ModelAdmin):
+    list_display = ["label", "patient", "body_site", "created_at"]
+    list_filter = ["body_site", "patient__organisation"]
+    search_fields = ["label", "patient__name", "patient__external_id"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+
+
+@admin.register(LesionImage)
+class LesionImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "lesion", "captured_at", "width", "height", "source_format", "uploaded_by", "uploaded_at"]
+    list_filter = ["lesion__patient__organisation", "source_format"]
+    readonly_fields = ["file", "sha256", "width", "height", "size_bytes", "source_format", "uploaded_by", "uploaded_at"]
+
+
+@admin.register(Classification)
+class ClassificationAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "image",
+        "model_version",
+        "status",
+        "top_class",
+        "malignancy_score",
+        "malignant",
+        "created_at",
+    ]
+    list_filter = ["status", "malignant", "model_version"]
+    readonly_fields = [f.name for f in Classification._meta.fields]
+
+
+@admin.register(ClinicianReview)
+class ClinicianReviewAdmin(admin.ModelAdmin):
+    list_display = ["id", "image", "diagnosis", "histopathology_confirmed", "author", "created_at"]
+    list_filter = ["diagnosis", "histopathology_confirmed"]
+    readonly_fields = ["author", "created_at"]

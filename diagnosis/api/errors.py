@@ -1,0 +1,69 @@
+"""One error format for every API failure:
+
+    {"error": {"status": 400, "code": "invalid", "message": "external_id: ...", "fields": {"external_id": ["..."]}}}
+
+`fields` is present only for validation errors. Services' Django ValidationError and
+PermissionDenied, and Http404 from the scoped selectors, map onto the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler
+
+
+def error_body(*, status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def _first_message(fields: dict[str, Any]) -> str:
+    for field, errors in fields.items():
+        first = errors[0] if isinstance(errors, list) and errors else errors
+        if isinstance(first, dict):  # nested serializer errors
+            return f"{field}: {_first_message(first)}"
+        prefix = "" if field in ("non_field_errors", "__all__") else f"{field}: "
+        return f"{prefix}{first}"
+    return "Invalid input."
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # a real bug: Django's 500 handling and logging take over
+
+    if isinstance(exc, exceptions.ValidationError):
+        data = response.data
+        fields = data if isinstance(data, dict) else {"non_field_errors": data if isinstance(data, list) else [data]}
+        response.data = error_body(
+            status=response.status_code, code="invalid", message=_first_message(fields), fields=fields
+        )
+    else:
+        detail = getattr(exc, "detail", None)
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        message = str(detail) if detail is not None else str(exc)
+        response.data = error_body(status=response.status_code, code=str(code), message=message)
+    return response
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown paths under /api/v1/ answer in the API's format, not with an HTML page."""
+    return JsonResponse(
+        error_body(status=404, code="not_found", message=f"No API endpoint at {request.path}."), status=404
+    )

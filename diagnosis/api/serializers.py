@@ -1,0 +1,238 @@
+"""Explicit input and output serializers of the REST API (no ModelSerializer magic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from diagnosis.inference import CLASSES
+from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Role, Sex
+from diagnosis.selectors import image_latest_classification
+
+NOTICE = (
+    "Decision support, not a diagnosis. SkinPortal is research and education software, not a certified medical device."
+)
+
+
+# --- Auth ----------------------------------------------------------------------------------
+
+
+class TokenInput(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class TokenOutput(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class MembershipOutput(serializers.Serializer):
+    organisation = serializers.IntegerField(source="organisation_id")
+    organisation_name = serializers.CharField(source="organisation.name")
+    role = serializers.ChoiceField(choices=Role.choices)
+    can_write = serializers.BooleanField()
+
+
+class MeOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    memberships = MembershipOutput(many=True)
+
+
+# --- Patients ------------------------------------------------------------------------------
+
+
+class PatientFilter(serializers.Serializer):
+    q = serializers.CharField(required=False, allow_blank=True, help_text="Matches name or external id.")
+    organisation = serializers.IntegerField(required=False)
+
+
+class PatientCreateInput(serializers.Serializer):
+    organisation = serializers.IntegerField(
+        required=False, help_text="Organisation id; optional when you can write to exactly one organisation."
+    )
+    external_id = serializers.CharField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    date_of_birth = serializers.DateField(required=False, allow_null=True)
+    sex = serializers.ChoiceField(choices=Sex.choices, required=False, default=Sex.UNKNOWN)
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class PatientUpdateInput(serializers.Serializer):
+    external_id = serializers.CharField(max_length=64, required=False)
+    name = serializers.CharField(max_length=200, required=False)
+    date_of_birth = serializers.DateField(required=False, allow_null=True)
+    sex = serializers.ChoiceField(choices=Sex.choices, required=False)
+    notes = serializers.CharField(required=False, allow_blank=True)
+
+
+class PatientOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    organisation = serializers.IntegerField(source="organisation_id")
+    organisation_name = serializers.CharField(source="organisation.name")
+    external_id = serializers.CharField()
+    name = serializers.CharField()
+    date_of_birth = serializers.DateField(allow_null=True)
+    sex = serializers.ChoiceField(choices=Sex.choices)
+    notes = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+# --- Lesions -------------------------------------------------------------------------------
+
+
+class LesionFilter(serializers.Serializer):
+    patient = serializers.IntegerField(required=False)
+
+
+class LesionCreateInput(serializers.Serializer):
+    patient = serializers.IntegerField()
+    body_site = serializers.ChoiceField(choices=BodySite.choices, help_text="HAM10000 anatomic-site vocabulary.")
+    label = serializers.CharField(max_length=200)
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class LesionUpdateInput(serializers.Serializer):
+    body_site = serializers.ChoiceField(choices=BodySite.choices, required=False)
+    label = serializers.CharField(max_length=200, required=False)
+    notes = serializers.CharField(required=False, allow_blank=True)
+
+
+class LesionOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    patient = serializers.IntegerField(source="patient_id")
+    body_site = serializers.ChoiceField(choices=BodySite.choices)
+    label = serializers.CharField()
+    notes = serializers.CharField()
+    latest_image = serializers.IntegerField(source="latest_image_id", allow_null=True, default=None)
+    latest_captured_at = serializers.DateField(allow_null=True, default=None)
+    latest_top_class = serializers.CharField(allow_null=True, default=None)
+    latest_malignancy_score = serializers.FloatField(allow_null=True, default=None)
+    latest_malignant = serializers.BooleanField(allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+# --- Classifications -----------------------------------------------------------------------
+
+
+class ClassificationFilter(serializers.Serializer):
+    patient = serializers.IntegerField(required=False)
+    lesion = serializers.IntegerField(required=False)
+    image = serializers.IntegerField(required=False)
+    flagged = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: succeeded and at/above threshold; false: succeeded and below.",
+    )
+    status = serializers.ChoiceField(choices=ClassificationStatus.choices, required=False)
+    date_from = serializers.DateField(required=False, help_text="Image captured on or after (YYYY-MM-DD).")
+    date_to = serializers.DateField(required=False, help_text="Image captured on or before (YYYY-MM-DD).")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("date_from") and attrs.get("date_to") and attrs["date_from"] > attrs["date_to"]:
+            raise serializers.ValidationError({"date_to": "date_to is before date_from."})
+        return attrs
+
+
+class ClassificationOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    lesion = serializers.IntegerField(source="image.lesion_id")
+    patient = serializers.IntegerField(source="image.lesion.patient_id")
+    status = serializers.ChoiceField(choices=ClassificationStatus.choices)
+    model_version = serializers.CharField()
+    model_variant = serializers.CharField()
+    probabilities = serializers.SerializerMethodField()
+    top_class = serializers.CharField(help_text="Class code, e.g. 'mel'.")
+    top_class_name = serializers.CharField(help_text="e.g. 'Melanoma (mel)'.")
+    malignancy_score = serializers.FloatField(allow_null=True, help_text="P(mel) + P(bcc) + P(akiec).")
+    malignant = serializers.BooleanField(help_text="malignancy_score >= threshold.")
+    threshold = serializers.FloatField(allow_null=True)
+    error_message = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    inference_ms = serializers.FloatField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    notice = serializers.SerializerMethodField()
+
+    @extend_schema_field({"type": "object", "properties": {c: {"type": "number"} for c in CLASSES}})
+    def get_probabilities(self, obj) -> dict[str, float]:
+        return {code: float(obj.probabilities[code]) for code in CLASSES if code in obj.probabilities}
+
+    def get_notice(self, obj) -> str:
+        return NOTICE
+
+
+# --- Images --------------------------------------------------------------------------------
+
+
+class ImageFilter(serializers.Serializer):
+    lesion = serializers.IntegerField(required=False)
+    patient = serializers.IntegerField(required=False)
+
+
+class ImageCreateInput(serializers.Serializer):
+    lesion = serializers.IntegerField()
+    image = serializers.FileField(help_text="JPEG or PNG; metadata is removed, pixels are stored as PNG.")
+    captured_at = serializers.DateField(required=False, help_text="Capture date (YYYY-MM-DD); default today.")
+
+
+class ImageOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    lesion = serializers.IntegerField(source="lesion_id")
+    patient = serializers.IntegerField(source="lesion.patient_id")
+    captured_at = serializers.DateField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    size_bytes = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    source_format = serializers.CharField()
+    uploaded_by = serializers.CharField(source="uploaded_by.username", allow_null=True, default=None)
+    uploaded_at = serializers.DateTimeField()
+    file_url = serializers.SerializerMethodField()
+    classification = serializers.SerializerMethodField()
+
+    def get_file_url(self, obj) -> str:
+        url = reverse("api-image-file", kwargs={"image_id": obj.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+    @extend_schema_field(ClassificationOutput(allow_null=True))
+    def get_classification(self, obj) -> dict[str, Any] | None:
+        """The newest classification; null while it is still queued."""
+        classification = image_latest_classification(image=obj)
+        return ClassificationOutput(classification).data if classification else None
+
+
+# --- Reviews -------------------------------------------------------------------------------
+
+
+class ReviewFilter(serializers.Serializer):
+    image = serializers.IntegerField(required=False)
+    lesion = serializers.IntegerField(required=False)
+    patient = serializers.IntegerField(required=False)
+
+
+class ReviewCreateInput(serializers.Serializer):
+    image = serializers.IntegerField()
+    diagnosis = serializers.ChoiceField(choices=DIAGNOSIS_CHOICES)
+    histopathology_confirmed = serializers.BooleanField(required=False, default=False)
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ReviewOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    lesion = serializers.IntegerField(source="image.lesion_id")
+    diagnosis = serializers.ChoiceField(choices=DIAGNOSIS_CHOICES)
+    diagnosis_name = serializers.CharField(source="get_diagnosis_display")
+    histopathology_confirmed = serializers.BooleanField()
+    comment = serializers.CharField()
+    author = serializers.CharField(source="author.username", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()

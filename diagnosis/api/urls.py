@@ -1,0 +1,31 @@
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from diagnosis.api import views
+from diagnosis.api.errors import api_not_found
+
+urlpatterns = [
+    path("auth/token/", views.AuthTokenApi.as_view(), name="api-token"),
+    path("me/", views.MeApi.as_view(), name="api-me"),
+    path("patients/", views.PatientListApi.as_view(), name="api-patient-list"),
+    path("patients/<int:patient_id>/", views.PatientDetailApi.as_view(), name="api-patient-detail"),
+    path("lesions/", views.LesionListApi.as_view(), name="api-lesion-list"),
+    path("lesions/<int:lesion_id>/", views.LesionDetailApi.as_view(), name="api-lesion-detail"),
+    path("images/", views.ImageListApi.as_view(), name="api-image-list"),
+    path("images/<int:image_id>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
+    path("images/<int:image_id>/file/", views.ImageFileApi.as_view(), name="api-image-file"),
+    path("images/<int:image_id>/classify/", views.ImageClassifyApi.as_view(), name="api-image-classify"),
+    path("classifications/", views.ClassificationListApi.as_view(), name="api-classification-list"),
+    path(
+        "classifications/<int:classification_id>/",
+        views.ClassificationDetailApi.as_view(),
+        name="api-classification-detail",
+    ),
+    path("reviews/", views.ReviewListApi.as_view(), name="api-review-list"),
+    path("reviews/<int:review_id>/", views.ReviewDetailApi.as_view(), name="api-review-detail"),
+    # OpenAPI 3 schema and interactive docs; all assets are served locally (drf-spectacular-sidecar).
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    re_path(r"^.*$", api_not_found),
+]

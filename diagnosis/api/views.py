@@ -1,0 +1,315 @@
+"""REST API views: validate with an input serializer, call a selector or service, answer with an
+output serializer. The same selectors scope every read to the caller's organisations, so an
+outsider's id is a 404 here exactly as on the pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers as drf_serializers
+from rest_framework import status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from diagnosis import selectors, services
+from diagnosis.api import serializers as s
+from diagnosis.api.pagination import StandardPagination
+from diagnosis.models import Membership, Organisation
+
+ERROR = OpenApiResponse(description='{"error": {"status", "code", "message", "fields"?}}')
+
+
+def _filters(serializer_class: type[drf_serializers.Serializer], request: Request) -> dict[str, Any]:
+    """Validated query parameters (a plain dict: DRF reads a missing boolean in a QueryDict as false)."""
+    serializer = serializer_class(data=request.query_params.dict())
+    serializer.is_valid(raise_exception=True)
+    return {key: value for key, value in serializer.validated_data.items() if value is not None}
+
+
+def _input(
+    serializer_class: type[drf_serializers.Serializer], request: Request, *, partial: bool = False
+) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _referenced(getter, field: str, **kwargs: Any):
+    """An object named in a request body; unknown or another organisation's: a field error, same text."""
+    try:
+        return getter(**kwargs)
+    except Http404 as exc:
+        raise drf_serializers.ValidationError({field: [f"No such {field}."]}) from exc
+
+
+class PaginatedListMixin:
+    pagination_class = StandardPagination  # also tells drf-spectacular the list is paginated
+
+    def paginate(self, request: Request, queryset, serializer_class) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
+
+
+# --- Auth ----------------------------------------------------------------------------------
+
+
+class AuthTokenApi(APIView):
+    authentication_classes: list = []  # no session, so no CSRF check on this one POST
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=s.TokenInput, responses={200: s.TokenOutput, 400: ERROR}, tags=["auth"], auth=[])
+    def post(self, request: Request) -> Response:
+        data = _input(s.TokenInput, request)
+        user = authenticate(request._request, username=data["username"], password=data["password"])
+        if user is None or not user.is_active:
+            raise drf_serializers.ValidationError(
+                {"non_field_errors": ["Unable to log in with the username and password given."]}
+            )
+        token = services.api_token_get_or_create(user=user)
+        return Response(s.TokenOutput({"token": token.key}).data)
+
+
+class MeApi(APIView):
+    @extend_schema(responses={200: s.MeOutput}, tags=["auth"])
+    def get(self, request: Request) -> Response:
+        memberships = Membership.objects.filter(user=request.user).select_related("organisation")
+        return Response(
+            s.MeOutput(
+                {"id": request.user.pk, "username": request.user.get_username(), "memberships": memberships}
+            ).data
+        )
+
+
+# --- Patients ------------------------------------------------------------------------------
+
+
+class PatientListApi(PaginatedListMixin, APIView):
+    @extend_schema(parameters=[s.PatientFilter], responses={200: s.PatientOutput(many=True)}, tags=["patients"])
+    def get(self, request: Request) -> Response:
+        filters = _filters(s.PatientFilter, request)
+        patients = selectors.patient_list(user=request.user, query=filters.get("q", ""))
+        if "organisation" in filters:
+            patients = patients.filter(organisation_id=filters["organisation"])
+        return self.paginate(request, patients, s.PatientOutput)
+
+    @extend_schema(
+        request=s.PatientCreateInput, responses={201: s.PatientOutput, 400: ERROR, 403: ERROR}, tags=["patients"]
+    )
+    def post(self, request: Request) -> Response:
+        data = _input(s.PatientCreateInput, request)
+        organisation = self._organisation(request, data.pop("organisation", None))
+        patient = services.patient_create(user=request.user, organisation=organisation, **data)
+        return Response(s.PatientOutput(patient).data, status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _organisation(request: Request, organisation_id: int | None) -> Organisation:
+        if organisation_id is not None:
+            organisation = selectors.organisation_list_for_user(user=request.user).filter(pk=organisation_id).first()
+            if organisation is None:
+                raise drf_serializers.ValidationError({"organisation": ["No such organisation."]})
+            return organisation  # the service refuses a read-only role with 403
+        writable = list(selectors.organisation_list_writable_by_user(user=request.user)[:2])
+        if len(writable) == 1:
+            return writable[0]
+        if not writable:
+            raise PermissionDenied("Your role is read-only: you cannot add patients.")
+        raise drf_serializers.ValidationError({"organisation": ["You belong to several organisations: say which one."]})
+
+
+class PatientDetailApi(APIView):
+    @extend_schema(responses={200: s.PatientOutput, 404: ERROR}, tags=["patients"])
+    def get(self, request: Request, patient_id: int) -> Response:
+        return Response(s.PatientOutput(selectors.patient_get(user=request.user, patient_id=patient_id)).data)
+
+    @extend_schema(
+        request=s.PatientUpdateInput,
+        responses={200: s.PatientOutput, 400: ERROR, 403: ERROR, 404: ERROR},
+        tags=["patients"],
+    )
+    def patch(self, request: Request, patient_id: int) -> Response:
+        patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+        data = _input(s.PatientUpdateInput, request, partial=True)
+        patient = services.patient_update(user=request.user, patient=patient, data=data)
+        return Response(s.PatientOutput(patient).data)
+
+
+# --- Lesions -------------------------------------------------------------------------------
+
+
+class LesionListApi(PaginatedListMixin, APIView):
+    @extend_schema(parameters=[s.LesionFilter], responses={200: s.LesionOutput(many=True)}, tags=["lesions"])
+    def get(self, request: Request) -> Response:
+        filters = _filters(s.LesionFilter, request)
+        return self.paginate(
+            request, selectors.lesion_list(user=request.user, patient_id=filters.get("patient")), s.LesionOutput
+        )
+
+    @extend_schema(
+        request=s.LesionCreateInput, responses={201: s.LesionOutput, 400: ERROR, 403: ERROR}, tags=["lesions"]
+    )
+    def post(self, request: Request) -> Response:
+        data = _input(s.LesionCreateInput, request)
+        patient = _referenced(selectors.patient_get, "patient", user=request.user, patient_id=data.pop("patient"))
+        lesion = services.lesion_create(user=request.user, patient=patient, **data)
+        lesion = selectors.lesion_get(user=request.user, lesion_id=lesion.pk)
+        return Response(s.LesionOutput(lesion).data, status=status.HTTP_201_CREATED)
+
+
+class LesionDetailApi(APIView):
+    @extend_schema(responses={200: s.LesionOutput, 404: ERROR}, tags=["lesions"])
+    def get(self, request: Request, lesion_id: int) -> Response:
+        return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
+
+    @extend_schema(
+        request=s.LesionUpdateInput,
+        responses={200: s.LesionOutput, 400: ERROR, 403: ERROR, 404: ERROR},
+        tags=["lesions"],
+    )
+    def patch(self, request: Request, lesion_id: int) -> Response:
+        lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+        data = _input(s.LesionUpdateInput, request, partial=True)
+        services.lesion_update(user=request.user, lesion=lesion, data=data)
+        return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
+
+
+# --- Images --------------------------------------------------------------------------------
+
+
+class ImageListApi(PaginatedListMixin, APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(parameters=[s.ImageFilter], responses={200: s.ImageOutput(many=True)}, tags=["images"])
+    def get(self, request: Request) -> Response:
+        filters = _filters(s.ImageFilter, request)
+        images = selectors.image_list(
+            user=request.user, lesion_id=filters.get("lesion"), patient_id=filters.get("patient")
+        )
+        return self.paginate(request, images.order_by("-captured_at", "-uploaded_at", "-id"), s.ImageOutput)
+
+    @extend_schema(
+        request={"multipart/form-data": s.ImageCreateInput},
+        responses={201: s.ImageOutput, 400: ERROR, 403: ERROR},
+        tags=["images"],
+        description="Upload one image of a lesion. With the embedded (eager) worker the response already "
+        "carries the classification; with a separate worker `classification` is null until it finishes: "
+        "poll GET /api/v1/images/{id}/.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _input(s.ImageCreateInput, request)
+        lesion = _referenced(selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"])
+        upload = data["image"]
+        files = [
+            services.ImageUpload(name=upload.name or "", data=upload.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1))
+        ]
+        (image,) = services.lesion_image_upload(
+            user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
+        )
+        image = selectors.image_get(user=request.user, image_id=image.pk)  # with its classification
+        return Response(s.ImageOutput(image, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class ImageDetailApi(APIView):
+    @extend_schema(responses={200: s.ImageOutput, 404: ERROR}, tags=["images"])
+    def get(self, request: Request, image_id: int) -> Response:
+        image = selectors.image_get(user=request.user, image_id=image_id)
+        return Response(s.ImageOutput(image, context={"request": request}).data)
+
+
+class ImageFileApi(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 404: ERROR}, tags=["images"])
+    def get(self, request: Request, image_id: int) -> FileResponse:
+        image = selectors.image_get(user=request.user, image_id=image_id)
+        try:
+            handle = image.file.open("rb")
+        except OSError as exc:
+            raise Http404("The image file is missing.") from exc
+        response = FileResponse(handle, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+class ImageClassifyApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={202: s.ImageOutput, 403: ERROR, 404: ERROR},
+        tags=["images"],
+        description="Classify the image again with the loaded model (after a failure or a model upgrade).",
+    )
+    def post(self, request: Request, image_id: int) -> Response:
+        image = selectors.image_get(user=request.user, image_id=image_id)
+        services.classification_request(user=request.user, image=image)
+        image = selectors.image_get(user=request.user, image_id=image_id)
+        return Response(s.ImageOutput(image, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- Classifications -----------------------------------------------------------------------
+
+
+class ClassificationListApi(PaginatedListMixin, APIView):
+    @extend_schema(
+        parameters=[s.ClassificationFilter],
+        responses={200: s.ClassificationOutput(many=True), 400: ERROR},
+        tags=["classifications"],
+    )
+    def get(self, request: Request) -> Response:
+        filters = _filters(s.ClassificationFilter, request)
+        classifications = selectors.classification_list(
+            user=request.user,
+            patient_id=filters.get("patient"),
+            lesion_id=filters.get("lesion"),
+            image_id=filters.get("image"),
+            flagged=filters.get("flagged"),
+            status=filters.get("status"),
+            date_from=filters.get("date_from"),
+            date_to=filters.get("date_to"),
+        )
+        return self.paginate(request, classifications, s.ClassificationOutput)
+
+
+class ClassificationDetailApi(APIView):
+    @extend_schema(responses={200: s.ClassificationOutput, 404: ERROR}, tags=["classifications"])
+    def get(self, request: Request, classification_id: int) -> Response:
+        classification = selectors.classification_get(user=request.user, classification_id=classification_id)
+        return Response(s.ClassificationOutput(classification).data)
+
+
+# --- Reviews -------------------------------------------------------------------------------
+
+
+class ReviewListApi(PaginatedListMixin, APIView):
+    @extend_schema(parameters=[s.ReviewFilter], responses={200: s.ReviewOutput(many=True)}, tags=["reviews"])
+    def get(self, request: Request) -> Response:
+        filters = _filters(s.ReviewFilter, request)
+        reviews = selectors.review_list(
+            user=request.user,
+            image_id=filters.get("image"),
+            lesion_id=filters.get("lesion"),
+            patient_id=filters.get("patient"),
+        )
+        return self.paginate(request, reviews, s.ReviewOutput)
+
+    @extend_schema(
+        request=s.ReviewCreateInput, responses={201: s.ReviewOutput, 400: ERROR, 403: ERROR}, tags=["reviews"]
+    )
+    def post(self, request: Request) -> Response:
+        data = _input(s.ReviewCreateInput, request)
+        image = _referenced(selectors.image_get, "image", user=request.user, image_id=data.pop("image"))
+        review = services.review_create(user=request.user, image=image, **data)
+        return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
+
+
+class ReviewDetailApi(APIView):
+    @extend_schema(responses={200: s.ReviewOutput, 404: ERROR}, tags=["reviews"])
+    def get(self, request: Request, review_id: int) -> Response:
+        return Response(s.ReviewOutput(selectors.review_get(user=request.user, review_id=review_id)).data)

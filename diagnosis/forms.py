@@ -1,0 +1,79 @@
+"""HTML form input. Forms only validate shapes; the services decide and write."""
+
+from __future__ import annotations
+
+from django import forms
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, Organisation, Role, Sex
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+
+class PatientForm(forms.Form):
+    organisation = forms.ModelChoiceField(queryset=Organisation.objects.none(), empty_label=None)
+    external_id = forms.CharField(max_length=64, label="External id", help_text="Your clinic's record number.")
+    name = forms.CharField(max_length=200)
+    date_of_birth = forms.DateField(required=False, widget=DateInput)
+    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN, required=False)
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean_sex(self) -> str:
+        return self.cleaned_data.get("sex") or Sex.UNKNOWN
+
+    def __init__(self, *args, organisations: QuerySet[Organisation] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if organisations is None:  # editing: a patient never moves to another organisation
+            del self.fields["organisation"]
+        else:
+            self.fields["organisation"].queryset = organisations
+            if organisations.count() == 1:
+                self.fields["organisation"].widget = forms.HiddenInput()
+                self.fields["organisation"].initial = organisations.first()
+
+
+class LesionForm(forms.Form):
+    label = forms.CharField(max_length=200, help_text="e.g. 'left shoulder, 2 cm below the acromion'")
+    body_site = forms.ChoiceField(choices=BodySite.choices, initial=BodySite.UNKNOWN, label="Body site")
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """A file field that returns every selected file; content checks are the service's job."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/jpeg,image/png"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(item, initial) for item in data]
+        return [single(data, initial)]
+
+
+class UploadForm(forms.Form):
+    images = MultipleImageField(label="Images (JPEG or PNG; several allowed)")
+    captured_at = forms.DateField(widget=DateInput, label="Capture date", initial=timezone.localdate)
+
+
+class ReviewForm(forms.Form):
+    diagnosis = forms.ChoiceField(choices=[("", "Choose…"), *DIAGNOSIS_CHOICES], label="Your diagnosis")
+    histopathology_confirmed = forms.BooleanField(required=False, label="Confirmed by histopathology")
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class PatientSearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="An existing login.")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.CLINICIAN)

@@ -1,0 +1,235 @@
+"""SkinPortal's domain: organisations and their members, patients, lesions, images,
+model classifications and clinicians' reviews.
+
+Every patient belongs to exactly one organisation, and everything below a patient inherits
+that organisation; selectors scope every read to the user's memberships.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from diagnosis.inference import CLASSES, display_name
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Owner / admin"
+    CLINICIAN = "clinician", "Clinician"
+    READONLY = "readonly", "Read-only"
+
+
+# Roles that may create and change patients, lesions, images and reviews.
+WRITE_ROLES: frozenset[str] = frozenset({Role.ADMIN, Role.CLINICIAN})
+
+
+class Sex(models.TextChoices):
+    FEMALE = "female", "Female"
+    MALE = "male", "Male"
+    OTHER = "other", "Other"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class BodySite(models.TextChoices):
+    """The HAM10000 `localization` vocabulary (values stored verbatim)."""
+
+    ABDOMEN = "abdomen", "Abdomen"
+    ACRAL = "acral", "Acral"
+    BACK = "back", "Back"
+    CHEST = "chest", "Chest"
+    EAR = "ear", "Ear"
+    FACE = "face", "Face"
+    FOOT = "foot", "Foot"
+    GENITAL = "genital", "Genital"
+    HAND = "hand", "Hand"
+    LOWER_EXTREMITY = "lower extremity", "Lower extremity"
+    NECK = "neck", "Neck"
+    SCALP = "scalp", "Scalp"
+    TRUNK = "trunk", "Trunk"
+    UPPER_EXTREMITY = "upper extremity", "Upper extremity"
+    UNKNOWN = "unknown", "Unknown"
+
+
+# A clinician's diagnosis: one of the model's seven classes, or something else entirely.
+OTHER_DIAGNOSIS = "other"
+DIAGNOSIS_CHOICES: list[tuple[str, str]] = [(code, display_name(code)) for code in CLASSES] + [
+    (OTHER_DIAGNOSIS, "Other (not one of the seven classes)")
+]
+
+
+class Organisation(models.Model):
+    """A clinic or practice: the unit that owns patients and whose members see them."""
+
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.CLINICIAN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "organisation"], name="membership_unique_user_org")]
+        ordering = ["organisation__name", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organisation} ({self.get_role_display()})"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in WRITE_ROLES
+
+
+class Patient(models.Model):
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="patients")
+    external_id = models.CharField(
+        max_length=64, help_text="The clinic's own identifier (record number); unique within the organisation."
+    )
+    name = models.CharField(max_length=200)
+    date_of_birth = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "external_id"], name="patient_unique_external_id_per_org")
+        ]
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.external_id})"
+
+
+class Lesion(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="lesions")
+    body_site = models.CharField(max_length=20, choices=BodySite.choices, default=BodySite.UNKNOWN)
+    label = models.CharField(
+        max_length=200, help_text="How the clinic refers to it, e.g. 'left shoulder, 2 cm below acromion'."
+    )
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["patient_id", "label", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_body_site_display()})"
+
+    @property
+    def organisation_id(self) -> int:
+        return self.patient.organisation_id
+
+
+def lesion_image_path(instance: LesionImage, filename: str) -> str:
+    """A generated name: the uploaded file name (which may hold a patient's name) is never used on disk."""
+    return f"lesion-images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.png"
+
+
+class LesionImage(models.Model):
+    lesion = models.ForeignKey(Lesion, on_delete=models.CASCADE, related_name="images")
+    captured_at = models.DateField(default=timezone.localdate, help_text="Date the image was taken (the visit).")
+    # Re-encoded PNG of the decoded pixels: EXIF, GPS, ICC and every other metadata block is gone.
+    file = models.FileField(upload_to=lesion_image_path, max_length=255)
+    sha256 = models.CharField(max_length=64, help_text="Of the stored (re-encoded) file.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    source_format = models.CharField(max_length=10, help_text="Format of the upload as judged from its bytes.")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["captured_at", "uploaded_at", "id"]
+        indexes = [models.Index(fields=["lesion", "captured_at"])]
+
+    def __str__(self) -> str:
+        return f"Image {self.pk} of lesion {self.lesion_id} ({self.captured_at})"
+
+
+class ClassificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Classification(models.Model):
+    """The model's output for one image; one row per image and model version."""
+
+    # Failures before any model could be loaded have no version to record.
+    UNKNOWN_MODEL_VERSION = "unknown"
+
+    image = models.ForeignKey(LesionImage, on_delete=models.CASCADE, related_name="classifications")
+    model_version = models.CharField(max_length=100)
+    model_variant = models.CharField(max_length=20, blank=True)
+    status = models.CharField(max_length=10, choices=ClassificationStatus.choices, default=ClassificationStatus.PENDING)
+    probabilities = models.JSONField(default=dict, blank=True, help_text="Class code -> probability, all 7 classes.")
+    top_class = models.CharField(max_length=10, blank=True)
+    malignancy_score = models.FloatField(null=True, blank=True)
+    malignant = models.BooleanField(default=False, help_text="Malignancy score at or above the model's threshold.")
+    threshold = models.FloatField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    inference_ms = models.FloatField(null=True, blank=True, help_text="Model time for this image, milliseconds.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="classification_unique_image_model_version")
+        ]
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "malignant"])]
+
+    def __str__(self) -> str:
+        return f"Classification of image {self.image_id} by {self.model_version}: {self.status}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == ClassificationStatus.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        return self.status == ClassificationStatus.FAILED
+
+    @property
+    def top_class_name(self) -> str:
+        return display_name(self.top_class) if self.top_class in CLASSES else ""
+
+    def ranked_probabilities(self) -> list[tuple[str, str, float]]:
+        """(code, readable name, probability), most likely first."""
+        rows = [(code, display_name(code), float(self.probabilities.get(code, 0.0))) for code in CLASSES]
+        return sorted(rows, key=lambda row: row[2], reverse=True)
+
+
+class ClinicianReview(models.Model):
+    """A clinician's own judgement of one image, kept beside the model's."""
+
+    image = models.ForeignKey(LesionImage, on_delete=models.CASCADE, related_name="reviews")
+    diagnosis = models.CharField(max_length=10, choices=DIAGNOSIS_CHOICES)
+    histopathology_confirmed = models.BooleanField(default=False)
+    comment = models.TextField(blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Review of image {self.image_id}: {self.diagnosis}"

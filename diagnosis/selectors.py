@@ -1,0 +1,262 @@
+"""Reads. Every query is scoped to the organisations the user belongs to.
+
+The `<entity>_get` helpers are the ONE way pages and the API fetch a single object: an id from
+another organisation raises Http404, exactly like an id that does not exist, so an outsider
+learns nothing. List selectors never return another organisation's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.http import Http404
+
+from diagnosis.models import (
+    WRITE_ROLES,
+    Classification,
+    ClassificationStatus,
+    ClinicianReview,
+    Lesion,
+    LesionImage,
+    Membership,
+    Organisation,
+    Patient,
+    Role,
+)
+
+User = AbstractBaseUser | AnonymousUser
+
+
+# --- Organisations and roles -------------------------------------------------------------
+
+
+def organisation_list_for_user(*, user: User) -> QuerySet[Organisation]:
+    if not user.is_authenticated:
+        return Organisation.objects.none()
+    return Organisation.objects.filter(memberships__user=user).distinct()
+
+
+def organisation_list_writable_by_user(*, user: User) -> QuerySet[Organisation]:
+    if not user.is_authenticated:
+        return Organisation.objects.none()
+    return Organisation.objects.filter(memberships__user=user, memberships__role__in=WRITE_ROLES).distinct()
+
+
+def user_can_write(*, user: User, organisation_id: int) -> bool:
+    if not user.is_authenticated:
+        return False
+    return Membership.objects.filter(user=user, organisation_id=organisation_id, role__in=WRITE_ROLES).exists()
+
+
+def user_is_admin(*, user: User, organisation_id: int) -> bool:
+    if not user.is_authenticated:
+        return False
+    return Membership.objects.filter(user=user, organisation_id=organisation_id, role=Role.ADMIN).exists()
+
+
+def organisation_get(*, user: User, organisation_id: int | str) -> Organisation:
+    try:
+        return organisation_list_for_user(user=user).get(pk=int(organisation_id))
+    except (Organisation.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such organisation.") from exc
+
+
+def membership_list(*, organisation: Organisation) -> QuerySet[Membership]:
+    return Membership.objects.filter(organisation=organisation).select_related("user").order_by("user__username")
+
+
+def membership_get(*, organisation: Organisation, membership_id: int | str) -> Membership:
+    try:
+        return membership_list(organisation=organisation).get(pk=int(membership_id))
+    except (Membership.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such member.") from exc
+
+
+def user_can_write_anywhere(*, user: User) -> bool:
+    return organisation_list_writable_by_user(user=user).exists()
+
+
+# --- Patients ------------------------------------------------------------------------------
+
+
+def _organisation_ids(user: User) -> QuerySet:
+    return organisation_list_for_user(user=user).values("id")
+
+
+def patient_list(*, user: User, query: str = "") -> QuerySet[Patient]:
+    """Patients of the user's organisations; `query` matches name or external id (case-insensitive)."""
+    patients = Patient.objects.filter(organisation__in=_organisation_ids(user)).select_related("organisation")
+    query = query.strip()
+    if query:
+        patients = patients.filter(Q(name__icontains=query) | Q(external_id__icontains=query))
+    return patients.order_by("name", "id")
+
+
+def patient_get(*, user: User, patient_id: int | str) -> Patient:
+    try:
+        return patient_list(user=user).get(pk=int(patient_id))
+    except (Patient.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such patient.") from exc
+
+
+# --- Lesions -------------------------------------------------------------------------------
+
+
+def _latest_classification(outer_ref: str) -> QuerySet[Classification]:
+    """Succeeded classifications of the latest-captured image first (ties: newest result)."""
+    return Classification.objects.filter(**{outer_ref: OuterRef("pk")}, status=ClassificationStatus.SUCCEEDED).order_by(
+        "-image__captured_at", "-image__uploaded_at", "-image_id", "-created_at", "-id"
+    )
+
+
+def with_latest_result(lesions: QuerySet[Lesion]) -> QuerySet[Lesion]:
+    """Annotate each lesion with its latest image's result (None where there is none yet)."""
+    latest = _latest_classification("image__lesion")
+    return lesions.annotate(
+        latest_top_class=Subquery(latest.values("top_class")[:1]),
+        latest_malignancy_score=Subquery(latest.values("malignancy_score")[:1]),
+        latest_malignant=Subquery(latest.values("malignant")[:1]),
+        latest_threshold=Subquery(latest.values("threshold")[:1]),
+        latest_captured_at=Subquery(latest.values("image__captured_at")[:1]),
+        latest_image_id=Subquery(latest.values("image_id")[:1]),
+    )
+
+
+def lesion_list(*, user: User, patient_id: int | None = None) -> QuerySet[Lesion]:
+    lesions = Lesion.objects.filter(patient__organisation__in=_organisation_ids(user)).select_related(
+        "patient", "patient__organisation"
+    )
+    if patient_id is not None:
+        lesions = lesions.filter(patient_id=patient_id)
+    return with_latest_result(lesions).order_by("patient__name", "label", "id")
+
+
+def lesion_get(*, user: User, lesion_id: int | str) -> Lesion:
+    try:
+        return lesion_list(user=user).get(pk=int(lesion_id))
+    except (Lesion.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such lesion.") from exc
+
+
+def lesion_list_flagged(*, user: User, limit: int = 20) -> list[Lesion]:
+    """Lesions whose latest result is at or above the model's malignancy threshold."""
+    return list(lesion_list(user=user).filter(latest_malignant=True).order_by("-latest_captured_at", "-id")[:limit])
+
+
+# --- Images ----------------------------------------------------------------------------------
+
+
+def image_list(*, user: User, lesion_id: int | None = None, patient_id: int | None = None) -> QuerySet[LesionImage]:
+    images = LesionImage.objects.filter(lesion__patient__organisation__in=_organisation_ids(user)).select_related(
+        "lesion", "lesion__patient", "uploaded_by"
+    )
+    if lesion_id is not None:
+        images = images.filter(lesion_id=lesion_id)
+    if patient_id is not None:
+        images = images.filter(lesion__patient_id=patient_id)
+    return images.prefetch_related(
+        Prefetch("classifications", queryset=Classification.objects.order_by("-created_at", "-id"))
+    ).order_by("captured_at", "uploaded_at", "id")
+
+
+def image_get(*, user: User, image_id: int | str) -> LesionImage:
+    try:
+        return image_list(user=user).get(pk=int(image_id))
+    except (LesionImage.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such image.") from exc
+
+
+def image_latest_classification(*, image: LesionImage) -> Classification | None:
+    """The newest classification of an image (any status), using the prefetch when present."""
+    classifications = list(image.classifications.all())
+    return classifications[0] if classifications else None
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    image: LesionImage
+    classification: Classification | None
+
+
+def lesion_timeline(*, lesion: Lesion) -> list[TimelinePoint]:
+    """Every image of a lesion in capture order, each with its latest result."""
+    images = (
+        LesionImage.objects.filter(lesion=lesion)
+        .prefetch_related(Prefetch("classifications", queryset=Classification.objects.order_by("-created_at", "-id")))
+        .order_by("captured_at", "uploaded_at", "id")
+    )
+    return [TimelinePoint(image=image, classification=image_latest_classification(image=image)) for image in images]
+
+
+# --- Classifications ------------------------------------------------------------------------
+
+
+def classification_list(
+    *,
+    user: User,
+    patient_id: int | None = None,
+    lesion_id: int | None = None,
+    image_id: int | None = None,
+    flagged: bool | None = None,
+    status: str | None = None,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+) -> QuerySet[Classification]:
+    """Classifications in the user's organisations; dates filter the image's capture date."""
+    classifications = Classification.objects.filter(
+        image__lesion__patient__organisation__in=_organisation_ids(user)
+    ).select_related("image", "image__lesion", "image__lesion__patient")
+    if patient_id is not None:
+        classifications = classifications.filter(image__lesion__patient_id=patient_id)
+    if lesion_id is not None:
+        classifications = classifications.filter(image__lesion_id=lesion_id)
+    if image_id is not None:
+        classifications = classifications.filter(image_id=image_id)
+    if flagged is not None:
+        classifications = classifications.filter(status=ClassificationStatus.SUCCEEDED, malignant=flagged)
+    if status:
+        classifications = classifications.filter(status=status)
+    if date_from is not None:
+        classifications = classifications.filter(image__captured_at__gte=date_from)
+    if date_to is not None:
+        classifications = classifications.filter(image__captured_at__lte=date_to)
+    return classifications.order_by("-created_at", "-id")
+
+
+def classification_get(*, user: User, classification_id: int | str) -> Classification:
+    try:
+        return classification_list(user=user).get(pk=int(classification_id))
+    except (Classification.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such classification.") from exc
+
+
+def classification_list_recent(*, user: User, limit: int = 10) -> list[Classification]:
+    return list(classification_list(user=user)[:limit])
+
+
+# --- Reviews --------------------------------------------------------------------------------
+
+
+def review_list(
+    *, user: User, image_id: int | None = None, lesion_id: int | None = None, patient_id: int | None = None
+) -> QuerySet[ClinicianReview]:
+    reviews = ClinicianReview.objects.filter(
+        image__lesion__patient__organisation__in=_organisation_ids(user)
+    ).select_related("author", "image", "image__lesion")
+    if image_id is not None:
+        reviews = reviews.filter(image_id=image_id)
+    if lesion_id is not None:
+        reviews = reviews.filter(image__lesion_id=lesion_id)
+    if patient_id is not None:
+        reviews = reviews.filter(image__lesion__patient_id=patient_id)
+    return reviews.order_by("-created_at", "-id")
+
+
+def review_get(*, user: User, review_id: int | str) -> ClinicianReview:
+    try:
+        return review_list(user=user).get(pk=int(review_id))
+    except (ClinicianReview.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such review.") from exc

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django import template
+
+from diagnosis.inference import CLASSES, display_name
+
+register = template.Library()
+
+
+@register.filter
+def class_name(code: str) -> str:
+    """'mel' -> 'Melanoma (mel)'; anything unknown is shown as is."""
+    return display_name(code) if code in CLASSES else (code or "")
+
+
+@register.filter
+def percent(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value) * 100:.{int(digits)}f}%"
+
+
+@register.filter
+def bar_width(value: float | None) -> str:
+    """A CSS width for a probability bar, never narrower than a visible sliver."""
+    if value is None:
+        return "0%"
+    return f"{max(0.5, min(100.0, float(value) * 100)):.1f}%"

@@ -1,0 +1,331 @@
+"""Server-rendered pages. Thin: fetch through selectors, validate with a form, write with a service."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.core.paginator import Paginator
+from django.forms import Form
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from diagnosis import selectors, services
+from diagnosis.forms import LesionForm, MemberForm, PatientForm, PatientSearchForm, ReviewForm, UploadForm
+from diagnosis.models import Lesion, LesionImage, Patient
+from diagnosis.plots import malignancy_plot
+
+PATIENTS_PER_PAGE = 20
+
+
+def _add_service_errors(form: Form, exc: ValidationError, field_map: dict[str, str] | None = None) -> None:
+    """Show a service's ValidationError on the form, next to the field it concerns."""
+    field_map = field_map or {}
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            target = field_map.get(field, field)
+            form.add_error(target if target in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def _require_write(request: HttpRequest, organisation_id: int) -> None:
+    if not selectors.user_can_write(user=request.user, organisation_id=organisation_id):
+        raise PermissionDenied("Your role in this organisation is read-only.")
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "diagnosis/dashboard.html",
+        {
+            "recent": selectors.classification_list_recent(user=request.user, limit=10),
+            "flagged": selectors.lesion_list_flagged(user=request.user),
+            "organisations": selectors.organisation_list_for_user(user=request.user),
+            "can_write": selectors.user_can_write_anywhere(user=request.user),
+        },
+    )
+
+
+# --- Patients ------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def patient_list(request: HttpRequest) -> HttpResponse:
+    search = PatientSearchForm(request.GET)
+    query = search.cleaned_data["q"] if search.is_valid() else ""
+    page = Paginator(selectors.patient_list(user=request.user, query=query), PATIENTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "diagnosis/patient_list.html",
+        {
+            "page": page,
+            "search": search,
+            "query": query,
+            "can_write": selectors.user_can_write_anywhere(user=request.user),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_create(request: HttpRequest) -> HttpResponse:
+    organisations = selectors.organisation_list_writable_by_user(user=request.user)
+    if not organisations.exists():
+        raise PermissionDenied("Your role is read-only: you cannot add patients.")
+    form = PatientForm(request.POST or None, organisations=organisations)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient = services.patient_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Patient {patient.name} created.")
+            return redirect("patient-detail", patient_id=patient.pk)
+    return render(request, "diagnosis/patient_form.html", {"form": form, "patient": None})
+
+
+@login_required
+@require_GET
+def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    return render(
+        request,
+        "diagnosis/patient_detail.html",
+        {
+            "patient": patient,
+            "lesions": selectors.lesion_list(user=request.user, patient_id=patient.pk),
+            "can_write": selectors.user_can_write(user=request.user, organisation_id=patient.organisation_id),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    _require_write(request, patient.organisation_id)
+    initial = {field: getattr(patient, field) for field in services.PATIENT_FIELDS}
+    form = PatientForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.patient_update(user=request.user, patient=patient, data=form.cleaned_data)
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            messages.success(request, "Patient details saved.")
+            return redirect("patient-detail", patient_id=patient.pk)
+    return render(request, "diagnosis/patient_form.html", {"form": form, "patient": patient})
+
+
+# --- Lesions -------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    _require_write(request, patient.organisation_id)
+    form = LesionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            lesion = services.lesion_create(user=request.user, patient=patient, **form.cleaned_data)
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Lesion '{lesion.label}' added. Upload its first image.")
+            return redirect("lesion-upload", lesion_id=lesion.pk)
+    return render(request, "diagnosis/lesion_form.html", {"form": form, "patient": patient, "lesion": None})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_edit(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+    _require_write(request, lesion.patient.organisation_id)
+    form = LesionForm(request.POST or None, initial={field: getattr(lesion, field) for field in services.LESION_FIELDS})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.lesion_update(user=request.user, lesion=lesion, data=form.cleaned_data)
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            messages.success(request, "Lesion saved.")
+            return redirect("lesion-detail", lesion_id=lesion.pk)
+    return render(request, "diagnosis/lesion_form.html", {"form": form, "patient": lesion.patient, "lesion": lesion})
+
+
+@login_required
+@require_GET
+def lesion_detail(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+    timeline = selectors.lesion_timeline(lesion=lesion)
+    return render(
+        request,
+        "diagnosis/lesion_detail.html",
+        {
+            "lesion": lesion,
+            "patient": lesion.patient,
+            "timeline": timeline,
+            "plot": malignancy_plot(timeline),
+            "can_write": selectors.user_can_write(user=request.user, organisation_id=lesion.patient.organisation_id),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+    _require_write(request, lesion.patient.organisation_id)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        files = [_read_upload(f) for f in form.cleaned_data["images"]]
+        try:
+            images = services.lesion_image_upload(
+                user=request.user, lesion=lesion, files=files, captured_at=form.cleaned_data["captured_at"]
+            )
+        except ValidationError as exc:
+            _add_service_errors(form, exc, field_map={"image": "images"})
+        else:
+            if len(images) == 1:
+                return redirect("image-detail", image_id=images[0].pk)
+            messages.success(request, f"{len(images)} images uploaded and classified.")
+            return redirect("lesion-detail", lesion_id=lesion.pk)
+    return render(request, "diagnosis/upload.html", {"form": form, "lesion": lesion, "patient": lesion.patient})
+
+
+def _read_upload(uploaded: UploadedFile) -> services.ImageUpload:
+    # One byte past the cap is enough for the service to say the file is too large.
+    return services.ImageUpload(name=uploaded.name or "", data=uploaded.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1))
+
+
+# --- Images, results, reviews --------------------------------------------------------------
+
+
+def _image_page(request: HttpRequest, image: LesionImage, review_form: ReviewForm, status: int = 200) -> HttpResponse:
+    lesion: Lesion = image.lesion
+    patient: Patient = lesion.patient
+    return render(
+        request,
+        "diagnosis/result.html",
+        {
+            "image": image,
+            "lesion": lesion,
+            "patient": patient,
+            "classification": selectors.image_latest_classification(image=image),
+            "classifications": list(image.classifications.all()),
+            "reviews": selectors.review_list(user=request.user, image_id=image.pk),
+            "review_form": review_form,
+            "can_write": selectors.user_can_write(user=request.user, organisation_id=patient.organisation_id),
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_GET
+def image_detail(request: HttpRequest, image_id: int) -> HttpResponse:
+    image = selectors.image_get(user=request.user, image_id=image_id)
+    return _image_page(request, image, ReviewForm())
+
+
+@login_required
+@require_GET
+def image_file(request: HttpRequest, image_id: int) -> FileResponse:
+    """The stored pixels, only for members of the patient's organisation (no public media URL)."""
+    image = selectors.image_get(user=request.user, image_id=image_id)
+    try:
+        handle = image.file.open("rb")
+    except OSError as exc:
+        raise Http404("The image file is missing.") from exc
+    response = FileResponse(handle, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_POST
+def image_review(request: HttpRequest, image_id: int) -> HttpResponse:
+    image = selectors.image_get(user=request.user, image_id=image_id)
+    _require_write(request, image.lesion.patient.organisation_id)
+    form = ReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            services.review_create(user=request.user, image=image, **form.cleaned_data)
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            messages.success(request, "Your review was saved.")
+            return redirect("image-detail", image_id=image.pk)
+    return _image_page(request, image, form, status=400)
+
+
+@login_required
+@require_POST
+def image_classify(request: HttpRequest, image_id: int) -> HttpResponse:
+    image = selectors.image_get(user=request.user, image_id=image_id)
+    services.classification_request(user=request.user, image=image)
+    messages.info(request, "Classification requested.")
+    return redirect("image-detail", image_id=image.pk)
+
+
+# --- Organisations and members -------------------------------------------------------------
+
+
+def _organisation_page(request: HttpRequest, organisation, form: MemberForm, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "diagnosis/organisation_detail.html",
+        {
+            "organisation": organisation,
+            "memberships": selectors.membership_list(organisation=organisation),
+            "is_admin": selectors.user_is_admin(user=request.user, organisation_id=organisation.pk),
+            "form": form,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organisation_detail(request: HttpRequest, organisation_id: int) -> HttpResponse:
+    organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
+    form = MemberForm(request.POST or None)
+    if request.method == "POST":
+        if not selectors.user_is_admin(user=request.user, organisation_id=organisation.pk):
+            raise PermissionDenied("Only an owner/admin of this organisation can manage its members.")
+        if form.is_valid():
+            try:
+                membership = services.membership_grant(
+                    actor=request.user, organisation=organisation, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                _add_service_errors(form, exc)
+            else:
+                messages.success(request, f"{membership.user.get_username()} is now {membership.get_role_display()}.")
+                return redirect("organisation-detail", organisation_id=organisation.pk)
+        return _organisation_page(request, organisation, form, status=400)
+    return _organisation_page(request, organisation, form)
+
+
+@login_required
+@require_POST
+def organisation_member_remove(request: HttpRequest, organisation_id: int, membership_id: int) -> HttpResponse:
+    organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
+    membership = selectors.membership_get(organisation=organisation, membership_id=membership_id)
+    try:
+        services.membership_revoke(actor=request.user, membership=membership)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{membership.user.get_username()} was removed from {organisation.name}.")
+    return redirect("organisation-detail", organisation_id=organisation.pk)

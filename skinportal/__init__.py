@@ -1,0 +1,3 @@
+from skinportal.celery import app as celery_app
+
+__all__ = ("celery_app",)

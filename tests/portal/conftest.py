@@ -1,0 +1,241 @@
+"""Shared fixtures of the portal tests.
+
+* A stand-in ONNX model bundle (tiny, deterministic) is built once per session and served via
+  SKINPORTAL_MODEL_DIR, so the suite never needs the shipped model (tests marked `shipped_model`
+  switch back to it). The stand-in averages the image's R, G and B and maps them to logits:
+  red images -> melanoma (flagged), green -> melanocytic nevus (not flagged), blue -> vascular.
+* Three users as in every test module: `owner` (admin of `org`), `colleague` (clinician in
+  `org`), `outsider` (clinician in `other_org`), plus `reader` (read-only in `org`).
+* Uploaded files go to a per-test MEDIA_ROOT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.test import APIClient
+
+from diagnosis import services
+from diagnosis.models import Lesion, LesionImage, Organisation, Patient, Role
+from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.inference import reset_classifier
+
+STAND_IN_VERSION = "stand-in-test-1"
+STAND_IN_THRESHOLD = 0.5
+PASSWORD = "correct-horse-battery-staple"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION) -> Path:
+    """input float32 [N,224,224,3] -> ReduceMean(H, W) -> MatMul(3x7) -> logits [N,7]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.zeros((3, len(CLASSES)), dtype=np.float32)
+    weights[0, CLASSES.index("mel")] = 4.0  # red
+    weights[1, CLASSES.index("nv")] = 4.0  # green
+    weights[2, CLASSES.index("vasc")] = 4.0  # blue
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("ReduceMean", ["input"], ["mean_rgb"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["mean_rgb", "weights"], ["logits"]),
+        ],
+        name="stand_in",
+        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 224, 224, 3])],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(CLASSES)])],
+        initializer=[numpy_helper.from_array(weights, name="weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="skinportal-tests")
+    model.ir_version = 8  # what every onnxruntime of the last years reads
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / "model.onnx"
+    model_path.write_bytes(model.SerializeToString())
+    manifest = {
+        "format": 1,
+        "version": version,
+        "classes": list(CLASSES),
+        "malignant_classes": sorted(MALIGNANT_CLASSES),
+        "input": {"name": "input", "shape": [None, 224, 224, 3]},
+        "output": {"name": "logits"},
+        "preprocessing": {"size": 224, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB"},
+        "variants": {
+            "fp32": {
+                "file": "model.onnx",
+                "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+                "temperature": 1.0,
+                "malignancy_threshold": STAND_IN_THRESHOLD,
+            }
+        },
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_stand_in_bundle(tmp_path_factory.mktemp("stand-in-model"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _serve_stand_in_model(stand_in_model_dir: Path) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKINPORTAL_MODEL_DIR", str(stand_in_model_dir))
+        mp.setenv("SKINPORTAL_ORT_THREADS", "1")  # the test machine is small and busy
+        reset_classifier()
+        yield
+    reset_classifier()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def shipped_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Serve the model named by ml/models/CURRENT (skips while it does not exist yet)."""
+    current = REPO_ROOT / "ml" / "models" / "CURRENT"
+    if not current.is_file():
+        pytest.skip(f"the shipped model is not there yet: {current} does not exist (train and package it first)")
+    monkeypatch.delenv("SKINPORTAL_MODEL_DIR", raising=False)
+    reset_classifier()
+    manifest = json.loads((REPO_ROOT / "ml" / "models" / current.read_text().strip() / "manifest.json").read_text())
+    yield str(manifest["version"])
+    reset_classifier()
+
+
+# --- Images --------------------------------------------------------------------------------
+
+
+def image_bytes(
+    colour: tuple[int, int, int] = (220, 30, 30), *, size: tuple[int, int] = (96, 64), fmt: str = "png"
+) -> bytes:
+    """A solid RGB image with a little noise, encoded as PNG or JPEG."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    rgb = np.clip(np.array(colour, dtype=np.int16) + rng.integers(-8, 9, (height, width, 3)), 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+RED = (220, 30, 30)  # stand-in model: melanoma, flagged
+GREEN = (30, 200, 40)  # stand-in model: melanocytic nevus, not flagged
+
+
+# --- People and data -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def org(db) -> Organisation:
+    return Organisation.objects.create(name="Northside Dermatology")
+
+
+@pytest.fixture
+def other_org(db) -> Organisation:
+    return Organisation.objects.create(name="Southside Skin Clinic")
+
+
+def _member(username: str, organisation: Organisation, role: str) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.org")
+    services.membership_set(user=user, organisation=organisation, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(org) -> User:
+    return _member("alice", org, Role.ADMIN)
+
+
+@pytest.fixture
+def colleague(org) -> User:
+    return _member("bob", org, Role.CLINICIAN)
+
+
+@pytest.fixture
+def reader(org) -> User:
+    return _member("rita", org, Role.READONLY)
+
+
+@pytest.fixture
+def outsider(other_org) -> User:
+    return _member("charlie", other_org, Role.CLINICIAN)
+
+
+@pytest.fixture
+def patient(owner, org) -> Patient:
+    return services.patient_create(
+        user=owner,
+        organisation=org,
+        external_id="MRN-001",
+        name="Ada Lovelace",
+        date_of_birth=dt.date(1960, 12, 10),
+        sex="female",
+    )
+
+
+@pytest.fixture
+def lesion(owner, patient) -> Lesion:
+    return services.lesion_create(user=owner, patient=patient, body_site="back", label="Upper back, left")
+
+
+@pytest.fixture
+def run_on_commit(django_capture_on_commit_callbacks) -> Callable[[], AbstractContextManager]:
+    """`with run_on_commit(): ...` runs the on_commit callbacks (the Celery send) at the end of the block,
+    as a real commit would; tests run inside a transaction that never commits."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.fixture
+def upload(owner, lesion, run_on_commit) -> Callable[..., LesionImage]:
+    """Upload one image through the service, classification included."""
+
+    def _upload(
+        data: bytes | None = None,
+        *,
+        user: User | None = None,
+        target: Lesion | None = None,
+        captured_at: dt.date | None = None,
+    ) -> LesionImage:
+        with run_on_commit():
+            (image,) = services.lesion_image_upload(
+                user=user or owner,
+                lesion=target or lesion,
+                files=[services.ImageUpload(name="photo.png", data=data or image_bytes(RED))],
+                captured_at=captured_at,
+            )
+        return image
+
+    return _upload
+
+
+@pytest.fixture
+def client_for(client: Client) -> Callable[[User], Client]:
+    def _login(user: User) -> Client:
+        client.force_login(user)
+        return client
+
+    return _login
+
+
+@pytest.fixture
+def api_for() -> Callable[[User], APIClient]:
+    def _api(user: User | None) -> APIClient:
+        api = APIClient()
+        if user is not None:
+            api.credentials(HTTP_AUTHORIZATION=f"Token {services.api_token_get_or_create(user=user).key}")
+        return api
+
+    return _api

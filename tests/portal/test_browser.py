@@ -1,0 +1,99 @@
+"""A real browser (Debian's chromium driven by Playwright) logs in, creates a patient and a
+lesion, uploads an image and reads the result page.
+
+Skips, saying why, where chromium or the playwright package is missing. Never downloads a
+browser: it launches /usr/bin/chromium (apt-get install chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.portal.conftest import PASSWORD, RED, STAND_IN_VERSION, image_bytes
+
+CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
+)
+
+if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+# Playwright's sync API runs an event loop in this thread; Django's ORM calls from fixtures are still synchronous.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def browser_page():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, browser_page, tmp_path):
+    page = browser_page
+    image_path = tmp_path / "dermatoscopy.png"
+    image_path.write_bytes(image_bytes(RED, size=(320, 240)))
+
+    page.goto(f"{live_server.url}/")
+    assert "/accounts/login/" in page.url
+    page.fill("#id_username", colleague.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    assert page.locator("h1").inner_text() == "Dashboard"
+
+    page.click("nav.mainnav >> text=Patients")
+    page.click("text=New patient")
+    page.fill("#id_external_id", "MRN-BROWSER-1")
+    page.fill("#id_name", "Brenda Browser")
+    page.fill("#id_date_of_birth", "1970-03-04")
+    page.select_option("#id_sex", "female")
+    page.click("button:has-text('Create patient')")
+    page.wait_for_selector("h1:has-text('Brenda Browser')")
+
+    page.click("text=New lesion")
+    page.fill("#id_label", "Right forearm, dorsal")
+    page.select_option("#id_body_site", "upper extremity")
+    page.click("button:has-text('Create lesion')")
+    page.wait_for_selector("h1:has-text('Upload images')")
+
+    page.set_input_files("#id_images", str(image_path))
+    page.fill("#id_captured_at", "2024-05-01")
+    page.click("button:has-text('Upload and classify')")
+    page.wait_for_selector("#classification [data-status=succeeded]")
+
+    assert page.locator("#top-class").inner_text() == "Melanoma (mel)"
+    assert page.locator("tr.prob").count() == 7
+    assert page.locator("#model-version").inner_text() == STAND_IN_VERSION
+    assert "Decision support, not a diagnosis." in page.locator(".disclaimer").inner_text()
+    assert (
+        page.locator("figure.image img").evaluate("img => img.naturalWidth") == 320
+    )  # served through the checked view
+
+    page.click("nav.crumbs >> text=Right forearm, dorsal")
+    page.wait_for_selector("svg.plot")
+    assert page.locator("svg.plot circle.dot").count() == 1
