@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from diagnosis.models import Classification, ClinicianReview, Lesion, LesionImage, Membership, Organisation, Patient
+from diagnosis.models import Batch, Classification, ClinicianReview, Lesion, LesionImage, Membership, Organisation, Patient
 
 
 class MembershipInline(admin.TabularInline):
@@ -70,3 +70,10 @@ class ClinicianReviewAdmin(admin.ModelAdmin):
     list_display = ["id", "image", "diagnosis", "histopathology_confirmed", "author", "created_at"]
     list_filter = ["diagnosis", "histopathology_confirmed"]
     readonly_fields = ["author", "created_at"]
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "kind", "organisation", "received", "created_by", "created_at"]
+    list_filter = ["kind", "organisation"]
+    readonly_fields = ["organisation", "kind", "name", "lesion", "received", "rejected", "created_by", "created_at"]

@@ -77,3 +77,33 @@ class PatientSearchForm(forms.Form):
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150, help_text="An existing login.")
     role = forms.ChoiceField(choices=Role.choices, initial=Role.CLINICIAN)
+
+
+class BatchForm(forms.Form):
+    """Several images or one ZIP; the service checks every file and reports each bad one."""
+
+    organisation = forms.ModelChoiceField(queryset=Organisation.objects.none(), empty_label=None, required=False)
+    lesion = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    images = MultipleImageField(label="Images (JPEG or PNG; select many)", required=False)
+    archive = forms.FileField(
+        label="…or a ZIP archive",
+        required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
+        help_text="Optionally with one CSV (columns: file, patient, lesion, body_site, captured_at) saying which "
+        "patient (external id) and lesion (label; created if new) each file shows.",
+    )
+    captured_at = forms.DateField(
+        widget=DateInput, label="Capture date", initial=timezone.localdate, required=False,
+        help_text="For files whose CSV row gives no date.",
+    )
+
+    def __init__(self, *args, organisations: QuerySet[Organisation], has_lesion: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["organisation"].queryset = organisations
+        if has_lesion or organisations.count() == 1:
+            self.fields["organisation"].widget = forms.HiddenInput()
+            self.fields["organisation"].initial = organisations.first()
+
+    def clean_images(self):
+        images = self.cleaned_data.get("images")
+        return [] if images in (None, [None]) else [f for f in images if f]

@@ -8,7 +8,10 @@ never ml.training, which pulls in TensorFlow.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -29,6 +32,9 @@ __all__ = [
     "PortalPrediction",
     "ReencodedImage",
     "classify_image_bytes",
+    "classify_many",
+    "model_check",
+    "warm_up",
     "display_name",
     "reencode_upload",
 ]
@@ -100,3 +106,110 @@ def classify_image_bytes(data: bytes) -> PortalPrediction:
         variant=prediction.variant,
         inference_ms=elapsed_ms,
     )
+
+
+def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidImageError]:
+    """Classify several images in one onnxruntime call per 32 (a micro-batch).
+
+    Returns one entry per input, in order: a prediction, or the InvalidImageError of an image
+    that could not be decoded (the others still get their results). Raises MLError for a model
+    problem. `inference_ms` is the image's decode time plus its share of the batched model time.
+    """
+    from ml.inference import get_classifier
+
+    classifier = get_classifier()
+    results: list[PortalPrediction | InvalidImageError | None] = [None] * len(images)
+    decoded, positions, decode_ms = [], [], []
+    for index, data in enumerate(images):
+        started = time.perf_counter()
+        try:
+            decoded.append(decode_image(bytes(data), max_pixels=classifier.max_pixels))
+        except InvalidImageError as exc:
+            results[index] = exc
+            continue
+        positions.append(index)
+        decode_ms.append((time.perf_counter() - started) * 1000.0)
+    if decoded:
+        started = time.perf_counter()
+        predictions = classifier.predict_batch(decoded)
+        share_ms = (time.perf_counter() - started) * 1000.0 / len(decoded)
+        for index, prediction, own_ms in zip(positions, predictions, decode_ms):
+            results[index] = PortalPrediction(
+                probabilities=dict(prediction.probabilities),
+                top_class=prediction.top_class,
+                malignancy_score=float(prediction.malignancy_score),
+                malignant=bool(prediction.malignant),
+                threshold=float(prediction.threshold),
+                model_version=prediction.model_version,
+                variant=prediction.variant,
+                inference_ms=own_ms + share_ms,
+            )
+    return results  # type: ignore[return-value]
+
+
+def warm_up() -> None:
+    """Load and verify the model now (a worker process at start), logging instead of raising:
+    a missing model is reported on each image's result, and by /readyz."""
+    import logging
+
+    try:
+        loaded_model_version()
+    except Exception as exc:  # the worker must start anyway, so results can say what is wrong
+        logging.getLogger(__name__).error("model not loaded at worker start: %s", exc)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    ok: bool
+    version: str
+    detail: str
+
+
+_check_lock = threading.Lock()
+_check_cache: dict[tuple, ModelStatus] = {}
+
+
+def model_check() -> ModelStatus:
+    """Is the configured model bundle present and intact? (manifest and the variant's sha256)
+
+    Cheap enough for a readiness probe: no onnxruntime session is created, and the sha256 is
+    computed again only when the file's size or modification time changes.
+    """
+    from ml.manifest import default_model_dir, load_manifest
+
+    try:
+        model_dir = default_model_dir()
+        manifest = load_manifest(model_dir)
+        variant = os.environ.get("SKINPORTAL_MODEL_VARIANT", "").strip() or "fp32"
+        entry = manifest["variants"].get(variant)
+        if entry is None:
+            return ModelStatus(False, str(manifest.get("version", "")), f"the bundle has no {variant} variant")
+        path = os.path.join(model_dir, entry["file"])
+        stat = os.stat(path)
+    except MLError as exc:
+        return ModelStatus(False, "", str(exc))
+    except OSError as exc:
+        return ModelStatus(False, "", f"model file unreadable: {exc}")
+    key = (path, stat.st_size, stat.st_mtime_ns, entry["sha256"])
+    with _check_lock:
+        cached = _check_cache.get(key)
+    if cached is not None:
+        return cached
+    from ml.manifest import variant_file
+
+    try:
+        variant_file(model_dir, manifest, variant)
+        status = ModelStatus(True, str(manifest["version"]), f"{manifest['version']} ({variant})")
+    except (MLError, OSError) as exc:
+        status = ModelStatus(False, str(manifest.get("version", "")), str(exc))
+    with _check_lock:
+        _check_cache.clear()
+        _check_cache[key] = status
+    return status
+
+
+def current_model_version() -> str:
+    """Version of the configured bundle, from its manifest (no session). Raises MLError."""
+    from ml.manifest import default_model_dir, load_manifest
+
+    return str(load_manifest(default_model_dir())["version"])

@@ -141,8 +141,48 @@ def lesion_image_path(instance: LesionImage, filename: str) -> str:
     return f"lesion-images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.png"
 
 
+class BatchKind(models.TextChoices):
+    FILES = "files", "Multi-file upload"
+    ARCHIVE = "zip", "ZIP archive"
+    IMPORT = "import", "Bulk import"
+
+
+class Batch(models.Model):
+    """Several images received together (a multi-file upload, a ZIP, a bulk import).
+
+    Progress is not stored: it is counted from the member images' classifications, so it can
+    never disagree with them. Files that were refused are listed in `rejected`.
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="batches")
+    kind = models.CharField(max_length=10, choices=BatchKind.choices, default=BatchKind.FILES)
+    name = models.CharField(max_length=255, blank=True, help_text="e.g. the ZIP file's name.")
+    lesion = models.ForeignKey(
+        "Lesion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="Where files without a CSV row go.",
+    )
+    received = models.PositiveIntegerField(default=0, help_text="Files received (images in the ZIP, not the CSV).")
+    rejected = models.JSONField(default=list, blank=True, help_text='[{"name": file, "error": why}, ...]')
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk} ({self.get_kind_display()}, {self.received} files)"
+
+
 class LesionImage(models.Model):
     lesion = models.ForeignKey(Lesion, on_delete=models.CASCADE, related_name="images")
+    batch = models.ForeignKey(Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="images")
+    source_name = models.CharField(
+        max_length=255, blank=True, help_text="Name of the uploaded file (for reports only; never used on disk)."
+    )
+    source_sha256 = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="Of the file as received (bulk import skips repeats)."
+    )
     captured_at = models.DateField(default=timezone.localdate, help_text="Date the image was taken (the visit).")
     # Re-encoded PNG of the decoded pixels: EXIF, GPS, ICC and every other metadata block is gone.
     file = models.FileField(upload_to=lesion_image_path, max_length=255)
@@ -164,6 +204,7 @@ class LesionImage(models.Model):
 
 class ClassificationStatus(models.TextChoices):
     PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
 
@@ -187,6 +228,10 @@ class Classification(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     inference_ms = models.FloatField(null=True, blank=True, help_text="Model time for this image, milliseconds.")
+    # Delivery bookkeeping: the Celery task id of the request being served and how many times a
+    # worker has started it (a redelivery after a crash keeps the id). Capped by SKINPORTAL_MAX_DELIVERIES.
+    task_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

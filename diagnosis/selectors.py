@@ -11,11 +11,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 
 from diagnosis.models import (
     WRITE_ROLES,
+    Batch,
     Classification,
     ClassificationStatus,
     ClinicianReview,
@@ -260,3 +261,105 @@ def review_get(*, user: User, review_id: int | str) -> ClinicianReview:
         return review_list(user=user).get(pk=int(review_id))
     except (ClinicianReview.DoesNotExist, ValueError, TypeError) as exc:
         raise Http404("No such review.") from exc
+
+
+# --- Batches ----------------------------------------------------------------------------------
+
+
+def batch_list(*, user: User) -> QuerySet[Batch]:
+    return (
+        Batch.objects.filter(organisation__in=_organisation_ids(user))
+        .select_related("organisation", "lesion", "lesion__patient", "created_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def batch_get(*, user: User, batch_id: int | str) -> Batch:
+    try:
+        return batch_list(user=user).get(pk=int(batch_id))
+    except (Batch.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such batch.") from exc
+
+
+# Progress buckets of a batch's images, from each image's newest classification.
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+_BUCKET = {
+    None: QUEUED,
+    ClassificationStatus.PENDING: QUEUED,
+    ClassificationStatus.RUNNING: RUNNING,
+    ClassificationStatus.SUCCEEDED: DONE,
+    ClassificationStatus.FAILED: FAILED,
+}
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    total: int  # images stored
+    queued: int
+    running: int
+    done: int
+    failed: int
+    rejected: int  # files refused at upload (listed in batch.rejected)
+
+    @property
+    def finished(self) -> bool:
+        return self.queued == 0 and self.running == 0
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.finished else "running"
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.total == 0 else round(100 * (self.done + self.failed) / self.total)
+
+
+def _latest_status() -> Subquery:
+    return Subquery(
+        Classification.objects.filter(image=OuterRef("pk")).order_by("-created_at", "-id").values("status")[:1]
+    )
+
+
+def batch_images(*, batch: Batch) -> QuerySet[LesionImage]:
+    """The batch's images, each annotated with `latest_status` and prefetched classifications."""
+    return (
+        LesionImage.objects.filter(batch=batch)
+        .select_related("lesion", "lesion__patient")
+        .annotate(latest_status=_latest_status())
+        .prefetch_related(Prefetch("classifications", queryset=Classification.objects.order_by("-created_at", "-id")))
+        .order_by("id")
+    )
+
+
+def batch_progress(*, batch: Batch) -> BatchProgress:
+    counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+    statuses = LesionImage.objects.filter(batch=batch).annotate(s=_latest_status()).values_list("s", flat=True)
+    for status in statuses:
+        counts[_BUCKET.get(status, QUEUED)] += 1
+    return BatchProgress(total=sum(counts.values()), rejected=len(batch.rejected or []), **counts)
+
+
+def image_bucket(status: str | None) -> str:
+    return _BUCKET.get(status, QUEUED)
+
+
+# --- Model upgrades -----------------------------------------------------------------------------
+
+
+def image_ids_missing_classification(*, model_version: str, organisation: Organisation | None = None) -> QuerySet:
+    """Ids of images without a successful classification by `model_version` (oldest first)."""
+    done = Classification.objects.filter(
+        image=OuterRef("pk"), model_version=model_version, status=ClassificationStatus.SUCCEEDED
+    )
+    images = LesionImage.objects.exclude(Exists(done))
+    if organisation is not None:
+        images = images.filter(lesion__patient__organisation=organisation)
+    return images.order_by("id").values_list("id", flat=True)
+
+
+# --- Operations (staff) -------------------------------------------------------------------------
+
+
+def classification_status_counts() -> dict[str, int]:
+    rows = Classification.objects.values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}

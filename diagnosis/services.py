@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,10 @@ from rest_framework.authtoken.models import Token
 from diagnosis import inference
 from diagnosis.models import (
     DIAGNOSIS_CHOICES,
+    Batch,
+    BatchKind,
+    BodySite,
+    Sex,
     Classification,
     ClassificationStatus,
     ClinicianReview,
@@ -317,10 +322,12 @@ def lesion_image_upload(
     prepared = _prepare_uploads(files)
     images: list[LesionImage] = []
     try:
-        for item in prepared:
+        for upload, item in zip(files, prepared):
             image = LesionImage(
                 lesion=lesion,
                 captured_at=captured_at,
+                source_name=(upload.name or "")[:255],
+                source_sha256=hashlib.sha256(upload.data).hexdigest(),
                 sha256=hashlib.sha256(item.png_bytes).hexdigest(),
                 width=item.width,
                 height=item.height,
@@ -336,45 +343,530 @@ def lesion_image_upload(
         for image in images:
             image.file.delete(save=False)
         raise
-    for image in images:
-        image_id = image.pk
-        transaction.on_commit(lambda image_id=image_id: _enqueue_classification(image_id))
+    classification_enqueue_on_commit(image_ids=[image.pk for image in images])
     return images
 
 
+# --- Batches: several files or a ZIP (+ optional CSV), per-file errors -------------------------
+
+BATCH_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "file": ("file", "filename", "file_name", "image", "image_file"),
+    "patient": ("patient", "patient_external_id", "patient_id", "external_id"),
+    "lesion": ("lesion", "lesion_label", "label"),
+    "body_site": ("body_site", "localization", "site"),
+    "captured_at": ("captured_at", "capture_date", "date"),
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class _Member:
+    name: str
+    data: bytes | None  # None: could not be read (error says why)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Target:
+    lesion: Lesion
+    captured_at: dt.date
+
+
+def _normalise_member_name(name: str) -> str:
+    name = name.replace("\\", "/").strip()
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
+def _csv_header_map(fieldnames: Sequence[str]) -> dict[str, str]:
+    """Our column name -> the CSV's header, for the aliases in BATCH_CSV_COLUMNS."""
+    normalised = {(h or "").strip().lower().replace(" ", "_"): h for h in fieldnames}
+    found: dict[str, str] = {}
+    for column, aliases in BATCH_CSV_COLUMNS.items():
+        for alias in aliases:
+            if alias in normalised:
+                found[column] = normalised[alias]
+                break
+    return found
+
+
+def _parse_date(value: str, *, what: str) -> dt.date:
+    try:
+        parsed = dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ValidationError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from exc
+    if parsed > timezone.localdate():
+        raise ValidationError(f"{what} {parsed} is in the future")
+    return parsed
+
+
+def _read_zip(archive, *, max_bytes: int, max_files: int) -> tuple[list[_Member], bytes | None]:
+    """The image members of a ZIP (read one at a time, size-capped) and its CSV, if any."""
+    import zipfile
+    import zlib
+
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValidationError({"archive": "The file is not a readable ZIP archive."}) from exc
+    with zf:
+        infos = [
+            info
+            for info in zf.infolist()
+            if not info.is_dir()
+            and not info.filename.startswith("__MACOSX/")
+            and not _normalise_member_name(info.filename).rsplit("/", 1)[-1].startswith(".")
+        ]
+        csvs = [info for info in infos if info.filename.lower().endswith(".csv")]
+        if len(csvs) > 1:
+            raise ValidationError({"archive": f"The ZIP holds {len(csvs)} CSV files; put at most one in it."})
+        images = [info for info in infos if not info.filename.lower().endswith(".csv")]
+        if not images:
+            raise ValidationError({"archive": "The ZIP holds no files besides the CSV."})
+        if len(images) > max_files:
+            raise ValidationError({"archive": f"At most {max_files} images per batch; the ZIP holds {len(images)}."})
+        csv_bytes = None
+        if csvs:
+            if csvs[0].file_size > 5 * 1024 * 1024:
+                raise ValidationError({"archive": "The CSV in the ZIP is larger than 5 MiB."})
+            try:
+                csv_bytes = zf.read(csvs[0])
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError) as exc:
+                raise ValidationError({"archive": f"The CSV could not be extracted ({exc})."}) from exc
+        members: list[_Member] = []
+        for info in images:
+            name = _normalise_member_name(info.filename)
+            if info.file_size > max_bytes:
+                members.append(_Member(name, None, f"the file is larger than the {_human_size(max_bytes)} limit"))
+                continue
+            try:
+                with zf.open(info) as fh:
+                    data = fh.read(max_bytes + 1)  # the header's size may lie
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+                members.append(_Member(name, None, f"could not be extracted ({type(exc).__name__})"))
+                continue
+            members.append(_Member(name, data))
+    return members, csv_bytes
+
+
+class _BatchTargets:
+    """Where each file goes: its CSV row (patient external id, lesion label, body site, date), or
+    the batch's lesion. Lesions named in the CSV are created on first use."""
+
+    def __init__(
+        self,
+        *,
+        user: AbstractBaseUser,
+        organisation: Organisation,
+        lesion: Lesion | None,
+        captured_at: dt.date,
+        csv_bytes: bytes | None,
+    ) -> None:
+        self.user, self.organisation, self.lesion, self.captured_at = user, organisation, lesion, captured_at
+        self.rows: dict[str, dict[str, str]] = {}
+        self.used: set[str] = set()
+        self._lesions: dict[tuple[int, str], Lesion] = {}
+        self._patients: dict[str, Patient | None] = {}
+        if csv_bytes is not None:
+            self._parse(csv_bytes)
+
+    def _parse(self, csv_bytes: bytes) -> None:
+        import csv
+        import io
+
+        try:
+            text = csv_bytes.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValidationError({"archive": "The CSV is not UTF-8 text."}) from exc
+        reader = csv.DictReader(io.StringIO(text))
+        columns = _csv_header_map(reader.fieldnames or [])
+        if "file" not in columns:
+            raise ValidationError(
+                {"archive": "The CSV needs a 'file' column naming each image (and optionally patient, lesion, "
+                 "body_site, captured_at)."}
+            )
+        for raw in reader:
+            row = {column: (raw.get(header) or "").strip() for column, header in columns.items()}
+            name = _normalise_member_name(row["file"])
+            if name:
+                self.rows[name] = row
+
+    def row_for(self, name: str) -> tuple[str, dict[str, str]] | None:
+        if name in self.rows:
+            return name, self.rows[name]
+        base = name.rsplit("/", 1)[-1]
+        if base in self.rows:
+            return base, self.rows[base]
+        return None
+
+    def _patient(self, external_id: str) -> Patient | None:
+        if external_id not in self._patients:
+            self._patients[external_id] = Patient.objects.filter(
+                organisation=self.organisation, external_id=external_id
+            ).first()
+        return self._patients[external_id]
+
+    def target(self, name: str) -> _Target:
+        """Raises ValidationError (a message for this file only)."""
+        found = self.row_for(name)
+        if found is None:
+            if self.lesion is None:
+                raise ValidationError("not listed in the CSV, and no lesion was chosen for unlisted files")
+            return _Target(self.lesion, self.captured_at)
+        key, row = found
+        self.used.add(key)
+        captured_at = _parse_date(row["captured_at"], what="capture date") if row.get("captured_at") else self.captured_at
+        external_id, label = row.get("patient", ""), row.get("lesion", "")
+        if not external_id and not label:
+            if self.lesion is None:
+                raise ValidationError("the CSV row names no patient and lesion, and no lesion was chosen")
+            return _Target(self.lesion, captured_at)
+        if external_id:
+            patient = self._patient(external_id)
+            if patient is None:
+                raise ValidationError(f"no patient with external id {external_id!r} in {self.organisation.name}")
+        elif self.lesion is not None:
+            patient = self.lesion.patient
+        else:
+            raise ValidationError("the CSV row names a lesion but no patient")
+        if not label:
+            if self.lesion is not None and self.lesion.patient_id == patient.pk:
+                return _Target(self.lesion, captured_at)
+            raise ValidationError("the CSV row names a patient but no lesion label")
+        body_site = (row.get("body_site") or "").strip().lower() or BodySite.UNKNOWN
+        if body_site not in BodySite.values:
+            raise ValidationError(f"unknown body site {body_site!r}; use one of {', '.join(BodySite.values)}")
+        lesion = self._lesions.get((patient.pk, label))
+        if lesion is None:
+            lesion = Lesion.objects.filter(patient=patient, label=label).order_by("id").first()
+            if lesion is None:
+                lesion = lesion_create(user=self.user, patient=patient, body_site=body_site, label=label)
+            self._lesions[(patient.pk, label)] = lesion
+        return _Target(lesion, captured_at)
+
+    def unused_rows(self) -> list[str]:
+        return [name for name in self.rows if name not in self.used]
+
+
+def _store_image(
+    *,
+    lesion: Lesion,
+    item: inference.ReencodedImage,
+    source: bytes,
+    name: str,
+    captured_at: dt.date,
+    user: AbstractBaseUser | None,
+    batch: Batch | None,
+) -> LesionImage:
+    image = LesionImage(
+        lesion=lesion,
+        batch=batch,
+        captured_at=captured_at,
+        source_name=name[:255],
+        source_sha256=hashlib.sha256(source).hexdigest(),
+        sha256=hashlib.sha256(item.png_bytes).hexdigest(),
+        width=item.width,
+        height=item.height,
+        size_bytes=len(item.png_bytes),
+        source_format=item.source_format,
+        uploaded_by=user,
+    )
+    image.file.save("upload.png", ContentFile(item.png_bytes), save=False)  # name generated by upload_to
+    try:
+        image.save()
+    except Exception:
+        image.file.delete(save=False)
+        raise
+    return image
+
+
+@transaction.atomic
+def batch_create(
+    *,
+    user: AbstractBaseUser,
+    organisation: Organisation | None = None,
+    lesion: Lesion | None = None,
+    files: Sequence[ImageUpload] = (),
+    archive=None,
+    archive_name: str = "",
+    captured_at: dt.date | None = None,
+) -> Batch:
+    """Store several images at once as one Batch and queue them for classification.
+
+    `files` are single uploads; `archive` is a ZIP (a binary file object) whose images are read
+    one at a time, with an optional CSV (columns: file, patient, lesion, body_site, captured_at)
+    saying where each goes; files the CSV does not list go to `lesion`. Each invalid file is
+    reported in `batch.rejected` and the valid ones go on; only when no file is valid is nothing
+    stored (ValidationError listing every file).
+    """
+    if lesion is not None:
+        organisation = lesion.patient.organisation
+    if organisation is None:
+        raise ValidationError({"organisation": "Say which organisation the images belong to."})
+    _require_write(user=user, organisation_id=organisation.pk)
+    captured_at = captured_at or timezone.localdate()
+    if captured_at > timezone.localdate():
+        raise ValidationError({"captured_at": "The capture date cannot be in the future."})
+    max_bytes = settings.SKINPORTAL_MAX_UPLOAD_BYTES
+    max_files = settings.SKINPORTAL_MAX_FILES_PER_BATCH
+    if files and archive is not None:
+        raise ValidationError({"archive": "Send either image files or one ZIP archive, not both."})
+    csv_bytes = None
+    if archive is not None:
+        members, csv_bytes = _read_zip(archive, max_bytes=max_bytes, max_files=max_files)
+        kind, name = BatchKind.ARCHIVE, archive_name or "archive.zip"
+    else:
+        if not files:
+            raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
+        if len(files) > max_files:
+            raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
+        members = [
+            _Member(f.name or f"file {i + 1}", f.data if len(f.data) <= max_bytes else None,
+                    "" if len(f.data) <= max_bytes else f"the file is larger than the {_human_size(max_bytes)} limit")
+            for i, f in enumerate(files)
+        ]
+        kind, name = BatchKind.FILES, f"{len(files)} file{'s' if len(files) != 1 else ''}"
+    if csv_bytes is None and lesion is None:
+        raise ValidationError(
+            {"lesion": "Choose the lesion these images show, or put a CSV in the ZIP saying where each one goes."}
+        )
+    targets = _BatchTargets(
+        user=user, organisation=organisation, lesion=lesion, captured_at=captured_at, csv_bytes=csv_bytes
+    )
+    batch = Batch.objects.create(
+        organisation=organisation, kind=kind, name=name[:255], lesion=lesion, received=len(members), created_by=user
+    )
+    rejected: list[dict[str, str]] = []
+    images: list[LesionImage] = []
+    try:
+        for member in members:
+            if member.data is None:
+                rejected.append({"name": member.name, "error": member.error})
+                continue
+            try:
+                target = targets.target(member.name)
+                item = inference.reencode_upload(member.data)
+            except ValidationError as exc:
+                rejected.append({"name": member.name, "error": "; ".join(exc.messages)})
+                continue
+            except inference.InvalidImageError as exc:
+                rejected.append({"name": member.name, "error": str(exc)})
+                continue
+            images.append(
+                _store_image(
+                    lesion=target.lesion, item=item, source=member.data, name=member.name,
+                    captured_at=target.captured_at, user=user, batch=batch,
+                )
+            )
+    except Exception:
+        for image in images:  # the rows roll back with the transaction; the files must go too
+            image.file.delete(save=False)
+        raise
+    for missing in targets.unused_rows():
+        rejected.append({"name": missing, "error": "listed in the CSV but not in the ZIP"})
+    if not images:
+        raise ValidationError(
+            {"archive" if archive is not None else "images": [f"{r['name']}: {r['error']}." for r in rejected]
+             or ["No image could be stored."]}
+        )
+    batch.rejected = rejected
+    batch.save(update_fields=["rejected"])
+    classification_enqueue_on_commit(image_ids=[image.pk for image in images])
+    return batch
+
+
+# --- Bulk import (operator command) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One image of a HAM10000-style metadata CSV, resolved by the command."""
+
+    patient_external_id: str
+    lesion_label: str
+    body_site: str
+    image_name: str
+    data: bytes
+    sex: str = Sex.UNKNOWN
+    captured_at: dt.date | None = None
+
+
+def import_batch_start(*, organisation: Organisation, name: str) -> Batch:
+    return Batch.objects.create(organisation=organisation, kind=BatchKind.IMPORT, name=name[:255])
+
+
+def import_already_present(*, organisation: Organisation, data: bytes) -> bool:
+    """Re-running an import skips files already stored in this organisation (sha256 of the bytes)."""
+    return LesionImage.objects.filter(
+        lesion__patient__organisation=organisation, source_sha256=hashlib.sha256(data).hexdigest()
+    ).exists()
+
+
+@transaction.atomic
+def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | None = None) -> LesionImage | None:
+    """Store one imported image, creating its patient and lesion on first sight (an operator's
+    action: no role check). Returns None when this file is already stored (sha256); raises
+    ValidationError for a bad row, with nothing stored."""
+    if import_already_present(organisation=organisation, data=row.data):
+        return None
+    body_site = (row.body_site or "").strip().lower() or BodySite.UNKNOWN
+    if body_site not in BodySite.values:
+        raise ValidationError(f"unknown body site {row.body_site!r}")
+    if not row.patient_external_id or not row.lesion_label:
+        raise ValidationError("the row has no patient or lesion id")
+    try:
+        item = inference.reencode_upload(row.data)
+    except inference.InvalidImageError as exc:
+        raise ValidationError(str(exc)) from exc
+    patient = Patient.objects.filter(organisation=organisation, external_id=row.patient_external_id).first()
+    if patient is None:
+        patient = Patient(
+            organisation=organisation,
+            external_id=row.patient_external_id,
+            name=row.patient_external_id,  # research data is anonymised: the id is the only name
+            sex=row.sex if row.sex in Sex.values else Sex.UNKNOWN,
+            notes="Created by import_images.",
+        )
+        _check_patient(patient)
+        _save_unique(patient)
+    lesion = Lesion.objects.filter(patient=patient, label=row.lesion_label).order_by("id").first()
+    if lesion is None:
+        lesion = Lesion(patient=patient, label=row.lesion_label, body_site=body_site)
+        lesion.full_clean(exclude=["created_by"])
+        lesion.save()
+    return _store_image(
+        lesion=lesion, item=item, source=row.data, name=row.image_name,
+        captured_at=row.captured_at or timezone.localdate(), user=None, batch=batch,
+    )
+
+
+@transaction.atomic
+def import_batch_finish(*, batch: Batch, received: int, rejected: list[dict[str, str]]) -> Batch:
+    batch.received = received
+    batch.rejected = rejected
+    batch.save(update_fields=["received", "rejected"])
+    return batch
+
+
+# --- Model upgrades ------------------------------------------------------------------------------
+
+
+def classification_enqueue_missing(
+    *, model_version: str, organisation: Organisation | None = None, dry_run: bool = False
+) -> int:
+    """Queue every image without a successful classification by `model_version` (a model
+    upgrade, or earlier failures); earlier versions' results stay as history. Returns the count."""
+    from diagnosis.selectors import image_ids_missing_classification
+
+    image_ids = list(image_ids_missing_classification(model_version=model_version, organisation=organisation))
+    if not dry_run and image_ids:
+        _enqueue_classifications(image_ids)
+    return len(image_ids)
+
+
 # --- Classification ------------------------------------------------------------------------
+#
+# Delivery rules (docs/deployment.md): a task may be delivered more than once (acks_late: a
+# worker that dies mid-task gets its message redelivered), so running one must be idempotent.
+# The database keeps exactly one Classification per (image, model version); a delivery first
+# *claims* that row: an image that already has a result for the loaded version is skipped, and
+# a request delivered more than SKINPORTAL_MAX_DELIVERIES times is stored as failed with the reason.
 
 
-def _enqueue_classification(image_id: int) -> None:
+def _queue_failure_message(exc: Exception) -> str:
+    return (
+        f"The classification queue is unavailable ({type(exc).__name__}). "
+        "Use 'Classify again' once the worker is running."
+    )
+
+
+def _enqueue_classification(image_id: int, *, force: bool = False) -> None:
     """Send the Celery task; a broker outage becomes a failed classification, not a 500."""
     from diagnosis.tasks import classify_image  # tasks import this module
 
     try:
-        classify_image.delay(image_id)
+        if force:
+            classify_image.delay(image_id, force=True)
+        else:
+            classify_image.delay(image_id)
     except Exception as exc:  # kombu raises several unrelated types when the broker is unreachable
         logger.exception("could not queue classification of image %s", image_id)
-        _classification_store(
-            image_id=image_id,
-            model_version=Classification.UNKNOWN_MODEL_VERSION,
-            values={
-                "status": ClassificationStatus.FAILED,
-                "error_message": f"The classification queue is unavailable ({type(exc).__name__}). "
-                "Use 'Classify again' once the worker is running.",
-            },
-        )
+        classification_fail_unqueued(image_ids=[image_id], message=_queue_failure_message(exc))
+
+
+def _enqueue_classifications(image_ids: Sequence[int], *, force: bool = False) -> int:
+    """Send images in micro-batches of SKINPORTAL_MICRO_BATCH (one task each); returns tasks sent."""
+    from diagnosis.tasks import classify_images
+
+    size = settings.SKINPORTAL_MICRO_BATCH
+    sent = 0
+    for start in range(0, len(image_ids), size):
+        chunk = [int(i) for i in image_ids[start : start + size]]
+        try:
+            classify_images.delay(chunk, force=force)
+            sent += 1
+        except Exception as exc:
+            logger.exception("could not queue classification of images %s", chunk)
+            classification_fail_unqueued(image_ids=chunk, message=_queue_failure_message(exc))
+    return sent
+
+
+def classification_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
+    """Queue these images now, in micro-batches; returns the number of tasks sent."""
+    return _enqueue_classifications([int(i) for i in image_ids], force=force)
+
+
+def classification_enqueue_on_commit(*, image_ids: Sequence[int], force: bool = False) -> None:
+    """Queue classification of these images once the current transaction commits."""
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return
+    if len(ids) == 1:
+        transaction.on_commit(lambda: _enqueue_classification(ids[0], force=force))
+    else:
+        transaction.on_commit(lambda: _enqueue_classifications(ids, force=force))
 
 
 @transaction.atomic
 def classification_request(*, user: AbstractBaseUser, image: LesionImage) -> None:
     """Queue a new classification of an image (e.g. after a failure or a model upgrade)."""
     _require_write(user=user, organisation_id=image.lesion.patient.organisation_id)
-    image_id = image.pk
-    transaction.on_commit(lambda: _enqueue_classification(image_id))
+    classification_enqueue_on_commit(image_ids=[image.pk], force=True)
+
+
+def classification_fail_unqueued(*, image_ids: Sequence[int], message: str) -> None:
+    """Images whose task could not even be sent: say so on each (model version unknown)."""
+    for image_id in image_ids:
+        _classification_store(
+            image_id=image_id,
+            model_version=Classification.UNKNOWN_MODEL_VERSION,
+            values={"status": ClassificationStatus.FAILED, "error_message": message},
+        )
+
+
+@transaction.atomic
+def classification_fail_delivery(*, image_ids: Sequence[int], task_id: str, message: str) -> int:
+    """A task gave up (retries exhausted, unexpected error): its claimed rows become failed."""
+    return Classification.objects.filter(
+        image_id__in=list(image_ids), task_id=task_id, status=ClassificationStatus.RUNNING
+    ).update(status=ClassificationStatus.FAILED, error_message=message, finished_at=timezone.now())
 
 
 @transaction.atomic
 def _classification_store(*, image_id: int, model_version: str, values: dict[str, Any]) -> Classification | None:
     """Insert or update the one row for (image, model version)."""
+    return _store_row(image_id=image_id, model_version=model_version, values=values)
+
+
+@transaction.atomic
+def _classification_store_many(outcomes: Sequence[tuple[int, str, dict[str, Any]]]) -> list[Classification]:
+    """Several results in one transaction (a micro-batch: one commit, not one per image)."""
+    stored = [_store_row(image_id=i, model_version=v, values=values) for i, v, values in outcomes]
+    return [row for row in stored if row is not None]
+
+
+def _store_row(*, image_id: int, model_version: str, values: dict[str, Any]) -> Classification | None:
     if not LesionImage.objects.filter(pk=image_id).exists():
         return None  # deleted while the task waited in the queue
     if values.get("status") == ClassificationStatus.FAILED:
@@ -398,77 +890,203 @@ def _classification_store(*, image_id: int, model_version: str, values: dict[str
     return classification
 
 
-def classification_run(*, image_id: int) -> Classification | None:
-    """Classify one stored image with the loaded model and store the outcome.
+@dataclass
+class _Claim:
+    image: LesionImage
+    classification: Classification
+    started_at: dt.datetime
 
-    Never raises for a model or image problem: the failure is stored with a message a
-    clinician can read. Returns None only if the image no longer exists. Not atomic as a whole:
-    inference runs outside any transaction; only the write is.
-    """
-    image = LesionImage.objects.filter(pk=image_id).first()
-    if image is None:
-        logger.info("image %s was deleted before it could be classified", image_id)
-        return None
-    started_at = timezone.now()
-    model_version = Classification.UNKNOWN_MODEL_VERSION
 
-    def fail(message: str) -> Classification | None:
-        return _classification_store(
-            image_id=image_id,
-            model_version=model_version,
-            values={
-                "status": ClassificationStatus.FAILED,
-                "error_message": message,
-                "started_at": started_at,
-                "finished_at": timezone.now(),
-                "inference_ms": None,
-            },
+@transaction.atomic
+def _classification_claim(
+    *, image_id: int, model_version: str, request_id: str, force: bool
+) -> tuple[Classification | None, bool]:
+    """Take the (image, model version) row for this delivery. Returns (row, run_it)."""
+    if not LesionImage.objects.filter(pk=image_id).exists():
+        return None, False
+    return _claim_row(image_id=image_id, model_version=model_version, request_id=request_id, force=force)
+
+
+@transaction.atomic
+def _classification_claim_many(
+    *, image_ids: Sequence[int], model_version: str, request_id: str, force: bool
+) -> tuple[dict[int, LesionImage], dict[int, tuple[Classification, bool]]]:
+    """Claim a micro-batch in one transaction, in id order (no deadlock between two workers)."""
+    images = LesionImage.objects.in_bulk(sorted(set(image_ids)))
+    claims = {
+        image_id: _claim_row(image_id=image_id, model_version=model_version, request_id=request_id, force=force)
+        for image_id in sorted(images)
+    }
+    return images, claims
+
+
+def _claim_row(*, image_id: int, model_version: str, request_id: str, force: bool) -> tuple[Classification, bool]:
+    now = timezone.now()
+    row, created = Classification.objects.select_for_update().get_or_create(
+        image_id=image_id,
+        model_version=model_version,
+        defaults={"status": ClassificationStatus.RUNNING, "task_id": request_id, "attempts": 1, "started_at": now},
+    )
+    if created:
+        return row, True
+    if row.status == ClassificationStatus.SUCCEEDED and not force:
+        return row, False  # already classified by this version: a redelivered or repeated request
+    if request_id and row.task_id == request_id:
+        row.attempts += 1  # the same request again: the worker that had it died
+    else:
+        row.task_id, row.attempts = request_id, 1
+    max_deliveries = settings.SKINPORTAL_MAX_DELIVERIES
+    if row.attempts > max_deliveries:
+        row.status = ClassificationStatus.FAILED
+        row.error_message = (
+            f"Gave up after {max_deliveries} attempts: the worker stopped each time while classifying this image "
+            "(killed, out of memory or over the time limit). Use 'Classify again' to retry."
         )
+        row.finished_at = now
+        row.probabilities, row.top_class, row.malignancy_score, row.malignant, row.threshold = {}, "", None, False, None
+        row.save()
+        return row, False
+    if row.status != ClassificationStatus.SUCCEEDED:  # a re-run keeps the shown result until replaced
+        row.status = ClassificationStatus.RUNNING
+    row.started_at = now
+    row.save()
+    return row, True
 
+
+def classification_run(*, image_id: int, force: bool = True, request_id: str = "") -> Classification | None:
+    """Classify one stored image now and store the outcome; by default a re-run replaces this
+    model version's result (see classification_run_many)."""
+    results = classification_run_many(image_ids=[image_id], force=force, request_id=request_id)
+    return results[0] if results else None
+
+
+def classification_run_many(
+    *, image_ids: Sequence[int], force: bool = False, request_id: str = ""
+) -> list[Classification]:
+    """Classify stored images with the loaded model (one micro-batch) and store each outcome.
+
+    Never raises for a model or image problem: each failure is stored with a message a clinician
+    can read. Database errors propagate (the task retries them). Images deleted meanwhile are
+    skipped; an image already classified by this model version is not classified again unless
+    `force`. Returns the classifications of the images that still exist. Not atomic as a whole:
+    inference runs outside any transaction; only the claims and the writes are.
+    """
+    request_id = request_id or uuid.uuid4().hex
+    started_at = timezone.now()
     try:
         model_version = inference.loaded_model_version()
-    except inference.MLError as exc:
-        logger.error("model unavailable: %s", exc)
-        return fail(f"The model could not be loaded: {exc}")
     except Exception as exc:
-        logger.exception("unexpected error loading the model")
-        return fail(f"The model could not be loaded ({type(exc).__name__}); see the server log.")
+        if isinstance(exc, inference.MLError):
+            logger.error("model unavailable: %s", exc)
+            message = f"The model could not be loaded: {exc}"
+        else:
+            logger.exception("unexpected error loading the model")
+            message = f"The model could not be loaded ({type(exc).__name__}); see the server log."
+        stored = []
+        for image_id in image_ids:
+            row = _classification_store(
+                image_id=image_id,
+                model_version=Classification.UNKNOWN_MODEL_VERSION,
+                values={
+                    "status": ClassificationStatus.FAILED,
+                    "error_message": message,
+                    "started_at": started_at,
+                    "finished_at": timezone.now(),
+                    "inference_ms": None,
+                },
+            )
+            if row is None:
+                logger.info("image %s was deleted before it could be classified", image_id)
+            else:
+                stored.append(row)
+        return stored
 
-    try:
-        with image.file.open("rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        logger.error("image %s: stored file unreadable: %s", image_id, exc)
-        return fail("The stored image file could not be read; upload it again.")
-
-    try:
-        prediction = inference.classify_image_bytes(data)
-    except inference.InvalidImageError as exc:
-        return fail(f"The image could not be analysed: {exc}.")
-    except inference.MLError as exc:
-        logger.error("image %s: classification failed: %s", image_id, exc)
-        return fail(f"Classification failed: {exc}")
-    except Exception as exc:
-        logger.exception("image %s: unexpected classification error", image_id)
-        return fail(f"Classification failed unexpectedly ({type(exc).__name__}); see the server log.")
-
-    return _classification_store(
-        image_id=image_id,
-        model_version=prediction.model_version,
-        values={
-            "status": ClassificationStatus.SUCCEEDED,
-            "model_variant": prediction.variant,
-            "probabilities": prediction.probabilities,
-            "top_class": prediction.top_class,
-            "malignancy_score": prediction.malignancy_score,
-            "malignant": prediction.malignant,
-            "threshold": prediction.threshold,
-            "error_message": "",
-            "started_at": started_at,
-            "finished_at": timezone.now(),
-            "inference_ms": prediction.inference_ms,
-        },
+    results: dict[int, Classification] = {}
+    images, claimed = _classification_claim_many(
+        image_ids=image_ids, model_version=model_version, request_id=request_id, force=force
     )
+    claims: list[_Claim] = []
+    for image_id in dict.fromkeys(int(i) for i in image_ids):
+        if image_id not in claimed:
+            logger.info("image %s was deleted before it could be classified", image_id)
+            continue
+        row, run_it = claimed[image_id]
+        results[image_id] = row
+        if run_it:
+            claims.append(_Claim(image=images[image_id], classification=row, started_at=timezone.now()))
+
+    outcomes_to_store: list[tuple[int, str, dict[str, Any]]] = []
+
+    def fail(claim: _Claim, message: str) -> None:
+        outcomes_to_store.append(
+            (
+                claim.image.pk,
+                model_version,
+                {
+                    "status": ClassificationStatus.FAILED,
+                    "error_message": message,
+                    "started_at": claim.started_at,
+                    "finished_at": timezone.now(),
+                    "inference_ms": None,
+                },
+            )
+        )
+
+    readable: list[tuple[_Claim, bytes]] = []
+    for claim in claims:
+        try:
+            with claim.image.file.open("rb") as fh:
+                readable.append((claim, fh.read()))
+        except OSError as exc:
+            logger.error("image %s: stored file unreadable: %s", claim.image.pk, exc)
+            fail(claim, "The stored image file could not be read; upload it again.")
+
+    outcomes: list[inference.PortalPrediction | Exception]
+    try:
+        if len(readable) == 1:
+            try:
+                outcomes = [inference.classify_image_bytes(readable[0][1])]
+            except inference.InvalidImageError as exc:
+                outcomes = [exc]
+        else:
+            outcomes = list(inference.classify_many([data for _, data in readable]))
+    except inference.MLError as exc:
+        logger.error("images %s: classification failed: %s", [c.image.pk for c, _ in readable], exc)
+        outcomes = [exc] * len(readable)
+    except Exception as exc:
+        logger.exception("images %s: unexpected classification error", [c.image.pk for c, _ in readable])
+        outcomes = [exc] * len(readable)
+
+    for (claim, _), outcome in zip(readable, outcomes):
+        if isinstance(outcome, inference.InvalidImageError):
+            fail(claim, f"The image could not be analysed: {outcome}.")
+        elif isinstance(outcome, inference.MLError):
+            fail(claim, f"Classification failed: {outcome}")
+        elif isinstance(outcome, Exception):
+            fail(claim, f"Classification failed unexpectedly ({type(outcome).__name__}); see the server log.")
+        else:
+            outcomes_to_store.append(
+                (
+                    claim.image.pk,
+                    outcome.model_version,
+                    {
+                        "status": ClassificationStatus.SUCCEEDED,
+                        "model_variant": outcome.variant,
+                        "probabilities": outcome.probabilities,
+                        "top_class": outcome.top_class,
+                        "malignancy_score": outcome.malignancy_score,
+                        "malignant": outcome.malignant,
+                        "threshold": outcome.threshold,
+                        "error_message": "",
+                        "started_at": claim.started_at,
+                        "finished_at": timezone.now(),
+                        "inference_ms": outcome.inference_ms,
+                    },
+                )
+            )
+    for row in _classification_store_many(outcomes_to_store):
+        results[row.image_id] = row
+    return list(results.values())
 
 
 # --- Reviews -------------------------------------------------------------------------------

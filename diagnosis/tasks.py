@@ -1,12 +1,58 @@
-"""Celery tasks: thin wrappers that take ids and call a service."""
+"""Celery tasks: thin wrappers that take ids and call a service.
+
+Reliability (settings.py, docs/deployment.md): messages are acknowledged after the task ends
+(acks_late) and requeued when the worker process dies (reject_on_worker_lost), so a delivery
+can repeat; the services make that harmless (one row per image and model version, claimed
+first, capped at SKINPORTAL_MAX_DELIVERIES deliveries). Transient database errors are retried
+with exponential backoff; when the retries run out, the claimed images are marked failed.
+"""
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from diagnosis.services import classification_run
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from diagnosis.services import classification_fail_delivery, classification_run_many
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 
-@shared_task(name="diagnosis.classify_image", ignore_result=True)
-def classify_image(image_id: int) -> None:
-    classification_run(image_id=image_id)
+class ClassificationTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = 2
+    retry_backoff_max = settings.SKINPORTAL_RETRY_BACKOFF_MAX
+    retry_jitter = True
+    max_retries = settings.SKINPORTAL_MAX_RETRIES
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        image_ids = _image_ids(self.name, args, kwargs)
+        message = f"Classification failed after {self.request.retries} retries ({type(exc).__name__}); see the worker log."
+        try:
+            classification_fail_delivery(image_ids=image_ids, task_id=task_id, message=message)
+        except Exception:  # the database may be the thing that is down
+            logger.exception("could not record the failure of task %s for images %s", task_id, image_ids)
+
+
+def _image_ids(name: str, args, kwargs) -> list[int]:
+    if name == "diagnosis.classify_image":
+        return [kwargs.get("image_id", args[0] if args else None)]
+    return list(kwargs.get("image_ids", args[0] if args else []))
+
+
+@shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_image")
+def classify_image(self, image_id: int, force: bool = False) -> None:
+    classification_run_many(image_ids=[image_id], force=force, request_id=self.request.id or "")
+
+
+@shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_images")
+def classify_images(self, image_ids: list[int], force: bool = False) -> None:
+    """A micro-batch: the images go through the model together."""
+    classification_run_many(image_ids=image_ids, force=force, request_id=self.request.id or "")

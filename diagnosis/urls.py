@@ -16,6 +16,10 @@ urlpatterns = [
     path("images/<int:image_id>/file/", views.image_file, name="image-file"),
     path("images/<int:image_id>/review/", views.image_review, name="image-review"),
     path("images/<int:image_id>/classify/", views.image_classify, name="image-classify"),
+    path("ops/", views.ops, name="ops"),
+    path("batches/", views.batch_list, name="batch-list"),
+    path("batches/new/", views.batch_create, name="batch-create"),
+    path("batches/<int:batch_id>/", views.batch_detail, name="batch-detail"),
     path("organisations/<int:organisation_id>/", views.organisation_detail, name="organisation-detail"),
     path(
         "organisations/<int:organisation_id>/members/<int:membership_id>/remove/",

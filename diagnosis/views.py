@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from diagnosis import selectors, services
-from diagnosis.forms import LesionForm, MemberForm, PatientForm, PatientSearchForm, ReviewForm, UploadForm
+from diagnosis.forms import BatchForm, LesionForm, MemberForm, PatientForm, PatientSearchForm, ReviewForm, UploadForm
 from diagnosis.models import Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
 
@@ -329,3 +329,103 @@ def organisation_member_remove(request: HttpRequest, organisation_id: int, membe
     else:
         messages.success(request, f"{membership.user.get_username()} was removed from {organisation.name}.")
     return redirect("organisation-detail", organisation_id=organisation.pk)
+
+
+# --- Batches -------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def batch_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(selectors.batch_list(user=request.user), PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    rows = [(batch, selectors.batch_progress(batch=batch)) for batch in page]
+    return render(
+        request,
+        "diagnosis/batch_list.html",
+        {"page": page, "rows": rows, "can_write": selectors.user_can_write_anywhere(user=request.user)},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def batch_create(request: HttpRequest) -> HttpResponse:
+    organisations = selectors.organisation_list_writable_by_user(user=request.user)
+    if not organisations.exists():
+        raise PermissionDenied("Your role is read-only: you cannot upload images.")
+    lesion = None
+    lesion_id = request.POST.get("lesion") or request.GET.get("lesion")
+    if lesion_id:
+        lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+        _require_write(request, lesion.patient.organisation_id)
+    form = BatchForm(
+        request.POST or None,
+        request.FILES or None,
+        organisations=organisations,
+        has_lesion=lesion is not None,
+        initial={"lesion": lesion.pk if lesion else None},
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        archive = data.get("archive")
+        try:
+            batch = services.batch_create(
+                user=request.user,
+                organisation=None if lesion else data.get("organisation"),
+                lesion=lesion,
+                files=[_read_upload(f) for f in data["images"]],
+                archive=archive,
+                archive_name=(archive.name or "") if archive else "",
+                captured_at=data.get("captured_at"),
+            )
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            progress = selectors.batch_progress(batch=batch)
+            text = f"{progress.total} image{'s' if progress.total != 1 else ''} stored and queued."
+            if batch.rejected:
+                messages.warning(request, f"{text} {len(batch.rejected)} file(s) were refused: see below.")
+            else:
+                messages.success(request, text)
+            return redirect("batch-detail", batch_id=batch.pk)
+    return render(
+        request,
+        "diagnosis/batch_form.html",
+        {"form": form, "lesion": lesion, "patient": lesion.patient if lesion else None},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@login_required
+@require_GET
+def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = selectors.batch_get(user=request.user, batch_id=batch_id)
+    images = list(selectors.batch_images(batch=batch))
+    for image in images:
+        image.bucket = selectors.image_bucket(image.latest_status)
+    return render(
+        request,
+        "diagnosis/batch_detail.html",
+        {"batch": batch, "progress": selectors.batch_progress(batch=batch), "images": images},
+    )
+
+
+# --- Operations (staff) ------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def ops(request: HttpRequest) -> HttpResponse:
+    """Queue depth, readiness and classification counts, for staff (the people who run the servers)."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can see the operations page.")
+    from skinportal import health
+
+    return render(
+        request,
+        "diagnosis/ops.html",
+        {
+            "queue": health.queue_stats(),
+            "checks": {"database": health.database_check(), "broker": health.broker_check(), "model": health.model_check()},
+            "status_counts": selectors.classification_status_counts(),
+        },
+    )

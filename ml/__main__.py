@@ -10,6 +10,7 @@ commands:
   train     train, calibrate, export and package a model (needs the 'train' extra: TensorFlow)
   evaluate  score a model on labelled images: python -m ml evaluate --images DIR --labels CSV
   bench     compare Keras, onnxruntime fp32 and int8 speed on this machine
+  ensemble  package the logit average of trained bundles (optionally over flips; needs 'train')
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
 """
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         from ml.evaluate import main as run
     elif command == "bench":
         from ml.bench import main as run
+    elif command == "ensemble":
+        from ml.training.ensemble import main as run
     elif command == "card":
         from ml.card import main as run
     else:

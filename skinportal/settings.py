@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from skinportal.env import env_bool, env_choice, env_int, env_list, env_optional_str, env_str
 
@@ -92,6 +93,10 @@ if _database_url:
 else:
     VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker processes share the file: wait for a lock instead of failing, and take the
+    # write lock at the start of a transaction (no deadlock between two upgrading readers).
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -119,8 +124,26 @@ if not PRODUCTION:
 # Uploaded images. There is deliberately no public media URL: every image is served by a view
 # that checks the viewer's organisation.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# SKINPORTAL_STORAGE=s3 keeps them in an S3-compatible bucket (AWS, MinIO, Ceph...) through
+# django-storages, so web and worker nodes on several machines share them without a shared volume.
+SKINPORTAL_STORAGE = env_choice("SKINPORTAL_STORAGE", "filesystem", ("filesystem", "s3"))
+if SKINPORTAL_STORAGE == "s3":
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME", required=True),
+            "endpoint_url": env_optional_str("AWS_S3_ENDPOINT_URL"),  # e.g. http://minio:9000
+            "region_name": env_optional_str("AWS_S3_REGION_NAME"),
+            "location": env_str("AWS_LOCATION", ""),  # key prefix inside the bucket
+            "default_acl": None,  # the bucket's own (private) policy; images are never public
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }  # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the machine's role, read by boto3
+else:
+    _media_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _media_storage,
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -133,7 +156,9 @@ STORAGES = {
 # Uploads: one image at most SKINPORTAL_MAX_UPLOAD_BYTES; a form may carry several.
 SKINPORTAL_MAX_UPLOAD_BYTES = env_int("SKINPORTAL_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024)
 SKINPORTAL_MAX_FILES_PER_UPLOAD = env_int("SKINPORTAL_MAX_FILES_PER_UPLOAD", 20, minimum=1)
-DATA_UPLOAD_MAX_NUMBER_FILES = SKINPORTAL_MAX_FILES_PER_UPLOAD + 5
+# A batch (several files, or the images inside one ZIP) holds at most this many images.
+SKINPORTAL_MAX_FILES_PER_BATCH = env_int("SKINPORTAL_MAX_FILES_PER_BATCH", 500, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FILES = max(SKINPORTAL_MAX_FILES_PER_UPLOAD, SKINPORTAL_MAX_FILES_PER_BATCH) + 5
 
 # E-mail (password reset): printed to the console unless an SMTP host is configured.
 EMAIL_HOST = env_optional_str("EMAIL_HOST")
@@ -149,7 +174,8 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "skinportal@localhost")
 
 # Celery: with no broker configured, tasks run eagerly inside the web process, so an upload
 # returns with its classification. CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0) moves
-# classification to separate worker processes.
+# classification to separate `celery -A skinportal worker` processes. docs/deployment.md explains
+# the reliability settings below.
 CELERY_BROKER_URL = env_optional_str("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL is None)
 if CELERY_BROKER_URL is None:
@@ -157,10 +183,52 @@ if CELERY_BROKER_URL is None:
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_RESULT_BACKEND = env_optional_str("CELERY_RESULT_BACKEND")
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "skinportal")
+# Nothing lost: a message is acknowledged only after its task finished, and a worker process
+# that dies (SIGKILL, out of memory, hard time limit) puts its message back on the queue.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 0, minimum=0) or None  # KiB
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=2)  # hard: the process is killed
+CELERY_TASK_SOFT_TIME_LIMIT = env_int(
+    "CELERY_TASK_SOFT_TIME_LIMIT", max(1, CELERY_TASK_TIME_LIMIT - max(1, CELERY_TASK_TIME_LIMIT // 10)), minimum=1
+)
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT}) must be below CELERY_TASK_TIME_LIMIT "
+        f"({CELERY_TASK_TIME_LIMIT})."
+    )
+# Retries of transient errors (database or storage briefly away): exponential backoff, capped.
+SKINPORTAL_RETRY_BACKOFF_MAX = env_int("SKINPORTAL_RETRY_BACKOFF_MAX", 60, minimum=1)
+SKINPORTAL_MAX_RETRIES = env_int("SKINPORTAL_MAX_RETRIES", 5, minimum=0)
+# Redis hands an unacknowledged message to another worker after the visibility timeout. It must
+# be longer than the longest a message can legitimately stay unacknowledged (the hard time limit,
+# or a retry's countdown), or a slow task would run twice.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300, minimum=2)
+if CELERY_VISIBILITY_TIMEOUT <= max(CELERY_TASK_TIME_LIMIT, SKINPORTAL_RETRY_BACKOFF_MAX):
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must be longer than CELERY_TASK_TIME_LIMIT "
+        f"({CELERY_TASK_TIME_LIMIT} s) and SKINPORTAL_RETRY_BACKOFF_MAX ({SKINPORTAL_RETRY_BACKOFF_MAX} s)."
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # How often a worker looks for messages of dead workers whose visibility timeout has passed.
+    "unacked_restore_interval": max(1, min(10, CELERY_VISIBILITY_TIMEOUT // 4)),
+    "unacked_restore_throttle": 1,
+    "socket_connect_timeout": 5,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker outage at upload time fails fast; the image is kept and its result says so.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+# After this many deliveries of the same request (each one ended by a dead worker) the
+# classification is stored as failed with the reason, instead of killing workers forever.
+SKINPORTAL_MAX_DELIVERIES = env_int("SKINPORTAL_MAX_DELIVERIES", 3, minimum=1)
+# Images per task when several are queued together (batches, imports, reclassify).
+SKINPORTAL_MICRO_BATCH = env_int("SKINPORTAL_MICRO_BATCH", 16, minimum=1)
 
 # Security headers; cookies are marked Secure in production (set SECURE_COOKIES=false only
 # behind plain HTTP on a trusted network).

@@ -236,3 +236,73 @@ class ReviewOutput(serializers.Serializer):
     comment = serializers.CharField()
     author = serializers.CharField(source="author.username", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
+
+
+# --- Batches -------------------------------------------------------------------------------
+
+
+class BatchCreateInput(serializers.Serializer):
+    organisation = serializers.IntegerField(
+        required=False, help_text="Organisation id; optional with a lesion, or when you can write to one organisation."
+    )
+    lesion = serializers.IntegerField(
+        required=False, help_text="Where the images go (ZIP: the files its CSV does not list)."
+    )
+    images = serializers.ListField(
+        child=serializers.FileField(), required=False, allow_empty=True, help_text="Several JPEG/PNG files."
+    )
+    archive = serializers.FileField(
+        required=False,
+        help_text="A ZIP of JPEG/PNG files, optionally with one CSV: file, patient (external id), lesion (label), "
+        "body_site, captured_at.",
+    )
+    captured_at = serializers.DateField(required=False, help_text="Capture date for files without one; default today.")
+
+
+class BatchProgressOutput(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Images stored in the batch.")
+    queued = serializers.IntegerField()
+    running = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    rejected = serializers.IntegerField(help_text="Files refused at upload (see `rejected`).")
+    percent = serializers.IntegerField()
+
+
+class BatchRejectedOutput(serializers.Serializer):
+    name = serializers.CharField()
+    error = serializers.CharField()
+
+
+class BatchImageOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField(source="source_name")
+    lesion = serializers.IntegerField(source="lesion_id")
+    patient = serializers.IntegerField(source="lesion.patient_id")
+    captured_at = serializers.DateField()
+    status = serializers.CharField(help_text="queued, running, done or failed.")
+    classification = serializers.SerializerMethodField()
+
+    @extend_schema_field(ClassificationOutput(allow_null=True))
+    def get_classification(self, obj) -> dict[str, Any] | None:
+        classification = image_latest_classification(image=obj)
+        return ClassificationOutput(classification).data if classification else None
+
+
+class BatchOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    organisation = serializers.IntegerField(source="organisation_id")
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    lesion = serializers.IntegerField(source="lesion_id", allow_null=True)
+    received = serializers.IntegerField(help_text="Files received.")
+    status = serializers.CharField(help_text="running while any image is queued or running, then finished.")
+    progress = BatchProgressOutput()
+    rejected = BatchRejectedOutput(many=True)
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+    url = serializers.CharField(help_text="The batch's page.")
+
+
+class BatchDetailOutput(BatchOutput):
+    images = BatchImageOutput(many=True)

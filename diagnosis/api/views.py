@@ -4,12 +4,14 @@ outsider's id is a 404 here exactly as on the pages."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers as drf_serializers
@@ -313,3 +315,79 @@ class ReviewDetailApi(APIView):
     @extend_schema(responses={200: s.ReviewOutput, 404: ERROR}, tags=["reviews"])
     def get(self, request: Request, review_id: int) -> Response:
         return Response(s.ReviewOutput(selectors.review_get(user=request.user, review_id=review_id)).data)
+
+
+# --- Batches -------------------------------------------------------------------------------
+
+
+def batch_data(batch, *, with_images: bool = False) -> dict[str, Any]:
+    """What the batch outputs serialise: the batch, its progress and (detail) its images."""
+    progress = selectors.batch_progress(batch=batch)
+    data = {
+        "id": batch.pk,
+        "organisation_id": batch.organisation_id,
+        "kind": batch.kind,
+        "name": batch.name,
+        "lesion_id": batch.lesion_id,
+        "received": batch.received,
+        "status": progress.status,
+        "progress": {**asdict(progress), "percent": progress.percent},
+        "rejected": batch.rejected or [],
+        "created_by": batch.created_by,
+        "created_at": batch.created_at,
+        "url": reverse("batch-detail", args=[batch.pk]),
+    }
+    if with_images:
+        images = list(selectors.batch_images(batch=batch))
+        for image in images:
+            image.status = selectors.image_bucket(image.latest_status)
+        data["images"] = images
+    return data
+
+
+class BatchListApi(PaginatedListMixin, APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses={200: s.BatchOutput(many=True)}, tags=["batches"])
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.batch_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(s.BatchOutput([batch_data(b) for b in page], many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": s.BatchCreateInput},
+        responses={201: s.BatchDetailOutput, 400: ERROR, 403: ERROR},
+        tags=["batches"],
+        description="Upload several images (`images`, repeated) or one ZIP (`archive`, optionally with a CSV "
+        "mapping each file to patient external id, lesion label, body site and capture date). Invalid files are "
+        "listed in `rejected`; the others are stored and queued. Poll GET /api/v1/batches/{id}/ for progress.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _input(s.BatchCreateInput, request)
+        lesion = None
+        if data.get("lesion") is not None:
+            lesion = _referenced(selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"])
+        organisation = None
+        if lesion is None:
+            organisation = PatientListApi._organisation(request, data.get("organisation"))
+        limit = settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1
+        files = [services.ImageUpload(name=f.name or "", data=f.read(limit)) for f in data.get("images") or []]
+        archive = data.get("archive")
+        batch = services.batch_create(
+            user=request.user,
+            organisation=organisation,
+            lesion=lesion,
+            files=files,
+            archive=archive,
+            archive_name=(archive.name or "") if archive is not None else "",
+            captured_at=data.get("captured_at"),
+        )
+        batch = selectors.batch_get(user=request.user, batch_id=batch.pk)
+        return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data, status=status.HTTP_201_CREATED)
+
+
+class BatchDetailApi(APIView):
+    @extend_schema(responses={200: s.BatchDetailOutput, 404: ERROR}, tags=["batches"])
+    def get(self, request: Request, batch_id: int) -> Response:
+        batch = selectors.batch_get(user=request.user, batch_id=batch_id)
+        return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data)

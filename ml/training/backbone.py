@@ -45,10 +45,18 @@ def split_backbone(base: keras.Model, cut_layer: str) -> tuple[keras.Model, kera
     return lower, upper
 
 
-def build_head_model(upper: keras.Model, *, dropout: float, n_classes: int, seed: int) -> keras.Model:
-    """Cached features -> logits: upper blocks (BatchNorm in inference mode), pooling, dense."""
+def build_head_model(
+    upper: keras.Model, *, dropout: float, n_classes: int, seed: int, feature_noise: float = 0.0
+) -> keras.Model:
+    """Cached features -> logits: upper blocks (BatchNorm in inference mode), pooling, dense.
+
+    ``feature_noise`` adds Gaussian noise to the cached features while training only: it keeps
+    decisions away from knife edges, so small input changes (JPEG, another camera, int8
+    rounding) do not flip the predicted class.
+    """
     features = keras.Input(shape=upper.input.shape[1:], name="features")
-    x = upper(features, training=False)
+    x = keras.layers.GaussianNoise(feature_noise, seed=seed, name="feature_noise")(features) if feature_noise else features
+    x = upper(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)

@@ -35,15 +35,28 @@ class FitConfig:
     patience: int = 6
     batch_size: int = 32
     dropout: float = 0.3
+    feature_noise: float = 0.0
+    class_weighting: str = "inverse"
     seed: int = 20261125
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Inverse-frequency weights with mean 1 over the classes present."""
+CLASS_WEIGHTINGS: tuple[str, ...] = ("inverse", "sqrt", "none")
+
+
+def class_weights(labels: np.ndarray, kind: str = "inverse") -> dict[int, float]:
+    """Per-class loss weights, scaled so the average training example weighs 1.
+
+    inverse: 1/frequency (every class counts equally, the balanced-accuracy view);
+    sqrt: 1/sqrt(frequency), a gentler push with less noisy gradients from the rare classes.
+    """
+    if kind not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {CLASS_WEIGHTINGS}, got {kind!r}")
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
     present = counts > 0
+    power = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[kind]
     weights = np.zeros_like(counts)
-    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    weights[present] = counts[present] ** -power
+    weights *= counts.sum() / (weights * counts).sum()
     return {i: float(w) for i, w in enumerate(weights) if w > 0}
 
 
@@ -84,12 +97,15 @@ def fit(
     if os.path.exists(state_path) and os.path.exists(last_path):
         with open(state_path) as fh:
             saved = json.load(fh)
-        if saved.get("config") == asdict(cfg):
+        # Settings added after a checkpoint was written count as their defaults.
+        saved_config = {k: v for k, v in asdict(FitConfig()).items() if k not in saved.get("config", {})}
+        saved_config.update(saved.get("config", {}))
+        if saved_config == asdict(cfg):
             state = saved
             head.load_weights(last_path)
             log(f"resuming training at epoch {state['next_epoch'] + 1}")
     total = cfg.head_epochs + cfg.finetune_epochs
-    weights = class_weights(train_labels)
+    weights = class_weights(train_labels, cfg.class_weighting)
     val_x = np.asarray(val_features[:, 0], dtype=np.float32)
     n, views = train_features.shape[:2]
     compiled_for: str | None = None

@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=5e-5, help="fine-tuning peak learning rate (AdamW; 3e-4 collapsed the features)")
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--class-weights", default="inverse", choices=["inverse", "sqrt", "none"],
+                        help="loss weight per class: 1/frequency, 1/sqrt(frequency) or equal")
+    parser.add_argument("--feature-noise", type=float, default=0.0,
+                        help="std of Gaussian noise added to the cached features while training")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     parser.add_argument("--max-per-class", type=int, help="cap images per class (quick runs and tests)")
@@ -135,8 +139,11 @@ def run(args: argparse.Namespace) -> dict:
 
     # 4. Fit the upper blocks and the head.
     cfg = fit.FitConfig(head_epochs=args.head_epochs, finetune_epochs=args.epochs, finetune_lr=args.lr,
-                        patience=args.patience, batch_size=args.batch_size, seed=args.seed)
-    head = backbone.build_head_model(upper, dropout=cfg.dropout, n_classes=len(CLASSES), seed=args.seed)
+                        patience=args.patience, batch_size=args.batch_size, feature_noise=args.feature_noise,
+                        class_weighting=args.class_weights,
+                        seed=args.seed)
+    head = backbone.build_head_model(upper, dropout=cfg.dropout, n_classes=len(CLASSES), seed=args.seed,
+                                     feature_noise=cfg.feature_noise)
     history = fit.fit(head, upper, train_features=train_feats, train_labels=np.array([r.label for r in train]),
                       val_features=val_feats, val_labels=np.array([r.label for r in val]), cfg=cfg,
                       checkpoint_dir=os.path.join(work, "checkpoints"), log=log)

@@ -83,6 +83,17 @@ def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION) -> P
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SQLite test databases live in a file, not in memory, so a Celery worker started by a
+    test (a separate process) sees the same data. PostgreSQL needs nothing."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
 def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_stand_in_bundle(tmp_path_factory.mktemp("stand-in-model"))
 

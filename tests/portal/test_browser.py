@@ -97,3 +97,27 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     page.click("nav.crumbs >> text=Right forearm, dorsal")
     page.wait_for_selector("svg.plot")
     assert page.locator("svg.plot circle.dot").count() == 1
+
+
+def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_server, browser_page, monkeypatch):
+    from diagnosis import services
+    from diagnosis.models import LesionImage
+
+    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)  # no worker yet
+    batch = services.batch_create(
+        user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes(RED)) for i in range(3)]
+    )
+    page = browser_page
+    page.goto(f"{live_server.url}/accounts/login/?next=/batches/{batch.pk}/")
+    page.fill("#id_username", colleague.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#batch-progress[data-status=running]")
+    assert page.locator('[data-count="queued"]').inner_text() == "3"
+
+    # The "worker" finishes the images while the page is open: it follows without a reload.
+    services.classification_run_many(image_ids=list(LesionImage.objects.filter(batch=batch).values_list("id", flat=True)))
+    page.wait_for_selector("#batch-progress[data-status=finished]", timeout=15_000)
+    assert page.locator('[data-count="done"]').inner_text() == "3"
+    assert page.locator("#batch-bar").evaluate("bar => bar.value") == 3
+    assert page.locator('.image-status[data-status="done"]').count() == 3

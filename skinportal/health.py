@@ -1,0 +1,111 @@
+"""Probes for load balancers and orchestrators, and the queue figures shown to staff.
+
+    GET /healthz   200 "ok" while the process answers (no dependencies checked: liveness)
+    GET /readyz    200 when the database, the broker and the model are usable, else 503;
+                   a JSON body says which check failed and why (readiness)
+
+Both are unauthenticated and cheap: the model check reads the manifest and re-hashes the
+ONNX file only when it changes; the broker check opens one connection with a short timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+logger = logging.getLogger(__name__)
+
+BROKER_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+def database_check() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means: not ready
+        return Check(False, f"database unreachable: {type(exc).__name__}: {exc}")
+    return Check(True, connection.vendor)
+
+
+def _broker_connection():
+    from skinportal.celery import app
+
+    return app.connection_for_write()
+
+
+def broker_check() -> Check:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return Check(True, "embedded: tasks run in the web process (no broker)")
+    try:
+        with _broker_connection() as conn:
+            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
+            conn.default_channel  # noqa: B018 - opens a channel (Redis: PING)
+    except Exception as exc:
+        return Check(False, f"broker unreachable: {type(exc).__name__}: {exc}")
+    return Check(True, f"{conn.transport_cls} broker reachable")
+
+
+def model_check() -> Check:
+    from diagnosis.inference import model_check as check
+
+    status = check()
+    return Check(status.ok, status.detail if status.ok else f"model not ready: {status.detail}")
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    available: bool
+    queue: str
+    waiting: int | None  # messages not yet taken by a worker
+    unacked: int | None  # taken by a worker, not yet acknowledged (running or prefetched)
+    detail: str = ""
+
+
+def queue_stats() -> QueueStats:
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return QueueStats(True, queue, 0, 0, "embedded: no queue, tasks run in the web process")
+    try:
+        with _broker_connection() as conn:
+            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
+            channel = conn.default_channel
+            waiting = channel.queue_declare(queue=queue, passive=True).message_count
+            unacked = None
+            client = getattr(channel, "client", None)
+            if client is not None and hasattr(channel, "unacked_key"):
+                unacked = int(client.hlen(channel.unacked_key))
+    except Exception as exc:
+        return QueueStats(False, queue, None, None, f"{type(exc).__name__}: {exc}")
+    return QueueStats(True, queue, int(waiting), unacked)
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": database_check(), "broker": broker_check(), "model": model_check()}
+    ready = all(check.ok for check in checks.values())
+    if not ready:
+        logger.warning("not ready: %s", {name: c.detail for name, c in checks.items() if not c.ok})
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": {name: asdict(c) for name, c in checks.items()}},
+        status=200 if ready else 503,
+    )
