@@ -70,9 +70,15 @@ def render_card(model_dir: str) -> str:
 
     add("## Model\n")
     add("| | |\n|---|---|")
-    add(f"| architecture | {arch['name']} alpha {arch['alpha']}, initialised from {arch['init']}; layers up to "
-        f"`{arch['frozen_through']}` frozen, the rest fine-tuned with BatchNorm frozen; global average pooling, "
-        f"dropout {fit['dropout']}, dense softmax over 7 classes |")
+    if "members" in arch:
+        add(f"| architecture | logit average of {len(arch['members'])} fine-tuned MobileNetV2 models "
+            f"({', '.join(f'`{m}`' for m in arch['members'])}; alpha {', '.join(str(a) for a in arch['alpha'])}) over "
+            f"test-time flips {', '.join(arch['test_time_flips'])}; each initialised from ImageNet ({arch['init']}), "
+            f"layers up to `{arch['frozen_through']}` frozen |")
+    else:
+        add(f"| architecture | {arch['name']} alpha {arch['alpha']}, initialised from {arch['init']}; layers up to "
+            f"`{arch['frozen_through']}` frozen, the rest fine-tuned with BatchNorm frozen; global average pooling, "
+            f"dropout {fit['dropout']}, dense softmax over 7 classes |")
     add(f"| input | `{manifest['input']['name']}`, float32 NHWC {prep['size']}x{prep['size']}x3, {prep['colour_order']} |")
     add(f"| preprocessing | `{prep['function']}`: {prep['steps']}; colour step `{prep['colour']}`; "
         f"scale {prep['scale']:.8f}, offset {prep['offset']} (pixels to [-1, 1]) |")
@@ -106,7 +112,8 @@ def render_card(model_dir: str) -> str:
         add("| backbone alpha | colour step | val balanced accuracy | val malignant AUC |")
         add("|---|---|---|---|")
         for row in probe:
-            chosen = " **(used)**" if row["colour"] == prep["colour"] and row["alpha"] == arch["alpha"] else ""
+            alphas = arch["alpha"] if isinstance(arch["alpha"], list) else [arch["alpha"]]
+            chosen = " **(used)**" if row["colour"] == prep["colour"] and row["alpha"] in alphas else ""
             add(f"| {row['alpha']} | `{row['colour']}`{chosen} | {row['val_balanced_accuracy']:.4f} | "
                 f"{row['val_malignant_auc']:.4f} |")
         add("")
@@ -163,7 +170,11 @@ def render_card(model_dir: str) -> str:
         f"{parity['identical_argmax']}.")
     add(f"- int8 ({quant['format']}, {quant['weights']} weights, {quant['activations']} activations, "
         f"{quant['method']} calibration on {quant['calibration_images']} training images): argmax agreement with "
-        f"fp32 on {quant['checked_on_validation_images']} validation images = {quant['agreement']:.4f}.\n")
+        f"fp32 on {quant['checked_on_validation_images']} validation images = {quant['agreement']:.4f}"
+        + (f" (packaging gate {quant['required_agreement']:.2f}; the project's target is 0.99"
+           f"{', met' if quant['agreement'] >= 0.99 else ', **not met**: prefer fp32'})."
+           if "required_agreement" in quant else ".")
+        + "\n")
 
     add("## Known limits\n")
     add(KNOWN_LIMITS)

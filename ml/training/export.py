@@ -141,6 +141,7 @@ def package(
     fp32_val_logits = onnx_logits(fp32_path, val_x)
     quant = quantize_int8(fp32_path, int8_path, preprocessed(calib_records, config), val_x, fp32_val_logits, log=log)
     min_agreement = float(getattr(args, "min_int8_agreement", INT8_MIN_AGREEMENT))
+    quant["required_agreement"] = min_agreement
     if quant["agreement"] < min_agreement:
         raise PackagingError(f"int8 agrees with fp32 on {quant['agreement']:.4f} of validation argmaxes (< {min_agreement})")
 
