@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> dict:
 
     # 2. Colour preprocessing (and optionally backbone width) chosen by a linear probe on val.
     probe_rows: list[dict] = []
+    probe_path = os.path.join(work, "probe.json")
+    if os.path.exists(probe_path):  # an earlier run's comparison still describes this data and split
+        with open(probe_path) as fh:
+            probe_rows = json.load(fh)
     colour = args.colour
     if colour == "auto":
         candidates = [(args.alpha, c) for c in COLOUR_MODES]
