@@ -18,7 +18,7 @@ import keras
 from ml.data import load_metadata, read_split_csv, records_in
 from ml.manifest import load_manifest
 from ml.preprocessing import PreprocessConfig
-from ml.training.pipeline import log
+from ml.training.pipeline import cap_per_class, log
 
 FLIP_VIEWS: dict[str, tuple[int, ...]] = {"none": (), "h": (2,), "v": (1,), "hv": (1, 2)}
 
@@ -45,7 +45,7 @@ def build_ensemble(members: list[keras.Model], size: int, flips: list[str]) -> k
     outputs = []
     for i, member in enumerate(members):
         # Each loaded member is named like the others: wrap it under a unique name.
-        wrapped = keras.Model(member.inputs, member.outputs, name=f"member_{i}")
+        wrapped = keras.Model(member.input, member.output, name=f"member_{i}")
         for view in flips:
             x = Flip(FLIP_VIEWS[view], name=f"flip_{view}_{i}")(image) if FLIP_VIEWS[view] else image
             outputs.append(wrapped(x))
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--version")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--max-per-class", type=int, help="cap images per class (quick runs and tests)")
     parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument("--parity-images", type=int, default=128)
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -81,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(s != splits[0] for s in splits[1:]):
         parser.error("members were trained on different splits")
     config = PreprocessConfig.from_dict(manifests[0]["preprocessing"])
+    args.split_seed = manifests[0]["training_data"]["split"]["seed"]  # the members' split, recorded as such
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     version = args.version or os.path.basename(out)
-    records = load_metadata(args.metadata, args.images)
+    records = cap_per_class(load_metadata(args.metadata, args.images), args.max_per_class, args.seed)
     train, val, test = (records_in(records, splits[0], s) for s in ("train", "val", "test"))
     with open(os.path.join(args.members[0], "split.csv")) as src, open(os.path.join(out, "split.csv"), "w") as dst:
         dst.write(src.read())

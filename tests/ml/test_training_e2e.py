@@ -125,3 +125,24 @@ def test_it_resumes_instead_of_retraining(trained, capsys):
     printed = capsys.readouterr().out
     assert "epoch 1/" not in printed  # every epoch was already done
     assert "best epoch" in printed
+
+
+def test_it_packages_an_ensemble_over_flips(trained, tmp_path):
+    out = str(tmp_path / "ensemble")
+    argv = [
+        "ensemble", "--members", trained["out"], trained["out"], "--flips", "none", "h", "--metadata",
+        trained["metadata"], "--images", trained["images"], "--out", out, "--calibration-images", "16",
+        "--parity-images", "16", "--bootstrap", "20", "--min-int8-agreement", "0.5",
+        *(["--max-per-class", "10"] if "--max-per-class" in trained["argv"] else []),
+    ]
+    assert ml_main(argv) == 0
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["architecture"]["test_time_flips"] == ["none", "h"]
+    assert len(manifest["architecture"]["members"]) == 2
+    assert manifest["checks"]["parity_keras_vs_onnxruntime"]["identical_argmax"]
+    # A model averaged over an image and its mirror gives the mirror the same answer.
+    image = make_image(96, 96, seed=11)
+    classifier = Classifier(out)
+    straight, mirrored = classifier.predict(image), classifier.predict(np.ascontiguousarray(image[:, ::-1]))
+    for c in CLASSES:
+        assert straight.probabilities[c] == pytest.approx(mirrored.probabilities[c], abs=1e-4)
