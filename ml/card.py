@@ -123,7 +123,9 @@ def render_card(model_dir: str) -> str:
         "jitter, flips, rotation, colour jitter, occasional resolution loss); each epoch draws one view per image. "
         f"Head {fit['head_epochs']} epochs at {fit['head_lr']:g}, then up to {fit['finetune_epochs']} fine-tuning "
         f"epochs, AdamW {fit['finetune_lr']:g} with cosine decay, weight decay {fit['weight_decay']:g}, batch "
-        f"{fit['batch_size']}, inverse-frequency class weights, early stopping on validation balanced accuracy "
+        f"{fit['batch_size']}, {fit.get('class_weighting', 'inverse')} class weights, Gaussian noise of std "
+        f"{fit.get('feature_noise', 0.0):g} on the cached features while training, early stopping on validation "
+        "balanced accuracy "
         f"(patience {fit['patience']}); seed {fit['seed']}. Ran {fit['epochs_run']} epochs; best epoch "
         f"{fit['best_epoch']}.\n")
 
@@ -179,9 +181,22 @@ def render_card(model_dir: str) -> str:
     add("## Known limits\n")
     add(KNOWN_LIMITS)
     add("## Reproduce\n")
-    add("```sh\n.venv/bin/python -m ml train --metadata ../shared/data/ham10000/HAM10000_metadata.csv \\\n"
-        f"    --images ../shared/data/ham10000/images --out ml/models/{manifest['version']} --probe-backbones\n"
-        f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n")
+    if "members" in arch:
+        add("Train each member with `python -m ml train` (see its own manifest), then "
+            f"`python -m ml ensemble --members ... --flips {' '.join(arch['test_time_flips'])}`.\n")
+    else:
+        gate = checks["int8"].get("required_agreement", 0.99)
+        add("```sh\n.venv/bin/python -m ml train --metadata ../shared/data/ham10000/HAM10000_metadata.csv \\\n"
+            f"    --images ../shared/data/ham10000/images --out ml/models/{manifest['version']} \\\n"
+            f"    --alpha {arch['alpha']} --size {prep['size']} --colour {prep['colour']} --cut {arch['frozen_through']} "
+            f"--views {fit['views_per_image']} \\\n"
+            f"    --head-epochs {fit['head_epochs']} --epochs {fit['finetune_epochs']} --lr {fit['finetune_lr']:g} "
+            f"--patience {fit['patience']} --batch-size {fit['batch_size']} \\\n"
+            f"    --feature-noise {fit.get('feature_noise', 0.0):g} --class-weights {fit.get('class_weighting', 'inverse')} "
+            f"--seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
+            f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n")
+        add("`--colour auto --probe-backbones` reruns the preprocessing comparison above first. Training on a CPU "
+            "is deterministic up to thread scheduling; expect figures within the bootstrap intervals, not bit-equal.\n")
     return "\n".join(lines)
 
 
