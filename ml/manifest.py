@@ -32,8 +32,11 @@ def sha256_file(path: str) -> str:
 def default_model_dir() -> str:
     """$SKINPORTAL_MODEL_DIR, else the bundle named in ml/models/CURRENT."""
     configured = os.environ.get("SKINPORTAL_MODEL_DIR", "").strip()
-    if configured:
-        return configured
+    return configured or shipped_model_dir()
+
+
+def shipped_model_dir() -> str:
+    """The bundle named in ml/models/CURRENT, whatever the environment says."""
     current = os.path.join(MODELS_DIR, "CURRENT")
     try:
         with open(current) as fh:

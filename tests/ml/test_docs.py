@@ -5,14 +5,14 @@ import os
 
 import pytest
 
-from ml.manifest import MODELS_DIR, default_model_dir, load_manifest
+from ml.manifest import MODELS_DIR, shipped_model_dir, load_manifest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(MODELS_DIR, "CURRENT")), reason="no shipped model yet")
 
 
 def test_it_names_the_served_model_and_its_test_figures_in_the_readme():
-    bundle = default_model_dir()
+    bundle = shipped_model_dir()
     manifest = load_manifest(bundle)
     readme = open(os.path.join(REPO, "README.md")).read()
     with open(os.path.join(bundle, "metrics.json")) as fh:

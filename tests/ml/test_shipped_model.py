@@ -11,7 +11,7 @@ from ml.card import CARD_PATH, render_card
 from ml.classes import CLASSES
 from ml.data import load_metadata, read_split_csv, records_in
 from ml.inference import Classifier
-from ml.manifest import MODELS_DIR, default_model_dir, load_manifest, sha256_file
+from ml.manifest import MODELS_DIR, shipped_model_dir, load_manifest, sha256_file
 from ml.metrics import summary
 from tests.conftest import HAM_IMAGES, HAM_METADATA, encode, make_image, needs_ham10000
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def bundle():
-    return default_model_dir()
+    return shipped_model_dir()
 
 
 @pytest.fixture(scope="module")
