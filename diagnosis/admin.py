@@ -2,7 +2,16 @@
 
 from django.contrib import admin
 
-from diagnosis.models import Batch, Classification, ClinicianReview, Lesion, LesionImage, Membership, Organisation, Patient
+from diagnosis.models import (
+    Batch,
+    Classification,
+    ClinicianReview,
+    Lesion,
+    LesionImage,
+    Membership,
+    Organisation,
+    Patient,
+)
 
 
 class MembershipInline(admin.TabularInline):

@@ -93,7 +93,10 @@ class BatchForm(forms.Form):
         "patient (external id) and lesion (label; created if new) each file shows.",
     )
     captured_at = forms.DateField(
-        widget=DateInput, label="Capture date", initial=timezone.localdate, required=False,
+        widget=DateInput,
+        label="Capture date",
+        initial=timezone.localdate,
+        required=False,
         help_text="For files whose CSV row gives no date.",
     )
 

@@ -33,10 +33,10 @@ __all__ = [
     "ReencodedImage",
     "classify_image_bytes",
     "classify_many",
-    "model_check",
-    "warm_up",
     "display_name",
+    "model_check",
     "reencode_upload",
+    "warm_up",
 ]
 
 # Formats a clinician may upload, judged from the bytes, never from the file name.
@@ -154,7 +154,7 @@ def warm_up() -> None:
 
     try:
         loaded_model_version()
-    except Exception as exc:  # the worker must start anyway, so results can say what is wrong
+    except Exception as exc:  # noqa: BLE001 - the worker starts anyway; each result and /readyz say why
         logging.getLogger(__name__).error("model not loaded at worker start: %s", exc)
 
 

@@ -158,7 +158,11 @@ class Batch(models.Model):
     kind = models.CharField(max_length=10, choices=BatchKind.choices, default=BatchKind.FILES)
     name = models.CharField(max_length=255, blank=True, help_text="e.g. the ZIP file's name.")
     lesion = models.ForeignKey(
-        "Lesion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        "Lesion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
         help_text="Where files without a CSV row go.",
     )
     received = models.PositiveIntegerField(default=0, help_text="Files received (images in the ZIP, not the CSV).")
@@ -228,8 +232,9 @@ class Classification(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     inference_ms = models.FloatField(null=True, blank=True, help_text="Model time for this image, milliseconds.")
-    # Delivery bookkeeping: the Celery task id of the request being served and how many times a
-    # worker has started it (a redelivery after a crash keeps the id). Capped by SKINPORTAL_MAX_DELIVERIES.
+    # Delivery bookkeeping: the request being served ("<celery task id>:<retry number>") and how
+    # many times a worker has started it (a redelivery after a crash keeps the key). Capped by
+    # SKINPORTAL_MAX_DELIVERIES.
     task_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

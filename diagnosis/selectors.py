@@ -171,9 +171,11 @@ def image_get(*, user: User, image_id: int | str) -> LesionImage:
 
 
 def image_latest_classification(*, image: LesionImage) -> Classification | None:
-    """The newest classification of an image (any status), using the prefetch when present."""
-    classifications = list(image.classifications.all())
-    return classifications[0] if classifications else None
+    """The newest finished (succeeded or failed) classification of an image, using the prefetch
+    when present; None while none has finished. A run in progress (e.g. by a new model version
+    after an upgrade) does not hide the result shown so far."""
+    finished = (ClassificationStatus.SUCCEEDED, ClassificationStatus.FAILED)
+    return next((c for c in image.classifications.all() if c.status in finished), None)
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,7 @@ _BUCKET = {
 
 @dataclass(frozen=True)
 class BatchProgress:
+    received: int  # files received (stored ones, refused ones, and any still being stored)
     total: int  # images stored
     queued: int
     running: int
@@ -303,7 +306,8 @@ class BatchProgress:
 
     @property
     def finished(self) -> bool:
-        return self.queued == 0 and self.running == 0
+        """Every file stored or refused, and every stored image done or failed."""
+        return self.queued == 0 and self.running == 0 and self.total + self.rejected >= self.received
 
     @property
     def status(self) -> str:
@@ -336,7 +340,9 @@ def batch_progress(*, batch: Batch) -> BatchProgress:
     statuses = LesionImage.objects.filter(batch=batch).annotate(s=_latest_status()).values_list("s", flat=True)
     for status in statuses:
         counts[_BUCKET.get(status, QUEUED)] += 1
-    return BatchProgress(total=sum(counts.values()), rejected=len(batch.rejected or []), **counts)
+    return BatchProgress(
+        received=batch.received, total=sum(counts.values()), rejected=len(batch.rejected or []), **counts
+    )
 
 
 def image_bucket(status: str | None) -> str:

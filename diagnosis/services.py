@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -32,7 +32,6 @@ from diagnosis.models import (
     Batch,
     BatchKind,
     BodySite,
-    Sex,
     Classification,
     ClassificationStatus,
     ClinicianReview,
@@ -42,6 +41,7 @@ from diagnosis.models import (
     Organisation,
     Patient,
     Role,
+    Sex,
 )
 from diagnosis.selectors import user_can_write, user_is_admin
 
@@ -401,19 +401,31 @@ def _parse_date(value: str, *, what: str) -> dt.date:
     return parsed
 
 
-def _read_zip(archive, *, max_bytes: int, max_files: int) -> tuple[list[_Member], bytes | None]:
-    """The image members of a ZIP (read one at a time, size-capped) and its CSV, if any."""
-    import zipfile
-    import zlib
+class _ZipMembers:
+    """The image members of a ZIP, each read (size-capped) only when iterated, and its CSV.
 
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ValidationError({"archive": "The file is not a readable ZIP archive."}) from exc
-    with zf:
+    Only one member is in memory at a time, whatever the archive's size. Use as a context
+    manager; the archive stays open while iterating.
+    """
+
+    def __init__(self, archive, *, max_bytes: int, max_files: int) -> None:
+        import zipfile
+
+        self.max_bytes = max_bytes
+        try:
+            self.zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ValidationError({"archive": "The file is not a readable ZIP archive."}) from exc
+        try:
+            self._scan(max_files)
+        except Exception:
+            self.zf.close()
+            raise
+
+    def _scan(self, max_files: int) -> None:
         infos = [
             info
-            for info in zf.infolist()
+            for info in self.zf.infolist()
             if not info.is_dir()
             and not info.filename.startswith("__MACOSX/")
             and not _normalise_member_name(info.filename).rsplit("/", 1)[-1].startswith(".")
@@ -421,33 +433,51 @@ def _read_zip(archive, *, max_bytes: int, max_files: int) -> tuple[list[_Member]
         csvs = [info for info in infos if info.filename.lower().endswith(".csv")]
         if len(csvs) > 1:
             raise ValidationError({"archive": f"The ZIP holds {len(csvs)} CSV files; put at most one in it."})
-        images = [info for info in infos if not info.filename.lower().endswith(".csv")]
-        if not images:
+        self.images = [info for info in infos if not info.filename.lower().endswith(".csv")]
+        if not self.images:
             raise ValidationError({"archive": "The ZIP holds no files besides the CSV."})
-        if len(images) > max_files:
-            raise ValidationError({"archive": f"At most {max_files} images per batch; the ZIP holds {len(images)}."})
-        csv_bytes = None
+        if len(self.images) > max_files:
+            raise ValidationError(
+                {"archive": f"At most {max_files} images per batch; the ZIP holds {len(self.images)}."}
+            )
+        self.csv_bytes = None
         if csvs:
             if csvs[0].file_size > 5 * 1024 * 1024:
                 raise ValidationError({"archive": "The CSV in the ZIP is larger than 5 MiB."})
-            try:
-                csv_bytes = zf.read(csvs[0])
-            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError) as exc:
-                raise ValidationError({"archive": f"The CSV could not be extracted ({exc})."}) from exc
-        members: list[_Member] = []
-        for info in images:
+            data, error = self._read(csvs[0], 5 * 1024 * 1024)
+            if data is None:
+                raise ValidationError({"archive": f"The CSV {error}."})
+            self.csv_bytes = data
+
+    def _read(self, info, limit: int) -> tuple[bytes | None, str]:
+        import zipfile
+        import zlib
+
+        try:
+            with self.zf.open(info) as fh:
+                return fh.read(limit + 1), ""  # the header's size may lie: read one byte past the cap
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+            return None, f"could not be extracted ({type(exc).__name__})"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        for info in self.images:
             name = _normalise_member_name(info.filename)
-            if info.file_size > max_bytes:
-                members.append(_Member(name, None, f"the file is larger than the {_human_size(max_bytes)} limit"))
+            if info.file_size > self.max_bytes:
+                yield _Member(name, None, f"the file is larger than the {_human_size(self.max_bytes)} limit")
                 continue
-            try:
-                with zf.open(info) as fh:
-                    data = fh.read(max_bytes + 1)  # the header's size may lie
-            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
-                members.append(_Member(name, None, f"could not be extracted ({type(exc).__name__})"))
-                continue
-            members.append(_Member(name, data))
-    return members, csv_bytes
+            data, error = self._read(info, self.max_bytes)
+            if data is not None and len(data) > self.max_bytes:
+                data, error = None, f"the file is larger than the {_human_size(self.max_bytes)} limit"
+            yield _Member(name, data, error)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.zf.close()
 
 
 class _BatchTargets:
@@ -483,8 +513,10 @@ class _BatchTargets:
         columns = _csv_header_map(reader.fieldnames or [])
         if "file" not in columns:
             raise ValidationError(
-                {"archive": "The CSV needs a 'file' column naming each image (and optionally patient, lesion, "
-                 "body_site, captured_at)."}
+                {
+                    "archive": "The CSV needs a 'file' column naming each image (and optionally patient, lesion, "
+                    "body_site, captured_at)."
+                }
             )
         for raw in reader:
             row = {column: (raw.get(header) or "").strip() for column, header in columns.items()}
@@ -516,7 +548,9 @@ class _BatchTargets:
             return _Target(self.lesion, self.captured_at)
         key, row = found
         self.used.add(key)
-        captured_at = _parse_date(row["captured_at"], what="capture date") if row.get("captured_at") else self.captured_at
+        captured_at = (
+            _parse_date(row["captured_at"], what="capture date") if row.get("captured_at") else self.captured_at
+        )
         external_id, label = row.get("patient", ""), row.get("lesion", "")
         if not external_id and not label:
             if self.lesion is None:
@@ -581,7 +615,6 @@ def _store_image(
     return image
 
 
-@transaction.atomic
 def batch_create(
     *,
     user: AbstractBaseUser,
@@ -599,6 +632,9 @@ def batch_create(
     saying where each goes; files the CSV does not list go to `lesion`. Each invalid file is
     reported in `batch.rejected` and the valid ones go on; only when no file is valid is nothing
     stored (ValidationError listing every file).
+
+    Images are committed and queued SKINPORTAL_MICRO_BATCH at a time, so workers start on the
+    first ones while the rest are still being stored (the batch page shows them as they come).
     """
     if lesion is not None:
         organisation = lesion.patient.organisation
@@ -612,21 +648,53 @@ def batch_create(
     max_files = settings.SKINPORTAL_MAX_FILES_PER_BATCH
     if files and archive is not None:
         raise ValidationError({"archive": "Send either image files or one ZIP archive, not both."})
-    csv_bytes = None
     if archive is not None:
-        members, csv_bytes = _read_zip(archive, max_bytes=max_bytes, max_files=max_files)
-        kind, name = BatchKind.ARCHIVE, archive_name or "archive.zip"
-    else:
-        if not files:
-            raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
-        if len(files) > max_files:
-            raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
-        members = [
-            _Member(f.name or f"file {i + 1}", f.data if len(f.data) <= max_bytes else None,
-                    "" if len(f.data) <= max_bytes else f"the file is larger than the {_human_size(max_bytes)} limit")
-            for i, f in enumerate(files)
-        ]
-        kind, name = BatchKind.FILES, f"{len(files)} file{'s' if len(files) != 1 else ''}"
+        with _ZipMembers(archive, max_bytes=max_bytes, max_files=max_files) as members:
+            return _batch_store(
+                user=user,
+                organisation=organisation,
+                lesion=lesion,
+                captured_at=captured_at,
+                members=members,
+                csv_bytes=members.csv_bytes,
+                kind=BatchKind.ARCHIVE,
+                name=archive_name or "archive.zip",
+                error_field="archive",
+            )
+    if not files:
+        raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
+    if len(files) > max_files:
+        raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
+    too_large = f"the file is larger than the {_human_size(max_bytes)} limit"
+    members = [
+        _Member(f.name or f"file {i + 1}", *((f.data, "") if len(f.data) <= max_bytes else (None, too_large)))
+        for i, f in enumerate(files)
+    ]
+    return _batch_store(
+        user=user,
+        organisation=organisation,
+        lesion=lesion,
+        captured_at=captured_at,
+        members=members,
+        csv_bytes=None,
+        kind=BatchKind.FILES,
+        name=f"{len(files)} file{'s' if len(files) != 1 else ''}",
+        error_field="images",
+    )
+
+
+def _batch_store(
+    *,
+    user: AbstractBaseUser,
+    organisation: Organisation,
+    lesion: Lesion | None,
+    captured_at: dt.date,
+    members,
+    csv_bytes: bytes | None,
+    kind: str,
+    name: str,
+    error_field: str,
+) -> Batch:
     if csv_bytes is None and lesion is None:
         raise ValidationError(
             {"lesion": "Choose the lesion these images show, or put a CSV in the ZIP saying where each one goes."}
@@ -634,45 +702,66 @@ def batch_create(
     targets = _BatchTargets(
         user=user, organisation=organisation, lesion=lesion, captured_at=captured_at, csv_bytes=csv_bytes
     )
-    batch = Batch.objects.create(
-        organisation=organisation, kind=kind, name=name[:255], lesion=lesion, received=len(members), created_by=user
-    )
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            organisation=organisation, kind=kind, name=name[:255], lesion=lesion, received=len(members), created_by=user
+        )
     rejected: list[dict[str, str]] = []
-    images: list[LesionImage] = []
-    try:
-        for member in members:
-            if member.data is None:
-                rejected.append({"name": member.name, "error": member.error})
-                continue
-            try:
-                target = targets.target(member.name)
-                item = inference.reencode_upload(member.data)
-            except ValidationError as exc:
-                rejected.append({"name": member.name, "error": "; ".join(exc.messages)})
-                continue
-            except inference.InvalidImageError as exc:
-                rejected.append({"name": member.name, "error": str(exc)})
-                continue
-            images.append(
-                _store_image(
-                    lesion=target.lesion, item=item, source=member.data, name=member.name,
-                    captured_at=target.captured_at, user=user, batch=batch,
-                )
-            )
-    except Exception:
-        for image in images:  # the rows roll back with the transaction; the files must go too
-            image.file.delete(save=False)
-        raise
+    pending: list[tuple[_Member, _Target, inference.ReencodedImage]] = []
+    stored = 0
+
+    def flush() -> None:
+        nonlocal stored
+        images: list[LesionImage] = []
+        try:
+            with transaction.atomic():
+                for member, target, item in pending:
+                    images.append(
+                        _store_image(
+                            lesion=target.lesion,
+                            item=item,
+                            source=member.data,
+                            name=member.name,
+                            captured_at=target.captured_at,
+                            user=user,
+                            batch=batch,
+                        )
+                    )
+                classification_enqueue_on_commit(image_ids=[image.pk for image in images])
+        except Exception:
+            for image in images:  # the rows rolled back; their files must go too
+                image.file.delete(save=False)
+            raise
+        stored += len(images)
+        pending.clear()
+
+    for member in members:
+        if member.data is None:
+            rejected.append({"name": member.name, "error": member.error})
+            continue
+        try:
+            target = targets.target(member.name)
+            item = inference.reencode_upload(member.data)
+        except ValidationError as exc:
+            rejected.append({"name": member.name, "error": "; ".join(exc.messages)})
+            continue
+        except inference.InvalidImageError as exc:
+            rejected.append({"name": member.name, "error": str(exc)})
+            continue
+        pending.append((member, target, item))
+        if len(pending) >= settings.SKINPORTAL_MICRO_BATCH:
+            flush()
+    if pending:
+        flush()
     for missing in targets.unused_rows():
         rejected.append({"name": missing, "error": "listed in the CSV but not in the ZIP"})
-    if not images:
+    if not stored:
+        batch.delete()
         raise ValidationError(
-            {"archive" if archive is not None else "images": [f"{r['name']}: {r['error']}." for r in rejected]
-             or ["No image could be stored."]}
+            {error_field: [f"{r['name']}: {r['error']}." for r in rejected] or ["No image could be stored."]}
         )
     batch.rejected = rejected
     batch.save(update_fields=["rejected"])
-    classification_enqueue_on_commit(image_ids=[image.pk for image in images])
     return batch
 
 
@@ -692,8 +781,8 @@ class ImportRow:
     captured_at: dt.date | None = None
 
 
-def import_batch_start(*, organisation: Organisation, name: str) -> Batch:
-    return Batch.objects.create(organisation=organisation, kind=BatchKind.IMPORT, name=name[:255])
+def import_batch_start(*, organisation: Organisation, name: str, rows: int) -> Batch:
+    return Batch.objects.create(organisation=organisation, kind=BatchKind.IMPORT, name=name[:255], received=rows)
 
 
 def import_already_present(*, organisation: Organisation, data: bytes) -> bool:
@@ -736,13 +825,19 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
         lesion.full_clean(exclude=["created_by"])
         lesion.save()
     return _store_image(
-        lesion=lesion, item=item, source=row.data, name=row.image_name,
-        captured_at=row.captured_at or timezone.localdate(), user=None, batch=batch,
+        lesion=lesion,
+        item=item,
+        source=row.data,
+        name=row.image_name,
+        captured_at=row.captured_at or timezone.localdate(),
+        user=None,
+        batch=batch,
     )
 
 
 @transaction.atomic
 def import_batch_finish(*, batch: Batch, received: int, rejected: list[dict[str, str]]) -> Batch:
+    """`received`: rows that were new (stored or refused); rows already imported do not count."""
     batch.received = received
     batch.rejected = rejected
     batch.save(update_fields=["received", "rejected"])
@@ -859,11 +954,54 @@ def _classification_store(*, image_id: int, model_version: str, values: dict[str
     return _store_row(image_id=image_id, model_version=model_version, values=values)
 
 
+_FAILURE_CLEARS = {
+    "probabilities": {},
+    "top_class": "",
+    "malignancy_score": None,
+    "malignant": False,
+    "threshold": None,
+}
+
+
 @transaction.atomic
 def _classification_store_many(outcomes: Sequence[tuple[int, str, dict[str, Any]]]) -> list[Classification]:
-    """Several results in one transaction (a micro-batch: one commit, not one per image)."""
-    stored = [_store_row(image_id=i, model_version=v, values=values) for i, v, values in outcomes]
-    return [row for row in stored if row is not None]
+    """Several results in one transaction and a handful of queries (a micro-batch), with the
+    same rules as _store_row: one row per (image, model version), failures keep no stale numbers,
+    a success removes the image's failures that never reached a model."""
+    if not outcomes:
+        return []
+    alive = set(LesionImage.objects.filter(pk__in={i for i, _, _ in outcomes}).values_list("pk", flat=True))
+    outcomes = [o for o in outcomes if o[0] in alive]  # images deleted meanwhile are skipped
+    existing = {
+        (row.image_id, row.model_version): row
+        for row in Classification.objects.select_for_update()
+        .filter(image_id__in=alive, model_version__in={v for _, v, _ in outcomes})
+        .order_by("image_id", "model_version")
+    }
+    now = timezone.now()
+    result: list[Classification] = []
+    for image_id, model_version, values in outcomes:
+        if values.get("status") == ClassificationStatus.FAILED:
+            values = {**_FAILURE_CLEARS, **values}
+        row = existing.get((image_id, model_version))
+        if row is None:  # not claimed (or deleted since): a plain write, racing claims are handled by the constraint
+            row = _store_row(image_id=image_id, model_version=model_version, values=values)
+            if row is not None:
+                result.append(row)
+            continue
+        for field, value in values.items():
+            setattr(row, field, value)
+        row.updated_at = now
+        Classification.objects.filter(pk=row.pk).update(**values, updated_at=now)
+        result.append(row)
+    succeeded = [r.image_id for r in result if r.status == ClassificationStatus.SUCCEEDED]
+    if succeeded:
+        Classification.objects.filter(
+            image_id__in=succeeded,
+            model_version=Classification.UNKNOWN_MODEL_VERSION,
+            status=ClassificationStatus.FAILED,
+        ).delete()
+    return result
 
 
 def _store_row(*, image_id: int, model_version: str, values: dict[str, Any]) -> Classification | None:
@@ -911,26 +1049,54 @@ def _classification_claim(
 def _classification_claim_many(
     *, image_ids: Sequence[int], model_version: str, request_id: str, force: bool
 ) -> tuple[dict[int, LesionImage], dict[int, tuple[Classification, bool]]]:
-    """Claim a micro-batch in one transaction, in id order (no deadlock between two workers)."""
-    images = LesionImage.objects.in_bulk(sorted(set(image_ids)))
-    claims = {
-        image_id: _claim_row(image_id=image_id, model_version=model_version, request_id=request_id, force=force)
-        for image_id in sorted(images)
-    }
+    """Claim a micro-batch in one transaction and a handful of queries; rows are created, then
+    locked in id order (two workers never deadlock), then decided exactly as _claim_row does."""
+    images = LesionImage.objects.in_bulk(sorted({int(i) for i in image_ids}))
+    if not images:
+        return images, {}
+    now = timezone.now()
+    Classification.objects.bulk_create(
+        [
+            Classification(
+                image_id=image_id,
+                model_version=model_version,
+                status=ClassificationStatus.PENDING,
+                task_id="",
+                attempts=0,
+            )
+            for image_id in images
+        ],
+        ignore_conflicts=True,  # rows that exist already stay as they are
+    )
+    rows = (
+        Classification.objects.select_for_update()
+        .filter(image_id__in=list(images), model_version=model_version)
+        .order_by("image_id")
+    )
+    claims: dict[int, tuple[Classification, bool]] = {}
+    changed: list[Classification] = []
+    for row in rows:
+        skipped = row.status == ClassificationStatus.SUCCEEDED and not force
+        run_it = _claim_decide(row, request_id=request_id, force=force, now=now)
+        claims[row.image_id] = (row, run_it)
+        if not skipped:
+            row.updated_at = now
+            changed.append(row)
+    claim_fields = ["status", "task_id", "attempts", "started_at", "finished_at", "error_message", "updated_at"]
+    groups: dict[str, tuple[tuple, list[int]]] = {}  # rows getting the same values: one UPDATE (usually one in all)
+    for row in changed:
+        fields = claim_fields + (list(_FAILURE_CLEARS) if row.status == ClassificationStatus.FAILED else [])
+        values = tuple((field, getattr(row, field)) for field in fields)
+        groups.setdefault(repr(values), (values, []))[1].append(row.pk)
+    for values, pks in groups.values():  # plain UPDATEs: Django's bulk_update (CASE WHEN) costs far more
+        Classification.objects.filter(pk__in=pks).update(**dict(values))
     return images, claims
 
 
-def _claim_row(*, image_id: int, model_version: str, request_id: str, force: bool) -> tuple[Classification, bool]:
-    now = timezone.now()
-    row, created = Classification.objects.select_for_update().get_or_create(
-        image_id=image_id,
-        model_version=model_version,
-        defaults={"status": ClassificationStatus.RUNNING, "task_id": request_id, "attempts": 1, "started_at": now},
-    )
-    if created:
-        return row, True
+def _claim_decide(row: Classification, *, request_id: str, force: bool, now: dt.datetime) -> bool:
+    """Update `row` in memory for this delivery; True when the image is to be classified now."""
     if row.status == ClassificationStatus.SUCCEEDED and not force:
-        return row, False  # already classified by this version: a redelivered or repeated request
+        return False  # already classified by this version: a redelivered or repeated request
     if request_id and row.task_id == request_id:
         row.attempts += 1  # the same request again: the worker that had it died
     else:
@@ -939,18 +1105,28 @@ def _claim_row(*, image_id: int, model_version: str, request_id: str, force: boo
     if row.attempts > max_deliveries:
         row.status = ClassificationStatus.FAILED
         row.error_message = (
-            f"Gave up after {max_deliveries} attempts: the worker stopped each time while classifying this image "
-            "(killed, out of memory or over the time limit). Use 'Classify again' to retry."
+            f"Gave up after {max_deliveries} attempts: the worker stopped each time while classifying this "
+            "image (killed, out of memory or over the time limit). Use 'Classify again' to retry."
         )
         row.finished_at = now
-        row.probabilities, row.top_class, row.malignancy_score, row.malignant, row.threshold = {}, "", None, False, None
-        row.save()
-        return row, False
+        for field, value in _FAILURE_CLEARS.items():
+            setattr(row, field, value)
+        return False
     if row.status != ClassificationStatus.SUCCEEDED:  # a re-run keeps the shown result until replaced
         row.status = ClassificationStatus.RUNNING
     row.started_at = now
+    return True
+
+
+def _claim_row(*, image_id: int, model_version: str, request_id: str, force: bool) -> tuple[Classification, bool]:
+    row, _ = Classification.objects.select_for_update().get_or_create(
+        image_id=image_id,
+        model_version=model_version,
+        defaults={"status": ClassificationStatus.PENDING, "task_id": "", "attempts": 0},
+    )
+    run_it = _claim_decide(row, request_id=request_id, force=force, now=timezone.now())
     row.save()
-    return row, True
+    return row, run_it
 
 
 def classification_run(*, image_id: int, force: bool = True, request_id: str = "") -> Classification | None:

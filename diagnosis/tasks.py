@@ -34,11 +34,19 @@ class ClassificationTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         image_ids = _image_ids(self.name, args, kwargs)
-        message = f"Classification failed after {self.request.retries} retries ({type(exc).__name__}); see the worker log."
+        message = (
+            f"Classification failed after {self.request.retries} retries ({type(exc).__name__}); see the worker log."
+        )
         try:
-            classification_fail_delivery(image_ids=image_ids, task_id=task_id, message=message)
+            classification_fail_delivery(image_ids=image_ids, task_id=_request_key(self), message=message)
         except Exception:  # the database may be the thing that is down
             logger.exception("could not record the failure of task %s for images %s", task_id, image_ids)
+
+
+def _request_key(task: Task) -> str:
+    """Identifies one delivery sequence: a redelivered message keeps it (the cap counts those),
+    a retry after a transient error starts a new one (retries have their own limit)."""
+    return f"{task.request.id or ''}:{task.request.retries or 0}"
 
 
 def _image_ids(name: str, args, kwargs) -> list[int]:
@@ -49,10 +57,10 @@ def _image_ids(name: str, args, kwargs) -> list[int]:
 
 @shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_image")
 def classify_image(self, image_id: int, force: bool = False) -> None:
-    classification_run_many(image_ids=[image_id], force=force, request_id=self.request.id or "")
+    classification_run_many(image_ids=[image_id], force=force, request_id=_request_key(self))
 
 
 @shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_images")
 def classify_images(self, image_ids: list[int], force: bool = False) -> None:
     """A micro-batch: the images go through the model together."""
-    classification_run_many(image_ids=image_ids, force=force, request_id=self.request.id or "")
+    classification_run_many(image_ids=image_ids, force=force, request_id=_request_key(self))

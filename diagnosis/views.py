@@ -214,6 +214,7 @@ def _read_upload(uploaded: UploadedFile) -> services.ImageUpload:
 def _image_page(request: HttpRequest, image: LesionImage, review_form: ReviewForm, status: int = 200) -> HttpResponse:
     lesion: Lesion = image.lesion
     patient: Patient = lesion.patient
+    shown = selectors.image_latest_classification(image=image)
     return render(
         request,
         "diagnosis/result.html",
@@ -221,8 +222,9 @@ def _image_page(request: HttpRequest, image: LesionImage, review_form: ReviewFor
             "image": image,
             "lesion": lesion,
             "patient": patient,
-            "classification": selectors.image_latest_classification(image=image),
-            "classifications": list(image.classifications.all()),
+            "classification": shown,
+            # Every other version's result (and a run in progress), shown on demand.
+            "earlier": [c for c in image.classifications.all() if c != shown],
             "reviews": selectors.review_list(user=request.user, image_id=image.pk),
             "review_form": review_form,
             "can_write": selectors.user_can_write(user=request.user, organisation_id=patient.organisation_id),
@@ -425,7 +427,11 @@ def ops(request: HttpRequest) -> HttpResponse:
         "diagnosis/ops.html",
         {
             "queue": health.queue_stats(),
-            "checks": {"database": health.database_check(), "broker": health.broker_check(), "model": health.model_check()},
+            "checks": {
+                "database": health.database_check(),
+                "broker": health.broker_check(),
+                "model": health.model_check(),
+            },
             "status_counts": selectors.classification_status_counts(),
         },
     )

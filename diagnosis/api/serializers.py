@@ -260,6 +260,7 @@ class BatchCreateInput(serializers.Serializer):
 
 
 class BatchProgressOutput(serializers.Serializer):
+    received = serializers.IntegerField(help_text="Files received (stored, refused, or still being stored).")
     total = serializers.IntegerField(help_text="Images stored in the batch.")
     queued = serializers.IntegerField()
     running = serializers.IntegerField()

@@ -6,59 +6,120 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('diagnosis', '0001_initial'),
+        ("diagnosis", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='classification',
-            name='attempts',
+            model_name="classification",
+            name="attempts",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='classification',
-            name='task_id',
+            model_name="classification",
+            name="task_id",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='lesionimage',
-            name='source_name',
-            field=models.CharField(blank=True, help_text='Name of the uploaded file (for reports only; never used on disk).', max_length=255),
+            model_name="lesionimage",
+            name="source_name",
+            field=models.CharField(
+                blank=True,
+                help_text="Name of the uploaded file (for reports only; never used on disk).",
+                max_length=255,
+            ),
         ),
         migrations.AddField(
-            model_name='lesionimage',
-            name='source_sha256',
-            field=models.CharField(blank=True, db_index=True, help_text='Of the file as received (bulk import skips repeats).', max_length=64),
+            model_name="lesionimage",
+            name="source_sha256",
+            field=models.CharField(
+                blank=True,
+                db_index=True,
+                help_text="Of the file as received (bulk import skips repeats).",
+                max_length=64,
+            ),
         ),
         migrations.AlterField(
-            model_name='classification',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=10),
+            model_name="classification",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("running", "Running"),
+                    ("succeeded", "Succeeded"),
+                    ("failed", "Failed"),
+                ],
+                default="pending",
+                max_length=10,
+            ),
         ),
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('files', 'Multi-file upload'), ('zip', 'ZIP archive'), ('import', 'Bulk import')], default='files', max_length=10)),
-                ('name', models.CharField(blank=True, help_text="e.g. the ZIP file's name.", max_length=255)),
-                ('received', models.PositiveIntegerField(default=0, help_text='Files received (images in the ZIP, not the CSV).')),
-                ('rejected', models.JSONField(blank=True, default=list, help_text='[{"name": file, "error": why}, ...]')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('lesion', models.ForeignKey(blank=True, help_text='Where files without a CSV row go.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='diagnosis.lesion')),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='diagnosis.organisation')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("files", "Multi-file upload"), ("zip", "ZIP archive"), ("import", "Bulk import")],
+                        default="files",
+                        max_length=10,
+                    ),
+                ),
+                ("name", models.CharField(blank=True, help_text="e.g. the ZIP file's name.", max_length=255)),
+                (
+                    "received",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Files received (images in the ZIP, not the CSV)."
+                    ),
+                ),
+                (
+                    "rejected",
+                    models.JSONField(blank=True, default=list, help_text='[{"name": file, "error": why}, ...]'),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "lesion",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Where files without a CSV row go.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="diagnosis.lesion",
+                    ),
+                ),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="batches", to="diagnosis.organisation"
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'batches',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name_plural": "batches",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='lesionimage',
-            name='batch',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='images', to='diagnosis.batch'),
+            model_name="lesionimage",
+            name="batch",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="images",
+                to="diagnosis.batch",
+            ),
         ),
     ]

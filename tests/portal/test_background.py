@@ -53,22 +53,31 @@ def ham_folder(tmp_path):
 
 
 def test_it_imports_a_ham10000_style_archive_and_never_twice(ham_folder):
-    args = ("import_images", "--org", "Archive Clinic", "--metadata", str(ham_folder / "meta.csv"),
-            "--images", str(ham_folder / "part_1"), str(ham_folder / "part_2"))
+    args = (
+        "import_images",
+        "--org",
+        "Archive Clinic",
+        "--metadata",
+        str(ham_folder / "meta.csv"),
+        "--images",
+        str(ham_folder / "part_1"),
+        str(ham_folder / "part_2"),
+    )
     out, err = _run(*args)
     assert "Imported 3 image(s), skipped 0 already imported, 2 bad row(s)" in out
     assert "] 5/5 100%" in out  # the progress bar
     assert "line 5 (ISIC_0004)" in err and "line 6 (ISIC_0404): no image file" in err
     organisation = Organisation.objects.get(name="Archive Clinic")
     assert sorted(Patient.objects.filter(organisation=organisation).values_list("external_id", flat=True)) == [
-        "P-1", "P-2"
+        "P-1",
+        "P-2",
     ]
     p1 = Patient.objects.get(external_id="P-1")
     assert p1.sex == "male" and [lesion.label for lesion in p1.lesions.all()] == ["HAM_1"]
     assert p1.lesions.get().images.count() == 2 and p1.lesions.get().body_site == "back"
     assert Classification.objects.filter(status="succeeded", model_version=STAND_IN_VERSION).count() == 3
     batch = Batch.objects.get(kind="import")
-    assert batch.received == 5 and len(batch.rejected) == 2
+    assert batch.received == 5 and len(batch.rejected) == 2  # 3 imported + 2 refused
 
     out, _ = _run(*args)  # again: nothing new
     assert "Imported 0 image(s), skipped 3 already imported, 2 bad row(s)" in out
@@ -79,8 +88,16 @@ def test_it_imports_a_ham10000_style_archive_and_never_twice(ham_folder):
 def test_it_uses_the_lesion_as_patient_without_a_patient_column(tmp_path):
     (tmp_path / "ISIC_1.jpg").write_bytes(image_bytes(fmt="jpg"))
     (tmp_path / "meta.csv").write_text("lesion_id,image_id,localization\nHAM_9,ISIC_1,scalp\n")
-    _run("import_images", "--org", "X", "--metadata", str(tmp_path / "meta.csv"), "--images", str(tmp_path),
-         "--no-classify")
+    _run(
+        "import_images",
+        "--org",
+        "X",
+        "--metadata",
+        str(tmp_path / "meta.csv"),
+        "--images",
+        str(tmp_path),
+        "--no-classify",
+    )
     image = LesionImage.objects.select_related("lesion__patient").get()
     assert (image.lesion.patient.external_id, image.lesion.label, image.lesion.body_site) == ("HAM_9", "HAM_9", "scalp")
     assert not Classification.objects.exists()
@@ -125,7 +142,9 @@ def test_it_reclassifies_exactly_the_images_missing_a_result_by_the_new_version(
         reset_classifier()
 
 
-def test_it_shows_the_current_result_and_the_earlier_versions_on_demand(client_for, colleague, upload, tmp_path, monkeypatch):
+def test_it_shows_the_current_result_and_the_earlier_versions_on_demand(
+    client_for, colleague, upload, tmp_path, monkeypatch
+):
     image = upload(image_bytes(RED))
     monkeypatch.setenv("SKINPORTAL_MODEL_DIR", str(build_stand_in_bundle(tmp_path / "v2", version="stand-in-test-2")))
     reset_classifier()
@@ -178,10 +197,14 @@ def test_it_marks_the_claimed_images_failed_when_the_task_gives_up(upload):
     from diagnosis.tasks import classify_images
 
     image = upload(image_bytes())
-    Classification.objects.filter(image=image).update(status=ClassificationStatus.RUNNING, task_id="t-9")
-    classify_images.on_failure(ConnectionError("db away"), "t-9", ([image.pk],), {}, None)
+    Classification.objects.filter(image=image).update(status=ClassificationStatus.RUNNING, task_id="t-9:5")
+    classify_images.push_request(id="t-9", retries=5)
+    try:
+        classify_images.on_failure(ConnectionError("db away"), "t-9", ([image.pk],), {}, None)
+    finally:
+        classify_images.pop_request()
     row = image.classifications.get()
-    assert row.status == "failed" and "ConnectionError" in row.error_message
+    assert row.status == "failed" and "after 5 retries (ConnectionError)" in row.error_message
 
 
 def test_the_tasks_are_configured_to_lose_nothing(settings):
@@ -197,17 +220,30 @@ def test_the_tasks_are_configured_to_lose_nothing(settings):
 
 def test_it_refuses_a_visibility_timeout_shorter_than_the_time_limit():
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
-    env.update(CELERY_TASK_TIME_LIMIT="600", CELERY_VISIBILITY_TIMEOUT="300", DJANGO_SETTINGS_MODULE="skinportal.settings")
+    env.update(
+        CELERY_TASK_TIME_LIMIT="600", CELERY_VISIBILITY_TIMEOUT="300", DJANGO_SETTINGS_MODULE="skinportal.settings"
+    )
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode != 0 and "CELERY_VISIBILITY_TIMEOUT (300 s) must be longer" in result.stderr
 
 
 @pytest.mark.parametrize(
     ("concurrency", "cores", "requested", "threads", "adjusted"),
-    [(1, 2, None, 2, False), (2, 2, None, 1, False), (1, 2, "2", 2, False), (2, 2, "2", 1, True), (3, 2, None, 1, False)],
+    [
+        (1, 2, None, 2, False),
+        (2, 2, None, 1, False),
+        (1, 2, "2", 2, False),
+        (2, 2, "2", 1, True),
+        (3, 2, None, 1, False),
+    ],
 )
 def test_it_keeps_processes_times_threads_within_the_cores(concurrency, cores, requested, threads, adjusted):
     got, note = ort_threads_for(concurrency=concurrency, cores=cores, requested=requested)
@@ -267,3 +303,19 @@ def test_it_shows_the_queue_to_staff_only(client_for, owner, colleague):
     owner.save()
     html = client_for(owner).get(reverse("ops")).content.decode()
     assert 'id="queue-waiting">0<' in html and "Readiness" in html
+
+
+def test_a_run_in_progress_never_hides_the_result_shown_so_far(api_for, client_for, colleague, upload, lesion):
+    image = upload(image_bytes(RED))
+    Classification.objects.create(image=image, model_version="v-next", status=ClassificationStatus.RUNNING)
+    body = api_for(colleague).get(f"/api/v1/images/{image.pk}/").json()
+    assert body["classification"]["model_version"] == STAND_IN_VERSION
+    html = client_for(colleague).get(reverse("image-detail", args=[image.pk])).content.decode()
+    assert 'data-status="succeeded"' in html and "Earlier results (1)" in html and "Running" in html
+
+    fresh = upload(image_bytes(GREEN))
+    fresh.classifications.all().delete()
+    Classification.objects.create(image=fresh, model_version=STAND_IN_VERSION, status=ClassificationStatus.RUNNING)
+    assert api_for(colleague).get(f"/api/v1/images/{fresh.pk}/").json()["classification"] is None
+    html = client_for(colleague).get(reverse("image-detail", args=[fresh.pk])).content.decode()
+    assert "Classification pending" in html

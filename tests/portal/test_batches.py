@@ -55,7 +55,14 @@ def test_it_stores_the_valid_files_of_a_multi_file_batch_and_reports_each_bad_on
     detail = api_for(colleague).get(f"{API}/batches/{body['id']}/").json()
     assert detail["status"] == "finished"
     assert detail["progress"] == {
-        "total": 2, "queued": 0, "running": 0, "done": 2, "failed": 0, "rejected": 1, "percent": 100
+        "received": 3,
+        "total": 2,
+        "queued": 0,
+        "running": 0,
+        "done": 2,
+        "failed": 0,
+        "rejected": 1,
+        "percent": 100,
     }
     assert {i["classification"]["top_class"] for i in detail["images"]} == {"mel", "nv"}
 
@@ -78,8 +85,14 @@ def test_it_counts_queued_running_done_and_failed_images(owner, lesion, run_on_c
 
 
 def test_it_takes_a_zip_without_csv_into_the_chosen_lesion(api_for, colleague, lesion, run_on_commit):
-    archive = _zip({"visit/a.jpg": image_bytes(RED, fmt="jpg"), "b.png": image_bytes(GREEN), "__MACOSX/._b.png": b"x",
-                    "c.png": b"\x89PNG broken"})
+    archive = _zip(
+        {
+            "visit/a.jpg": image_bytes(RED, fmt="jpg"),
+            "b.png": image_bytes(GREEN),
+            "__MACOSX/._b.png": b"x",
+            "c.png": b"\x89PNG broken",
+        }
+    )
     with run_on_commit():
         response = api_for(colleague).post(
             f"{API}/batches/", {"lesion": lesion.pk, "archive": archive}, format="multipart"
@@ -102,14 +115,16 @@ def test_it_follows_the_csv_in_a_zip(api_for, colleague, org, patient, lesion, r
         "d.png,MRN-001,Left calf,elbow,2024-02-03\n"
         "missing.png,MRN-001,Left calf,,\n"
     )
-    archive = _zip({
-        "map.csv": csv_text.encode(),
-        "a.png": image_bytes(RED),
-        "b.png": image_bytes(GREEN),
-        "c.png": image_bytes(RED),
-        "d.png": image_bytes(RED),
-        "e.png": image_bytes(RED),  # not in the CSV, and no lesion chosen
-    })
+    archive = _zip(
+        {
+            "map.csv": csv_text.encode(),
+            "a.png": image_bytes(RED),
+            "b.png": image_bytes(GREEN),
+            "c.png": image_bytes(RED),
+            "d.png": image_bytes(RED),
+            "e.png": image_bytes(RED),  # not in the CSV, and no lesion chosen
+        }
+    )
     with run_on_commit():
         response = api_for(colleague).post(
             f"{API}/batches/", {"organisation": org.pk, "archive": archive}, format="multipart"
@@ -147,7 +162,9 @@ def test_it_refuses_a_batch_with_nothing_usable(api_for, colleague, lesion, payl
 
 def test_it_needs_a_lesion_or_a_csv(api_for, colleague, org):
     archive = _zip({"a.png": image_bytes()})
-    response = api_for(colleague).post(f"{API}/batches/", {"organisation": org.pk, "archive": archive}, format="multipart")
+    response = api_for(colleague).post(
+        f"{API}/batches/", {"organisation": org.pk, "archive": archive}, format="multipart"
+    )
     assert response.status_code == 400 and "lesion" in response.json()["error"]["fields"]
 
 
@@ -160,7 +177,9 @@ def test_it_keeps_batches_inside_the_organisation(api_for, client_for, owner, re
         f"{API}/batches/", {"lesion": lesion.pk, "images": [_png("a.png")]}, format="multipart"
     )
     assert response.status_code == 400 and response.json()["error"]["fields"]["lesion"] == ["No such lesion."]
-    response = api_for(reader).post(f"{API}/batches/", {"lesion": lesion.pk, "images": [_png("a.png")]}, format="multipart")
+    response = api_for(reader).post(
+        f"{API}/batches/", {"lesion": lesion.pk, "images": [_png("a.png")]}, format="multipart"
+    )
     assert response.status_code == 403
     assert client_for(outsider).get(reverse("batch-detail", args=[batch.pk])).status_code == 404
 
@@ -171,7 +190,11 @@ def test_it_shows_a_self_updating_progress_page(client_for, colleague, lesion, r
     with run_on_commit():
         response = client.post(
             reverse("batch-create"),
-            {"lesion": lesion.pk, "archive": _zip({"a.png": image_bytes(), "bad.png": b"nope"}), "captured_at": "2024-05-01"},
+            {
+                "lesion": lesion.pk,
+                "archive": _zip({"a.png": image_bytes(), "bad.png": b"nope"}),
+                "captured_at": "2024-05-01",
+            },
         )
     batch = Batch.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("batch-detail", args=[batch.pk])
@@ -198,8 +221,25 @@ def test_it_classifies_a_micro_batch_in_one_go(owner, lesion, run_on_commit, mon
     monkeypatch.setattr(inference, "classify_many", lambda images: calls.append(len(images)) or real(images))
     with run_on_commit():
         services.batch_create(
-            user=owner, lesion=lesion,
+            user=owner,
+            lesion=lesion,
             files=[services.ImageUpload(f"{i}.png", image_bytes(RED if i % 2 else GREEN)) for i in range(20)],
         )
     assert calls == [16, 4]  # SKINPORTAL_MICRO_BATCH = 16
     assert Classification.objects.filter(model_version=STAND_IN_VERSION, status="succeeded").count() == 20
+
+
+def test_it_refuses_an_oversized_member_of_a_zip_and_keeps_the_rest(owner, lesion, settings, run_on_commit):
+    settings.SKINPORTAL_MAX_UPLOAD_BYTES = 20_000
+    big = image_bytes(RED, size=(400, 400))
+    assert len(big) > 20_000
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", big)
+        zf.writestr("small.png", image_bytes(GREEN))
+    buffer.seek(0)
+    with run_on_commit():
+        batch = services.batch_create(user=owner, lesion=lesion, archive=buffer, archive_name="s.zip")
+    assert batch.rejected == [{"name": "big.png", "error": "the file is larger than the 0.0 MiB limit"}]
+    assert [image.source_name for image in batch.images.all()] == ["small.png"]
+    assert selectors.batch_progress(batch=batch).finished

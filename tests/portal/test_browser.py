@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,13 +100,34 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     assert page.locator("svg.plot circle.dot").count() == 1
 
 
+def _in_own_thread(work):
+    """Database work from a plain thread that closes its connection: inside Playwright's sync API
+    the test thread runs an event loop, and Django would open a connection nobody closes."""
+    from django.db import connections
+
+    result = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return result.get("value")
+
+
 def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_server, browser_page, monkeypatch):
     from diagnosis import services
     from diagnosis.models import LesionImage
 
     monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)  # no worker yet
-    batch = services.batch_create(
-        user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes(RED)) for i in range(3)]
+    batch = _in_own_thread(
+        lambda: services.batch_create(
+            user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes(RED)) for i in range(3)]
+        )
     )
     page = browser_page
     page.goto(f"{live_server.url}/accounts/login/?next=/batches/{batch.pk}/")
@@ -116,7 +138,11 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
     assert page.locator('[data-count="queued"]').inner_text() == "3"
 
     # The "worker" finishes the images while the page is open: it follows without a reload.
-    services.classification_run_many(image_ids=list(LesionImage.objects.filter(batch=batch).values_list("id", flat=True)))
+    _in_own_thread(
+        lambda: services.classification_run_many(
+            image_ids=list(LesionImage.objects.filter(batch=batch).values_list("id", flat=True))
+        )
+    )
     page.wait_for_selector("#batch-progress[data-status=finished]", timeout=15_000)
     assert page.locator('[data-count="done"]').inner_text() == "3"
     assert page.locator("#batch-bar").evaluate("bar => bar.value") == 3

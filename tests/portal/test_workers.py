@@ -135,10 +135,23 @@ class WorkerProcess:
         self._log_handle = log.open("wb")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "skinportal", "worker",
-                "--queues", queue, "--concurrency", "1", "--loglevel", "info",
-                "--hostname", f"{queue}-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "skinportal",
+                "worker",
+                "--queues",
+                queue,
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "info",
+                "--hostname",
+                f"{queue}-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
             ],
             cwd=REPO_ROOT,
             env=env,
@@ -207,7 +220,15 @@ def worker_queue(settings, monkeypatch) -> Iterator[str]:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    client.delete(queue)
+    client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    for tag, payload in client.hgetall("unacked").items():  # a killed worker's message, never redelivered
+        try:
+            routing_key = json.loads(payload)[2]
+        except (ValueError, IndexError, TypeError):
+            continue
+        if routing_key == queue:
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
     client.close()
 
 
@@ -259,7 +280,7 @@ def _wait(predicate: Callable[[], bool], *, timeout: float, what: str, worker: W
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{worker.output()[-3000:]}")
 
 
@@ -270,20 +291,34 @@ def _colour(i: int) -> tuple[int, int, int]:
 def test_it_loses_nothing_and_classifies_nothing_twice_when_a_worker_is_killed(
     owner, lesion, settings, start_worker, tmp_path
 ):
-    settings.SKINPORTAL_MICRO_BATCH = 5
+    settings.SKINPORTAL_MICRO_BATCH = 10
     slow_model = build_slow_bundle(tmp_path / "slow-model")
     first = start_worker(model_dir=slow_model)
     first.wait_ready()
 
     files = [services.ImageUpload(f"mole-{i:02d}.png", image_bytes(_colour(i), size=(48, 48))) for i in range(50)]
-    batch = services.batch_create(user=owner, lesion=lesion, files=files)  # commits: 10 tasks of 5 images sent
+    batch = services.batch_create(user=owner, lesion=lesion, files=files)  # commits: 5 tasks of 10 images sent
     assert batch.rejected == [] and LesionImage.objects.filter(batch=batch).count() == 50
 
-    # Kill the worker (and its pool process) in the middle of the batch, with no warning.
-    _wait(lambda: _settled(batch.pk)[0] >= 7, timeout=40, what="the first results", worker=first)
+    # Kill the worker (and its pool process) with no warning while it is classifying a micro-batch
+    # (claimed, not stored): after some results, so the batch is really cut in the middle.
+    def in_flight() -> list[int]:
+        return list(
+            Classification.objects.filter(image__batch=batch, status=ClassificationStatus.RUNNING).values_list(
+                "image_id", flat=True
+            )
+        )
+
+    _wait(
+        lambda: _settled(batch.pk)[0] >= 1 and bool(in_flight()),
+        timeout=40,
+        what="a micro-batch in progress after the first results",
+        worker=first,
+    )
     first.kill()
-    settled_at_kill = _settled(batch.pk)[0]
-    assert settled_at_kill < 50, "the batch finished before the worker could be killed"
+    interrupted = in_flight()  # the process is dead: these rows stay "running" until redelivery
+    assert interrupted, "the micro-batch finished before the worker could be killed"
+    assert _settled(batch.pk)[0] < 50
 
     second = start_worker(model_dir=slow_model)
     second.wait_ready()
@@ -297,6 +332,11 @@ def test_it_loses_nothing_and_classifies_nothing_twice_when_a_worker_is_killed(
         LesionImage.objects.filter(batch=batch).values_list("id", flat=True)
     )  # 0 lost
     assert {(version, status) for _, version, status in per_image} == {(SLOW_VERSION, ClassificationStatus.SUCCEEDED)}
+    # The interrupted micro-batch came back (same message, redelivered by Redis after the
+    # visibility timeout) and was classified on its second delivery; the others on their first.
+    attempts = dict(Classification.objects.filter(image__batch=batch).values_list("image_id", "attempts"))
+    assert {attempts[i] for i in interrupted} == {2}
+    assert {a for i, a in attempts.items() if i not in interrupted} == {1}
     assert set(Classification.objects.filter(image__batch=batch).values_list("top_class", flat=True)) == {"mel"}
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
-import sys
 from pathlib import Path
 
 from django.conf import settings
@@ -105,7 +104,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Created organisation {organisation.name!r}.")
         files = index_images(folders)
         self.stdout.write(f"{len(rows)} rows in {metadata.name}; {len(files)} image files found.")
-        batch = services.import_batch_start(organisation=organisation, name=metadata.name)
+        batch = services.import_batch_start(organisation=organisation, name=metadata.name, rows=len(rows))
 
         imported, skipped, errors, pending, tasks = 0, 0, [], [], 0
         bar = ProgressBar(self.stdout, len(rows))
@@ -145,7 +144,7 @@ class Command(BaseCommand):
         if pending and not options["no_classify"]:
             tasks += services.classification_enqueue(image_ids=pending)
         bar.close()
-        services.import_batch_finish(batch=batch, received=len(rows), rejected=errors)
+        services.import_batch_finish(batch=batch, received=imported + len(errors), rejected=errors)
 
         for error in errors[:MAX_ERRORS_SHOWN]:
             self.stderr.write(f"  {error['name']}: {error['error']}")
