@@ -42,23 +42,39 @@ def tiny_onnx(size: int) -> onnx.ModelProto:
     return model
 
 
-def write_tiny_bundle(folder: str, *, size: int = 32, version: str = "tiny-test-1", threshold: float = 0.5) -> str:
-    """Write manifest.json + model.onnx (+ an identical 'int8' copy) into ``folder``; returns it."""
+def write_bundle(
+    folder: str | os.PathLike,
+    model: onnx.ModelProto,
+    *,
+    size: int,
+    version: str,
+    threshold: float = 0.5,
+    int8_copy: bool = True,
+) -> str:
+    """Write ``model`` as model.onnx with a real manifest.json into ``folder``; returns the folder.
+
+    ``int8_copy`` lists the same file as the 'int8' variant too, for tests that switch variants.
+    """
+    folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     model_path = os.path.join(folder, "model.onnx")
-    onnx.save(tiny_onnx(size), model_path)
-    digest = sha256_file(model_path)
-    variant = {"file": "model.onnx", "sha256": digest, "temperature": 1.0, "malignancy_threshold": threshold}
+    onnx.save(model, model_path)
+    variant = {"file": "model.onnx", "sha256": sha256_file(model_path), "temperature": 1.0, "malignancy_threshold": threshold}
     manifest = {
         "format": FORMAT_VERSION,
-        "name": "tiny-test-model",
+        "name": "test-model",
         "version": version,
         "classes": list(CLASSES),
         "malignant_classes": sorted(MALIGNANT_CLASSES),
         "input": {"name": "input", "shape": [None, size, size, 3], "layout": "NHWC", "dtype": "float32"},
         "output": {"name": "logits", "kind": "logits"},
         "preprocessing": {"size": size, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB"},
-        "variants": {"fp32": variant, "int8": dict(variant)},
+        "variants": {"fp32": variant, **({"int8": dict(variant)} if int8_copy else {})},
     }
     write_manifest(folder, manifest)
     return folder
+
+
+def write_tiny_bundle(folder: str, *, size: int = 32, version: str = "tiny-test-1", threshold: float = 0.5) -> str:
+    """The channel-mean model above as a bundle (fp32 and an identical 'int8' copy)."""
+    return write_bundle(folder, tiny_onnx(size), size=size, version=version, threshold=threshold)

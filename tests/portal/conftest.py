@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -27,8 +26,9 @@ from rest_framework.test import APIClient
 
 from diagnosis import services
 from diagnosis.models import Lesion, LesionImage, Organisation, Patient, Role
-from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.classes import CLASSES
 from ml.inference import reset_classifier
+from tests.tinymodel import write_bundle
 
 STAND_IN_VERSION = "stand-in-test-1"
 STAND_IN_THRESHOLD = 0.5
@@ -58,27 +58,7 @@ def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION) -> P
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="skinportal-tests")
     model.ir_version = 8  # what every onnxruntime of the last years reads
     onnx.checker.check_model(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / "model.onnx"
-    model_path.write_bytes(model.SerializeToString())
-    manifest = {
-        "format": 1,
-        "version": version,
-        "classes": list(CLASSES),
-        "malignant_classes": sorted(MALIGNANT_CLASSES),
-        "input": {"name": "input", "shape": [None, 224, 224, 3]},
-        "output": {"name": "logits"},
-        "preprocessing": {"size": 224, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB"},
-        "variants": {
-            "fp32": {
-                "file": "model.onnx",
-                "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
-                "temperature": 1.0,
-                "malignancy_threshold": STAND_IN_THRESHOLD,
-            }
-        },
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_bundle(folder, model, size=224, version=version, threshold=STAND_IN_THRESHOLD, int8_copy=False)
     return folder
 
 

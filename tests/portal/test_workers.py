@@ -8,7 +8,6 @@ cannot be reached. Every subprocess is killed at the end, whatever happens.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -26,8 +25,9 @@ from django.db import connection
 
 from diagnosis import services
 from diagnosis.models import Classification, ClassificationStatus, LesionImage
-from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.classes import CLASSES
 from tests.portal.conftest import RED, REPO_ROOT, image_bytes
+from tests.tinymodel import write_bundle
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -103,27 +103,7 @@ def build_slow_bundle(folder: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "model.onnx"
-    path.write_bytes(model.SerializeToString())
-    manifest = {
-        "format": 1,
-        "version": SLOW_VERSION,
-        "classes": list(CLASSES),
-        "malignant_classes": sorted(MALIGNANT_CLASSES),
-        "input": {"name": "input", "shape": [None, 224, 224, 3]},
-        "output": {"name": "logits"},
-        "preprocessing": {"size": 224, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB"},
-        "variants": {
-            "fp32": {
-                "file": "model.onnx",
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "temperature": 1.0,
-                "malignancy_threshold": 0.5,
-            }
-        },
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_bundle(folder, model, size=224, version=SLOW_VERSION, int8_copy=False)
     return folder
 
 
