@@ -36,7 +36,7 @@ from ml.metrics import (
     threshold_for_sensitivity,
 )
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
-from ml.training.onnx_export import keras_to_onnx, training_session
+from ml.training.onnx_export import keras_to_onnx, onnx_logits
 from ml.training.quantize import quantize_int8
 
 PARITY_TOLERANCE = 1e-4
@@ -57,12 +57,6 @@ class PackagingError(RuntimeError):
 
 def preprocessed(records: Sequence[Record], config: PreprocessConfig) -> np.ndarray:
     return np.stack([preprocess(read_image(r.path), config) for r in records]).astype(np.float32)
-
-
-def onnx_logits(path_or_bytes, batch: np.ndarray, *, chunk: int = 64) -> np.ndarray:
-    session = training_session(path_or_bytes)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: batch[i : i + chunk]})[0] for i in range(0, len(batch), chunk)])
 
 
 def rename_output(model: onnx.ModelProto, new_name: str) -> onnx.ModelProto:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
@@ -28,3 +29,10 @@ def training_session(model_bytes: bytes | str, threads: int | None = None) -> or
     options.intra_op_num_threads = threads or (os.cpu_count() or 1)
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     return ort.InferenceSession(model_bytes, options, providers=providers)
+
+
+def onnx_logits(path_or_bytes: bytes | str, batch: np.ndarray, *, chunk: int = 64) -> np.ndarray:
+    """The model's raw outputs for a preprocessed batch, run ``chunk`` images at a time."""
+    session = training_session(path_or_bytes)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: batch[i : i + chunk]})[0] for i in range(0, len(batch), chunk)])

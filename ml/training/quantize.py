@@ -23,6 +23,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from ml.training.onnx_export import onnx_logits
+
 MIN_AGREEMENT = 0.99
 
 
@@ -34,12 +36,6 @@ class ArrayReader(CalibrationDataReader):
     def get_next(self):
         batch = next(self._batches, None)
         return None if batch is None else {self._name: batch}
-
-
-def _logits(path: str, images: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i : i + 64]})[0] for i in range(0, len(images), 64)])
 
 
 def quantize_int8(
@@ -69,7 +65,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
             )
-            agreement = float((_logits(candidate, check_images).argmax(1) == fp32_logits.argmax(1)).mean())
+            agreement = float((onnx_logits(candidate, check_images).argmax(1) == fp32_logits.argmax(1)).mean())
             log(f"int8 ({method.name} calibration, {len(calibration_images)} images): "
                 f"argmax agreement with fp32 on {len(check_images)} validation images = {agreement:.4f}")
             if best is None or agreement > best["agreement"]:
