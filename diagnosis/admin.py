@@ -3,6 +3,7 @@
 from django.contrib import admin
 
 from diagnosis.models import (
+    AuditEvent,
     Batch,
     Classification,
     ClinicianReview,
@@ -86,3 +87,31 @@ class BatchAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "kind", "organisation", "received", "created_by", "created_at"]
     list_filter = ["kind", "organisation"]
     readonly_fields = ["organisation", "kind", "name", "lesion", "received", "rejected", "created_by", "created_at"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the trail is append-only (the model refuses updates and deletes too)."""
+
+    list_display = [
+        "at",
+        "actor_username",
+        "organisation_id",
+        "action",
+        "object_type",
+        "object_id",
+        "surface",
+        "outcome",
+    ]
+    list_filter = ["action", "surface", "outcome", "object_type"]
+    search_fields = ["actor_username", "request_id"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -5,3 +5,6 @@ class DiagnosisConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "diagnosis"
     verbose_name = "Diagnosis"
+
+    def ready(self) -> None:
+        from diagnosis import signals  # noqa: F401  (connects the audit trail's sign-in receivers)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib.auth import authenticate
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, Organisation, Role, Sex
+from diagnosis.models import DIAGNOSIS_CHOICES, AuditOutcome, BodySite, Organisation, Role, Sex
 
 
 class DateInput(forms.DateInput):
@@ -110,3 +111,34 @@ class BatchForm(forms.Form):
     def clean_images(self):
         images = self.cleaned_data.get("images")
         return [] if images in (None, [None]) else [f for f in images if f]
+
+
+class ReauthForm(forms.Form):
+    """Re-authentication before an irreversible or data-releasing step (delete, export)."""
+
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password", "autofocus": True}),
+    )
+
+    def __init__(self, *args, request=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        user = self.request.user
+        # authenticate(), not check_password(): wrong passwords count towards the django-axes lockout.
+        if authenticate(self.request, username=user.get_username(), password=password) is None:
+            raise forms.ValidationError("That is not your password.")
+        return password
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.CharField(required=False, max_length=20)
+    object_type = forms.CharField(required=False, max_length=20, label="Object")
+    outcome = forms.ChoiceField(required=False, choices=[("", "any")] + list(AuditOutcome.choices))
+    actor = forms.CharField(required=False, max_length=150, label="User")
+    date_from = forms.DateField(required=False, widget=DateInput, label="From")
+    date_to = forms.DateField(required=False, widget=DateInput, label="To")

@@ -66,8 +66,11 @@ class PortalPrediction:
 def reencode_upload(data: bytes) -> ReencodedImage:
     """Check an upload's header, decode its pixels and re-encode them as PNG.
 
-    Re-encoding drops EXIF (GPS, device, dates), ICC and text chunks: only pixels survive.
-    PNG is lossless, so the stored file classifies exactly as the upload's decoded pixels.
+    The format is judged from the bytes (never the name or declared type); a truncated or
+    corrupt file, or one with data after the image's end (a polyglot), is refused before any
+    pixel is decoded (ml.preprocessing.check_image_header). Re-encoding drops EXIF (GPS,
+    device, dates), ICC and text chunks: only pixels survive. PNG is lossless, so the stored
+    file classifies exactly as the upload's decoded pixels.
     Raises InvalidImageError (ImageTooLargeError for decompression bombs).
     """
     source_format, _, _ = check_image_header(data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
@@ -16,6 +17,7 @@ from django.http import Http404
 
 from diagnosis.models import (
     WRITE_ROLES,
+    AuditEvent,
     Batch,
     Classification,
     ClassificationStatus,
@@ -369,3 +371,23 @@ def image_ids_missing_classification(*, model_version: str, organisation: Organi
 def classification_status_counts() -> dict[str, int]:
     rows = Classification.objects.values("status").annotate(n=Count("id"))
     return {row["status"]: row["n"] for row in rows}
+
+
+# --- Audit trail -----------------------------------------------------------------------------
+
+
+def audit_event_list(*, organisation: Organisation, filters: dict[str, Any] | None = None) -> QuerySet[AuditEvent]:
+    """An organisation's log, newest first; filters: action, object_type, outcome, actor (username),
+    date_from, date_to (inclusive, UTC dates)."""
+    filters = filters or {}
+    events = AuditEvent.objects.filter(organisation_id=organisation.pk)
+    for field in ("action", "object_type", "outcome"):
+        if filters.get(field):
+            events = events.filter(**{field: filters[field]})
+    if filters.get("actor"):
+        events = events.filter(actor_username=filters["actor"])
+    if filters.get("date_from"):
+        events = events.filter(at__date__gte=filters["date_from"])
+    if filters.get("date_to"):
+        events = events.filter(at__date__lte=filters["date_to"])
+    return events.order_by("-at", "-id")

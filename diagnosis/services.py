@@ -26,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from diagnosis import inference
+from diagnosis import audit, inference
 from diagnosis.models import (
     DIAGNOSIS_CHOICES,
     Batch,
@@ -233,6 +233,30 @@ def patient_update(*, user: AbstractBaseUser, patient: Patient, data: dict[str, 
     _check_patient(updated)
     _save_unique(updated)
     return updated
+
+
+@transaction.atomic
+def patient_delete(*, user: AbstractBaseUser, patient: Patient) -> int:
+    """Delete a patient with every lesion, image, classification and review; an organisation
+    admin's decision (the page asks for their password first). The image files go once the
+    deletion has committed, so a failed transaction leaves them in place. Returns the number of
+    images removed."""
+    if not user_is_admin(user=user, organisation_id=patient.organisation_id):
+        raise PermissionDenied("Only an owner/admin of this organisation can delete a patient.")
+    images = LesionImage.objects.filter(lesion__patient=patient)
+    storage_names = [name for name in images.values_list("file", flat=True) if name]
+    patient.delete()
+    storage = LesionImage._meta.get_field("file").storage
+
+    def remove_files() -> None:
+        for name in storage_names:
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete stored file %s of a deleted patient", name)
+
+    transaction.on_commit(remove_files)
+    return len(storage_names)
 
 
 # --- Lesions -------------------------------------------------------------------------------
@@ -1171,6 +1195,7 @@ def classification_run_many(
                 logger.info("image %s was deleted before it could be classified", image_id)
             else:
                 stored.append(row)
+        audit.audit_classifications_record(classifications=stored, request_id=request_id)
         return stored
 
     results: dict[int, Classification] = {}
@@ -1256,8 +1281,10 @@ def classification_run_many(
                     },
                 )
             )
-    for row in _classification_store_many(outcomes_to_store):
+    written = _classification_store_many(outcomes_to_store)
+    for row in written:
         results[row.image_id] = row
+    audit.audit_classifications_record(classifications=written, request_id=request_id)
     return list(results.values())
 
 

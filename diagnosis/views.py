@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,12 +11,23 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
 from django.forms import Form
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from diagnosis import selectors, services
-from diagnosis.forms import BatchForm, LesionForm, MemberForm, PatientForm, PatientSearchForm, ReviewForm, UploadForm
+from diagnosis import audit, selectors, services
+from diagnosis.exports import patient_export_zip
+from diagnosis.forms import (
+    AuditFilterForm,
+    BatchForm,
+    LesionForm,
+    MemberForm,
+    PatientForm,
+    PatientSearchForm,
+    ReauthForm,
+    ReviewForm,
+    UploadForm,
+)
 from diagnosis.models import Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
 
@@ -30,6 +43,11 @@ def _add_service_errors(form: Form, exc: ValidationError, field_map: dict[str, s
             form.add_error(target if target in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)
+
+
+def _form_status(request: HttpRequest) -> int:
+    """A form shown again after a POST is shown because the POST was refused: 400, not 200."""
+    return 400 if request.method == "POST" else 200
 
 
 def _require_write(request: HttpRequest, organisation_id: int) -> None:
@@ -88,9 +106,10 @@ def patient_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
+            audit.note(request, patient, "patient")
             messages.success(request, f"Patient {patient.name} created.")
             return redirect("patient-detail", patient_id=patient.pk)
-    return render(request, "diagnosis/patient_form.html", {"form": form, "patient": None})
+    return render(request, "diagnosis/patient_form.html", {"form": form, "patient": None}, status=_form_status(request))
 
 
 @login_required
@@ -104,6 +123,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
             "patient": patient,
             "lesions": selectors.lesion_list(user=request.user, patient_id=patient.pk),
             "can_write": selectors.user_can_write(user=request.user, organisation_id=patient.organisation_id),
+            "is_admin": selectors.user_is_admin(user=request.user, organisation_id=patient.organisation_id),
         },
     )
 
@@ -123,7 +143,47 @@ def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
         else:
             messages.success(request, "Patient details saved.")
             return redirect("patient-detail", patient_id=patient.pk)
-    return render(request, "diagnosis/patient_form.html", {"form": form, "patient": patient})
+    return render(
+        request, "diagnosis/patient_form.html", {"form": form, "patient": patient}, status=_form_status(request)
+    )
+
+
+def _confirmation_needed(request: HttpRequest, patient: Patient, *, what: str) -> HttpResponse | None:
+    """None once the user has typed their password again (a valid POST); otherwise the
+    confirmation page to answer with (400 after a wrong password)."""
+    form = ReauthForm(request.POST or None, request=request)
+    if request.method == "POST" and form.is_valid():
+        return None
+    context = {"patient": patient, "form": form, "what": what}
+    return render(request, "diagnosis/patient_confirm.html", context, status=_form_status(request))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_delete(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """Organisation admins only, after typing their password again."""
+    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    if not selectors.user_is_admin(user=request.user, organisation_id=patient.organisation_id):
+        raise PermissionDenied("Only an owner/admin of this organisation can delete a patient.")
+    if (page := _confirmation_needed(request, patient, what="delete")) is not None:
+        return page
+    removed = services.patient_delete(user=request.user, patient=patient)
+    messages.success(request, f"Patient {patient.name} and {removed} image(s) were deleted.")
+    return redirect("patient-list")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_export(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """The patient's whole record as a ZIP, for clinicians and admins, after their password again."""
+    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    _require_write(request, patient.organisation_id)
+    if (page := _confirmation_needed(request, patient, what="export")) is not None:
+        return page
+    response = HttpResponse(patient_export_zip(patient=patient), content_type="application/zip")
+    # The file name carries the record's id, not the patient's name.
+    response["Content-Disposition"] = f'attachment; filename="patient-{patient.pk}.zip"'
+    return response
 
 
 # --- Lesions -------------------------------------------------------------------------------
@@ -141,9 +201,15 @@ def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
+            audit.note(request, lesion, "lesion")
             messages.success(request, f"Lesion '{lesion.label}' added. Upload its first image.")
             return redirect("lesion-upload", lesion_id=lesion.pk)
-    return render(request, "diagnosis/lesion_form.html", {"form": form, "patient": patient, "lesion": None})
+    return render(
+        request,
+        "diagnosis/lesion_form.html",
+        {"form": form, "patient": patient, "lesion": None},
+        status=_form_status(request),
+    )
 
 
 @login_required
@@ -160,7 +226,12 @@ def lesion_edit(request: HttpRequest, lesion_id: int) -> HttpResponse:
         else:
             messages.success(request, "Lesion saved.")
             return redirect("lesion-detail", lesion_id=lesion.pk)
-    return render(request, "diagnosis/lesion_form.html", {"form": form, "patient": lesion.patient, "lesion": lesion})
+    return render(
+        request,
+        "diagnosis/lesion_form.html",
+        {"form": form, "patient": lesion.patient, "lesion": lesion},
+        status=_form_status(request),
+    )
 
 
 @login_required
@@ -200,7 +271,12 @@ def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
                 return redirect("image-detail", image_id=images[0].pk)
             messages.success(request, f"{len(images)} images uploaded and classified.")
             return redirect("lesion-detail", lesion_id=lesion.pk)
-    return render(request, "diagnosis/upload.html", {"form": form, "lesion": lesion, "patient": lesion.patient})
+    return render(
+        request,
+        "diagnosis/upload.html",
+        {"form": form, "lesion": lesion, "patient": lesion.patient},
+        status=_form_status(request),
+    )
 
 
 def _read_upload(uploaded: UploadedFile) -> services.ImageUpload:
@@ -250,7 +326,6 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     except OSError as exc:
         raise Http404("The image file is missing.") from exc
     response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=3600"
     return response
 
 
@@ -333,6 +408,55 @@ def organisation_member_remove(request: HttpRequest, organisation_id: int, membe
     return redirect("organisation-detail", organisation_id=organisation.pk)
 
 
+AUDIT_EVENTS_PER_PAGE = 50
+AUDIT_CSV_COLUMNS = (
+    "at", "actor_id", "actor_username", "action", "object_type", "object_id", "surface", "route",
+    "method", "status_code", "outcome", "ip", "request_id",
+)  # fmt: skip
+
+
+@login_required
+@require_GET
+def organisation_audit(request: HttpRequest, organisation_id: int) -> HttpResponse:
+    """The organisation's audit log for its admins: filter, page through, or download as CSV."""
+    organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
+    if not selectors.user_is_admin(user=request.user, organisation_id=organisation.pk):
+        raise PermissionDenied("Only an owner/admin of this organisation can see its audit log.")
+    form = AuditFilterForm(request.GET)
+    filters = form.cleaned_data if form.is_valid() else {}
+    events = selectors.audit_event_list(organisation=organisation, filters=filters)
+    if request.GET.get("format") == "csv":
+        return _audit_csv(events, organisation_id=organisation.pk)
+    page = Paginator(events, AUDIT_EVENTS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "diagnosis/audit_log.html",
+        {"organisation": organisation, "form": form, "page": page, "query": query.urlencode()},
+        status=200 if form.is_valid() else 400,
+    )
+
+
+def _audit_csv(events, *, organisation_id: int) -> StreamingHttpResponse:
+    class _Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(AUDIT_CSV_COLUMNS)
+        for event in events.iterator(chunk_size=2000):
+            values = [getattr(event, column) for column in AUDIT_CSV_COLUMNS]
+            values[0] = event.at.isoformat()
+            yield writer.writerow(["" if v is None else v for v in values])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="audit-organisation-{organisation_id}.csv"'
+    return response
+
+
 # --- Batches -------------------------------------------------------------------------------
 
 
@@ -382,6 +506,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
+            audit.note(request, batch, "batch")
             progress = selectors.batch_progress(batch=batch)
             text = f"{progress.total} image{'s' if progress.total != 1 else ''} stored and queued."
             if batch.rejected:

@@ -9,7 +9,9 @@ any other way. No TensorFlow here: inference imports this module.
 from __future__ import annotations
 
 import io
+import re
 import warnings
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -55,7 +57,12 @@ class PreprocessConfig:
 
 
 def check_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Format, width and height read from the header alone; refuses bombs and unknown formats."""
+    """Format, width and height read from the header alone; refuses bombs and unknown formats.
+
+    JPEG and PNG are also walked marker by marker / chunk by chunk (no pixel is decoded): a
+    truncated or structurally corrupt file, or one with data after its end (a polyglot), is
+    refused here. The pixel cap is checked first, so a bomb is refused whatever follows.
+    """
     if not data:
         raise InvalidImageError("the file is empty")
     try:
@@ -63,26 +70,184 @@ def check_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
                 fmt, (width, height) = str(im.format), im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely ({exc})") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (about 179 MP) was passed
+        raise ImageTooLargeError(
+            f"the image is too large to decode safely (its header declares more than "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; the limit is {max_pixels:,})"
+        ) from exc
     except Exception as exc:
         raise InvalidImageError("the file is not a recognised image (expected JPEG or PNG)") from exc
+    if fmt == "MPO":  # a JPEG with secondary pictures after it (phone cameras): decoded as its first one
+        fmt = "JPEG"
     if fmt not in DECODABLE_FORMATS:
         raise InvalidImageError(f"unsupported image format {fmt}")
     if width <= 0 or height <= 0:
         raise InvalidImageError("the image has no pixels")
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
+            f"the image is too large to decode safely ({width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,})"
         )
+    check_image_structure(data, fmt)
     return fmt, width, height
+
+
+# --- Structure checks: truncation, corruption and polyglots, without decoding pixels ---------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOI = b"\xff\xd8"
+# Up to this many bytes of padding may follow the end of an image (some writers align files).
+MAX_TRAILING_PADDING = 16
+_PADDING_BYTES = frozenset(b"\x00\xff \t\r\n")
+# Frame headers (SOF0-SOF15 less DHT C4, JPG C8 and DAC CC).
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0-7 carry no length
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing), RST0-7 or more 0xFF (fill);
+# anything else is the next marker. One C-speed search instead of a Python loop per byte.
+_JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_FILL = re.compile(rb"\xff+")
+
+
+def _corrupt(what: str) -> InvalidImageError:
+    return InvalidImageError(f"the {what}; the file is corrupt")
+
+
+def _truncated(fmt: str) -> InvalidImageError:
+    return InvalidImageError(f"the {fmt} data is truncated (the file ends before the end of the image)")
+
+
+def jpeg_end(data: bytes, start: int = 0) -> int:
+    """Offset just past the EOI marker of the JPEG that starts at `start`.
+
+    Walks the marker segments, skips each scan's entropy-coded data (progressive files have
+    several scans) and raises InvalidImageError for a truncated or structurally corrupt file.
+    """
+    n = len(data)
+    if data[start : start + 2] != JPEG_SOI:
+        raise _corrupt("JPEG data does not start with a start-of-image marker")
+    pos = start + 2
+    seen_frame = seen_scan = False
+    while True:
+        if pos >= n:
+            raise _truncated("JPEG")
+        if data[pos] != 0xFF:
+            # Stray bytes before a marker: libjpeg skips them with a warning, and sloppy writers
+            # (a miscounted APP segment) produce them, so skip them too.
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                raise _truncated("JPEG")
+        fill = _JPEG_FILL.match(data, pos)  # a marker may be preceded by any number of 0xFF
+        pos = fill.end() if fill else pos
+        if pos >= n:
+            raise _truncated("JPEG")
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            if not seen_scan:
+                raise _corrupt("JPEG data ends before any image data")
+            return pos
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker == 0x00 or marker == 0xD8 or 0x02 <= marker <= 0xBF:
+            raise _corrupt(f"JPEG data holds an invalid marker 0xFF{marker:02X} (offset {pos - 2})")
+        if pos + 2 > n:
+            raise _truncated("JPEG")
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2:
+            raise _corrupt(f"JPEG data holds a segment of impossible length {length} (offset {pos - 2})")
+        segment_end = pos + length
+        if segment_end > n:
+            raise _truncated("JPEG")
+        if marker in _JPEG_SOF:
+            if seen_frame:
+                raise _corrupt(f"JPEG data holds a second frame header (offset {pos - 2})")
+            seen_frame = True
+        elif marker == 0xDA:  # SOS: entropy-coded data follows up to the next marker
+            if not seen_frame:
+                raise _corrupt("JPEG data holds a scan before its frame header")
+            seen_scan = True
+            found = _JPEG_MARKER_IN_SCAN.search(data, segment_end)
+            if found is None:
+                raise _truncated("JPEG")
+            pos = found.start()
+            continue
+        pos = segment_end
+
+
+def png_end(data: bytes) -> int:
+    """Offset just past the IEND chunk; every chunk's length, type and CRC are checked."""
+    n = len(data)
+    if data[:8] != PNG_SIGNATURE:
+        raise _corrupt("PNG data does not start with the PNG signature")
+    view = memoryview(data)
+    pos = 8
+    seen_data = False
+    while True:
+        if pos + 12 > n:
+            raise _truncated("PNG")
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if length > 0x7FFFFFFF or not kind.isalpha():
+            raise _corrupt(f"PNG data holds an invalid chunk header (offset {pos})")
+        if pos == 8 and kind != b"IHDR":
+            raise _corrupt("PNG data does not start with its IHDR header chunk")
+        chunk_end = pos + 12 + length
+        if chunk_end > n:
+            raise _truncated("PNG")
+        if zlib.crc32(view[pos + 4 : pos + 8 + length]) != int.from_bytes(data[chunk_end - 4 : chunk_end], "big"):
+            raise _corrupt(f"PNG chunk {kind.decode()} fails its CRC check (offset {pos})")
+        if kind == b"IDAT":
+            seen_data = True
+        elif kind == b"IEND":
+            if not seen_data:
+                raise _corrupt("PNG data ends before any image data")
+            return chunk_end
+        pos = chunk_end
+
+
+def is_padding(trailer: bytes) -> bool:
+    """A few bytes of zeros, 0xFF or whitespace after an image: alignment, not content."""
+    return len(trailer) <= MAX_TRAILING_PADDING and all(b in _PADDING_BYTES for b in trailer)
+
+
+def check_image_structure(data: bytes, fmt: str) -> None:
+    """Refuse a truncated or corrupt JPEG/PNG, and any data after the image's end marker.
+
+    The only trailers accepted are a few bytes of padding and, after a JPEG, further complete
+    JPEGs (camera multi-picture files and gain maps append secondary pictures after the
+    primary's EOI). Anything else there (HTML, a ZIP, a PDF) makes the file a polyglot. Other
+    formats are left to the decoder.
+    """
+    if fmt == "JPEG":
+        end = jpeg_end(data)
+        # Secondary pictures, each possibly preceded by padding.
+        while end < len(data):
+            next_start = data.find(JPEG_SOI, end, end + MAX_TRAILING_PADDING + 2)
+            if next_start < 0 or not is_padding(data[end:next_start]):
+                break
+            try:
+                end = jpeg_end(data, next_start)
+            except InvalidImageError:
+                break  # not a whole JPEG: reported as trailing data below
+    elif fmt == "PNG":
+        end = png_end(data)
+    else:
+        return
+    trailer = data[end:]
+    if trailer and not is_padding(trailer):
+        raise InvalidImageError(
+            f"data after the end of the image (possible polyglot): {len(trailer):,} bytes follow the {fmt}"
+        )
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Bytes -> HxWx3 uint8 RGB. Raises InvalidImageError (or ImageTooLargeError)."""
     check_image_header(data, max_pixels=max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # also drops alpha and expands grey
+    try:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # also drops alpha and expands grey
+    except cv2.error as exc:  # a decoder that throws instead of returning None
+        raise InvalidImageError("the image data is corrupt and could not be decoded") from exc
     if bgr is None or bgr.size == 0:
         raise InvalidImageError("the image data is corrupt or truncated and could not be decoded")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -11,6 +11,8 @@ See docs/portal.md for the full list.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc assets served locally: no CDN
+    "axes",  # brute-force lockout of logins (see "Accounts and sessions" below)
     "diagnosis",
 ]
 
@@ -60,8 +63,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "skinportal.sessions.SessionLifetimeMiddleware",  # idle timeout and absolute lifetime
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy, Cache-Control: no-store and friends (static files never reach here).
+    "skinportal.security.SecurityHeadersMiddleware",
+    # One audit event per patient-data request; wraps the scoping below so its 404s are recorded.
+    "diagnosis.middleware.AuditMiddleware",
+    # Another organisation's id in a page URL is a 404 before the view runs, whatever the method.
+    "diagnosis.middleware.ObjectScopeMiddleware",
+    # Last: turns a login that django-axes flagged as locked out into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "skinportal.urls"
@@ -99,15 +111,57 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+PASSWORD_MIN_LENGTH = env_int("PASSWORD_MIN_LENGTH", 12, minimum=8)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": PASSWORD_MIN_LENGTH},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Accounts and sessions (docs/portal.md#accounts-and-sessions) ---------------------------
+# Reverse proxies in front of the portal that append the client's address to X-Forwarded-For
+# (nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for). Login lockouts and API
+# throttles key on the address the outermost trusted proxy saw; with 0, on REMOTE_ADDR (behind a
+# proxy that is the proxy itself, so everyone would share one lockout and one rate).
+SKINPORTAL_TRUSTED_PROXIES = env_int(
+    "SKINPORTAL_TRUSTED_PROXIES", 1 if env_bool("SECURE_PROXY_SSL_HEADER", False) else 0, minimum=0
+)
+# django-axes: after AXES_FAILURE_LIMIT failed logins for one username from one address, that
+# pair is locked out for the cool-off (0: until an admin deletes the attempt in the admin or runs
+# `manage.py axes_reset_username NAME`). Attempts are kept in the database, shared by all workers.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("SKINPORTAL_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+_login_cool_off = env_int("SKINPORTAL_LOGIN_COOLOFF", 15 * 60, minimum=0)  # seconds
+AXES_COOLOFF_TIME = dt.timedelta(seconds=_login_cool_off) if _login_cool_off else None
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "skinportal.accounts.client_ip"
+AXES_LOCKOUT_CALLABLE = "skinportal.accounts.lockout_response"  # HTML page, or JSON under /api/
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_SENSITIVE_PARAMETERS: list[str] = []  # lockout logs name the username and address; passwords stay masked
+# Sessions: a new key at every login (django.contrib.auth.login), an idle timeout (the cookie
+# age, renewed by each request, and checked again by skinportal.sessions) and an absolute
+# lifetime from the login, whatever the activity.
+SKINPORTAL_SESSION_IDLE_TIMEOUT = env_int("SKINPORTAL_SESSION_IDLE_TIMEOUT", 30 * 60, minimum=60)  # seconds
+SKINPORTAL_SESSION_MAX_AGE = env_int("SKINPORTAL_SESSION_MAX_AGE", 12 * 3600, minimum=60)  # seconds
+SESSION_COOKIE_AGE = SKINPORTAL_SESSION_IDLE_TIMEOUT
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# No script reads the CSRF cookie: forms, the browsable API and Swagger UI take the token from the page.
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -230,16 +284,44 @@ SKINPORTAL_MAX_DELIVERIES = env_int("SKINPORTAL_MAX_DELIVERIES", 3, minimum=1)
 # Images per task when several are queued together (batches, imports, reclassify).
 SKINPORTAL_MICRO_BATCH = env_int("SKINPORTAL_MICRO_BATCH", 16, minimum=1)
 
-# Security headers; cookies are marked Secure in production (set SECURE_COOKIES=false only
-# behind plain HTTP on a trusted network).
+# Security headers. Production defaults pass `manage.py check --deploy --fail-level WARNING`
+# (tested); CSP, Cache-Control: no-store and Permissions-Policy come from skinportal/security.py.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Cookies are Secure in production (set SECURE_COOKIES=false only behind plain HTTP on a trusted network).
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 if env_bool("SECURE_PROXY_SSL_HEADER", False):  # behind a TLS-terminating proxy that sets X-Forwarded-Proto
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# Load balancers probe these over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+
+# API rates ("number/second|minute|hour|day"): token creation per client address, uploads per user.
+SKINPORTAL_THROTTLE_TOKEN = env_str("SKINPORTAL_THROTTLE_TOKEN", "10/minute")
+SKINPORTAL_THROTTLE_UPLOADS = env_str("SKINPORTAL_THROTTLE_UPLOADS", "60/minute")
+for _name, _rate in (
+    ("SKINPORTAL_THROTTLE_TOKEN", SKINPORTAL_THROTTLE_TOKEN),
+    ("SKINPORTAL_THROTTLE_UPLOADS", SKINPORTAL_THROTTLE_UPLOADS),
+):
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(f"{_name} must look like 10/minute (per s, min, hour or day), not {_rate!r}.")
+
+# Cache: holds the API's throttle counters. The default is per process, so each gunicorn worker
+# would count alone (and allow the full rate); with several workers or machines set
+# CACHE_URL=redis://host:6379/1 so they share one count.
+_cache_url = env_optional_str("CACHE_URL")
+if _cache_url:
+    if not _cache_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"CACHE_URL must be a redis://, rediss:// or unix:// URL, got {_cache_url!r}.")
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "skinportal"}}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -255,6 +337,11 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "diagnosis.api.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "diagnosis.api.pagination.StandardPagination",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Scopes used by diagnosis.api.throttling.ScopedWriteRateThrottle: a 429 with Retry-After beyond them.
+    "DEFAULT_THROTTLE_RATES": {"token": SKINPORTAL_THROTTLE_TOKEN, "uploads": SKINPORTAL_THROTTLE_UPLOADS},
+    # Client address for per-IP rates: REMOTE_ADDR, or X-Forwarded-For behind trusted proxies.
+    # (Unset, DRF would take a client-supplied X-Forwarded-For as is: a fresh rate per forged header.)
+    "NUM_PROXIES": SKINPORTAL_TRUSTED_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -269,6 +356,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation documents the errors the framework around it can answer (401, 400, 404, 403, 429).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "diagnosis.api.schema.add_error_responses",
+    ],
 }
 
 LOGGING = {

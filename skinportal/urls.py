@@ -11,3 +11,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("diagnosis.urls")),
 ]
+
+handler400 = "skinportal.errors.bad_request"
+handler403 = "skinportal.errors.permission_denied"
+handler404 = "skinportal.errors.page_not_found"
+handler500 = "skinportal.errors.server_error"

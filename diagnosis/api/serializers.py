@@ -16,6 +16,18 @@ NOTICE = (
     "Decision support, not a diagnosis. SkinPortal is research and education software, not a certified medical device."
 )
 
+# Ids are 64-bit (BigAutoField). A larger or non-positive number in a filter or a reference is a
+# 400, never a database error: the fuzz found ?patient=<40 digits> answered 500 (OverflowError in
+# SQLite on a lookup across a relation; Django only guards lookups on the field itself).
+MAX_ID = 2**63 - 1
+
+
+class IdField(serializers.IntegerField):
+    """An object id in a request: a query filter or a reference in a body."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
 
 # --- Auth ----------------------------------------------------------------------------------
 
@@ -47,11 +59,11 @@ class MeOutput(serializers.Serializer):
 
 class PatientFilter(serializers.Serializer):
     q = serializers.CharField(required=False, allow_blank=True, help_text="Matches name or external id.")
-    organisation = serializers.IntegerField(required=False)
+    organisation = IdField(required=False)
 
 
 class PatientCreateInput(serializers.Serializer):
-    organisation = serializers.IntegerField(
+    organisation = IdField(
         required=False, help_text="Organisation id; optional when you can write to exactly one organisation."
     )
     external_id = serializers.CharField(max_length=64)
@@ -86,11 +98,11 @@ class PatientOutput(serializers.Serializer):
 
 
 class LesionFilter(serializers.Serializer):
-    patient = serializers.IntegerField(required=False)
+    patient = IdField(required=False)
 
 
 class LesionCreateInput(serializers.Serializer):
-    patient = serializers.IntegerField()
+    patient = IdField()
     body_site = serializers.ChoiceField(choices=BodySite.choices, help_text="HAM10000 anatomic-site vocabulary.")
     label = serializers.CharField(max_length=200)
     notes = serializers.CharField(required=False, allow_blank=True, default="")
@@ -121,9 +133,9 @@ class LesionOutput(serializers.Serializer):
 
 
 class ClassificationFilter(serializers.Serializer):
-    patient = serializers.IntegerField(required=False)
-    lesion = serializers.IntegerField(required=False)
-    image = serializers.IntegerField(required=False)
+    patient = IdField(required=False)
+    lesion = IdField(required=False)
+    image = IdField(required=False)
     flagged = serializers.BooleanField(
         required=False,
         allow_null=True,
@@ -173,12 +185,12 @@ class ClassificationOutput(serializers.Serializer):
 
 
 class ImageFilter(serializers.Serializer):
-    lesion = serializers.IntegerField(required=False)
-    patient = serializers.IntegerField(required=False)
+    lesion = IdField(required=False)
+    patient = IdField(required=False)
 
 
 class ImageCreateInput(serializers.Serializer):
-    lesion = serializers.IntegerField()
+    lesion = IdField()
     image = serializers.FileField(help_text="JPEG or PNG; metadata is removed, pixels are stored as PNG.")
     captured_at = serializers.DateField(required=False, help_text="Capture date (YYYY-MM-DD); default today.")
 
@@ -214,13 +226,13 @@ class ImageOutput(serializers.Serializer):
 
 
 class ReviewFilter(serializers.Serializer):
-    image = serializers.IntegerField(required=False)
-    lesion = serializers.IntegerField(required=False)
-    patient = serializers.IntegerField(required=False)
+    image = IdField(required=False)
+    lesion = IdField(required=False)
+    patient = IdField(required=False)
 
 
 class ReviewCreateInput(serializers.Serializer):
-    image = serializers.IntegerField()
+    image = IdField()
     diagnosis = serializers.ChoiceField(choices=DIAGNOSIS_CHOICES)
     histopathology_confirmed = serializers.BooleanField(required=False, default=False)
     comment = serializers.CharField(required=False, allow_blank=True, default="")
@@ -242,12 +254,10 @@ class ReviewOutput(serializers.Serializer):
 
 
 class BatchCreateInput(serializers.Serializer):
-    organisation = serializers.IntegerField(
+    organisation = IdField(
         required=False, help_text="Organisation id; optional with a lesion, or when you can write to one organisation."
     )
-    lesion = serializers.IntegerField(
-        required=False, help_text="Where the images go (ZIP: the files its CSV does not list)."
-    )
+    lesion = IdField(required=False, help_text="Where the images go (ZIP: the files its CSV does not list).")
     images = serializers.ListField(
         child=serializers.FileField(), required=False, allow_empty=True, help_text="Several JPEG/PNG files."
     )

@@ -1,5 +1,5 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from diagnosis.api import views
 from diagnosis.api.errors import api_not_found
@@ -25,9 +25,10 @@ urlpatterns = [
     ),
     path("reviews/", views.ReviewListApi.as_view(), name="api-review-list"),
     path("reviews/<int:review_id>/", views.ReviewDetailApi.as_view(), name="api-review-detail"),
-    # OpenAPI 3 schema and interactive docs; all assets are served locally (drf-spectacular-sidecar).
+    # OpenAPI 3 schema and interactive docs; all assets are served locally (drf-spectacular-sidecar),
+    # and the Swagger UI page loads its set-up script from a URL, not inline (Content-Security-Policy).
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     re_path(r"^.*$", api_not_found),
 ]

@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -22,12 +22,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from diagnosis import selectors, services
+from diagnosis import audit, selectors, services
 from diagnosis.api import serializers as s
 from diagnosis.api.pagination import StandardPagination
+from diagnosis.api.schema import ERROR
+from diagnosis.api.throttling import ScopedWriteRateThrottle
 from diagnosis.models import Membership, Organisation
-
-ERROR = OpenApiResponse(description='{"error": {"status", "code", "message", "fields"?}}')
+from diagnosis.scoping import scope_url_objects
 
 
 def _filters(serializer_class: type[drf_serializers.Serializer], request: Request) -> dict[str, Any]:
@@ -53,6 +54,18 @@ def _referenced(getter, field: str, **kwargs: Any):
         raise drf_serializers.ValidationError({field: [f"No such {field}."]}) from exc
 
 
+class ScopedApiView(APIView):
+    """Every API view: after DRF authenticated the caller (token or session) and checked the
+    permission, every object named in the URL is fetched through its scoped selector, so another
+    organisation's id is a 404 whatever the method (a 405 would tell an outsider the id exists)."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        scoped = scope_url_objects(user=request.user, url_kwargs=kwargs)
+        if scoped is not None:
+            request._request.audit_object = (scoped.object_type, scoped.instance.pk, scoped.organisation_id)
+
+
 class PaginatedListMixin:
     pagination_class = StandardPagination  # also tells drf-spectacular the list is paginated
 
@@ -65,14 +78,18 @@ class PaginatedListMixin:
 # --- Auth ----------------------------------------------------------------------------------
 
 
-class AuthTokenApi(APIView):
+class AuthTokenApi(ScopedApiView):
     authentication_classes: list = []  # no session, so no CSRF check on this one POST
+    throttle_classes = (ScopedWriteRateThrottle,)
+    throttle_scope = "token"  # per client address
     permission_classes = [AllowAny]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(request=s.TokenInput, responses={200: s.TokenOutput, 400: ERROR}, tags=["auth"], auth=[])
+    @extend_schema(request=s.TokenInput, responses={200: s.TokenOutput, 400: ERROR, 429: ERROR}, tags=["auth"], auth=[])
     def post(self, request: Request) -> Response:
         data = _input(s.TokenInput, request)
+        # The Django request, so django-axes counts the failure; once the username is locked out for
+        # this address, its middleware answers 429 "locked_out" (skinportal.accounts) instead of the 400.
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise drf_serializers.ValidationError(
@@ -82,7 +99,7 @@ class AuthTokenApi(APIView):
         return Response(s.TokenOutput({"token": token.key}).data)
 
 
-class MeApi(APIView):
+class MeApi(ScopedApiView):
     @extend_schema(responses={200: s.MeOutput}, tags=["auth"])
     def get(self, request: Request) -> Response:
         memberships = Membership.objects.filter(user=request.user).select_related("organisation")
@@ -96,7 +113,7 @@ class MeApi(APIView):
 # --- Patients ------------------------------------------------------------------------------
 
 
-class PatientListApi(PaginatedListMixin, APIView):
+class PatientListApi(PaginatedListMixin, ScopedApiView):
     @extend_schema(parameters=[s.PatientFilter], responses={200: s.PatientOutput(many=True)}, tags=["patients"])
     def get(self, request: Request) -> Response:
         filters = _filters(s.PatientFilter, request)
@@ -112,6 +129,7 @@ class PatientListApi(PaginatedListMixin, APIView):
         data = _input(s.PatientCreateInput, request)
         organisation = self._organisation(request, data.pop("organisation", None))
         patient = services.patient_create(user=request.user, organisation=organisation, **data)
+        audit.note(request, patient, "patient")
         return Response(s.PatientOutput(patient).data, status=status.HTTP_201_CREATED)
 
     @staticmethod
@@ -129,7 +147,7 @@ class PatientListApi(PaginatedListMixin, APIView):
         raise drf_serializers.ValidationError({"organisation": ["You belong to several organisations: say which one."]})
 
 
-class PatientDetailApi(APIView):
+class PatientDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.PatientOutput, 404: ERROR}, tags=["patients"])
     def get(self, request: Request, patient_id: int) -> Response:
         return Response(s.PatientOutput(selectors.patient_get(user=request.user, patient_id=patient_id)).data)
@@ -149,7 +167,7 @@ class PatientDetailApi(APIView):
 # --- Lesions -------------------------------------------------------------------------------
 
 
-class LesionListApi(PaginatedListMixin, APIView):
+class LesionListApi(PaginatedListMixin, ScopedApiView):
     @extend_schema(parameters=[s.LesionFilter], responses={200: s.LesionOutput(many=True)}, tags=["lesions"])
     def get(self, request: Request) -> Response:
         filters = _filters(s.LesionFilter, request)
@@ -164,11 +182,12 @@ class LesionListApi(PaginatedListMixin, APIView):
         data = _input(s.LesionCreateInput, request)
         patient = _referenced(selectors.patient_get, "patient", user=request.user, patient_id=data.pop("patient"))
         lesion = services.lesion_create(user=request.user, patient=patient, **data)
+        audit.note(request, lesion, "lesion")
         lesion = selectors.lesion_get(user=request.user, lesion_id=lesion.pk)
         return Response(s.LesionOutput(lesion).data, status=status.HTTP_201_CREATED)
 
 
-class LesionDetailApi(APIView):
+class LesionDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.LesionOutput, 404: ERROR}, tags=["lesions"])
     def get(self, request: Request, lesion_id: int) -> Response:
         return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
@@ -188,8 +207,10 @@ class LesionDetailApi(APIView):
 # --- Images --------------------------------------------------------------------------------
 
 
-class ImageListApi(PaginatedListMixin, APIView):
+class ImageListApi(PaginatedListMixin, ScopedApiView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = (ScopedWriteRateThrottle,)
+    throttle_scope = "uploads"  # POST only, per user
 
     @extend_schema(parameters=[s.ImageFilter], responses={200: s.ImageOutput(many=True)}, tags=["images"])
     def get(self, request: Request) -> Response:
@@ -201,7 +222,7 @@ class ImageListApi(PaginatedListMixin, APIView):
 
     @extend_schema(
         request={"multipart/form-data": s.ImageCreateInput},
-        responses={201: s.ImageOutput, 400: ERROR, 403: ERROR},
+        responses={201: s.ImageOutput, 400: ERROR, 403: ERROR, 429: ERROR},
         tags=["images"],
         description="Upload one image of a lesion. With the embedded (eager) worker the response already "
         "carries the classification; with a separate worker `classification` is null until it finishes: "
@@ -217,18 +238,19 @@ class ImageListApi(PaginatedListMixin, APIView):
         (image,) = services.lesion_image_upload(
             user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
         )
+        audit.note(request, image, "image")
         image = selectors.image_get(user=request.user, image_id=image.pk)  # with its classification
         return Response(s.ImageOutput(image, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
-class ImageDetailApi(APIView):
+class ImageDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.ImageOutput, 404: ERROR}, tags=["images"])
     def get(self, request: Request, image_id: int) -> Response:
         image = selectors.image_get(user=request.user, image_id=image_id)
         return Response(s.ImageOutput(image, context={"request": request}).data)
 
 
-class ImageFileApi(APIView):
+class ImageFileApi(ScopedApiView):
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 404: ERROR}, tags=["images"])
     def get(self, request: Request, image_id: int) -> FileResponse:
         image = selectors.image_get(user=request.user, image_id=image_id)
@@ -237,11 +259,10 @@ class ImageFileApi(APIView):
         except OSError as exc:
             raise Http404("The image file is missing.") from exc
         response = FileResponse(handle, content_type="image/png")
-        response["Cache-Control"] = "private, max-age=3600"
         return response
 
 
-class ImageClassifyApi(APIView):
+class ImageClassifyApi(ScopedApiView):
     @extend_schema(
         request=None,
         responses={202: s.ImageOutput, 403: ERROR, 404: ERROR},
@@ -258,7 +279,7 @@ class ImageClassifyApi(APIView):
 # --- Classifications -----------------------------------------------------------------------
 
 
-class ClassificationListApi(PaginatedListMixin, APIView):
+class ClassificationListApi(PaginatedListMixin, ScopedApiView):
     @extend_schema(
         parameters=[s.ClassificationFilter],
         responses={200: s.ClassificationOutput(many=True), 400: ERROR},
@@ -279,7 +300,7 @@ class ClassificationListApi(PaginatedListMixin, APIView):
         return self.paginate(request, classifications, s.ClassificationOutput)
 
 
-class ClassificationDetailApi(APIView):
+class ClassificationDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.ClassificationOutput, 404: ERROR}, tags=["classifications"])
     def get(self, request: Request, classification_id: int) -> Response:
         classification = selectors.classification_get(user=request.user, classification_id=classification_id)
@@ -289,7 +310,7 @@ class ClassificationDetailApi(APIView):
 # --- Reviews -------------------------------------------------------------------------------
 
 
-class ReviewListApi(PaginatedListMixin, APIView):
+class ReviewListApi(PaginatedListMixin, ScopedApiView):
     @extend_schema(parameters=[s.ReviewFilter], responses={200: s.ReviewOutput(many=True)}, tags=["reviews"])
     def get(self, request: Request) -> Response:
         filters = _filters(s.ReviewFilter, request)
@@ -308,10 +329,11 @@ class ReviewListApi(PaginatedListMixin, APIView):
         data = _input(s.ReviewCreateInput, request)
         image = _referenced(selectors.image_get, "image", user=request.user, image_id=data.pop("image"))
         review = services.review_create(user=request.user, image=image, **data)
+        audit.note(request, review, "review")
         return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
 
 
-class ReviewDetailApi(APIView):
+class ReviewDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.ReviewOutput, 404: ERROR}, tags=["reviews"])
     def get(self, request: Request, review_id: int) -> Response:
         return Response(s.ReviewOutput(selectors.review_get(user=request.user, review_id=review_id)).data)
@@ -345,8 +367,10 @@ def batch_data(batch, *, with_images: bool = False) -> dict[str, Any]:
     return data
 
 
-class BatchListApi(PaginatedListMixin, APIView):
+class BatchListApi(PaginatedListMixin, ScopedApiView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = (ScopedWriteRateThrottle,)
+    throttle_scope = "uploads"  # POST only, per user
 
     @extend_schema(responses={200: s.BatchOutput(many=True)}, tags=["batches"])
     def get(self, request: Request) -> Response:
@@ -356,7 +380,7 @@ class BatchListApi(PaginatedListMixin, APIView):
 
     @extend_schema(
         request={"multipart/form-data": s.BatchCreateInput},
-        responses={201: s.BatchDetailOutput, 400: ERROR, 403: ERROR},
+        responses={201: s.BatchDetailOutput, 400: ERROR, 403: ERROR, 429: ERROR},
         tags=["batches"],
         description="Upload several images (`images`, repeated) or one ZIP (`archive`, optionally with a CSV "
         "mapping each file to patient external id, lesion label, body site and capture date). Invalid files are "
@@ -382,11 +406,12 @@ class BatchListApi(PaginatedListMixin, APIView):
             archive_name=(archive.name or "") if archive is not None else "",
             captured_at=data.get("captured_at"),
         )
+        audit.note(request, batch, "batch")
         batch = selectors.batch_get(user=request.user, batch_id=batch.pk)
         return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data, status=status.HTTP_201_CREATED)
 
 
-class BatchDetailApi(APIView):
+class BatchDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.BatchDetailOutput, 404: ERROR}, tags=["batches"])
     def get(self, request: Request, batch_id: int) -> Response:
         batch = selectors.batch_get(user=request.user, batch_id=batch_id)

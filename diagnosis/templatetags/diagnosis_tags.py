@@ -22,7 +22,8 @@ def percent(value: float | None, digits: int = 1) -> str:
 
 @register.filter
 def bar_width(value: float | None) -> str:
-    """A CSS width for a probability bar, never narrower than a visible sliver."""
+    """A bar's length on a 0-100 SVG scale (an attribute, not an inline style: the Content
+    Security Policy allows no inline styles), never shorter than a visible sliver."""
     if value is None:
-        return "0%"
-    return f"{max(0.5, min(100.0, float(value) * 100)):.1f}%"
+        return "0"
+    return f"{max(0.5, min(100.0, float(value) * 100)):.1f}"

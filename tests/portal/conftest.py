@@ -94,6 +94,24 @@ def _media_root(settings, tmp_path: Path) -> Path:
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """Every portal test creates users; PBKDF2's deliberate slowness (about a second per hash on a
+    busy 2-core machine) would dominate the suite. Autouse fixtures run before the user fixtures.
+    Tests of password rules and lockouts do not depend on the hash algorithm."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """API throttle counters live in the cache: one test's requests must not count against the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def shipped_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Serve the model named by ml/models/CURRENT (skips while it does not exist yet)."""

@@ -186,7 +186,7 @@ def test_it_uploads_several_images_at_once(owner, lesion, run_on_commit):
         (b"", "empty"),
         (b"hello, I am text", "not a recognised image"),
         (image_bytes(fmt="bmp"), "JPEG or PNG"),
-        (image_bytes(fmt="png")[:60], "could not be decoded"),
+        (image_bytes(fmt="png")[:60], "truncated"),
     ],
 )
 def test_it_rejects_bad_files_and_stores_nothing(owner, lesion, data, message, run_on_commit):

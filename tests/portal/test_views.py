@@ -117,13 +117,13 @@ def test_it_shows_validation_errors_when_creating_a_patient(client_for, owner, o
     response = client_for(owner).post(
         reverse("patient-create"), {"organisation": org.pk, "external_id": "MRN-001", "name": "Dup"}
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert "already exists in this organisation" in response.content.decode()
     response = client_for(owner).post(
         reverse("patient-create"),
         {"organisation": org.pk, "external_id": "", "name": "", "date_of_birth": "31/31/2020"},
     )
-    assert response.status_code == 200 and "This field is required" in response.content.decode()
+    assert response.status_code == 400 and "This field is required" in response.content.decode()
     assert Patient.objects.count() == 1
 
 
@@ -131,7 +131,7 @@ def test_it_does_not_let_a_user_create_a_patient_in_another_organisation(client_
     response = client_for(owner).post(
         reverse("patient-create"), {"organisation": other_org.pk, "external_id": "X", "name": "Y"}
     )
-    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    assert response.status_code == 400 and "Select a valid choice" in response.content.decode()
     assert not Patient.objects.exists()
 
 
@@ -183,7 +183,7 @@ def test_it_rejects_an_unknown_body_site(client_for, colleague, patient):
     response = client_for(colleague).post(
         reverse("lesion-create", args=[patient.pk]), {"label": "x", "body_site": "elbow"}
     )
-    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    assert response.status_code == 400 and "Select a valid choice" in response.content.decode()
     assert not Lesion.objects.exists()
 
 
@@ -260,7 +260,7 @@ def test_it_explains_a_rejected_upload(client_for, colleague, lesion, files, mes
     response = client_for(colleague).post(
         reverse("lesion-upload", args=[lesion.pk]), {"images": files, "captured_at": "2024-05-01"}
     )
-    assert response.status_code == 200 and message in response.content.decode()
+    assert response.status_code == 400 and message in response.content.decode()
     assert not LesionImage.objects.exists()
 
 

@@ -1,0 +1,91 @@
+"""Read-only exports of patient data (nothing here writes to the database)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+from django.utils import timezone
+
+from diagnosis.models import Patient
+
+EXPORT_FORMAT = 1
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def patient_export_zip(*, patient: Patient) -> bytes:
+    """One patient's whole record as a ZIP: `patient.json` (details, lesions, images with every
+    model version's classification and every clinician review) and `images/<image id>.png`
+    (the stored, metadata-free pixels). For a referral, a second opinion or the patient's own
+    request for their data."""
+    lesions = patient.lesions.prefetch_related("images__classifications", "images__reviews__author").order_by("id")
+    record: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "exported_at": timezone.now().isoformat(),
+        "notice": "SkinPortal is decision support for research and education, not a certified medical device.",
+        "patient": {
+            "id": patient.pk,
+            "external_id": patient.external_id,
+            "name": patient.name,
+            "date_of_birth": _iso(patient.date_of_birth),
+            "sex": patient.sex,
+            "notes": patient.notes,
+            "organisation": patient.organisation.name,
+        },
+        "lesions": [],
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for lesion in lesions:
+            lesion_row: dict[str, Any] = {
+                "id": lesion.pk,
+                "label": lesion.label,
+                "body_site": lesion.body_site,
+                "notes": lesion.notes,
+                "images": [],
+            }
+            for image in lesion.images.all():
+                member = f"images/{image.pk}.png"
+                with image.file.open("rb") as handle:
+                    archive.writestr(member, handle.read())
+                lesion_row["images"].append(
+                    {
+                        "id": image.pk,
+                        "file": member,
+                        "sha256": image.sha256,
+                        "captured_at": _iso(image.captured_at),
+                        "uploaded_at": _iso(image.uploaded_at),
+                        "classifications": [
+                            {
+                                "model_version": c.model_version,
+                                "status": c.status,
+                                "top_class": c.top_class,
+                                "probabilities": c.probabilities,
+                                "malignancy_score": c.malignancy_score,
+                                "malignant": c.malignant,
+                                "threshold": c.threshold,
+                                "error_message": c.error_message,
+                                "finished_at": _iso(c.finished_at),
+                            }
+                            for c in image.classifications.all()
+                        ],
+                        "reviews": [
+                            {
+                                "diagnosis": r.diagnosis,
+                                "histopathology_confirmed": r.histopathology_confirmed,
+                                "comment": r.comment,
+                                "author": r.author.get_username() if r.author else None,
+                                "created_at": _iso(r.created_at),
+                            }
+                            for r in image.reviews.all()
+                        ],
+                    }
+                )
+            record["lesions"].append(lesion_row)
+        archive.writestr("patient.json", json.dumps(record, indent=2, ensure_ascii=False))
+    return buffer.getvalue()

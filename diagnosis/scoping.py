@@ -1,0 +1,85 @@
+"""Organisation scoping of every object named in a URL, before anything else sees the request.
+
+Each `<thing>_id` in a route is fetched through its one scoped selector (`patient_get`,
+`lesion_get`, ...). An id of another organisation, or one that does not exist, is a 404 for every
+method: an outsider cannot tell "not yours" from "not there", nor learn which methods a route
+takes. Pages are checked by `ObjectScopeMiddleware` (diagnosis/middleware.py) and API views by
+`ScopedApiView` (diagnosis/api/views.py), after DRF has authenticated the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Model
+
+from diagnosis import selectors
+from diagnosis.models import Batch, Classification, ClinicianReview, Lesion, LesionImage, Organisation, Patient
+
+
+@dataclass(frozen=True)
+class ScopedObject:
+    object_type: str  # "patient", "lesion", "image", ...
+    instance: Model
+    organisation_id: int
+
+
+def _organisation_id(instance: Model) -> int:
+    if isinstance(instance, Organisation):
+        return instance.pk
+    if isinstance(instance, (Patient, Batch)):
+        return instance.organisation_id
+    if isinstance(instance, Lesion):
+        return instance.patient.organisation_id
+    if isinstance(instance, LesionImage):
+        return instance.lesion.patient.organisation_id
+    if isinstance(instance, (Classification, ClinicianReview)):
+        return instance.image.lesion.patient.organisation_id
+    return instance.organisation_id  # a membership
+
+
+# URL keyword -> (object type, scoped getter). The order matters only for membership_id, which
+# is looked up inside the organisation named before it.
+_GETTERS: dict[str, tuple[str, Callable[..., Model]]] = {
+    "organisation_id": (
+        "organisation",
+        lambda user, pk, found: selectors.organisation_get(user=user, organisation_id=pk),
+    ),
+    "membership_id": (
+        "membership",
+        lambda user, pk, found: selectors.membership_get(organisation=found["organisation_id"], membership_id=pk),
+    ),
+    "patient_id": ("patient", lambda user, pk, found: selectors.patient_get(user=user, patient_id=pk)),
+    "lesion_id": ("lesion", lambda user, pk, found: selectors.lesion_get(user=user, lesion_id=pk)),
+    "image_id": ("image", lambda user, pk, found: selectors.image_get(user=user, image_id=pk)),
+    "batch_id": ("batch", lambda user, pk, found: selectors.batch_get(user=user, batch_id=pk)),
+    "classification_id": (
+        "classification",
+        lambda user, pk, found: selectors.classification_get(user=user, classification_id=pk),
+    ),
+    "review_id": ("review", lambda user, pk, found: selectors.review_get(user=user, review_id=pk)),
+}
+
+SCOPED_URL_KWARGS = frozenset(_GETTERS)
+
+
+def scope_url_objects(*, user: Any, url_kwargs: Mapping[str, Any]) -> ScopedObject | None:
+    """Fetch every object named in the URL as `user` may see it; raises Http404 for the first one
+    they may not. Returns the innermost object (the one the route is about), or None.
+
+    An `_id` keyword this module does not know is a programming error, refused loudly rather
+    than served unscoped.
+    """
+    unknown = [key for key in url_kwargs if key.endswith("_id") and key not in _GETTERS]
+    if unknown:
+        raise ImproperlyConfigured(f"URL keyword(s) {unknown} have no scoped getter in diagnosis/scoping.py")
+    found: dict[str, Model] = {}
+    last: ScopedObject | None = None
+    for key, (object_type, getter) in _GETTERS.items():
+        if key in url_kwargs:
+            found[key] = getter(user, url_kwargs[key], found)
+            last = ScopedObject(object_type, found[key], _organisation_id(found[key]))
+    return last
