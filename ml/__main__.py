@@ -12,6 +12,7 @@ commands:
   bench     compare Keras, onnxruntime fp32 and int8 speed on this machine
   ensemble  package the logit average of trained bundles (optionally over flips; needs 'train')
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
+  int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
 """
 
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         from ml.training.ensemble import main as run
     elif command == "card":
         from ml.card import main as run
+    elif command == "int8-check":
+        from ml.int8_check import main as run
     else:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ml.cpu import int8_kernel_class
 from ml.errors import MLError, ModelIntegrityError
 from ml.manifest import default_model_dir, load_manifest, sha256_file
 from ml.metrics import softmax
@@ -252,7 +253,8 @@ def machine_description(threads: int, tf_version: str | None) -> str:
     except (AttributeError, OSError):
         load = ""
     return (
-        f"{cpu_model()}, {cores} logical core(s) ({usable} usable){load}; {platform.system()} {platform.machine()}, "
+        f"{cpu_model()} (int8 kernels: {int8_kernel_class()}), {cores} logical core(s) ({usable} usable){load}; "
+        f"{platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, onnxruntime {ort.__version__}, numpy {np.__version__}, "
         f"OpenCV {cv2.__version__}, {tf_text}; {threads} intra-op thread(s) for onnxruntime and TensorFlow"
     )

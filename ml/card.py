@@ -175,8 +175,14 @@ def render_card(model_dir: str) -> str:
         f"fp32 on {quant['checked_on_validation_images']} validation images = {quant['agreement']:.4f}"
         + (f" (packaging gate {quant['required_agreement']:.2f}; the project's target is 0.99"
            f"{', met' if quant['agreement'] >= 0.99 else ', **not met**: prefer fp32'})."
-           if "required_agreement" in quant else ".")
-        + "\n")
+           if "required_agreement" in quant else "."))
+    by_cpu = quant.get("agreement_by_cpu", {})
+    if by_cpu:
+        add("- The agreement depends on the CPU's int8 kernels (onnxruntime uses VNNI instructions where "
+            "present, else AVX2, whose 16-bit multiply-add saturates); measured per CPU class with "
+            "`python -m ml int8-check`: " + ", ".join(f"{cpu} {value:.4f}" for cpu, value in sorted(by_cpu.items()))
+            + ". Serve fp32 (the default) where it is below the gate.")
+    add("")
 
     add("## Known limits\n")
     add(KNOWN_LIMITS)

@@ -14,6 +14,7 @@ and nothing is served. Settings (environment):
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -24,10 +25,13 @@ import numpy as np
 import onnxruntime as ort
 
 from ml.classes import CLASSES
+from ml.cpu import int8_kernel_class
 from ml.errors import InvalidImageError, ModelIntegrityError
 from ml.manifest import VARIANTS, default_model_dir, load_manifest, variant_file
 from ml.metrics import malignancy_scores, softmax
 from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess
+
+logger = logging.getLogger(__name__)
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray
 
@@ -89,6 +93,30 @@ class Classifier:
         except Exception as exc:  # onnxruntime raises its own untyped errors on a bad file
             raise ModelIntegrityError(f"onnxruntime cannot load {self.path}: {exc}") from exc
         self._check_session()
+        if variant == "int8":
+            self._warn_about_int8_on_this_cpu()
+
+    def _warn_about_int8_on_this_cpu(self) -> None:
+        """int8 kernels differ by CPU class (ml/cpu.py): say so when this class's measured
+        agreement with fp32 is below the bundle's own gate, or was never measured."""
+        check = self.manifest.get("checks", {}).get("int8", {})
+        cpu_class = int8_kernel_class()
+        measured = check.get("agreement_by_cpu", {}).get(cpu_class)
+        required = float(check.get("required_agreement", 0.0))
+        if measured is None:
+            logger.warning(
+                "int8 variant: its agreement with fp32 was not measured on this CPU class (%s); "
+                "run `python -m ml int8-check --record` or serve fp32",
+                cpu_class,
+            )
+        elif measured < required:
+            logger.warning(
+                "int8 variant: on this CPU class (%s) it agrees with fp32 on only %.3f of validation images "
+                "(bundle gate %.2f): serve fp32 (SKINPORTAL_MODEL_VARIANT=fp32)",
+                cpu_class,
+                measured,
+                required,
+            )
 
     @property
     def model_version(self) -> str:

@@ -7,7 +7,8 @@ import pytest
 from ml.classes import CLASSES, MALIGNANT_CLASSES
 from ml.errors import ImageTooLargeError, InvalidImageError, ModelIntegrityError
 from ml.inference import Classifier, get_classifier, reset_classifier
-from ml.manifest import load_manifest
+from ml.cpu import int8_kernel_class
+from ml.manifest import load_manifest, write_manifest
 from tests.conftest import encode, make_image
 from tests.tinymodel import write_tiny_bundle
 
@@ -126,3 +127,33 @@ def test_it_rejects_bad_settings(bundle, monkeypatch):
     with pytest.raises(ValueError, match="SKINPORTAL_ORT_THREADS"):
         get_classifier()
     reset_classifier()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "warning"),
+    [(None, "not measured on this CPU class"), (0.5, "agrees with fp32 on only 0.500"), (0.995, None)],
+)
+def test_it_warns_when_int8_is_weak_or_unmeasured_on_this_cpu(bundle, caplog, recorded, warning):
+    manifest = load_manifest(bundle)
+    check = {"required_agreement": 0.9}
+    if recorded is not None:
+        check["agreement_by_cpu"] = {int8_kernel_class(): recorded}
+    manifest["checks"] = {"int8": check}
+    write_manifest(bundle, manifest)
+    with caplog.at_level("WARNING", logger="ml.inference"):
+        Classifier(bundle, variant="int8")
+        Classifier(bundle, variant="fp32")  # fp32 never warns
+    messages = [r.getMessage() for r in caplog.records if r.name == "ml.inference"]
+    if warning is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warning in messages[0]
+
+
+def test_it_classifies_the_cpu_for_int8_kernels(monkeypatch):
+    from ml import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert cpu.int8_kernel_class() == "vnni"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    assert cpu.int8_kernel_class() == "avx2"

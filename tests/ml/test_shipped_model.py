@@ -10,6 +10,7 @@ import pytest
 from ml.card import CARD_PATH, render_card
 from ml.classes import CLASSES
 from ml.data import load_metadata, read_split_csv, records_in
+from ml.cpu import int8_kernel_class
 from ml.inference import Classifier
 from ml.manifest import MODELS_DIR, shipped_model_dir, load_manifest, sha256_file
 from ml.metrics import summary
@@ -99,9 +100,14 @@ def test_it_reproduces_the_reported_test_metrics(bundle, manifest, test_split):
 
 @needs_ham10000
 def test_its_int8_variant_agrees_with_fp32_as_reported(bundle, manifest, test_split):
-    """On held-out images the int8 copy agrees with fp32 about as often as packaging measured on validation."""
+    """On held-out images the int8 copy agrees with fp32 about as often as measured on validation
+    for this CPU class (onnxruntime's int8 kernels differ between VNNI and AVX2 CPUs)."""
+    cpu_class = int8_kernel_class()
+    recorded = manifest["checks"]["int8"].get("agreement_by_cpu", {}).get(cpu_class)
+    if recorded is None:
+        pytest.skip(f"no int8 agreement recorded for CPU class {cpu_class}: run python -m ml int8-check --record")
     fp32, int8 = Classifier(bundle, variant="fp32"), Classifier(bundle, variant="int8")
     sample = test_split[::3]
     batch = np.stack([fp32.prepare(open(r.path, "rb").read()) for r in sample])
     agreement = (fp32.probabilities(batch).argmax(1) == int8.probabilities(batch).argmax(1)).mean()
-    assert agreement >= manifest["checks"]["int8"]["agreement"] - 0.05
+    assert abs(agreement - recorded) <= 0.05
