@@ -3,7 +3,8 @@
 * Pages, API and admin: `AuditMiddleware` records one event per request to a route listed in
   `AUDITED_ROUTES` (whatever the method and the outcome: a 404 for another organisation's id is
   a denied attempt, a 400 a refused one), after the response is built, so the status is known.
-* Background tasks: `audit_classifications_record` records one event per image classified.
+* Background tasks: `audit_classifications_record` records one event per image classified;
+  `import_images` one per image it imports (`audit_command_record`).
 * Sign-in: failed logins and lockouts (signals, connected in apps.py).
 
 Events hold ids, the route's name and the outcome, never patient data (no names, no search
@@ -253,6 +254,18 @@ def audit_classifications_record(*, classifications: Sequence[Classification], r
             request_id=request_id[:64],
         )
         for c in classifications
+    )
+
+
+def audit_command_record(*, command: str, action: str, instance: LesionImage, organisation_id: int) -> AuditEvent:
+    """Patient data written by an operator's management command (bulk import)."""
+    return AuditEvent.objects.create(
+        organisation_id=organisation_id,
+        action=action,
+        object_type="image",
+        object_id=instance.pk,
+        surface=AuditSurface.COMMAND,
+        route=command,
     )
 
 

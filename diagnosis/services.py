@@ -844,7 +844,7 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
         lesion = Lesion(patient=patient, label=row.lesion_label, body_site=body_site)
         lesion.full_clean(exclude=["created_by"])
         lesion.save()
-    return _store_image(
+    image = _store_image(
         lesion=lesion,
         item=item,
         source=row.data,
@@ -853,6 +853,10 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
         user=None,
         batch=batch,
     )
+    audit.audit_command_record(
+        command="import_images", action="create", instance=image, organisation_id=organisation.pk
+    )
+    return image
 
 
 @transaction.atomic

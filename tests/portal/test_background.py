@@ -15,7 +15,15 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from diagnosis import services
-from diagnosis.models import Batch, Classification, ClassificationStatus, LesionImage, Organisation, Patient
+from diagnosis.models import (
+    AuditEvent,
+    Batch,
+    Classification,
+    ClassificationStatus,
+    LesionImage,
+    Organisation,
+    Patient,
+)
 from ml.inference import reset_classifier
 from skinportal.celery import ort_threads_for
 from tests.portal.conftest import GREEN, RED, REPO_ROOT, STAND_IN_VERSION, build_stand_in_bundle, image_bytes
@@ -78,6 +86,11 @@ def test_it_imports_a_ham10000_style_archive_and_never_twice(ham_folder):
     assert Classification.objects.filter(status="succeeded", model_version=STAND_IN_VERSION).count() == 3
     batch = Batch.objects.get(kind="import")
     assert batch.received == 5 and len(batch.rejected) == 2  # 3 imported + 2 refused
+    imported = AuditEvent.objects.filter(surface="command", route="import_images")
+    assert sorted(imported.values_list("object_id", flat=True)) == sorted(
+        LesionImage.objects.values_list("pk", flat=True)
+    )
+    assert set(imported.values_list("organisation_id", flat=True)) == {organisation.pk}
 
     out, _ = _run(*args)  # again: nothing new
     assert "Imported 0 image(s), skipped 3 already imported, 2 bad row(s)" in out
