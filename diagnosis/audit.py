@@ -35,6 +35,7 @@ from diagnosis.models import (
     Membership,
     Patient,
 )
+from diagnosis.scoping import ORGANISATION_PATHS
 from skinportal import accounts
 
 logger = logging.getLogger(__name__)
@@ -104,12 +105,12 @@ _ADMIN_ROUTE = re.compile(r"^diagnosis_(?P<model>[a-z]+)_(?P<page>changelist|add
 # Unscoped lookups of a target's organisation, only to file a denied attempt under the
 # organisation whose data was aimed at (its admins see it in their log).
 _MODELS_BY_TYPE = {
-    "patient": (Patient, "organisation_id"),
-    "lesion": (Lesion, "patient__organisation_id"),
-    "image": (LesionImage, "lesion__patient__organisation_id"),
-    "classification": (Classification, "image__lesion__patient__organisation_id"),
-    "review": (ClinicianReview, "image__lesion__patient__organisation_id"),
-    "batch": (Batch, "organisation_id"),
+    "patient": Patient,
+    "lesion": Lesion,
+    "image": LesionImage,
+    "classification": Classification,
+    "review": ClinicianReview,
+    "batch": Batch,
 }
 
 MAX_OBJECT_ID = 2**63 - 1  # BigIntegerField
@@ -139,12 +140,11 @@ def note(request: Any, instance: Any, object_type: str) -> None:
 
 
 def _organisation_of(object_type: str, pk: Any) -> int | None:
-    model_and_path = _MODELS_BY_TYPE.get(object_type)
-    if model_and_path is None:
+    model = _MODELS_BY_TYPE.get(object_type)
+    if model is None:
         return None
-    model, path = model_and_path
     try:
-        return model.objects.filter(pk=int(pk)).values_list(path, flat=True).first()
+        return model.objects.filter(pk=int(pk)).values_list(ORGANISATION_PATHS[object_type], flat=True).first()
     except (TypeError, ValueError):
         return None
 

@@ -17,7 +17,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
 
 from diagnosis import selectors
-from diagnosis.models import Batch, Classification, ClinicianReview, Lesion, LesionImage, Organisation, Patient
 
 
 @dataclass(frozen=True)
@@ -27,18 +26,25 @@ class ScopedObject:
     organisation_id: int
 
 
-def _organisation_id(instance: Model) -> int:
-    if isinstance(instance, Organisation):
-        return instance.pk
-    if isinstance(instance, (Patient, Batch)):
-        return instance.organisation_id
-    if isinstance(instance, Lesion):
-        return instance.patient.organisation_id
-    if isinstance(instance, LesionImage):
-        return instance.lesion.patient.organisation_id
-    if isinstance(instance, (Classification, ClinicianReview)):
-        return instance.image.lesion.patient.organisation_id
-    return instance.organisation_id  # a membership
+# Object type -> the path from it to its organisation's id (ORM lookup syntax). Scoping follows
+# it through loaded attributes; the audit trail uses it as a query for ids it could not fetch.
+ORGANISATION_PATHS: dict[str, str] = {
+    "organisation": "pk",
+    "membership": "organisation_id",
+    "patient": "organisation_id",
+    "batch": "organisation_id",
+    "lesion": "patient__organisation_id",
+    "image": "lesion__patient__organisation_id",
+    "classification": "image__lesion__patient__organisation_id",
+    "review": "image__lesion__patient__organisation_id",
+}
+
+
+def _organisation_id(object_type: str, instance: Model) -> int:
+    value: Any = instance
+    for attribute in ORGANISATION_PATHS[object_type].split("__"):
+        value = getattr(value, attribute)
+    return value
 
 
 # URL keyword -> (object type, scoped getter). The order matters only for membership_id, which
@@ -81,5 +87,5 @@ def scope_url_objects(*, user: Any, url_kwargs: Mapping[str, Any]) -> ScopedObje
     for key, (object_type, getter) in _GETTERS.items():
         if key in url_kwargs:
             found[key] = getter(user, url_kwargs[key], found)
-            last = ScopedObject(object_type, found[key], _organisation_id(found[key]))
+            last = ScopedObject(object_type, found[key], _organisation_id(object_type, found[key]))
     return last
