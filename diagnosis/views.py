@@ -518,7 +518,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
         request,
         "diagnosis/batch_form.html",
         {"form": form, "lesion": lesion, "patient": lesion.patient if lesion else None},
-        status=400 if request.method == "POST" else 200,
+        status=_form_status(request),
     )
 
 

@@ -25,7 +25,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from diagnosis import services
-from diagnosis.models import Lesion, LesionImage, Organisation, Patient, Role
+from diagnosis.models import Lesion, LesionImage, Membership, Organisation, Patient, Role
 from ml.classes import CLASSES
 from ml.inference import reset_classifier
 from tests.tinymodel import write_bundle
@@ -228,6 +228,27 @@ def upload(owner, lesion, run_on_commit) -> Callable[..., LesionImage]:
         return image
 
     return _upload
+
+
+@pytest.fixture
+def victim(owner, colleague, org, patient, lesion, upload, run_on_commit) -> dict[str, int]:
+    """One object of every kind in `org` (the organisation an outsider attacks), by URL keyword."""
+    image = upload(image_bytes(RED))
+    review = services.review_create(user=colleague, image=image, diagnosis="mel", comment="looks irregular")
+    with run_on_commit():
+        batch = services.batch_create(
+            user=owner, lesion=lesion, files=[services.ImageUpload(name="b.png", data=image_bytes(GREEN))]
+        )
+    return {
+        "organisation_id": org.pk,
+        "membership_id": Membership.objects.get(user=owner, organisation=org).pk,
+        "patient_id": patient.pk,
+        "lesion_id": lesion.pk,
+        "image_id": image.pk,
+        "batch_id": batch.pk,
+        "classification_id": image.classifications.get().pk,
+        "review_id": review.pk,
+    }
 
 
 @pytest.fixture

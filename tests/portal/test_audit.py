@@ -14,7 +14,6 @@ from django.urls import reverse
 from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ROUTES
 from diagnosis.models import AuditEvent, AuditOutcome
 from tests.portal.conftest import PASSWORD, RED, image_bytes
-from tests.portal.test_isolation import victim  # noqa: F401  (the fixture)
 from tests.portal.urlwalk import url_routes
 
 # Named routes that show no patient data (health, sign-in, the caller's own account, members,
@@ -66,7 +65,7 @@ def test_it_lists_every_route_as_audited_or_as_holding_no_patient_data():
     assert set(AUDITED_ROUTES) <= names  # no stale entries
 
 
-def test_it_records_exactly_one_event_per_request_on_every_patient_data_route(victim, owner, api_for):  # noqa: F811
+def test_it_records_exactly_one_event_per_request_on_every_patient_data_route(victim, owner, api_for):
     client = Client()
     client.force_login(owner)
     api = api_for(owner)
@@ -119,7 +118,7 @@ def test_it_records_what_a_request_created(owner, org, client_for):
     assert event.object_id == int(response["Location"].rstrip("/").split("/")[-1])
 
 
-def test_it_records_a_denied_attempt_under_the_targeted_organisation(victim, outsider, api_for):  # noqa: F811
+def test_it_records_a_denied_attempt_under_the_targeted_organisation(victim, outsider, api_for):
     response = api_for(outsider).delete(reverse("api-patient-detail", kwargs={"patient_id": victim["patient_id"]}))
     assert response.status_code == 404
     event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
@@ -174,7 +173,7 @@ def test_it_refuses_to_change_or_delete_events(owner, patient, client_for):
     assert AuditEvent.objects.get().action == "view"
 
 
-def test_it_records_admin_site_access_to_patient_data(victim, owner):  # noqa: F811
+def test_it_records_admin_site_access_to_patient_data(victim, owner):
     staff = User.objects.create_user("sam", password=PASSWORD, is_staff=True, is_superuser=True)
     client = Client()
     client.force_login(staff)
@@ -192,7 +191,7 @@ def test_it_records_admin_site_access_to_patient_data(victim, owner):  # noqa: F
     )
 
 
-def test_it_shows_the_log_to_organisation_admins_only(victim, owner, colleague, outsider, client):  # noqa: F811
+def test_it_shows_the_log_to_organisation_admins_only(victim, owner, colleague, outsider, client):
     url = reverse("organisation-audit", kwargs={"organisation_id": victim["organisation_id"]})
     client.force_login(colleague)
     client.get(reverse("patient-detail", kwargs={"patient_id": victim["patient_id"]}))
@@ -207,7 +206,7 @@ def test_it_shows_the_log_to_organisation_admins_only(victim, owner, colleague, 
     assert client.get(url, {"date_from": "not a date"}).status_code == 400
 
 
-def test_it_exports_the_log_as_csv(victim, owner, colleague, client):  # noqa: F811
+def test_it_exports_the_log_as_csv(victim, owner, colleague, client):
     client.force_login(colleague)
     client.get(reverse("patient-detail", kwargs={"patient_id": victim["patient_id"]}))
     client.force_login(owner)

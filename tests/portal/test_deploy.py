@@ -45,23 +45,8 @@ def _production_env(tmp_path) -> dict[str, str]:
     return env
 
 
-def test_it_passes_the_deploy_check_with_production_settings(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO_ROOT,
-        env=_production_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "no issues" in result.stdout
-
-
-def test_it_fails_the_deploy_check_when_hsts_is_switched_off(tmp_path):
-    env = _production_env(tmp_path) | {"SECURE_HSTS_SECONDS": "0"}
-    result = subprocess.run(
+def _deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=REPO_ROOT,
         env=env,
@@ -70,6 +55,16 @@ def test_it_fails_the_deploy_check_when_hsts_is_switched_off(tmp_path):
         timeout=120,
         check=False,
     )
+
+
+def test_it_passes_the_deploy_check_with_production_settings(tmp_path):
+    result = _deploy_check(_production_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_it_fails_the_deploy_check_when_hsts_is_switched_off(tmp_path):
+    result = _deploy_check(_production_env(tmp_path) | {"SECURE_HSTS_SECONDS": "0"})
     assert result.returncode != 0 and "security.W004" in result.stdout + result.stderr
 
 

@@ -32,7 +32,7 @@ from diagnosis.models import (
     Role,
 )
 from diagnosis.scoping import SCOPED_URL_KWARGS
-from tests.portal.conftest import GREEN, PASSWORD, RED, image_bytes
+from tests.portal.conftest import PASSWORD, RED, image_bytes
 from tests.portal.urlwalk import url_routes
 
 GRID_METHODS = ("get", "post", "put", "patch", "delete")
@@ -76,27 +76,6 @@ def _state() -> dict[str, list]:
     fields = [f.name for f in User._meta.concrete_fields if f.name != "last_login"]
     state["User"] = sorted(map(repr, User.objects.order_by("pk").values_list(*fields)))
     return state
-
-
-@pytest.fixture
-def victim(owner, colleague, org, patient, lesion, upload, run_on_commit) -> dict[str, int]:
-    """One object of every kind in `org`, the organisation under attack."""
-    image = upload(image_bytes(RED))
-    review = services.review_create(user=colleague, image=image, diagnosis="mel", comment="looks irregular")
-    with run_on_commit():
-        batch = services.batch_create(
-            user=owner, lesion=lesion, files=[services.ImageUpload(name="b.png", data=image_bytes(GREEN))]
-        )
-    return {
-        "organisation_id": org.pk,
-        "membership_id": Membership.objects.get(user=owner, organisation=org).pk,
-        "patient_id": patient.pk,
-        "lesion_id": lesion.pk,
-        "image_id": image.pk,
-        "batch_id": batch.pk,
-        "classification_id": image.classifications.get().pk,
-        "review_id": review.pk,
-    }
 
 
 @pytest.fixture
