@@ -8,3 +8,6 @@ class DiagnosisConfig(AppConfig):
 
     def ready(self) -> None:
         from diagnosis import signals  # noqa: F401  (connects the audit trail's sign-in receivers)
+        from diagnosis.inference import use_one_opencv_thread
+
+        use_one_opencv_thread()

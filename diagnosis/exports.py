@@ -50,7 +50,7 @@ def patient_export_zip(*, patient: Patient) -> bytes:
                 "images": [],
             }
             for image in lesion.images.all():
-                member = f"images/{image.pk}.png"
+                member = f"images/{image.pk}.{image.stored_extension}"
                 with image.file.open("rb") as handle:
                     archive.writestr(member, handle.read())
                 lesion_row["images"].append(

@@ -137,8 +137,10 @@ class Lesion(models.Model):
 
 
 def lesion_image_path(instance: LesionImage, filename: str) -> str:
-    """A generated name: the uploaded file name (which may hold a patient's name) is never used on disk."""
-    return f"lesion-images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.png"
+    """A generated name: the uploaded file name (which may hold a patient's name) is never used on
+    disk. Only the extension is taken from `filename` (the service names it upload.jpg or upload.png)."""
+    extension = "jpg" if filename.lower().endswith(".jpg") else "png"
+    return f"lesion-images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.{extension}"
 
 
 class BatchKind(models.TextChoices):
@@ -188,9 +190,11 @@ class LesionImage(models.Model):
         max_length=64, blank=True, db_index=True, help_text="Of the file as received (bulk import skips repeats)."
     )
     captured_at = models.DateField(default=timezone.localdate, help_text="Date the image was taken (the visit).")
-    # Re-encoded PNG of the decoded pixels: EXIF, GPS, ICC and every other metadata block is gone.
+    # The upload's own compressed pixels (JPEG or PNG) without EXIF, GPS, ICC or any other
+    # metadata block; a photo with an EXIF orientation is stored upright as PNG. Files stored
+    # before 2026-11 are PNG re-encodings. diagnosis.inference.sanitise_upload says how.
     file = models.FileField(upload_to=lesion_image_path, max_length=255)
-    sha256 = models.CharField(max_length=64, help_text="Of the stored (re-encoded) file.")
+    sha256 = models.CharField(max_length=64, help_text="Of the stored file (metadata removed).")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     size_bytes = models.PositiveIntegerField()
@@ -204,6 +208,15 @@ class LesionImage(models.Model):
 
     def __str__(self) -> str:
         return f"Image {self.pk} of lesion {self.lesion_id} ({self.captured_at})"
+
+    @property
+    def stored_extension(self) -> str:
+        """jpg or png: the stored file's format, from its generated name."""
+        return "jpg" if self.file.name.lower().endswith(".jpg") else "png"
+
+    @property
+    def stored_content_type(self) -> str:
+        return "image/jpeg" if self.stored_extension == "jpg" else "image/png"
 
 
 class ClassificationStatus(models.TextChoices):

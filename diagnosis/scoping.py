@@ -10,7 +10,7 @@ takes. Pages are checked by `ObjectScopeMiddleware` (diagnosis/middleware.py) an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -24,6 +24,9 @@ class ScopedObject:
     object_type: str  # "patient", "lesion", "image", ...
     instance: Model
     organisation_id: int
+    # Every object the URL names, by keyword ("image_id": the image), as its selector returned it:
+    # a view that reads one before changing anything uses it instead of fetching it again.
+    url_objects: Mapping[str, Model] = field(default_factory=dict)
 
 
 # Object type -> the path from it to its organisation's id (ORM lookup syntax). Scoping follows
@@ -87,5 +90,5 @@ def scope_url_objects(*, user: Any, url_kwargs: Mapping[str, Any]) -> ScopedObje
     for key, (object_type, getter) in _GETTERS.items():
         if key in url_kwargs:
             found[key] = getter(user, url_kwargs[key], found)
-            last = ScopedObject(object_type, found[key], _organisation_id(object_type, found[key]))
+            last = ScopedObject(object_type, found[key], _organisation_id(object_type, found[key]), found)
     return last

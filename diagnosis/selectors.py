@@ -8,6 +8,8 @@ learns nothing. List selectors never return another organisation's rows.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,18 +130,26 @@ def with_latest_result(lesions: QuerySet[Lesion]) -> QuerySet[Lesion]:
     )
 
 
-def lesion_list(*, user: User, patient_id: int | None = None) -> QuerySet[Lesion]:
-    lesions = Lesion.objects.filter(patient__organisation__in=_organisation_ids(user)).select_related(
+def _scoped_lesions(user: User) -> QuerySet[Lesion]:
+    return Lesion.objects.filter(patient__organisation__in=_organisation_ids(user)).select_related(
         "patient", "patient__organisation"
     )
+
+
+def lesion_list(*, user: User, patient_id: int | None = None) -> QuerySet[Lesion]:
+    lesions = _scoped_lesions(user)
     if patient_id is not None:
         lesions = lesions.filter(patient_id=patient_id)
     return with_latest_result(lesions).order_by("patient__name", "label", "id")
 
 
-def lesion_get(*, user: User, lesion_id: int | str) -> Lesion:
+def lesion_get(*, user: User, lesion_id: int | str, with_latest_result: bool = True) -> Lesion:
+    """One lesion of the user's organisations. `with_latest_result=False` leaves out the latest
+    result (six subqueries over all the lesion's classifications): for a lesion named as the
+    target of an upload, where only its identity and organisation matter."""
+    lesions = lesion_list(user=user) if with_latest_result else _scoped_lesions(user)
     try:
-        return lesion_list(user=user).get(pk=int(lesion_id))
+        return lesions.get(pk=int(lesion_id))
     except (Lesion.DoesNotExist, ValueError, TypeError) as exc:
         raise Http404("No such lesion.") from exc
 
@@ -152,7 +162,9 @@ def lesion_list_flagged(*, user: User, limit: int = 20) -> list[Lesion]:
 # --- Images ----------------------------------------------------------------------------------
 
 
-def image_list(*, user: User, lesion_id: int | None = None, patient_id: int | None = None) -> QuerySet[LesionImage]:
+def image_list(
+    *, user: User, lesion_id: int | None = None, patient_id: int | None = None, batch_id: int | None = None
+) -> QuerySet[LesionImage]:
     images = LesionImage.objects.filter(lesion__patient__organisation__in=_organisation_ids(user)).select_related(
         "lesion", "lesion__patient", "uploaded_by"
     )
@@ -160,6 +172,8 @@ def image_list(*, user: User, lesion_id: int | None = None, patient_id: int | No
         images = images.filter(lesion_id=lesion_id)
     if patient_id is not None:
         images = images.filter(lesion__patient_id=patient_id)
+    if batch_id is not None:
+        images = images.filter(batch_id=batch_id)
     return images.prefetch_related(
         Prefetch("classifications", queryset=Classification.objects.order_by("-created_at", "-id"))
     ).order_by("captured_at", "uploaded_at", "id")
@@ -178,6 +192,38 @@ def image_latest_classification(*, image: LesionImage) -> Classification | None:
     after an upgrade) does not hide the result shown so far."""
     finished = (ClassificationStatus.SUCCEEDED, ClassificationStatus.FAILED)
     return next((c for c in image.classifications.all() if c.status in finished), None)
+
+
+# The longest a request may wait for a result (GET /api/v1/images/{id}/?wait=): it holds a web
+# thread meanwhile, so it stays short of proxies' usual 60 s read timeout.
+MAX_WAIT_SECONDS = 30
+
+
+def image_classification_settled(*, image_id: int) -> bool:
+    """True once the image has a classification and none is queued or running."""
+    rows = Classification.objects.filter(image_id=image_id)
+    return (
+        rows.exists()
+        and not rows.filter(status__in=(ClassificationStatus.PENDING, ClassificationStatus.RUNNING)).exists()
+    )
+
+
+def image_wait_until_settled(*, image_id: int, timeout: float) -> bool:
+    """Block until image_classification_settled (True) or `timeout` seconds pass (False).
+
+    One indexed query per check, 10 ms apart at first and at most 50 ms apart, so a result is
+    seen within a few ms of its commit while a waiting request costs far less than a client
+    polling the whole API.
+    """
+    deadline = time.monotonic() + min(timeout, MAX_WAIT_SECONDS)
+    pause = 0.01
+    while not image_classification_settled(image_id=image_id):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, 0.05)
+    return True
 
 
 @dataclass(frozen=True)
@@ -337,14 +383,43 @@ def batch_images(*, batch: Batch) -> QuerySet[LesionImage]:
     )
 
 
-def batch_progress(*, batch: Batch) -> BatchProgress:
+def batch_progress(*, batch: Batch, images: Sequence[BatchImageStatus] | None = None) -> BatchProgress:
+    """Counts of the batch's images by bucket; pass `images` (batch_image_statuses) to reuse them."""
+    if images is None:
+        statuses = LesionImage.objects.filter(batch=batch).annotate(s=_latest_status()).values_list("s", flat=True)
+        buckets = [image_bucket(status) for status in statuses]
+    else:
+        buckets = [image.status for image in images]
     counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
-    statuses = LesionImage.objects.filter(batch=batch).annotate(s=_latest_status()).values_list("s", flat=True)
-    for status in statuses:
-        counts[_BUCKET.get(status, QUEUED)] += 1
+    for bucket in buckets:
+        counts[bucket] += 1
     return BatchProgress(
         received=batch.received, total=sum(counts.values()), rejected=len(batch.rejected or []), **counts
     )
+
+
+@dataclass(frozen=True)
+class BatchImageStatus:
+    """One image of a batch as its progress view shows it: one row of one query, no results."""
+
+    id: int
+    source_name: str
+    lesion_id: int
+    patient_id: int
+    captured_at: dt.date
+    status: str  # queued, running, done or failed
+
+
+def batch_image_statuses(*, batch: Batch) -> list[BatchImageStatus]:
+    """Each image of the batch with its bucket, in upload order. One query whatever the batch's
+    size, so a client polling a 500-image batch costs the server little."""
+    rows = (
+        LesionImage.objects.filter(batch=batch)
+        .annotate(s=_latest_status())
+        .order_by("id")
+        .values_list("id", "source_name", "lesion_id", "lesion__patient_id", "captured_at", "s")
+    )
+    return [BatchImageStatus(*row[:5], status=image_bucket(row[5])) for row in rows]
 
 
 def image_bucket(status: str | None) -> str:

@@ -325,7 +325,7 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
         handle = image.file.open("rb")
     except OSError as exc:
         raise Http404("The image file is missing.") from exc
-    response = FileResponse(handle, content_type="image/png")
+    response = FileResponse(handle, content_type=image.stored_content_type)
     return response
 
 

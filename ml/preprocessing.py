@@ -12,6 +12,7 @@ import io
 import re
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -116,15 +117,17 @@ def _truncated(fmt: str) -> InvalidImageError:
     return InvalidImageError(f"the {fmt} data is truncated (the file ends before the end of the image)")
 
 
-def jpeg_end(data: bytes, start: int = 0) -> int:
-    """Offset just past the EOI marker of the JPEG that starts at `start`.
+def _jpeg_parts(data: bytes, start: int = 0) -> Iterator[tuple[int, int, int]]:
+    """(marker, begin, end) of each part of the JPEG that starts at `start`, up to its EOI.
 
-    Walks the marker segments, skips each scan's entropy-coded data (progressive files have
-    several scans) and raises InvalidImageError for a truncated or structurally corrupt file.
+    `begin` is the marker's 0xFF, `end` the end of its segment and, for a scan (SOS), of the
+    entropy-coded data after it. Walks the marker segments, skips each scan's data (progressive
+    files have several scans) and raises InvalidImageError for a truncated or corrupt file.
     """
     n = len(data)
     if data[start : start + 2] != JPEG_SOI:
         raise _corrupt("JPEG data does not start with a start-of-image marker")
+    yield 0xD8, start, start + 2
     pos = start + 2
     seen_frame = seen_scan = False
     while True:
@@ -141,12 +144,15 @@ def jpeg_end(data: bytes, start: int = 0) -> int:
         if pos >= n:
             raise _truncated("JPEG")
         marker = data[pos]
+        begin = pos - 1
         pos += 1
         if marker == 0xD9:  # EOI
             if not seen_scan:
                 raise _corrupt("JPEG data ends before any image data")
-            return pos
+            yield marker, begin, pos
+            return
         if marker in _JPEG_STANDALONE:
+            yield marker, begin, pos
             continue
         if marker == 0x00 or marker == 0xD8 or 0x02 <= marker <= 0xBF:
             raise _corrupt(f"JPEG data holds an invalid marker 0xFF{marker:02X} (offset {pos - 2})")
@@ -169,13 +175,18 @@ def jpeg_end(data: bytes, start: int = 0) -> int:
             found = _JPEG_MARKER_IN_SCAN.search(data, segment_end)
             if found is None:
                 raise _truncated("JPEG")
-            pos = found.start()
-            continue
+            segment_end = found.start()
+        yield marker, begin, segment_end
         pos = segment_end
 
 
-def png_end(data: bytes) -> int:
-    """Offset just past the IEND chunk; every chunk's length, type and CRC are checked."""
+def jpeg_end(data: bytes, start: int = 0) -> int:
+    """Offset just past the EOI marker of the JPEG that starts at `start` (see _jpeg_parts)."""
+    return max(end for _, _, end in _jpeg_parts(data, start))  # the parts come in order: EOI is last
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, begin, end) of each chunk up to IEND; every chunk's length, type and CRC are checked."""
     n = len(data)
     if data[:8] != PNG_SIGNATURE:
         raise _corrupt("PNG data does not start with the PNG signature")
@@ -198,11 +209,17 @@ def png_end(data: bytes) -> int:
             raise _corrupt(f"PNG chunk {kind.decode()} fails its CRC check (offset {pos})")
         if kind == b"IDAT":
             seen_data = True
-        elif kind == b"IEND":
-            if not seen_data:
-                raise _corrupt("PNG data ends before any image data")
-            return chunk_end
+        elif kind == b"IEND" and not seen_data:
+            raise _corrupt("PNG data ends before any image data")
+        yield kind, pos, chunk_end
+        if kind == b"IEND":
+            return
         pos = chunk_end
+
+
+def png_end(data: bytes) -> int:
+    """Offset just past the IEND chunk (see _png_chunks)."""
+    return max(end for _, _, end in _png_chunks(data))  # the chunks come in order: IEND is last
 
 
 def is_padding(trailer: bytes) -> bool:
@@ -238,6 +255,50 @@ def check_image_structure(data: bytes, fmt: str) -> None:
         raise InvalidImageError(
             f"data after the end of the image (possible polyglot): {len(trailer):,} bytes follow the {fmt}"
         )
+
+
+# --- Metadata removal without re-encoding ---------------------------------------------------
+
+# JPEG parts that carry no pixels: APP1-APP13 and APP15 (EXIF with GPS and dates, XMP, ICC,
+# IPTC, maker notes, thumbnails) and comments. APP0 (JFIF) and APP14 (Adobe) stay when they are
+# what they claim to be: the decoder reads them to choose the colour transform.
+_JPEG_DROPPED = frozenset({*range(0xE1, 0xEE), 0xEF, 0xFE})
+_JPEG_KEPT_APP = {0xE0: b"JFIF\x00", 0xEE: b"Adobe"}
+# PNG chunks needed to decode and show the pixels; text, time, EXIF, ICC and the rest go.
+_PNG_KEPT = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
+
+
+def without_metadata(data: bytes, fmt: str) -> bytes:
+    """The image rebuilt from the parts that hold its pixels: the same compressed data, so
+    nothing is re-encoded and the decoder sees exactly the pixels it saw before, minus EXIF
+    (GPS, device, dates), XMP, ICC, comments and text chunks, and minus anything after the end
+    of the first image (a camera's secondary pictures). `data` must have passed
+    check_image_header. An EXIF orientation tag is dropped with the rest: use
+    exif_orientation first and re-encode the decoded (turned) pixels where it is not 1."""
+    if fmt == "JPEG":
+        kept = []
+        for marker, begin, end in _jpeg_parts(data):
+            if marker in _JPEG_DROPPED:
+                continue
+            signature = _JPEG_KEPT_APP.get(marker)
+            if signature is not None and not data.startswith(signature, begin + 4):
+                continue  # an APP0/APP14 that is not JFIF/Adobe (e.g. a JFXX thumbnail)
+            kept.append(data[begin:end])
+        return b"".join(kept)
+    if fmt == "PNG":
+        return PNG_SIGNATURE + b"".join(data[b:e] for kind, b, e in _png_chunks(data) if kind in _PNG_KEPT)
+    raise InvalidImageError(f"metadata removal supports JPEG and PNG, not {fmt}")
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8; 1 when absent or unreadable). OpenCV turns the pixels by
+    it when decoding, so a file that loses its EXIF must first be decoded and re-encoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the decoder ignores it too
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

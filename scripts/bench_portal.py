@@ -144,6 +144,45 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def _process_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) of one process, plus its waited-for children when `reaped`."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def pids_named(name: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False).stdout
+    return [int(x) for x in out.split()]
+
+
+def cpu_snapshot(web_pid: int, worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each part of the stack. A process tree counts its exited children
+    (PostgreSQL backends that closed, gunicorn workers that were replaced) through its root."""
+    postgres = pids_named("postgres")
+    postmaster = min(postgres, default=0)
+    times = os.times()
+    return {
+        "gunicorn (web)": sum(_process_cpu(p, reaped=p == web_pid) for p in [web_pid, *descendants(web_pid)]),
+        "celery worker": sum(_process_cpu(p, reaped=p == worker_pid) for p in [worker_pid, *descendants(worker_pid)]),
+        "PostgreSQL": sum(_process_cpu(p, reaped=p == postmaster) for p in postgres),
+        "Redis": sum(_process_cpu(p) for p in pids_named("redis-server")),
+        "this client": times.user + times.system,
+    }
+
+
 def machine_quiet() -> tuple[bool, str]:
     load1 = os.getloadavg()[0]
     training = subprocess.run(["pgrep", "-f", "ml train"], capture_output=True, text=True, check=False).stdout.split()
@@ -273,15 +312,16 @@ def wait_ready(port: int, timeout: float = 90) -> None:
     raise RuntimeError(f"/readyz never answered 200: {last}")
 
 
-def upload_and_wait(api: Api, lesion_id: int, name: str, data: bytes, poll_s: float) -> float:
+def upload_and_wait(api: Api, lesion_id: int, name: str, data: bytes) -> float:
+    """Seconds from the upload until its classification is stored, the way an integrator waits:
+    one GET /api/v1/images/{id}/?wait=30 instead of a polling loop."""
     body, content_type = multipart({"lesion": str(lesion_id)}, [("image", name, data, "image/jpeg")])
     started = time.perf_counter()
     status, payload = api.request("POST", "/api/v1/images/", body, content_type)
     if status != 201:
         raise RuntimeError(f"upload: HTTP {status}: {payload}")
     while payload.get("classification") is None or payload["classification"]["status"] in ("pending", "running"):
-        time.sleep(poll_s)
-        status, payload = api.request("GET", f"/api/v1/images/{payload['id']}/")
+        status, payload = api.request("GET", f"/api/v1/images/{payload['id']}/?wait=30")
         if time.perf_counter() - started > 120:
             raise RuntimeError(f"image {payload.get('id')} not classified within 120 s")
     if payload["classification"]["status"] != "succeeded":
@@ -324,8 +364,6 @@ def latency_level(
     errors: list[BaseException] = []
     lock = threading.Lock()
     counter = iter(range(requests))
-    # Polls cost the web process CPU that the worker needs: keep their total rate near 100/s.
-    poll_s = min(0.2, 0.01 * clients)
 
     def client() -> None:
         api = Api(port, token)
@@ -336,7 +374,7 @@ def latency_level(
                 return
             name, data = images[i % len(images)]
             try:
-                seconds = upload_and_wait(api, lesion_id, name, data, poll_s)
+                seconds = upload_and_wait(api, lesion_id, name, data)
             except Exception as exc:  # noqa: BLE001 - reported after the threads end
                 with lock:
                     errors.append(exc)
@@ -378,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         "--requests", type=int, default=40, help="single uploads per client level (at least 4 per client)"
     )
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads of the worker and of ml bench")
+    parser.add_argument(
+        "--worker-processes", type=int, default=1, help="celery --concurrency; each gets threads / processes"
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--port", type=int, default=8765)
@@ -406,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"raw inference: python -m ml bench --threads {args.threads} ...")
         raw, _ = raw_throughput(args.threads, args.images)
 
+    worker_threads = max(1, args.threads // args.worker_processes)
     workdir = Path(tempfile.mkdtemp(prefix="skinportal-bench-"))
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = {
@@ -417,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         "DB_CONN_MAX_AGE": "60",
         "CELERY_BROKER_URL": args.redis_url,
         "CELERY_QUEUE": queue,
-        "CELERY_WORKER_CONCURRENCY": "1",
-        "SKINPORTAL_ORT_THREADS": str(args.threads),
+        "CELERY_WORKER_CONCURRENCY": str(args.worker_processes),
+        "SKINPORTAL_ORT_THREADS": str(worker_threads),
         "MEDIA_ROOT": str(workdir / "media"),
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
@@ -465,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--queues",
                 queue,
                 "--concurrency",
-                "1",
+                str(args.worker_processes),
                 "--loglevel",
                 "warning",
                 "--without-gossip",
@@ -482,19 +524,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         log("warm-up: 5 single uploads and a 32-image batch")
         for name, data in images[:5]:
-            upload_and_wait(api, lesion["id"], name, data, 0.01)
+            upload_and_wait(api, lesion["id"], name, data)
         batch_run(api, lesion["id"], images[:32])
 
         log(f"batch of {len(batch_images)} images ...")
+        cpu_before = cpu_snapshot(web.pid, worker.pid)
         batch_seconds, post_seconds = batch_run(api, lesion["id"], batch_images)
+        cpu_after = cpu_snapshot(web.pid, worker.pid)
+        batch_cpu = {part: cpu_after[part] - cpu_before[part] for part in cpu_after}
         batch_rate = len(batch_images) / batch_seconds
 
         levels = []
         for n_clients in clients:
             requests = max(args.requests, 4 * n_clients)
             log(f"single uploads: {n_clients} client(s), {requests} uploads ...")
+            before = cpu_snapshot(web.pid, worker.pid)
             latencies, rate = latency_level(args.port, token, lesion["id"], images, n_clients, requests)
-            levels.append((n_clients, len(latencies), percentile(latencies, 50), percentile(latencies, 95), rate))
+            after = cpu_snapshot(web.pid, worker.pid)
+            per_upload = {part: 1e3 * (after[part] - before[part]) / len(latencies) for part in after}
+            levels.append(
+                (n_clients, len(latencies), percentile(latencies, 50), percentile(latencies, 95), rate, per_upload)
+            )
 
         worker_rss = rss_mib(worker.pid) + sum(rss_mib(c) for c in children(worker.pid))
         worker_child_rss = max((rss_mib(c) for c in children(worker.pid)), default=0.0)
@@ -521,8 +571,25 @@ def main(argv: list[str] | None = None) -> int:
         ],
         ["end-to-end / raw (target >= 70%)", f"{100 * batch_rate / raw:.0f}%" if raw else "n/a"],
     ]
+    capacity = batch_seconds * cores
+    rows_c = [
+        [part, f"{seconds:.2f}", f"{1e3 * seconds / len(batch_images):.2f}", f"{100 * seconds / capacity:.0f}%"]
+        for part, seconds in batch_cpu.items()
+    ]
+    idle = capacity - sum(batch_cpu.values())
+    rows_c.append(["idle", f"{idle:.2f}", f"{1e3 * idle / len(batch_images):.2f}", f"{100 * idle / capacity:.0f}%"])
     rows_b = [
-        [str(c), str(n), f"{p50 * 1e3:.0f}", f"{p95 * 1e3:.0f}", f"{rate:.1f}"] for c, n, p50, p95, rate in levels
+        [
+            str(c),
+            str(n),
+            f"{p50 * 1e3:.0f}",
+            f"{p95 * 1e3:.0f}",
+            f"{rate:.1f}",
+            f"{cpu['gunicorn (web)']:.1f}",
+            f"{cpu['celery worker']:.1f}",
+            f"{cpu['PostgreSQL']:.1f}",
+        ]
+        for c, n, p50, p95, rate, cpu in levels
     ]
     rows_m = [
         ["Celery worker: main + 1 pool process, model loaded", f"{worker_rss:.0f}"],
@@ -533,8 +600,24 @@ def main(argv: list[str] | None = None) -> int:
         "(a) batch through the API",
         table(["measurement", "value"], rows_a, args.markdown),
         "",
+        f"Where the CPU went during (a): {cores} cores x {batch_seconds:.2f} s",
+        table(["part", "CPU s", "CPU ms per image", "share"], rows_c, args.markdown),
+        "",
         "(b) single upload -> stored classification, through the API (target p50 <= 100 ms at 1 client)",
-        table(["clients", "uploads", "p50 (ms)", "p95 (ms)", "uploads/s"], rows_b, args.markdown),
+        table(
+            [
+                "clients",
+                "uploads",
+                "p50 (ms)",
+                "p95 (ms)",
+                "uploads/s",
+                "web CPU ms/upload",
+                "worker CPU ms/upload",
+                "PostgreSQL CPU ms/upload",
+            ],
+            rows_b,
+            args.markdown,
+        ),
         "",
         "Memory (RSS, MiB)",
         table(["process", "MiB"], rows_m, args.markdown),

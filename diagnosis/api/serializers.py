@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from diagnosis.inference import CLASSES
 from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Role, Sex
-from diagnosis.selectors import image_latest_classification
+from diagnosis.selectors import MAX_WAIT_SECONDS, image_latest_classification
 
 NOTICE = (
     "Decision support, not a diagnosis. SkinPortal is research and education software, not a certified medical device."
@@ -187,11 +187,24 @@ class ClassificationOutput(serializers.Serializer):
 class ImageFilter(serializers.Serializer):
     lesion = IdField(required=False)
     patient = IdField(required=False)
+    batch = IdField(required=False, help_text="Only the images of this batch (its results, page by page).")
+
+
+class ImageWaitQuery(serializers.Serializer):
+    wait = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_WAIT_SECONDS,
+        help_text=f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for the image's queued or running classification "
+        "to finish before answering.",
+    )
 
 
 class ImageCreateInput(serializers.Serializer):
     lesion = IdField()
-    image = serializers.FileField(help_text="JPEG or PNG; metadata is removed, pixels are stored as PNG.")
+    image = serializers.FileField(
+        help_text="JPEG or PNG. Its metadata (EXIF, GPS, ICC, text) is removed; its image data is kept as it is."
+    )
     captured_at = serializers.DateField(required=False, help_text="Capture date (YYYY-MM-DD); default today.")
 
 
@@ -289,15 +302,9 @@ class BatchImageOutput(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField(source="source_name")
     lesion = serializers.IntegerField(source="lesion_id")
-    patient = serializers.IntegerField(source="lesion.patient_id")
+    patient = serializers.IntegerField(source="patient_id")
     captured_at = serializers.DateField()
     status = serializers.CharField(help_text="queued, running, done or failed.")
-    classification = serializers.SerializerMethodField()
-
-    @extend_schema_field(ClassificationOutput(allow_null=True))
-    def get_classification(self, obj) -> dict[str, Any] | None:
-        classification = image_latest_classification(image=obj)
-        return ClassificationOutput(classification).data if classification else None
 
 
 class BatchOutput(serializers.Serializer):
@@ -313,7 +320,10 @@ class BatchOutput(serializers.Serializer):
     created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
     url = serializers.CharField(help_text="The batch's page.")
+    images_url = serializers.CharField(
+        help_text="The batch's images with their classifications, paginated (GET /api/v1/images/?batch={id})."
+    )
 
 
 class BatchDetailOutput(BatchOutput):
-    images = BatchImageOutput(many=True)
+    images = BatchImageOutput(many=True, help_text="Each image's progress; the results are at `images_url`.")

@@ -4,6 +4,7 @@ outsider's id is a 404 here exactly as on the pages."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -59,11 +60,19 @@ class ScopedApiView(APIView):
     permission, every object named in the URL is fetched through its scoped selector, so another
     organisation's id is a 404 whatever the method (a 405 would tell an outsider the id exists)."""
 
+    url_objects: Mapping[str, Any] = {}
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         scoped = scope_url_objects(user=request.user, url_kwargs=kwargs)
         if scoped is not None:
             request._request.audit_object = (scoped.object_type, scoped.instance.pk, scoped.organisation_id)
+            self.url_objects = scoped.url_objects
+
+    def url_object(self, key: str) -> Any:
+        """The object the URL names under `key` ("image_id"), as its scoped selector fetched it
+        for this request: no second query. Fetch again after changing it."""
+        return self.url_objects[key]
 
 
 class PaginatedListMixin:
@@ -150,7 +159,7 @@ class PatientListApi(PaginatedListMixin, ScopedApiView):
 class PatientDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.PatientOutput, 404: ERROR}, tags=["patients"])
     def get(self, request: Request, patient_id: int) -> Response:
-        return Response(s.PatientOutput(selectors.patient_get(user=request.user, patient_id=patient_id)).data)
+        return Response(s.PatientOutput(self.url_object("patient_id")).data)
 
     @extend_schema(
         request=s.PatientUpdateInput,
@@ -158,7 +167,7 @@ class PatientDetailApi(ScopedApiView):
         tags=["patients"],
     )
     def patch(self, request: Request, patient_id: int) -> Response:
-        patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+        patient = self.url_object("patient_id")
         data = _input(s.PatientUpdateInput, request, partial=True)
         patient = services.patient_update(user=request.user, patient=patient, data=data)
         return Response(s.PatientOutput(patient).data)
@@ -190,7 +199,7 @@ class LesionListApi(PaginatedListMixin, ScopedApiView):
 class LesionDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.LesionOutput, 404: ERROR}, tags=["lesions"])
     def get(self, request: Request, lesion_id: int) -> Response:
-        return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
+        return Response(s.LesionOutput(self.url_object("lesion_id")).data)
 
     @extend_schema(
         request=s.LesionUpdateInput,
@@ -198,7 +207,7 @@ class LesionDetailApi(ScopedApiView):
         tags=["lesions"],
     )
     def patch(self, request: Request, lesion_id: int) -> Response:
-        lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+        lesion = self.url_object("lesion_id")
         data = _input(s.LesionUpdateInput, request, partial=True)
         services.lesion_update(user=request.user, lesion=lesion, data=data)
         return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
@@ -216,7 +225,10 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
     def get(self, request: Request) -> Response:
         filters = _filters(s.ImageFilter, request)
         images = selectors.image_list(
-            user=request.user, lesion_id=filters.get("lesion"), patient_id=filters.get("patient")
+            user=request.user,
+            lesion_id=filters.get("lesion"),
+            patient_id=filters.get("patient"),
+            batch_id=filters.get("batch"),
         )
         return self.paginate(request, images.order_by("-captured_at", "-uploaded_at", "-id"), s.ImageOutput)
 
@@ -230,7 +242,9 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
     )
     def post(self, request: Request) -> Response:
         data = _input(s.ImageCreateInput, request)
-        lesion = _referenced(selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"])
+        lesion = _referenced(
+            selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"], with_latest_result=False
+        )
         upload = data["image"]
         files = [
             services.ImageUpload(name=upload.name or "", data=upload.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1))
@@ -244,21 +258,35 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
 
 
 class ImageDetailApi(ScopedApiView):
-    @extend_schema(responses={200: s.ImageOutput, 404: ERROR}, tags=["images"])
+    @extend_schema(
+        parameters=[s.ImageWaitQuery],
+        responses={200: s.ImageOutput, 400: ERROR, 404: ERROR},
+        tags=["images"],
+        description="One image and its current classification. With `wait`, the answer comes as soon as no "
+        "classification of the image is queued or running (or after `wait` seconds, with the state then): "
+        "one request instead of a polling loop.",
+    )
     def get(self, request: Request, image_id: int) -> Response:
-        image = selectors.image_get(user=request.user, image_id=image_id)
+        image = self.url_object("image_id")
+        wait = _filters(s.ImageWaitQuery, request).get("wait")
+        if wait and selectors.image_wait_until_settled(image_id=image.pk, timeout=wait):
+            image = selectors.image_get(user=request.user, image_id=image.pk)  # with the new result
         return Response(s.ImageOutput(image, context={"request": request}).data)
 
 
 class ImageFileApi(ScopedApiView):
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 404: ERROR}, tags=["images"])
+    @extend_schema(
+        responses={(200, "image/jpeg"): OpenApiTypes.BINARY, (200, "image/png"): OpenApiTypes.BINARY, 404: ERROR},
+        tags=["images"],
+        description="The stored image: the upload's own JPEG or PNG data without its metadata.",
+    )
     def get(self, request: Request, image_id: int) -> FileResponse:
-        image = selectors.image_get(user=request.user, image_id=image_id)
+        image = self.url_object("image_id")
         try:
             handle = image.file.open("rb")
         except OSError as exc:
             raise Http404("The image file is missing.") from exc
-        response = FileResponse(handle, content_type="image/png")
+        response = FileResponse(handle, content_type=image.stored_content_type)
         return response
 
 
@@ -270,7 +298,7 @@ class ImageClassifyApi(ScopedApiView):
         description="Classify the image again with the loaded model (after a failure or a model upgrade).",
     )
     def post(self, request: Request, image_id: int) -> Response:
-        image = selectors.image_get(user=request.user, image_id=image_id)
+        image = self.url_object("image_id")
         services.classification_request(user=request.user, image=image)
         image = selectors.image_get(user=request.user, image_id=image_id)
         return Response(s.ImageOutput(image, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
@@ -303,7 +331,7 @@ class ClassificationListApi(PaginatedListMixin, ScopedApiView):
 class ClassificationDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.ClassificationOutput, 404: ERROR}, tags=["classifications"])
     def get(self, request: Request, classification_id: int) -> Response:
-        classification = selectors.classification_get(user=request.user, classification_id=classification_id)
+        classification = self.url_object("classification_id")
         return Response(s.ClassificationOutput(classification).data)
 
 
@@ -336,15 +364,18 @@ class ReviewListApi(PaginatedListMixin, ScopedApiView):
 class ReviewDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.ReviewOutput, 404: ERROR}, tags=["reviews"])
     def get(self, request: Request, review_id: int) -> Response:
-        return Response(s.ReviewOutput(selectors.review_get(user=request.user, review_id=review_id)).data)
+        return Response(s.ReviewOutput(self.url_object("review_id")).data)
 
 
 # --- Batches -------------------------------------------------------------------------------
 
 
 def batch_data(batch, *, with_images: bool = False) -> dict[str, Any]:
-    """What the batch outputs serialise: the batch, its progress and (detail) its images."""
-    progress = selectors.batch_progress(batch=batch)
+    """What the batch outputs serialise: the batch, its progress and (detail) each image's status.
+    Results are not here: a client polls this while the batch runs, so it stays one cheap query;
+    they are paged at `images_url`."""
+    images = selectors.batch_image_statuses(batch=batch) if with_images else None
+    progress = selectors.batch_progress(batch=batch, images=images)
     data = {
         "id": batch.pk,
         "organisation_id": batch.organisation_id,
@@ -358,11 +389,9 @@ def batch_data(batch, *, with_images: bool = False) -> dict[str, Any]:
         "created_by": batch.created_by,
         "created_at": batch.created_at,
         "url": reverse("batch-detail", args=[batch.pk]),
+        "images_url": f"{reverse('api-image-list')}?batch={batch.pk}",
     }
     if with_images:
-        images = list(selectors.batch_images(batch=batch))
-        for image in images:
-            image.status = selectors.image_bucket(image.latest_status)
         data["images"] = images
     return data
 
@@ -384,13 +413,16 @@ class BatchListApi(PaginatedListMixin, ScopedApiView):
         tags=["batches"],
         description="Upload several images (`images`, repeated) or one ZIP (`archive`, optionally with a CSV "
         "mapping each file to patient external id, lesion label, body site and capture date). Invalid files are "
-        "listed in `rejected`; the others are stored and queued. Poll GET /api/v1/batches/{id}/ for progress.",
+        "listed in `rejected`; the others are stored and queued. Poll GET /api/v1/batches/{id}/ for progress; "
+        "the results are paged at `images_url` (GET /api/v1/images/?batch={id}).",
     )
     def post(self, request: Request) -> Response:
         data = _input(s.BatchCreateInput, request)
         lesion = None
         if data.get("lesion") is not None:
-            lesion = _referenced(selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"])
+            lesion = _referenced(
+                selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"], with_latest_result=False
+            )
         organisation = None
         if lesion is None:
             organisation = PatientListApi._organisation(request, data.get("organisation"))
@@ -414,5 +446,5 @@ class BatchListApi(PaginatedListMixin, ScopedApiView):
 class BatchDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.BatchDetailOutput, 404: ERROR}, tags=["batches"])
     def get(self, request: Request, batch_id: int) -> Response:
-        batch = selectors.batch_get(user=request.user, batch_id=batch_id)
+        batch = self.url_object("batch_id")
         return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data)

@@ -4,12 +4,13 @@ all in the one error format {"error": {"status", "code", "message", "fields"?}}.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from diagnosis import services
+from diagnosis import selectors, services
 from diagnosis.models import ClinicianReview, Lesion, LesionImage, Patient
 from tests.portal.conftest import GREEN, PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
@@ -279,6 +280,42 @@ def test_it_lists_and_reads_images(api_for, colleague, outsider, upload, lesion)
     assert api_for(colleague).get(f"{API}/images/{first.pk}/").json()["classification"]["top_class"] == "mel"
     for path in [f"{API}/images/{first.pk}/", f"{API}/images/{first.pk}/file/"]:
         _assert_error(api_for(outsider).get(path), 404)
+
+
+def test_it_waits_for_a_running_classification_when_asked(api_for, colleague, upload, monkeypatch):
+    image = upload(image_bytes())
+    result = image.classifications.get()
+    stored = {"status": result.status, "top_class": result.top_class}
+    image.classifications.update(status="running", top_class="")  # a worker has it now
+    assert api_for(colleague).get(f"{API}/images/{image.pk}/").json()["classification"] is None
+    pauses = []
+
+    def worker_finishes_meanwhile(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            image.classifications.update(**stored)
+
+    monkeypatch.setattr(selectors.time, "sleep", worker_finishes_meanwhile)
+    body = api_for(colleague).get(f"{API}/images/{image.pk}/", {"wait": 10}).json()
+    assert body["classification"]["status"] == "succeeded" and body["classification"]["top_class"] == "mel"
+    assert len(pauses) == 3 and pauses[0] == pytest.approx(0.01) and max(pauses) <= 0.05
+
+
+def test_it_answers_with_the_current_state_when_the_wait_runs_out(api_for, colleague, upload):
+    image = upload(image_bytes())
+    image.classifications.update(status="pending")
+    started = time.monotonic()
+    body = api_for(colleague).get(f"{API}/images/{image.pk}/", {"wait": 0.1}).json()
+    assert time.monotonic() - started >= 0.1
+    assert body["id"] == image.pk and body["classification"] is None
+
+
+@pytest.mark.parametrize("wait", ["31", "-1", "soon", "nan"])
+def test_it_refuses_a_wait_it_will_not_honour(api_for, colleague, upload, wait):
+    image = upload(image_bytes())
+    response = api_for(colleague).get(f"{API}/images/{image.pk}/", {"wait": wait})
+    _assert_error(response, 400)
+    assert "wait" in response.json()["error"]["fields"]
 
 
 def test_it_classifies_an_image_again(api_for, colleague, reader, outsider, upload, run_on_commit):

@@ -64,7 +64,29 @@ def test_it_stores_the_valid_files_of_a_multi_file_batch_and_reports_each_bad_on
         "rejected": 1,
         "percent": 100,
     }
-    assert {i["classification"]["top_class"] for i in detail["images"]} == {"mel", "nv"}
+    assert {i["status"] for i in detail["images"]} == {"done"} and "classification" not in detail["images"][0]
+    assert detail["images_url"] == f"{API}/images/?batch={body['id']}"
+    results = api_for(colleague).get(detail["images_url"]).json()
+    assert results["count"] == 2
+    assert {i["classification"]["top_class"] for i in results["results"]} == {"mel", "nv"}
+
+
+def test_it_answers_a_progress_poll_with_the_same_few_queries_whatever_the_batch_size(
+    api_for, colleague, lesion, run_on_commit, django_assert_max_num_queries
+):
+    api = api_for(colleague)
+    api.get(f"{API}/me/")  # the token and session lookups of a first request are not the point
+    sizes = {}
+    for n in (2, 12):
+        with run_on_commit():
+            batch = services.batch_create(
+                user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes()) for i in range(n)]
+            )
+        with django_assert_max_num_queries(12) as captured:
+            body = api.get(f"{API}/batches/{batch.pk}/").json()
+        assert len(body["images"]) == n and body["progress"]["done"] == n
+        sizes[n] = len(captured.captured_queries)
+    assert sizes[12] == sizes[2], sizes  # one query for every image's status, not one per image
 
 
 def test_it_counts_queued_running_done_and_failed_images(owner, lesion, run_on_commit, monkeypatch):

@@ -12,6 +12,7 @@ import io
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -19,6 +20,7 @@ from PIL import Image, ImageFile
 
 from diagnosis.models import Batch, Classification, LesionImage
 from ml import preprocessing
+from ml.preprocessing import decode_image
 from tests.conftest import make_image
 from tests.portal.conftest import GREEN, image_bytes
 from tests.portal.hostile_corpus import (
@@ -119,9 +121,10 @@ def test_it_stores_real_image_content_whatever_the_name_says(case, client_for, a
     assert _post_api(api_for(colleague), lesion, _file(case)).status_code == 201
     images = list(LesionImage.objects.all())
     assert [image.source_format for image in images] == [case.accepted_as] * 2
-    for image in images:
+    for image in images:  # stored in its real format, whatever the name or the declared type
         with image.file.open("rb") as fh, Image.open(io.BytesIO(fh.read())) as stored:
-            assert stored.format == "PNG" and stored.size == (96, 64)
+            assert stored.format == case.accepted_as and stored.size == (96, 64)
+        assert image.stored_extension == {"JPEG": "jpg", "PNG": "png"}[case.accepted_as]
 
 
 @pytest.mark.parametrize("case", BOMBS, ids=_ids)
@@ -166,10 +169,11 @@ def test_it_stores_no_exif_or_gps_from_an_upload(client_for, api_for, colleague,
         with image.file.open("rb") as fh:
             stored_bytes = fh.read()
         with Image.open(io.BytesIO(stored_bytes)) as stored:
-            assert stored.format == "PNG"
+            assert stored.format == "JPEG"  # its own data, not re-encoded
             assert len(stored.getexif()) == 0 and not stored.getexif().get_ifd(0x8825)
             assert "exif" not in stored.info and not {"icc_profile", "XML:com.adobe.xmp"} & set(stored.info)
-        assert b"PhoneMaker" not in stored_bytes and b"eXIf" not in stored_bytes
+        assert b"PhoneMaker" not in stored_bytes and b"Exif" not in stored_bytes
+        assert np.array_equal(decode_image(stored_bytes), decode_image(data))  # the same pixels
 
 
 def test_it_reports_each_hostile_member_of_a_zip_batch_and_stores_the_others(api_for, colleague, lesion, run_on_commit):

@@ -157,10 +157,10 @@ def test_it_stores_pixels_only_under_a_generated_name(upload):
     stored = image.file.read()
     image.file.close()
     assert b"SecretCameraMaker" not in stored and b"Exif" not in stored
-    assert stored.startswith(b"\x89PNG")
+    assert stored.startswith(b"\xff\xd8") and len(stored) < len(jpeg)  # its own JPEG data, less the EXIF
     assert image.sha256 == hashlib.sha256(stored).hexdigest()
     assert (image.width, image.height, image.source_format, image.size_bytes) == (64, 48, "JPEG", len(stored))
-    assert "photo" not in image.file.name and image.file.name.endswith(".png")
+    assert "photo" not in image.file.name and image.file.name.endswith(".jpg")
     decoded = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (48, 64, 3)
 

@@ -1,4 +1,4 @@
-"""Hypothesis properties of upload validation: diagnosis.inference.reencode_upload and the
+"""Hypothesis properties of upload validation: diagnosis.inference.sanitise_upload and the
 service's per-file checks (services._prepare_uploads).
 
 Bounded (a few dozen examples each, derandomised, no example database in the checkout); no
@@ -15,10 +15,10 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from diagnosis import services
-from diagnosis.inference import ImageTooLargeError, InvalidImageError, ReencodedImage, reencode_upload
+from diagnosis.inference import ImageTooLargeError, InvalidImageError, SanitisedImage, sanitise_upload
 from ml.preprocessing import JPEG_SOI, PNG_SIGNATURE, decode_image
 from tests.conftest import encode
 from tests.portal.hostile_corpus import HOSTILE_FILES
@@ -44,65 +44,112 @@ def rgb_images(draw: st.DrawFn, max_side: int = 128) -> np.ndarray:
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def _reencode_or_refuse(data: bytes) -> ReencodedImage | None:
-    """reencode_upload's answer; any exception but InvalidImageError fails the property."""
+def _sanitise_or_refuse(data: bytes) -> SanitisedImage | None:
+    """sanitise_upload's answer; any exception but InvalidImageError fails the property."""
     try:
-        return reencode_upload(data)
+        return sanitise_upload(data)
     except InvalidImageError:  # ImageTooLargeError included
         return None
 
 
-def _stored_pixels(item: ReencodedImage) -> np.ndarray:
-    with Image.open(io.BytesIO(item.png_bytes)) as stored:
-        assert stored.format == "PNG" and stored.mode == "RGB"
-        assert "exif" not in stored.info and len(stored.getexif()) == 0
-        return np.asarray(stored)
+def _stored_pixels(item: SanitisedImage) -> np.ndarray:
+    """The stored file as the worker decodes it, after checking it carries no metadata."""
+    with Image.open(io.BytesIO(item.data)) as stored:
+        assert stored.format == {"jpg": "JPEG", "png": "PNG"}[item.extension]
+        assert len(stored.getexif()) == 0
+        assert not {"exif", "icc_profile", "comment", "xmp"} & set(stored.info), stored.info
+        assert not getattr(stored, "text", {})
+    return decode_image(item.data)
 
 
 @BOUNDED
 @given(prefix=st.sampled_from(MAGIC_PREFIXES), body=st.binary(max_size=4096))
-def test_it_reencodes_or_refuses_arbitrary_bytes(prefix, body):
-    item = _reencode_or_refuse(prefix + body)
-    if item is not None:  # only a real JPEG or PNG gets through, and is stored as a PNG
+def test_it_sanitises_or_refuses_arbitrary_bytes(prefix, body):
+    item = _sanitise_or_refuse(prefix + body)
+    if item is not None:  # only a real JPEG or PNG gets through, and is stored in its own format
         assert item.source_format in {"JPEG", "PNG"}
         assert _stored_pixels(item).shape == (item.height, item.width, 3)
 
 
 @BOUNDED
 @given(case=st.sampled_from(HOSTILE_FILES), start=st.integers(0, 64), trailer=st.binary(max_size=32))
-def test_it_reencodes_or_refuses_pieces_of_the_hostile_corpus(case, start, trailer):
+def test_it_sanitises_or_refuses_pieces_of_the_hostile_corpus(case, start, trailer):
     # Slices and extensions of hostile files land near the edges the checks care about.
-    _reencode_or_refuse(case.data[start:] + trailer)
-    _reencode_or_refuse(case.data + trailer)
+    _sanitise_or_refuse(case.data[start:] + trailer)
+    _sanitise_or_refuse(case.data + trailer)
 
 
 @BOUNDED
 @given(image=rgb_images())
 def test_it_stores_the_exact_pixels_of_a_png(image):
-    item = reencode_upload(encode(image, ".png"))
-    assert (item.source_format, item.width, item.height) == ("PNG", image.shape[1], image.shape[0])
+    item = sanitise_upload(encode(image, ".png"))
+    assert (item.source_format, item.extension, item.width, item.height) == (
+        "PNG",
+        "png",
+        image.shape[1],
+        image.shape[0],
+    )
     assert np.array_equal(_stored_pixels(item), image)
 
 
 @BOUNDED
-@given(image=rgb_images(), quality=st.integers(5, 100))
-def test_it_stores_a_jpeg_as_its_decoded_pixels(image, quality):
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+@given(image=rgb_images(), quality=st.integers(5, 100), progressive=st.booleans())
+def test_it_stores_a_jpeg_as_its_own_data_without_re_encoding(image, quality, progressive):
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)]
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
     assert ok
     data = buffer.tobytes()
-    item = reencode_upload(data)
-    assert (item.source_format, item.width, item.height) == ("JPEG", image.shape[1], image.shape[0])
-    # Lossless from here on: what is stored is what the classifier sees when it decodes the upload.
+    item = sanitise_upload(data)
+    assert (item.source_format, item.extension, item.width, item.height) == (
+        "JPEG",
+        "jpg",
+        image.shape[1],
+        image.shape[0],
+    )
+    # The same compressed pixels: what the worker decodes is exactly what the upload decodes to.
+    assert len(item.data) <= len(data)
     assert np.array_equal(_stored_pixels(item), decode_image(data))
 
 
 @BOUNDED
 @given(image=rgb_images(max_side=48), mode=st.sampled_from(["L", "LA", "RGBA", "P", "I;16"]))
-def test_it_stores_every_png_colour_type_as_rgb(image, mode):
+def test_it_stores_every_png_colour_type_with_its_pixels_unchanged(image, mode):
     buffer = io.BytesIO()
     Image.fromarray(image).convert(mode).save(buffer, format="PNG")
-    item = reencode_upload(buffer.getvalue())
-    assert _stored_pixels(item).shape == (image.shape[0], image.shape[1], 3)
+    item = sanitise_upload(buffer.getvalue())
+    assert np.array_equal(_stored_pixels(item), decode_image(buffer.getvalue()))
+
+
+@BOUNDED
+@given(image=rgb_images(max_side=64), fmt=st.sampled_from(["JPEG", "PNG"]), orientation=st.integers(1, 8))
+def test_it_removes_every_metadata_block_and_keeps_the_picture_upright(image, fmt, orientation):
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Dermatoscope Inc.", orientation  # make, orientation
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}  # GPS: where the patient was
+    extra = {"icc_profile": b"\0" * 128}
+    if fmt == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Patient", "Jane Doe")
+        extra["pnginfo"] = text
+    else:
+        extra["comment"] = b"Jane Doe"
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, exif=exif.tobytes(), **extra)
+    data = buffer.getvalue()
+    item = sanitise_upload(data)
+    for secret in (b"Jane Doe", b"Dermatoscope", b"Exif", b"eXIf", b"iCCP", b"ICC_PROFILE"):
+        assert secret not in item.data
+    # OpenCV turns a picture by its orientation tag; the tag is gone, so such a picture is
+    # stored already turned (as PNG), and decodes to the same upright pixels.
+    assert item.extension == ("jpg" if fmt == "JPEG" and orientation == 1 else "png")
+    assert np.array_equal(_stored_pixels(item), decode_image(data))
+
+
+def test_it_keeps_only_the_first_picture_of_a_multi_picture_jpeg():
+    first = encode(np.full((40, 60, 3), 200, np.uint8), ".jpg")
+    second = encode(np.full((20, 30, 3), 10, np.uint8), ".jpg")
+    item = sanitise_upload(first + second)
+    assert item.data == first and (item.width, item.height) == (60, 40)
 
 
 @BOUNDED
@@ -125,7 +172,7 @@ def test_it_checks_every_file_of_an_upload_and_names_each_refusal(files, cap):
             prepared = services._prepare_uploads(uploads)
         except ValidationError as exc:
             messages = exc.message_dict["image"]
-            refused = [u for u in uploads if len(u.data) > cap or _reencode_or_refuse(u.data) is None]
+            refused = [u for u in uploads if len(u.data) > cap or _sanitise_or_refuse(u.data) is None]
             assert [m.split(":", 1)[0] for m in messages] == [u.name for u in refused]
             assert all("larger than the" in m for m, u in zip(messages, refused, strict=True) if len(u.data) > cap)
             return
