@@ -3,19 +3,21 @@
 
     .venv/bin/python scripts/bench_portal.py [--markdown] [--images DIR] [--n 200]
         [--database-url postgres://postgres@127.0.0.1:5432/skinportal_bench]
-        [--redis-url redis://127.0.0.1:6379/13] [--threads 2] [--clients 1,4,16]
+        [--redis-url redis://127.0.0.1:6379/13] [--threads 2] [--worker-processes 2] [--clients 1,4,16]
 
 What it measures, in one run and with the model of ml/models/CURRENT (or SKINPORTAL_MODEL_DIR):
 
 0. raw inference: `python -m ml bench --threads T` (its onnxruntime fp32 batch-32 images/s);
 1. batch: N images in one ZIP through POST /api/v1/batches/, timed from the request until
    GET /api/v1/batches/{id}/ says finished: end-to-end images/s and its ratio to (0);
-2. single uploads: POST /api/v1/images/ then polling GET /api/v1/images/{id}/ until the
-   classification is stored, at 1, 4 and 16 concurrent clients: latency p50 / p95.
+2. single uploads: POST /api/v1/images/ then GET /api/v1/images/{id}/?wait=30 (answered when
+   the classification is stored), at 1, 4 and 16 concurrent clients: latency p50 / p95;
+3. where the CPU went: seconds of each part of the stack (web, worker, PostgreSQL, Redis, this
+   client) during (1) and per upload in (2), read from /proc.
 
 It creates (and afterwards drops) the database named in --database-url, uses its own Redis
 queue, starts gunicorn (--web-workers processes x --web-threads threads) and one worker
-(`celery -A skinportal worker --concurrency 1`, SKINPORTAL_ORT_THREADS=T), and kills them at
+(`celery -A skinportal worker --concurrency P`, SKINPORTAL_ORT_THREADS=T/P), and kills them at
 the end. Run it on a quiet machine: it warns when `ml train` is running or the load is high.
 """
 
@@ -329,8 +331,8 @@ def upload_and_wait(api: Api, lesion_id: int, name: str, data: bytes) -> float:
     return time.perf_counter() - started
 
 
-def batch_run(api: Api, lesion_id: int, images: list[tuple[str, bytes]]) -> tuple[float, float]:
-    """(seconds from POST to finished, seconds the POST itself took)."""
+def batch_run(api: Api, lesion_id: int, images: list[tuple[str, bytes]]) -> tuple[float, float, int]:
+    """(seconds from POST to finished, seconds the POST itself took, the batch's id)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, data in images:
@@ -354,7 +356,38 @@ def batch_run(api: Api, lesion_id: int, images: list[tuple[str, bytes]]) -> tupl
     elapsed = time.perf_counter() - started
     if payload["progress"]["failed"]:
         raise RuntimeError(f"batch: {payload['progress']['failed']} classifications failed")
-    return elapsed, posted
+    return elapsed, posted, batch_id
+
+
+def reclassify_run(env: dict[str, str], database_url: str, batch_id: int) -> tuple[float, int]:
+    """The batch's images classified again with nothing else running: their results are deleted
+    and `manage.py reclassify` queues them. Returns (seconds from the first claim to the last
+    result, by the worker's own timestamps, images): the worker node's own rate, as when web
+    nodes and the database run on other machines."""
+    import psycopg
+
+    url = database_url.replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM diagnosis_lesionimage WHERE batch_id = %s", [batch_id])]
+        conn.execute("DELETE FROM diagnosis_classification WHERE image_id = ANY(%s)", [ids])
+        manage(env, "reclassify")
+        deadline = time.monotonic() + 300
+        while True:
+            (done,) = conn.execute(
+                "SELECT count(*) FROM diagnosis_classification WHERE image_id = ANY(%s) AND status = 'succeeded'",
+                [ids],
+            ).fetchone()
+            if done == len(ids):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"reclassify: {done} of {len(ids)} images classified within 300 s")
+            time.sleep(0.1)
+        (span,) = conn.execute(
+            "SELECT EXTRACT(EPOCH FROM max(finished_at) - min(started_at)) FROM diagnosis_classification "
+            "WHERE image_id = ANY(%s)",
+            [ids],
+        ).fetchone()
+    return float(span), len(ids)
 
 
 def latency_level(
@@ -415,9 +448,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--requests", type=int, default=40, help="single uploads per client level (at least 4 per client)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads of the worker and of ml bench")
     parser.add_argument(
-        "--worker-processes", type=int, default=1, help="celery --concurrency; each gets threads / processes"
+        "--threads",
+        type=int,
+        default=2,
+        help="cores for onnxruntime: ml bench's threads; the worker's processes x threads",
+    )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="celery --concurrency (default: the cores, as in production); each gets threads / processes",
     )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
@@ -529,10 +570,14 @@ def main(argv: list[str] | None = None) -> int:
 
         log(f"batch of {len(batch_images)} images ...")
         cpu_before = cpu_snapshot(web.pid, worker.pid)
-        batch_seconds, post_seconds = batch_run(api, lesion["id"], batch_images)
+        batch_seconds, post_seconds, batch_id = batch_run(api, lesion["id"], batch_images)
         cpu_after = cpu_snapshot(web.pid, worker.pid)
         batch_cpu = {part: cpu_after[part] - cpu_before[part] for part in cpu_after}
         batch_rate = len(batch_images) / batch_seconds
+
+        log("the batch's images again, worker only (manage.py reclassify) ...")
+        reclassify_seconds, reclassified = reclassify_run(env, args.database_url, batch_id)
+        reclassify_rate = reclassified / reclassify_seconds
 
         levels = []
         for n_clients in clients:
@@ -570,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{raw:.1f}" if raw else "skipped",
         ],
         ["end-to-end / raw (target >= 70%)", f"{100 * batch_rate / raw:.0f}%" if raw else "n/a"],
+        ["worker alone (the same images, manage.py reclassify), images/s", f"{reclassify_rate:.1f}"],
+        ["worker alone / raw", f"{100 * reclassify_rate / raw:.0f}%" if raw else "n/a"],
     ]
     capacity = batch_seconds * cores
     rows_c = [
@@ -592,8 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         for c, n, p50, p95, rate, cpu in levels
     ]
     rows_m = [
-        ["Celery worker: main + 1 pool process, model loaded", f"{worker_rss:.0f}"],
-        ["  of which the pool process (onnxruntime session)", f"{worker_child_rss:.0f}"],
+        [f"Celery worker: main + {args.worker_processes} pool process(es), model loaded", f"{worker_rss:.0f}"],
+        ["  of which each pool process (its onnxruntime session), at most", f"{worker_child_rss:.0f}"],
         ["gunicorn worker (each; never loads the model)", f"{max(web_rss, default=0):.0f}"],
     ]
     out = [
@@ -624,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"Model {model_version}; gunicorn {args.web_workers} x {args.web_threads} gthread, one Celery worker "
-            f"(concurrency 1, prefetch 1, acks_late, {args.threads} onnxruntime threads); PostgreSQL and Redis on "
+            f"(concurrency {args.worker_processes}, prefetch 1, acks_late, {worker_threads} onnxruntime thread(s) "
+            "each); PostgreSQL and Redis on "
             f"loopback; {source}; {cores} cores, {platform.processor() or platform.machine()}; before the run: "
             f"{load_text}; command: {' '.join(['scripts/bench_portal.py', *(argv if argv is not None else sys.argv[1:])])}"
         ),

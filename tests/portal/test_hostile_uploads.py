@@ -174,6 +174,10 @@ def test_it_stores_no_exif_or_gps_from_an_upload(client_for, api_for, colleague,
             assert "exif" not in stored.info and not {"icc_profile", "XML:com.adobe.xmp"} & set(stored.info)
         assert b"PhoneMaker" not in stored_bytes and b"Exif" not in stored_bytes
         assert np.array_equal(decode_image(stored_bytes), decode_image(data))  # the same pixels
+        served = client_for(colleague).get(reverse("image-file", args=[image.pk]))
+        assert b"".join(served.streaming_content) == stored_bytes
+        assert served["Content-Type"] == "image/jpeg" and served["X-Content-Type-Options"] == "nosniff"
+        assert "script-src 'self'" in served["Content-Security-Policy"]
 
 
 def test_it_reports_each_hostile_member_of_a_zip_batch_and_stores_the_others(api_for, colleague, lesion, run_on_commit):
