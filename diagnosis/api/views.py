@@ -269,8 +269,9 @@ class ImageDetailApi(ScopedApiView):
     def get(self, request: Request, image_id: int) -> Response:
         image = self.url_object("image_id")
         wait = _filters(s.ImageWaitQuery, request).get("wait")
-        if wait and selectors.image_wait_until_settled(image_id=image.pk, timeout=wait):
-            image = selectors.image_get(user=request.user, image_id=image.pk)  # with the new result
+        if wait and not selectors.image_classification_settled(image_id=image.pk):
+            selectors.image_wait_until_settled(image_id=image.pk, timeout=wait)
+            image = selectors.image_get(user=request.user, image_id=image.pk)  # the state now
         return Response(s.ImageOutput(image, context={"request": request}).data)
 
 
