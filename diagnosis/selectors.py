@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,15 +209,18 @@ def image_classification_settled(*, image_id: int) -> bool:
 
 
 def image_wait_until_settled(*, image_id: int, timeout: float) -> bool:
-    """Block until image_classification_settled (True) or `timeout` seconds pass (False).
+    """Block until image_classification_settled (True) or `timeout` seconds pass (False)."""
+    return _wait_until(lambda: image_classification_settled(image_id=image_id), timeout=timeout)
 
-    One indexed query per check, 10 ms apart at first and at most 50 ms apart, so a result is
-    seen within a few ms of its commit while a waiting request costs far less than a client
-    polling the whole API.
-    """
+
+def _wait_until(check: Callable[[], bool], *, timeout: float) -> bool:
+    """Call `check` until it is true (True) or `timeout` seconds (at most MAX_WAIT_SECONDS) pass
+    (False). Checks are 10 ms apart at first and at most 50 ms apart: a waiting request sees a
+    result within a few ms of its commit, for one or two indexed queries per check, far less than
+    a client polling the whole API."""
     deadline = time.monotonic() + min(timeout, MAX_WAIT_SECONDS)
     pause = 0.01
-    while not image_classification_settled(image_id=image_id):
+    while not check():
         left = deadline - time.monotonic()
         if left <= 0:
             return False
@@ -420,6 +423,24 @@ def batch_image_statuses(*, batch: Batch) -> list[BatchImageStatus]:
         .values_list("id", "source_name", "lesion_id", "lesion__patient_id", "captured_at", "s")
     )
     return [BatchImageStatus(*row[:5], status=image_bucket(row[5])) for row in rows]
+
+
+def batch_settled(*, batch_id: int) -> bool:
+    """Every file of the batch stored or refused, and every stored image classified with none of
+    its classifications queued or running. A few indexed queries, whatever the batch's size."""
+    batch = Batch.objects.only("received", "rejected").get(pk=batch_id)
+    images = LesionImage.objects.filter(batch_id=batch_id)
+    if images.count() + len(batch.rejected or []) < batch.received:
+        return False  # still being stored
+    if images.exclude(Exists(Classification.objects.filter(image=OuterRef("pk")))).exists():
+        return False  # queued, not claimed yet
+    in_flight = (ClassificationStatus.PENDING, ClassificationStatus.RUNNING)
+    return not Classification.objects.filter(image__batch_id=batch_id, status__in=in_flight).exists()
+
+
+def batch_wait_until_settled(*, batch_id: int, timeout: float) -> bool:
+    """Block until batch_settled (True) or `timeout` seconds pass (False)."""
+    return _wait_until(lambda: batch_settled(batch_id=batch_id), timeout=timeout)
 
 
 def image_bucket(status: str | None) -> str:

@@ -190,13 +190,13 @@ class ImageFilter(serializers.Serializer):
     batch = IdField(required=False, help_text="Only the images of this batch (its results, page by page).")
 
 
-class ImageWaitQuery(serializers.Serializer):
+class WaitQuery(serializers.Serializer):
     wait = serializers.FloatField(
         required=False,
         min_value=0,
         max_value=MAX_WAIT_SECONDS,
-        help_text=f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for the image's queued or running classification "
-        "to finish before answering.",
+        help_text=f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for the queued or running classifications to "
+        "finish before answering.",
     )
 
 

@@ -259,7 +259,7 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
 
 class ImageDetailApi(ScopedApiView):
     @extend_schema(
-        parameters=[s.ImageWaitQuery],
+        parameters=[s.WaitQuery],
         responses={200: s.ImageOutput, 400: ERROR, 404: ERROR},
         tags=["images"],
         description="One image and its current classification. With `wait`, the answer comes as soon as no "
@@ -268,7 +268,7 @@ class ImageDetailApi(ScopedApiView):
     )
     def get(self, request: Request, image_id: int) -> Response:
         image = self.url_object("image_id")
-        wait = _filters(s.ImageWaitQuery, request).get("wait")
+        wait = _filters(s.WaitQuery, request).get("wait")
         if wait and not selectors.image_classification_settled(image_id=image.pk):
             selectors.image_wait_until_settled(image_id=image.pk, timeout=wait)
             image = selectors.image_get(user=request.user, image_id=image.pk)  # the state now
@@ -445,7 +445,17 @@ class BatchListApi(PaginatedListMixin, ScopedApiView):
 
 
 class BatchDetailApi(ScopedApiView):
-    @extend_schema(responses={200: s.BatchDetailOutput, 404: ERROR}, tags=["batches"])
+    @extend_schema(
+        parameters=[s.WaitQuery],
+        responses={200: s.BatchDetailOutput, 400: ERROR, 404: ERROR},
+        tags=["batches"],
+        description="The batch's progress and each image's status. With `wait`, the answer comes as soon as the "
+        "batch is finished (or after `wait` seconds, with the progress then).",
+    )
     def get(self, request: Request, batch_id: int) -> Response:
         batch = self.url_object("batch_id")
+        wait = _filters(s.WaitQuery, request).get("wait")
+        if wait and not selectors.batch_settled(batch_id=batch.pk):
+            selectors.batch_wait_until_settled(batch_id=batch.pk, timeout=wait)
+            batch = selectors.batch_get(user=request.user, batch_id=batch.pk)  # the state now
         return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 import zipfile
 
 import pytest
@@ -87,6 +88,46 @@ def test_it_answers_a_progress_poll_with_the_same_few_queries_whatever_the_batch
         assert len(body["images"]) == n and body["progress"]["done"] == n
         sizes[n] = len(captured.captured_queries)
     assert sizes[12] == sizes[2], sizes  # one query for every image's status, not one per image
+
+
+def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
+    api_for, colleague, lesion, run_on_commit, monkeypatch
+):
+    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)  # no worker yet
+    with run_on_commit():
+        batch = services.batch_create(
+            user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes()) for i in range(3)]
+        )
+    ids = list(batch.images.values_list("id", flat=True))
+    assert not selectors.batch_settled(batch_id=batch.pk)
+    pauses = []
+
+    def worker_runs_meanwhile(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            services.classification_run_many(image_ids=ids)
+
+    monkeypatch.setattr(selectors.time, "sleep", worker_runs_meanwhile)
+    body = api_for(colleague).get(f"{API}/batches/{batch.pk}/", {"wait": 20}).json()
+    assert body["status"] == "finished" and body["progress"]["done"] == 3 and len(pauses) == 2
+
+
+def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
+    api_for, colleague, lesion, run_on_commit, monkeypatch
+):
+    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)
+    with run_on_commit():
+        batch = services.batch_create(
+            user=colleague, lesion=lesion, files=[services.ImageUpload("a.png", image_bytes())]
+        )
+    Classification.objects.create(image=batch.images.get(), model_version="v", status=ClassificationStatus.RUNNING)
+    api = api_for(colleague)
+    started = time.monotonic()
+    body = api.get(f"{API}/batches/{batch.pk}/", {"wait": 0.1}).json()
+    assert time.monotonic() - started >= 0.1
+    assert body["status"] == "running" and body["progress"]["running"] == 1
+    response = api.get(f"{API}/batches/{batch.pk}/", {"wait": 31})
+    assert response.status_code == 400 and "wait" in response.json()["error"]["fields"]
 
 
 def test_it_counts_queued_running_done_and_failed_images(owner, lesion, run_on_commit, monkeypatch):
