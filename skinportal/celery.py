@@ -16,6 +16,8 @@ import os
 from celery import Celery
 from celery.signals import celeryd_init, worker_process_init
 
+from skinportal.env import available_cores
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skinportal.settings")
 
 app = Celery("skinportal")
@@ -23,13 +25,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 logger = logging.getLogger(__name__)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def ort_threads_for(*, concurrency: int, cores: int, requested: str | None) -> tuple[int, str]:

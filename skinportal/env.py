@@ -78,3 +78,12 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
     return value
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, `taskset`), the
+    default for settings sized by the machine; the CPU count where affinity is not available."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1

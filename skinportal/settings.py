@@ -12,14 +12,13 @@ See docs/portal.md for the full list.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from skinportal.env import env_bool, env_choice, env_int, env_list, env_optional_str, env_str
+from skinportal.env import available_cores, env_bool, env_choice, env_int, env_list, env_optional_str, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # git-ignored: the default database and uploaded images live here
@@ -250,7 +249,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 # threads): processes overlap one another's decoding and database waits with inference, which
 # one process with several threads cannot (scripts/bench_portal.py: 56% vs 46% of raw model
 # throughput on 2 cores). Each process holds its own model session: about 400 MiB.
-CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", len(os.sched_getaffinity(0)) or 1, minimum=1)
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", available_cores(), minimum=1)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 0, minimum=0) or None  # KiB
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=2)  # hard: the process is killed
 CELERY_TASK_SOFT_TIME_LIMIT = env_int(
