@@ -208,25 +208,19 @@ def image_classification_settled(*, image_id: int) -> bool:
     )
 
 
-def image_wait_until_settled(*, image_id: int, timeout: float) -> bool:
-    """Block until image_classification_settled (True) or `timeout` seconds pass (False)."""
-    return _wait_until(lambda: image_classification_settled(image_id=image_id), timeout=timeout)
-
-
-def _wait_until(check: Callable[[], bool], *, timeout: float) -> bool:
-    """Call `check` until it is true (True) or `timeout` seconds (at most MAX_WAIT_SECONDS) pass
-    (False). Checks are 10 ms apart at first and at most 50 ms apart: a waiting request sees a
-    result within a few ms of its commit, for one or two indexed queries per check, far less than
-    a client polling the whole API."""
+def wait_for(settled: Callable[[], bool], *, timeout: float) -> bool:
+    """Pause, then call `settled`, until it is true (True) or `timeout` seconds (at most
+    MAX_WAIT_SECONDS) pass (False). The caller has just found it false. Pauses are 10 ms at
+    first and at most 50 ms: a waiting request sees a result within a few ms of its commit, for
+    a few indexed queries per check, far less than a client polling the whole API."""
     deadline = time.monotonic() + min(timeout, MAX_WAIT_SECONDS)
     pause = 0.01
-    while not check():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
+    while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(pause, left))
+        if settled():
+            return True
         pause = min(pause * 1.5, 0.05)
-    return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -436,11 +430,6 @@ def batch_settled(*, batch_id: int) -> bool:
         return False  # queued, not claimed yet
     in_flight = (ClassificationStatus.PENDING, ClassificationStatus.RUNNING)
     return not Classification.objects.filter(image__batch_id=batch_id, status__in=in_flight).exists()
-
-
-def batch_wait_until_settled(*, batch_id: int, timeout: float) -> bool:
-    """Block until batch_settled (True) or `timeout` seconds pass (False)."""
-    return _wait_until(lambda: batch_settled(batch_id=batch_id), timeout=timeout)
 
 
 def image_bucket(status: str | None) -> str:

@@ -4,7 +4,7 @@ outsider's id is a 404 here exactly as on the pages."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -37,6 +37,17 @@ def _filters(serializer_class: type[drf_serializers.Serializer], request: Reques
     serializer = serializer_class(data=request.query_params.dict())
     serializer.is_valid(raise_exception=True)
     return {key: value for key, value in serializer.validated_data.items() if value is not None}
+
+
+def _waited(request: Request, settled: Callable[[], bool]) -> bool:
+    """Honour the request's `wait` query parameter (s.WaitQuery): when it asks to wait and
+    `settled()` is false, block until it is true or the wait runs out. True when it waited, so
+    the view fetches its object again and answers with the state then."""
+    wait = _filters(s.WaitQuery, request).get("wait")
+    if not wait or settled():
+        return False
+    selectors.wait_for(settled, timeout=wait)
+    return True
 
 
 def _input(
@@ -268,9 +279,7 @@ class ImageDetailApi(ScopedApiView):
     )
     def get(self, request: Request, image_id: int) -> Response:
         image = self.url_object("image_id")
-        wait = _filters(s.WaitQuery, request).get("wait")
-        if wait and not selectors.image_classification_settled(image_id=image.pk):
-            selectors.image_wait_until_settled(image_id=image.pk, timeout=wait)
+        if _waited(request, lambda: selectors.image_classification_settled(image_id=image.pk)):
             image = selectors.image_get(user=request.user, image_id=image.pk)  # the state now
         return Response(s.ImageOutput(image, context={"request": request}).data)
 
@@ -454,8 +463,6 @@ class BatchDetailApi(ScopedApiView):
     )
     def get(self, request: Request, batch_id: int) -> Response:
         batch = self.url_object("batch_id")
-        wait = _filters(s.WaitQuery, request).get("wait")
-        if wait and not selectors.batch_settled(batch_id=batch.pk):
-            selectors.batch_wait_until_settled(batch_id=batch.pk, timeout=wait)
+        if _waited(request, lambda: selectors.batch_settled(batch_id=batch.pk)):
             batch = selectors.batch_get(user=request.user, batch_id=batch.pk)  # the state now
         return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data)
