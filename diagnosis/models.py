@@ -136,11 +136,16 @@ class Lesion(models.Model):
         return self.patient.organisation_id
 
 
+def image_file_extension(name: str) -> str:
+    """jpg or png: a stored image's format, from its file name (files stored before 2026-11, and
+    pictures turned upright, are PNG)."""
+    return "jpg" if name.lower().endswith(".jpg") else "png"
+
+
 def lesion_image_path(instance: LesionImage, filename: str) -> str:
     """A generated name: the uploaded file name (which may hold a patient's name) is never used on
     disk. Only the extension is taken from `filename` (the service names it upload.jpg or upload.png)."""
-    extension = "jpg" if filename.lower().endswith(".jpg") else "png"
-    return f"lesion-images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.{extension}"
+    return f"lesion-images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.{image_file_extension(filename)}"
 
 
 class BatchKind(models.TextChoices):
@@ -211,8 +216,7 @@ class LesionImage(models.Model):
 
     @property
     def stored_extension(self) -> str:
-        """jpg or png: the stored file's format, from its generated name."""
-        return "jpg" if self.file.name.lower().endswith(".jpg") else "png"
+        return image_file_extension(self.file.name)
 
     @property
     def stored_content_type(self) -> str:
