@@ -128,9 +128,11 @@ class Classifier:
         if len(inputs) != 1 or inputs[0].name != expected_name:
             raise ModelIntegrityError(f"{self.path}: expected one input named {expected_name!r}, got {[i.name for i in inputs]}")
         shape = list(inputs[0].shape)
-        size = self.config.size
-        if len(shape) != 4 or shape[1:] != [size, size, 3]:
-            raise ModelIntegrityError(f"{self.path}: input shape {shape} does not match the manifest's {size}x{size}x3")
+        height, width = self.config.height_width
+        if len(shape) != 4 or shape[1:] != [height, width, 3]:
+            raise ModelIntegrityError(
+                f"{self.path}: input shape {shape} does not match the manifest's {height}x{width}x3"
+            )
         out_shape = list(outputs[0].shape)
         if len(outputs) != 1 or out_shape[-1] != len(CLASSES):
             raise ModelIntegrityError(f"{self.path}: output shape {out_shape} does not give {len(CLASSES)} classes")
@@ -145,7 +147,7 @@ class Classifier:
         raise InvalidImageError(f"expected image bytes or an RGB array, got {type(image).__name__}")
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities for a preprocessed (N, size, size, 3) batch."""
+        """Calibrated class probabilities for a preprocessed (N, height, width, 3) batch."""
         logits = self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         return softmax(logits, self.temperature)
 

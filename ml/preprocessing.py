@@ -36,25 +36,42 @@ DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "WEBP"})
 class PreprocessConfig:
     """Everything that decides the model input; stored in the model manifest."""
 
+    # Input height; the width too unless `width` is set (a non-square input such as the
+    # shared HAM10000 copies' own 150x200, which keeps their 4:3 aspect).
     size: int = 224
     colour: ColourMode = "none"
     # x / 127.5 - 1: the [-1, 1] scaling MobileNetV2 was trained with on ImageNet.
     scale: float = 1.0 / 127.5
     offset: float = -1.0
     colour_order: str = "RGB"
+    width: int | None = None
 
     def __post_init__(self) -> None:
         if self.colour not in COLOUR_MODES:
             raise ValueError(f"unknown colour mode {self.colour!r}; expected one of {COLOUR_MODES}")
         if self.size < 32:
             raise ValueError(f"input size {self.size} is below MobileNetV2's minimum of 32")
+        if self.width is not None and self.width < 32:
+            raise ValueError(f"input width {self.width} is below MobileNetV2's minimum of 32")
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.size, self.width or self.size
+
+    def describe(self) -> str:
+        height, width = self.height_width
+        return f"{height}x{width}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.width is None:  # square bundles keep the manifest they always had
+            del data["width"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessConfig:
-        return cls(**{k: data[k] for k in ("size", "colour", "scale", "offset", "colour_order") if k in data})
+        return cls(**{k: data[k] for k in ("size", "colour", "scale", "offset", "colour_order", "width") if k in data})
 
 
 def check_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
@@ -324,13 +341,23 @@ def read_image(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
         raise type(exc)(f"{path}: {exc}") from exc
 
 
-def resize(image_rgb: np.ndarray, size: int) -> np.ndarray:
-    """Square resize of the whole image (no crop: the lesion may sit near an edge)."""
+def resize(image_rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize of the whole image to `size` (square) or (height, width); no crop: the lesion may
+    sit near an edge.
+
+    For a non-square target, an image whose long side runs the other way is first turned by 90
+    degrees: a dermatoscopic image has no canonical orientation, and turning it keeps its aspect
+    where squeezing would distort the lesion's shape.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
     h, w = image_rgb.shape[:2]
-    shrinking = h * w > size * size
+    if height != width and h != w and (h > w) != (height > width):
+        image_rgb = np.ascontiguousarray(np.rot90(image_rgb))
+        h, w = w, h
+    shrinking = h * w > height * width
     # INTER_AREA avoids aliasing when a large photograph is reduced; LINEAR for enlarging.
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image_rgb, (size, size), interpolation=interpolation)
+    return cv2.resize(image_rgb, (width, height), interpolation=interpolation)
 
 
 def shades_of_gray(image_rgb: np.ndarray, power: int = 6) -> np.ndarray:
@@ -367,12 +394,12 @@ _COLOUR_STEPS = {
 
 
 def preprocess(image_rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """HxWx3 uint8 RGB -> (size, size, 3) float32 in [-1, 1], deterministic."""
+    """HxWx3 uint8 RGB -> (height, width, 3) float32 in [-1, 1], deterministic."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise InvalidImageError(f"expected an HxWx3 uint8 RGB array, got {image_rgb.shape} {image_rgb.dtype}")
     if min(image_rgb.shape[:2]) < 1:
         raise InvalidImageError("the image has no pixels")
-    img = resize(image_rgb, config.size)
+    img = resize(image_rgb, config.height_width)
     img = _COLOUR_STEPS[config.colour](img)
     out = img.astype(np.float32) * np.float32(config.scale) + np.float32(config.offset)
     return out

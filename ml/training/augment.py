@@ -47,6 +47,16 @@ def colour_jitter(img: np.ndarray, rng: np.random.Generator, brightness=0.2, con
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+def maybe_resample(img: np.ndarray, rng: np.random.Generator, p: float = 0.2) -> np.ndarray:
+    """With probability p, down-sample and back up: a lower-resolution source."""
+    if rng.random() >= p:
+        return img
+    h, w = img.shape[:2]
+    f = rng.uniform(0.5, 0.9)
+    small = cv2.resize(img, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random training view of an RGB uint8 image."""
     out = random_resized_crop(img, rng)
@@ -56,9 +66,51 @@ def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = out[::-1, :]
     out = random_rotate(np.ascontiguousarray(out), rng)
     out = colour_jitter(out, rng)
-    if rng.random() < 0.2:
-        h, w = out.shape[:2]
-        f = rng.uniform(0.5, 0.9)
-        small = cv2.resize(out, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
-        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(maybe_resample(out, rng))
+
+
+def random_affine(img: np.ndarray, rng: np.random.Generator, max_shear: float = 0.15,
+                  scale=(0.9, 1.1)) -> np.ndarray:
+    """One warp: an arbitrary rotation, a small shear and scale, about the image centre."""
+    h, w = img.shape[:2]
+    angle = np.deg2rad(rng.uniform(0, 360))
+    cos, sin = np.cos(angle), np.sin(angle)
+    shear = rng.uniform(-max_shear, max_shear)
+    zoom = rng.uniform(*scale)
+    linear = zoom * np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])
+    centre = np.array([w / 2, h / 2])
+    matrix = np.hstack([linear, (centre - linear @ centre)[:, None]]).astype(np.float32)
+    return cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def cutout(img: np.ndarray, rng: np.random.Generator, max_fraction: float = 0.25) -> np.ndarray:
+    """Grey out one random rectangle (up to `max_fraction` of each side), so that no single
+    patch of the lesion is indispensable."""
+    h, w = img.shape[:2]
+    ch = int(rng.integers(1, max(2, int(h * max_fraction)) + 1))
+    cw = int(rng.integers(1, max(2, int(w * max_fraction)) + 1))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    out = img.copy()
+    out[y : y + ch, x : x + cw] = np.uint8(127)
+    return out
+
+
+def augment_end_to_end(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random view for end-to-end training, drawn fresh every epoch (RGB uint8 in and out).
+
+    Random resized crop, flips, 90-degree turns, an arbitrary rotation with shear and scale,
+    brightness / contrast / saturation / hue jitter, an occasional down-and-up resample and
+    cutout. Deterministic for a given generator state.
+    """
+    out = random_resized_crop(img, rng, scale=(0.4, 1.0))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if rng.random() < 0.5:
+        out = out[::-1, :]
+    out = np.rot90(out, int(rng.integers(0, 4)))
+    out = random_affine(np.ascontiguousarray(out), rng)
+    out = colour_jitter(out, rng, brightness=0.25, contrast=0.25, saturation=0.25, hue=10)
+    out = maybe_resample(out, rng)
+    if rng.random() < 0.5:
+        out = cutout(out, rng)
     return np.ascontiguousarray(out)

@@ -30,10 +30,13 @@ def default_weights_path(alpha: float) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def build_backbone(alpha: float, size: int, weights: str | None) -> keras.Model:
-    """ImageNet-initialised MobileNetV2 without top; ``weights=None`` gives a random init (tests)."""
+def build_backbone(alpha: float, size: int | tuple[int, int], weights: str | None) -> keras.Model:
+    """ImageNet-initialised MobileNetV2 without top for a square `size` or (height, width);
+    ``weights=None`` gives a random init (tests). Convolution weights do not depend on the input
+    size, so the 224x224 ImageNet weights load at any size."""
+    height, width = (size, size) if isinstance(size, int) else size
     return keras.applications.MobileNetV2(
-        alpha=alpha, include_top=False, weights=weights, input_shape=(size, size, 3)
+        alpha=alpha, include_top=False, weights=weights, input_shape=(height, width, 3)
     )
 
 

@@ -40,8 +40,9 @@ class Flip(keras.layers.Layer):
         return super().get_config() | {"axes": list(self.axes)}
 
 
-def build_ensemble(members: list[keras.Model], size: int, flips: list[str]) -> keras.Model:
-    image = keras.Input(shape=(size, size, 3), name="input")
+def build_ensemble(members: list[keras.Model], size: int | tuple[int, int], flips: list[str]) -> keras.Model:
+    height, width = (size, size) if isinstance(size, int) else size
+    image = keras.Input(shape=(height, width, 3), name="input")
     outputs = []
     for i, member in enumerate(members):
         # Each loaded member is named like the others: wrap it under a unique name.
@@ -70,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parity-images", type=int, default=128)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--target-sensitivity", type=float, default=0.90)
-    parser.add_argument("--min-int8-agreement", type=float, default=0.99)
+    parser.add_argument("--min-int8-agreement", type=float, default=0.98)
     parser.add_argument("--make-current", action="store_true")
     args = parser.parse_args(argv)
 
     manifests = [load_manifest(m) for m in args.members]
-    preprocessing = {json.dumps({k: m["preprocessing"][k] for k in ("size", "colour", "scale", "offset")}) for m in manifests}
+    preprocessing = {json.dumps({k: m["preprocessing"][k] for k in ("size", "width", "colour", "scale", "offset") if k in m["preprocessing"]}) for m in manifests}
     if len(preprocessing) != 1:
         parser.error(f"members differ in preprocessing: {sorted(preprocessing)}")
     splits = [read_split_csv(os.path.join(m, "split.csv")) for m in args.members]
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         dst.write(src.read())
 
     members = [keras.saving.load_model(os.path.join(m, "model.keras")) for m in args.members]
-    model = build_ensemble(members, config.size, args.flips)
+    model = build_ensemble(members, config.height_width, args.flips)
     log(f"ensemble of {len(members)} member(s) x {len(args.flips)} view(s): {', '.join(args.flips)}")
     first = manifests[0]
     manifest = export.package(

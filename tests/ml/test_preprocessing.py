@@ -12,6 +12,7 @@ from ml.preprocessing import (
     decode_image,
     preprocess,
     preprocess_bytes,
+    resize,
     shades_of_gray,
 )
 from tests.conftest import encode, make_image
@@ -93,3 +94,26 @@ def test_it_refuses_a_huge_image_from_its_header_alone():
 def test_it_rejects_unknown_colour_mode():
     with pytest.raises(ValueError, match="colour"):
         PreprocessConfig(colour="sepia")
+
+
+def test_it_turns_an_image_to_the_orientation_of_a_non_square_input_instead_of_squeezing_it():
+    landscape = make_image(200, 150, seed=3)
+    portrait = np.ascontiguousarray(np.rot90(landscape))
+    config = PreprocessConfig(size=150, width=200)
+    assert config.height_width == (150, 200)
+    assert preprocess(landscape, config).shape == (150, 200, 3)
+    # The portrait copy is turned back (by a quarter turn the other way round: landscape, upside down).
+    assert np.array_equal(resize(portrait, (150, 200)), np.rot90(landscape, 2))
+    assert np.array_equal(resize(landscape, (150, 200)), landscape)
+    # A square image is not turned, and square inputs behave as before.
+    square = make_image(90, 90, seed=4)
+    assert resize(square, (150, 200)).shape == (150, 200, 3)
+    assert np.array_equal(resize(portrait, 96), resize(portrait, (96, 96)))
+
+
+def test_it_keeps_square_manifests_as_they_were_and_round_trips_the_width():
+    assert "width" not in PreprocessConfig(size=224).to_dict()
+    config = PreprocessConfig(size=150, width=200, colour="clahe")
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError):
+        PreprocessConfig(size=150, width=16)

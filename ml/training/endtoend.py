@@ -1,0 +1,361 @@
+"""End-to-end fine-tuning of the whole MobileNetV2 on freshly augmented images.
+
+Every layer trains (BatchNorm statistics stay frozen: batches of 32 from an imbalanced set
+would wreck the ImageNet statistics); each epoch draws a new random view of every image in a
+thread pool (OpenCV releases the GIL, so both cores stay busy beside TensorFlow). Two AdamW
+optimizers give the backbone a lower learning rate than the head; both warm up linearly, then
+follow a cosine decay. An exponential moving average (EMA) of the weights is kept, and each
+epoch both the raw and the averaged weights are scored on validation; the best by balanced
+accuracy is kept, with early stopping.
+
+Class imbalance is handled in two halves: images are drawn with per-class probability
+proportional to sqrt(class count), and each image's loss is weighted by 1/sqrt(class count)
+(normalised), so every class weighs the same in expectation with less gradient noise than
+either extreme alone.
+
+Resumable: after every epoch the weights, both optimizers' state, the EMA weights and the loop
+state are written atomically; the data order and augmentation of epoch e are a pure function
+of (seed, e), and the dropout generator's state is part of the saved variables. Re-running the
+same command continues at the next epoch, in the same process or a fresh one days later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ml.classes import CLASSES
+from ml.data import Record
+from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
+from ml.preprocessing import PreprocessConfig, preprocess, read_image
+from ml.training.augment import augment_end_to_end
+
+SAMPLINGS: tuple[str, ...] = ("natural", "sqrt", "balanced")
+
+
+@dataclass(frozen=True)
+class EndToEndConfig:
+    epochs: int = 30
+    warmup_epochs: int = 1
+    head_lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    dropout: float = 0.3
+    label_smoothing: float = 0.0
+    sampling: str = "sqrt"
+    ema_decay: float = 0.999
+    patience: int = 6
+    seed: int = 20261125
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+
+
+# --- The model -----------------------------------------------------------------------------
+
+
+def build_model(base: keras.Model, *, dropout: float, seed: int, n_classes: int = len(CLASSES)) -> keras.Model:
+    """Image -> logits: the whole backbone (BatchNorm frozen), pooling, dropout, dense."""
+    for layer in base.layers:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    image = keras.Input(shape=base.input.shape[1:], name="input")
+    x = base(image)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    logits = keras.layers.Dense(n_classes, name="logits")(x)
+    return keras.Model(image, logits, name="skinportal_mobilenetv2")
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ~0 to `peak` over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+        self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = self.peak * (step + 1.0) / float(max(1, self.warmup_steps))
+        progress = (step - self.warmup_steps) / float(max(1, self.total_steps - self.warmup_steps))
+        cosine = 0.5 * self.peak * (1.0 + keras.ops.cos(math.pi * keras.ops.clip(progress, 0.0, 1.0)))
+        return keras.ops.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+# --- Data ----------------------------------------------------------------------------------
+
+
+def sampling_probabilities(labels: np.ndarray, sampling: str) -> np.ndarray:
+    """Per-image draw probabilities: class mass proportional to n_c (natural), sqrt(n_c) or 1."""
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
+    power = {"natural": 1.0, "sqrt": 0.5, "balanced": 0.0}[sampling]
+    class_mass = np.where(counts > 0, counts**power, 0.0)
+    per_image = class_mass[labels] / counts[labels]
+    return per_image / per_image.sum()
+
+
+def loss_weights(labels: np.ndarray, sampling: str) -> np.ndarray:
+    """Per-class loss weights that complete the sampling to equal class weight in expectation,
+    normalised so the average drawn image weighs 1."""
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
+    power = {"natural": 1.0, "sqrt": 0.5, "balanced": 0.0}[sampling]
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts[present] ** -power
+    drawn_mass = np.where(present, counts**power, 0.0)
+    weights *= drawn_mass.sum() / (weights * drawn_mass).sum()
+    return weights.astype(np.float32)
+
+
+def epoch_order(labels: np.ndarray, cfg: EndToEndConfig, epoch: int) -> np.ndarray:
+    """The images drawn in `epoch` (as many as there are images), a pure function of (seed, epoch)."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    if cfg.sampling == "natural":
+        return rng.permutation(len(labels))
+    return rng.choice(len(labels), size=len(labels), replace=True, p=sampling_probabilities(labels, cfg.sampling))
+
+
+def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[int]) -> np.ndarray:
+    """One augmented, preprocessed view; the same `seed` always gives the same view."""
+    return preprocess(augment_end_to_end(image, np.random.default_rng(list(seed))), config)
+
+
+def batches(
+    images: Sequence[np.ndarray],
+    labels: np.ndarray,
+    order: np.ndarray,
+    *,
+    config: PreprocessConfig,
+    cfg: EndToEndConfig,
+    epoch: int,
+    pool: ThreadPoolExecutor,
+    prefetch: int = 3,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Full batches of (views, labels) in `order`, built `prefetch` batches ahead in `pool`."""
+    n_batches = len(order) // cfg.batch_size
+
+    def build(b: int) -> tuple[np.ndarray, np.ndarray]:
+        chosen = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        views = [training_view(images[i], config, (cfg.seed, epoch, b * cfg.batch_size + k)) for k, i in enumerate(chosen)]
+        return np.stack(views), labels[chosen]
+
+    pending: deque = deque()
+    for b in range(n_batches):
+        pending.append(pool.submit(build, b))
+        if len(pending) > prefetch:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# --- Checkpoints ---------------------------------------------------------------------------
+
+
+def _save_arrays(path: str, arrays: Sequence[np.ndarray]) -> None:
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, *arrays)
+    os.replace(tmp, path)
+
+
+def _load_arrays(path: str) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+# --- The loop ------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Owns the model, optimizers, EMA and checkpoints of one end-to-end run."""
+
+    def __init__(self, model: keras.Model, base: keras.Model, cfg: EndToEndConfig, *, steps_per_epoch: int,
+                 class_weights: np.ndarray) -> None:
+        self.model, self.cfg = model, cfg
+        base_ids = {id(v) for v in base.trainable_variables}
+        self.backbone_vars = [v for v in model.trainable_variables if id(v) in base_ids]
+        self.head_vars = [v for v in model.trainable_variables if id(v) not in base_ids]
+        warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+        self.backbone_opt = keras.optimizers.AdamW(WarmupCosine(cfg.backbone_lr, warmup, total), weight_decay=cfg.weight_decay)
+        self.head_opt = keras.optimizers.AdamW(WarmupCosine(cfg.head_lr, warmup, total), weight_decay=cfg.weight_decay)
+        self.backbone_opt.build(self.backbone_vars)
+        self.head_opt.build(self.head_vars)
+        self.trainable = self.backbone_vars + self.head_vars
+        self.ema = [tf.Variable(v.value, trainable=False) for v in self.trainable]
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.class_weights = tf.constant(class_weights)
+        self._train_step = tf.function(self._train_step_eager)
+        self._logits = tf.function(lambda x: self.model(x, training=False))
+
+    def _train_step_eager(self, x, y):
+        n_classes = self.class_weights.shape[0]
+        target = tf.one_hot(y, n_classes) * (1.0 - self.cfg.label_smoothing) + self.cfg.label_smoothing / n_classes
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            per_image = tf.nn.softmax_cross_entropy_with_logits(target, logits)
+            loss = tf.reduce_mean(per_image * tf.gather(self.class_weights, y))
+        grads = tape.gradient(loss, self.trainable)
+        nb = len(self.backbone_vars)
+        self.backbone_opt.apply(grads[:nb], self.backbone_vars)
+        self.head_opt.apply(grads[nb:], self.head_vars)
+        # EMA with a short warm-up of its own, so early averages are not dominated by the init.
+        step = tf.cast(self.step, tf.float32)
+        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (10.0 + step))
+        for average, v in zip(self.ema, self.trainable):
+            average.assign(decay * average + (1.0 - decay) * v)
+        self.step.assign_add(1)
+        return loss
+
+    def train_epoch(self, batch_iter: Iterator[tuple[np.ndarray, np.ndarray]]) -> float:
+        losses = [float(self._train_step(tf.constant(x), tf.constant(y))) for x, y in batch_iter]
+        return float(np.mean(losses))
+
+    def logits(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
+        return np.concatenate([self._logits(tf.constant(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+
+    def swap_ema(self) -> None:
+        """Exchange the live weights and the averaged ones (call twice to undo)."""
+        for average, v in zip(self.ema, self.trainable):
+            live = v.numpy()
+            v.assign(average)
+            average.assign(live)
+
+    # Everything a resumed run needs, in a fixed order.
+    def state_arrays(self) -> list[np.ndarray]:
+        variables = [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
+        return [np.asarray(v.numpy()) for v in variables]
+
+    def restore(self, arrays: list[np.ndarray]) -> None:
+        variables = [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
+        if len(arrays) != len(variables):
+            raise ValueError(f"checkpoint holds {len(arrays)} arrays, this model needs {len(variables)}")
+        for v, value in zip(variables, arrays):
+            v.assign(value)
+
+
+def evaluate(trainer: Trainer, val_x: np.ndarray, val_y: np.ndarray) -> dict:
+    probs = softmax(trainer.logits(val_x))
+    return {
+        "balanced_accuracy": balanced_accuracy(val_y, probs.argmax(1)),
+        "malignant_auc": roc_auc(is_malignant(val_y), malignancy_scores(probs)),
+    }
+
+
+def load_images(records: Sequence[Record], log: Callable[[str], None]) -> list[np.ndarray]:
+    started = time.time()
+    images = [read_image(r.path) for r in records]
+    log(f"decoded {len(images)} images in {time.time() - started:.0f}s")
+    return images
+
+
+def train_end_to_end(
+    model: keras.Model,
+    base: keras.Model,
+    *,
+    train: Sequence[Record],
+    val: Sequence[Record],
+    config: PreprocessConfig,
+    cfg: EndToEndConfig,
+    checkpoint_dir: str,
+    log: Callable[[str], None] = print,
+    stop_after: int | None = None,
+    workers: int = 2,
+) -> dict:
+    """Train `model` in place; leave the best epoch's weights in it and return the loop state.
+
+    `stop_after` ends this call after that many epochs (the checkpoint is written as usual):
+    it is how the tests interrupt a run.
+    """
+    cv2.setNumThreads(1)  # parallelism comes from the worker threads, one image each
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    state_path = os.path.join(checkpoint_dir, "state.json")
+    last_path = os.path.join(checkpoint_dir, "last.npz")
+    best_path = os.path.join(checkpoint_dir, "best.npz")
+
+    train_y = np.array([r.label for r in train])
+    val_y = np.array([r.label for r in val])
+    steps = len(train) // cfg.batch_size
+    if steps < 1:
+        raise ValueError(f"{len(train)} training images do not fill one batch of {cfg.batch_size}")
+    trainer = Trainer(model, base, cfg, steps_per_epoch=steps, class_weights=loss_weights(train_y, cfg.sampling))
+
+    state = {"next_epoch": 0, "best": None, "bad_epochs": 0, "history": [], "config": asdict(cfg),
+             "preprocessing": config.to_dict()}
+    if os.path.exists(state_path) and os.path.exists(last_path):
+        with open(state_path) as fh:
+            saved = json.load(fh)
+        if saved.get("config") == asdict(cfg) and saved.get("preprocessing") == config.to_dict():
+            trainer.restore(_load_arrays(last_path))
+            state = saved
+            log(f"resuming end-to-end training at epoch {state['next_epoch'] + 1}")
+        else:
+            log("checkpoint found for other settings: starting afresh")
+
+    images = load_images(train, log)
+    val_x = np.stack([preprocess(read_image(r.path), config) for r in val])
+    run_epochs = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while state["next_epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+            if stop_after is not None and run_epochs >= stop_after:
+                break
+            epoch = state["next_epoch"]
+            started = time.time()
+            order = epoch_order(train_y, cfg, epoch)
+            loss = trainer.train_epoch(batches(images, train_y, order, config=config, cfg=cfg, epoch=epoch, pool=pool))
+            train_seconds = time.time() - started
+            raw = evaluate(trainer, val_x, val_y)
+            trainer.swap_ema()
+            averaged = evaluate(trainer, val_x, val_y)
+            trainer.swap_ema()
+            row = {"epoch": epoch + 1, "loss": loss, "val_raw": raw, "val_ema": averaged,
+                   "train_seconds": round(train_seconds, 1), "train_images_per_second": round(steps * cfg.batch_size / train_seconds, 1),
+                   "seconds": round(time.time() - started, 1)}
+            kind, score = max((("raw", raw["balanced_accuracy"]), ("ema", averaged["balanced_accuracy"])), key=lambda t: t[1])
+            improved = state["best"] is None or score > state["best"]["balanced_accuracy"]
+            if improved:
+                if kind == "ema":
+                    trainer.swap_ema()
+                _save_arrays(best_path, [np.asarray(v.numpy()) for v in model.variables])
+                if kind == "ema":
+                    trainer.swap_ema()
+                state["best"] = {"epoch": epoch + 1, "weights": kind, "balanced_accuracy": score}
+                state["bad_epochs"] = 0
+            elif epoch >= cfg.warmup_epochs:
+                state["bad_epochs"] += 1
+            log(f"epoch {epoch + 1}/{cfg.epochs} loss={loss:.4f} val_bacc raw={raw['balanced_accuracy']:.4f} "
+                f"ema={averaged['balanced_accuracy']:.4f} val_auc raw={raw['malignant_auc'] or 0:.4f} "
+                f"ema={averaged['malignant_auc'] or 0:.4f} {row['train_images_per_second']:.1f} img/s "
+                f"{row['seconds']:.0f}s{' *best (' + kind + ')' if improved else ''}")
+            state["history"].append(row)
+            state["next_epoch"] = epoch + 1
+            _save_arrays(last_path, trainer.state_arrays())
+            _write_json(state_path, state)
+            run_epochs += 1
+    if os.path.exists(best_path):
+        for v, value in zip(model.variables, _load_arrays(best_path)):
+            v.assign(value)
+    if state["best"]:
+        log(f"best epoch {state['best']['epoch']} ({state['best']['weights']} weights): "
+            f"val balanced accuracy {state['best']['balanced_accuracy']:.4f}")
+    state["finished"] = state["next_epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
+    return state

@@ -1,0 +1,194 @@
+"""After end-to-end training, on validation only: test-time augmentation and class-prior
+(logit) adjustment, each adopted only when a paired lesion-level bootstrap says its gain is
+real; then packaging (ml.training.export: ONNX, int8, temperature and threshold re-fitted on
+the final pipeline, test metrics, manifest).
+
+Noise guard: validation holds 14 df and 25 vasc images, so one image moves balanced accuracy
+by about 0.01. A candidate replaces the plain model only if it beats it in at least
+`MIN_WIN_FRACTION` of paired bootstrap resamples of the validation lesions, and by at least
+`MIN_GAIN` on the full validation split.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+from ml.classes import CLASSES
+from ml.data import Record
+from ml.metrics import balanced_accuracy
+from ml.preprocessing import PreprocessConfig
+
+MIN_GAIN = 0.01
+MIN_WIN_FRACTION = 0.90
+BOOTSTRAP_RESAMPLES = 500
+PRIOR_TAUS: tuple[float, ...] = tuple(k / 10 for k in range(-10, 11))
+# Test-time views: flips only. A 90-degree turn would change the shape of a non-square input.
+TTA_CANDIDATES: dict[str, tuple[str, ...]] = {"none": ("none",), "h": ("none", "h"), "hv4": ("none", "h", "v", "hv")}
+LATENCY_REPEATS = 60
+
+
+def flip_batch(x: np.ndarray, view: str) -> np.ndarray:
+    from ml.training.ensemble import FLIP_VIEWS
+
+    out = x
+    for axis in FLIP_VIEWS[view]:
+        out = np.flip(out, axis=axis)
+    return np.ascontiguousarray(out)
+
+
+def prior_bias(train_labels: np.ndarray, tau: float) -> np.ndarray:
+    """Logit shift -tau * log(training class frequency): tau > 0 favours the rare classes."""
+    counts = np.bincount(train_labels, minlength=len(CLASSES)).astype(np.float64)
+    return (-tau * np.log(np.maximum(counts, 1) / counts.sum())).astype(np.float32)
+
+
+def lesion_resamples(groups: Sequence[str], n: int, seed: int) -> list[np.ndarray]:
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    units = [np.array(v) for v in by_group.values()]
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))]) for _ in range(n)]
+
+
+def paired_win_fraction(labels: np.ndarray, base_preds: np.ndarray, preds: np.ndarray,
+                        resamples: list[np.ndarray]) -> float:
+    """Fraction of resamples in which `preds` has the higher balanced accuracy."""
+    wins = [balanced_accuracy(labels[i], preds[i]) > balanced_accuracy(labels[i], base_preds[i]) for i in resamples]
+    return float(np.mean(wins))
+
+
+def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
+           resamples: list[np.ndarray]) -> tuple[str, list[dict]]:
+    """The candidate (name -> logits) to use: the baseline unless another clearly beats it."""
+    base_preds = candidates[baseline].argmax(1)
+    base_score = balanced_accuracy(labels, base_preds)
+    rows, best, best_score = [], baseline, base_score
+    for name, logits in candidates.items():
+        preds = logits.argmax(1)
+        score = balanced_accuracy(labels, preds)
+        wins = 1.0 if name == baseline else paired_win_fraction(labels, base_preds, preds, resamples)
+        rows.append({"candidate": name, "val_balanced_accuracy": round(score, 4), "gain": round(score - base_score, 4),
+                     "bootstrap_win_fraction": round(wins, 3)})
+        if name != baseline and score - base_score >= MIN_GAIN and wins >= MIN_WIN_FRACTION and score > best_score:
+            best, best_score = name, score
+    return best, rows
+
+
+def with_views(model: keras.Model, config: PreprocessConfig, views: tuple[str, ...]) -> keras.Model:
+    """One graph: the mean of the model's logits over the flipped views (itself when one view)."""
+    if views == ("none",):
+        return model
+    from ml.training.ensemble import build_ensemble
+
+    return build_ensemble([model], config.height_width, list(views))
+
+
+def onnx_batch1_ms(path: str, shape: tuple[int, ...], threads: int = 1) -> list[float]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).uniform(-1, 1, (1, *shape)).astype(np.float32)
+    for _ in range(5):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(LATENCY_REPEATS):
+        started = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def latency_ratio(candidate: keras.Model, reference_onnx: str | None, config: PreprocessConfig) -> float | None:
+    """Median batch-1 latency of the candidate over the reference bundle's fp32, timed in
+    alternating rounds so that background load hits both alike; None without a reference."""
+    if not reference_onnx or not os.path.isfile(reference_onnx):
+        return None
+    import onnx
+    import onnxruntime as ort
+
+    from ml.training.onnx_export import keras_to_onnx
+
+    ref_shape = tuple(int(d) for d in ort.InferenceSession(reference_onnx).get_inputs()[0].shape[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "candidate.onnx")
+        onnx.save(onnx.load_from_string(keras_to_onnx(candidate)), path)
+        ours, theirs = [], []
+        for _ in range(3):
+            ours += onnx_batch1_ms(path, (*config.height_width, 3))
+            theirs += onnx_batch1_ms(reference_onnx, ref_shape)
+    return float(np.median(ours) / np.median(theirs))
+
+
+def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessConfig, train: Sequence[Record],
+             val: Sequence[Record], test: Sequence[Record], args, history: dict,
+             log: Callable[[str], None] = print) -> dict:
+    from ml.training import backbone, export
+
+    val_x = export.preprocessed(val, config)
+    val_y = np.array([r.label for r in val])
+    train_y = np.array([r.label for r in train])
+    resamples = lesion_resamples([r.lesion_id for r in val], BOOTSTRAP_RESAMPLES, args.seed)
+    view_logits = {view: model.predict(flip_batch(val_x, view), batch_size=64, verbose=0)
+                   for view in ("none", "h", "v", "hv")}
+    del val_x
+
+    # 1. Test-time augmentation: kept only if clearly better and no slower than the reference at batch 1.
+    tta_logits = {name: np.mean([view_logits[v] for v in views], axis=0) for name, views in TTA_CANDIDATES.items()}
+    tta_choice, tta_rows = choose(val_y, tta_logits, "none", resamples)
+    reference = getattr(args, "latency_reference", None)
+    while tta_choice != "none":
+        ratio = latency_ratio(with_views(model, config, TTA_CANDIDATES[tta_choice]), reference, config)
+        next(r for r in tta_rows if r["candidate"] == tta_choice)["batch1_latency_vs_reference"] = ratio
+        if ratio is None or ratio <= 1.0:
+            break
+        log(f"test-time augmentation {tta_choice}: {ratio:.2f}x the reference's batch-1 latency: not shipped")
+        tta_logits.pop(tta_choice)
+        tta_choice, _ = choose(val_y, tta_logits, "none", resamples)
+    for row in tta_rows:
+        log(f"tta {row}")
+    logits = tta_logits[tta_choice]
+
+    # 2. Class-prior adjustment of the chosen pipeline's logits.
+    prior_logits = {f"tau={tau + 0.0:+.1f}": logits + prior_bias(train_y, tau) for tau in PRIOR_TAUS}
+    prior_choice, prior_rows = choose(val_y, prior_logits, "tau=+0.0", resamples)
+    tau = float(prior_choice.split("=")[1])
+    for row in prior_rows:
+        log(f"prior adjustment {row}")
+    log(f"chosen on validation: test-time views {TTA_CANDIDATES[tta_choice]}, prior adjustment tau {tau:+.1f}")
+
+    # 3. Bake the choice into one graph: the logit shift goes into the dense bias (the mean over
+    # views of W f + b + d is the mean of W f + b, plus d).
+    dense = model.get_layer("logits")
+    dense.bias.assign(dense.bias.numpy() + prior_bias(train_y, tau))
+    final = with_views(model, config, TTA_CANDIDATES[tta_choice])
+
+    cfg = history["config"]
+    training = {
+        "backbone": {"name": "MobileNetV2", "alpha": args.alpha,
+                     "init": backbone.WEIGHT_DESCRIPTIONS[args.alpha] if args.weights != "none" else "random",
+                     "frozen_through": None},
+        "fit": cfg | {"mode": "end-to-end", "best_epoch": history["best"]["epoch"],
+                      "best_weights": history["best"]["weights"], "epochs_run": history["next_epoch"]},
+        "history": history["history"],
+        "probe": [],
+        "post_training": {
+            "test_time_views": list(TTA_CANDIDATES[tta_choice]),
+            "tta_candidates": tta_rows,
+            "prior_adjustment_tau": tau,
+            "prior_candidates": prior_rows,
+            "guard": {"min_gain": MIN_GAIN, "min_bootstrap_win_fraction": MIN_WIN_FRACTION,
+                      "resamples": BOOTSTRAP_RESAMPLES, "unit": "lesion"},
+        },
+    }
+    return export.package(model=final, out=out, version=version, config=config, train=train, val=val, test=test,
+                          args=args, training=training, log=log)

@@ -1,0 +1,141 @@
+"""`python -m ml train --mode end-to-end`: augmentation, resume, and a tiny non-square run through
+post-processing, export, parity, the int8 gate and inference (TensorFlow; generated images)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the 'train' extra (TensorFlow) is not installed")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ml.__main__ import main as ml_main  # noqa: E402
+from ml.classes import CLASSES  # noqa: E402
+from ml.data import load_metadata  # noqa: E402
+from ml.errors import ModelIntegrityError  # noqa: E402
+from ml.inference import Classifier  # noqa: E402
+from ml.preprocessing import PreprocessConfig  # noqa: E402
+from ml.training import endtoend  # noqa: E402
+from ml.training.augment import augment_end_to_end  # noqa: E402
+from tests.conftest import encode, make_image  # noqa: E402
+from tests.ml.datasets import generated_dataset  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CONFIG = PreprocessConfig(size=48, width=64, colour="clahe")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_it_augments_with_the_same_dtype_channels_and_range_deterministically(seed):
+    image = make_image(200, 150, seed=seed)
+    first = augment_end_to_end(image, np.random.default_rng(seed))
+    again = augment_end_to_end(image, np.random.default_rng(seed))
+    other = augment_end_to_end(image, np.random.default_rng(seed + 100))
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+    assert min(first.shape[:2]) >= 1
+    assert np.array_equal(first, again)
+    assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def test_it_makes_training_views_of_the_model_input_shape_and_range():
+    image = make_image(200, 150, seed=4)
+    views = [endtoend.training_view(image, CONFIG, (7, 0, k)) for k in range(6)]
+    for view in views:
+        assert view.shape == (48, 64, 3) and view.dtype == np.float32
+        assert view.min() >= -1.0 and view.max() <= 1.0
+    assert np.array_equal(views[0], endtoend.training_view(image, CONFIG, (7, 0, 0)))
+    assert not np.array_equal(views[0], views[1])
+
+
+def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced():
+    labels = np.array([0] * 400 + [1] * 100 + [2] * 25 + [3] * 1 + [4] * 9 + [5] * 16 + [6] * 49)
+    for sampling in endtoend.SAMPLINGS:
+        probs = endtoend.sampling_probabilities(labels, sampling)
+        weights = endtoend.loss_weights(labels, sampling)
+        mass = np.bincount(labels, weights=probs, minlength=len(CLASSES))
+        # Drawn mass times loss weight is the same for every class: balanced in expectation.
+        assert np.allclose(mass * weights, (mass * weights)[0], rtol=1e-5)
+        assert probs.sum() == pytest.approx(1.0)
+    sqrt_mass = np.bincount(labels, weights=endtoend.sampling_probabilities(labels, "sqrt"), minlength=len(CLASSES))
+    assert sqrt_mass[0] / sqrt_mass[1] == pytest.approx(2.0)  # sqrt(400 / 100)
+    order = endtoend.epoch_order(labels, endtoend.EndToEndConfig(), epoch=3)
+    assert np.array_equal(order, endtoend.epoch_order(labels, endtoend.EndToEndConfig(), epoch=3))
+    assert len(order) == len(labels)
+
+
+def _tiny_run(records, checkpoint_dir, *, stop_after=None):
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(5)
+    base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
+    model = endtoend.build_model(base, dropout=0.3, seed=5)
+    cfg = endtoend.EndToEndConfig(epochs=2, warmup_epochs=1, batch_size=8, patience=5, seed=5)
+    train, val = records[::2], records[1::2]
+    state = endtoend.train_end_to_end(model, base, train=train, val=val, config=CONFIG, cfg=cfg,
+                                      checkpoint_dir=str(checkpoint_dir), log=lambda _: None, stop_after=stop_after)
+    return model, state
+
+
+def test_it_resumes_an_interrupted_run_to_the_same_weights(tmp_path):
+    metadata, images = generated_dataset(str(tmp_path / "data"), per_class=4)
+    records = load_metadata(metadata, [images])
+    straight, straight_state = _tiny_run(records, tmp_path / "straight")
+    _, interrupted = _tiny_run(records, tmp_path / "interrupted", stop_after=1)
+    assert interrupted["next_epoch"] == 1 and not interrupted["finished"]
+    resumed, resumed_state = _tiny_run(records, tmp_path / "interrupted")  # a fresh model, as a new process
+    assert resumed_state["finished"] and resumed_state["next_epoch"] == 2
+    assert [r["loss"] for r in resumed_state["history"]] == pytest.approx([r["loss"] for r in straight_state["history"]])
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e_nonsquare")
+    metadata, images = generated_dataset(str(root))
+    out = str(root / "bundle")
+    argv = [
+        "train", "--mode", "end-to-end", "--metadata", metadata, "--images", images, "--out", out,
+        "--work-dir", str(root / "work"), "--alpha", "0.35", "--weights", "none", "--size", "48", "--width", "64",
+        "--colour", "clahe", "--epochs", "1", "--batch-size", "8", "--calibration-images", "16",
+        "--parity-images", "16", "--bootstrap", "20",
+        # An impossible gate: the bundle must come out fp32-only, with int8 refused.
+        "--min-int8-agreement", "1.01",
+    ]
+    assert ml_main(argv) == 0
+    return out
+
+
+def test_it_packages_a_non_square_model_with_parity(bundle):
+    manifest = json.load(open(os.path.join(bundle, "manifest.json")))
+    assert manifest["input"]["shape"] == [None, 48, 64, 3]
+    assert manifest["preprocessing"]["width"] == 64 and manifest["preprocessing"]["size"] == 48
+    parity = manifest["checks"]["parity_keras_vs_onnxruntime"]
+    assert parity["max_abs_probability_difference"] <= 1e-4 and parity["identical_argmax"]
+    assert manifest["training"]["fit"]["mode"] == "end-to-end"
+    post = manifest["training"]["post_training"]
+    assert post["test_time_views"][0] == "none"
+    assert {row["candidate"] for row in post["prior_candidates"]} >= {"tau=+0.0", "tau=+1.0", "tau=-1.0"}
+
+
+def test_it_serves_portrait_and_landscape_uploads_through_the_non_square_model(bundle):
+    classifier = Classifier(bundle)
+    landscape = make_image(200, 150, seed=8)
+    portrait = np.ascontiguousarray(np.rot90(landscape))
+    assert classifier.prepare(encode(landscape)).shape == (48, 64, 3)
+    assert classifier.prepare(portrait).shape == (48, 64, 3)
+    for prediction in classifier.predict_batch([landscape, portrait, encode(landscape)]):
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction.top_class in CLASSES
+
+
+def test_it_leaves_an_int8_copy_below_the_gate_out_and_refuses_to_load_it(bundle):
+    manifest = json.load(open(os.path.join(bundle, "manifest.json")))
+    assert set(manifest["variants"]) == {"fp32"}
+    assert manifest["checks"]["int8"]["shipped"] is False
+    assert manifest["checks"]["int8"]["agreement"] < manifest["checks"]["int8"]["required_agreement"]
+    assert not os.path.exists(os.path.join(bundle, "model.int8.onnx"))
+    with pytest.raises(ModelIntegrityError, match="no 'int8' variant"):
+        Classifier(bundle, variant="int8")
