@@ -177,7 +177,7 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
         "backbone": {"name": "MobileNetV2", "alpha": args.alpha,
                      "init": backbone.WEIGHT_DESCRIPTIONS[args.alpha] if args.weights != "none" else "random",
                      "frozen_through": None},
-        "fit": cfg | {"mode": "end-to-end", "best_epoch": history["best"]["epoch"],
+        "fit": cfg | {"mode": "end-to-end", "cpu_cores": os.cpu_count(), "best_epoch": history["best"]["epoch"],
                       "best_weights": history["best"]["weights"], "epochs_run": history["next_epoch"]},
         "history": history["history"],
         "probe": [],

@@ -13,6 +13,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ml.__main__ import main as ml_main  # noqa: E402
+from ml.card import render_card  # noqa: E402
 from ml.classes import CLASSES  # noqa: E402
 from ml.data import load_metadata  # noqa: E402
 from ml.errors import ModelIntegrityError  # noqa: E402
@@ -139,3 +140,13 @@ def test_it_leaves_an_int8_copy_below_the_gate_out_and_refuses_to_load_it(bundle
     assert not os.path.exists(os.path.join(bundle, "model.int8.onnx"))
     with pytest.raises(ModelIntegrityError, match="no 'int8' variant"):
         Classifier(bundle, variant="int8")
+
+
+def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
+    card = render_card(bundle)
+    assert "every layer fine-tuned end to end" in card
+    assert "48x64x3 (height x width)" in card
+    assert "--mode end-to-end" in card and "--width 64" in card
+    assert "int8 is not shipped with this model" in card
+    assert "| metric | fp32 |\n" in card  # no int8 column for a variant that is not there
+    assert "test-time views `none`" in card and "prior adjustment `tau=+0.0`" in card
