@@ -36,7 +36,7 @@ import numpy as np
 from ml.cpu import int8_kernel_class
 from ml.errors import MLError, ModelIntegrityError
 from ml.manifest import default_model_dir, load_manifest, sha256_file
-from ml.metrics import softmax
+from ml.scores import softmax
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_IMAGES = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "ham10000", "images"))
@@ -142,32 +142,6 @@ def keras_file(model_dir: str, manifest: dict, override: str | None) -> tuple[st
     if "sha256" in entry and sha256_file(path) != entry["sha256"]:
         return None, f"{entry['file']} does not match the manifest's sha256"
     return path, ""
-
-
-def keras_runner(path: str, size: int, threads: int) -> tuple[Runner | None, str, str | None]:
-    """(runner, reason, TensorFlow version). TensorFlow is imported here and nowhere else."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None, "TensorFlow is not installed (pip install '.[train]')", None
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # TensorFlow already initialised in this process: keep its settings
-    try:
-        import keras
-
-        model = keras.saving.load_model(path, compile=False)
-        call = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-        )
-    except Exception as exc:  # a file Keras cannot read: report it in the row
-        return None, f"Keras could not load {os.path.basename(path)}: {str(exc).splitlines()[0][:120]}", tf.__version__
-    return (lambda batch: np.asarray(call(tf.constant(batch)))), "", tf.__version__
 
 
 def _logits_all(runner: Runner, x: np.ndarray) -> np.ndarray:
@@ -343,7 +317,9 @@ def run(args: argparse.Namespace) -> str:
     path, reason = keras_file(model_dir, manifest, args.keras)
     keras_row = Row("Keras (TensorFlow)", reason=reason)
     if path:
-        keras_row.runner, keras_row.reason, tf_version = keras_runner(path, fp32.config.size, threads)
+        from ml.training.keras_runner import keras_runner  # TensorFlow lives under ml/training only
+
+        keras_row.runner, keras_row.reason, tf_version = keras_runner(path, fp32.config.height_width, threads)
     rows.append(keras_row)
     rows.append(Row("onnxruntime fp32", runner=onnx_runner(fp32)))
     if "int8" in manifest["variants"]:
@@ -365,7 +341,7 @@ def run(args: argparse.Namespace) -> str:
 
     h, w = _first_image_size(images)
     notes = [
-        f"Model: {fp32.model_version} ({model_dir}), input {fp32.config.size}x{fp32.config.size}x3; "
+        f"Model: {fp32.model_version} ({model_dir}), input {fp32.config.describe()}x3; "
         f"{args.repeats} batch-1 calls and {batch_repeats} batch-{THROUGHPUT_BATCH} calls per backend after "
         f"{args.warmup} warm-up calls, interleaved.",
         f"Preprocessing (decode + preprocess, Classifier.prepare on the file bytes, first image {w}x{h}): "

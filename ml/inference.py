@@ -28,7 +28,7 @@ from ml.classes import CLASSES
 from ml.cpu import int8_kernel_class
 from ml.errors import InvalidImageError, ModelIntegrityError
 from ml.manifest import VARIANTS, default_model_dir, load_manifest, variant_file
-from ml.metrics import malignancy_scores, softmax
+from ml.scores import malignancy_scores, softmax
 from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess
 
 logger = logging.getLogger(__name__)

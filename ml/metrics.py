@@ -12,23 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from ml.classes import CLASSES, MALIGNANT_INDICES
+from ml.classes import CLASSES
+from ml.scores import is_malignant, malignancy_scores, softmax
 
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def malignancy_scores(probs: np.ndarray) -> np.ndarray:
-    """P(mel) + P(bcc) + P(akiec) for each row."""
-    return np.asarray(probs)[..., list(MALIGNANT_INDICES)].sum(axis=-1)
-
-
-def is_malignant(labels: np.ndarray) -> np.ndarray:
-    return np.isin(np.asarray(labels), MALIGNANT_INDICES)
+__all__ = ["is_malignant", "malignancy_scores", "softmax"]  # re-exported: training and evaluation import them here
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarray:
