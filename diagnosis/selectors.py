@@ -8,8 +8,8 @@ learns nothing. List selectors never return another organisation's rows.
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from diagnosis.models import (
     Patient,
     Role,
 )
+from diagnosis.progress import BatchImageStatus, BatchProgress, image_bucket
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -194,11 +195,6 @@ def image_latest_classification(*, image: LesionImage) -> Classification | None:
     return next((c for c in image.classifications.all() if c.status in finished), None)
 
 
-# The longest a request may wait for a result (GET /api/v1/images/{id}/?wait=): it holds a web
-# thread meanwhile, so it stays short of proxies' usual 60 s read timeout.
-MAX_WAIT_SECONDS = 30
-
-
 def image_classification_settled(*, image_id: int) -> bool:
     """True once the image has a classification and none is queued or running."""
     rows = Classification.objects.filter(image_id=image_id)
@@ -206,21 +202,6 @@ def image_classification_settled(*, image_id: int) -> bool:
         rows.exists()
         and not rows.filter(status__in=(ClassificationStatus.PENDING, ClassificationStatus.RUNNING)).exists()
     )
-
-
-def wait_for(settled: Callable[[], bool], *, timeout: float) -> bool:
-    """Pause, then call `settled`, until it is true (True) or `timeout` seconds (at most
-    MAX_WAIT_SECONDS) pass (False). The caller has just found it false. Pauses are 10 ms at
-    first and at most 50 ms: a waiting request sees a result within a few ms of its commit, for
-    a few indexed queries per check, far less than a client polling the whole API."""
-    deadline = time.monotonic() + min(timeout, MAX_WAIT_SECONDS)
-    pause = 0.01
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(pause, left))
-        if settled():
-            return True
-        pause = min(pause * 1.5, 0.05)
-    return False
 
 
 @dataclass(frozen=True)
@@ -328,41 +309,6 @@ def batch_get(*, user: User, batch_id: int | str) -> Batch:
         raise Http404("No such batch.") from exc
 
 
-# Progress buckets of a batch's images, from each image's newest classification.
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-_BUCKET = {
-    None: QUEUED,
-    ClassificationStatus.PENDING: QUEUED,
-    ClassificationStatus.RUNNING: RUNNING,
-    ClassificationStatus.SUCCEEDED: DONE,
-    ClassificationStatus.FAILED: FAILED,
-}
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    received: int  # files received (stored ones, refused ones, and any still being stored)
-    total: int  # images stored
-    queued: int
-    running: int
-    done: int
-    failed: int
-    rejected: int  # files refused at upload (listed in batch.rejected)
-
-    @property
-    def finished(self) -> bool:
-        """Every file stored or refused, and every stored image done or failed."""
-        return self.queued == 0 and self.running == 0 and self.total + self.rejected >= self.received
-
-    @property
-    def status(self) -> str:
-        return "finished" if self.finished else "running"
-
-    @property
-    def percent(self) -> int:
-        return 100 if self.total == 0 else round(100 * (self.done + self.failed) / self.total)
-
-
 def _latest_status() -> Subquery:
     return Subquery(
         Classification.objects.filter(image=OuterRef("pk")).order_by("-created_at", "-id").values("status")[:1]
@@ -387,24 +333,7 @@ def batch_progress(*, batch: Batch, images: Sequence[BatchImageStatus] | None = 
         buckets = [image_bucket(status) for status in statuses]
     else:
         buckets = [image.status for image in images]
-    counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
-    for bucket in buckets:
-        counts[bucket] += 1
-    return BatchProgress(
-        received=batch.received, total=sum(counts.values()), rejected=len(batch.rejected or []), **counts
-    )
-
-
-@dataclass(frozen=True)
-class BatchImageStatus:
-    """One image of a batch as its progress view shows it: one row of one query, no results."""
-
-    id: int
-    source_name: str
-    lesion_id: int
-    patient_id: int
-    captured_at: dt.date
-    status: str  # queued, running, done or failed
+    return BatchProgress.of(received=batch.received, rejected=len(batch.rejected or []), buckets=buckets)
 
 
 def batch_image_statuses(*, batch: Batch) -> list[BatchImageStatus]:
@@ -432,10 +361,6 @@ def batch_settled(*, batch_id: int) -> bool:
     return not Classification.objects.filter(image__batch_id=batch_id, status__in=in_flight).exists()
 
 
-def image_bucket(status: str | None) -> str:
-    return _BUCKET.get(status, QUEUED)
-
-
 # --- Model upgrades -----------------------------------------------------------------------------
 
 
@@ -448,6 +373,16 @@ def image_ids_missing_classification(*, model_version: str, organisation: Organi
     if organisation is not None:
         images = images.filter(lesion__patient__organisation=organisation)
     return images.order_by("id").values_list("id", flat=True)
+
+
+# --- Bulk import --------------------------------------------------------------------------------
+
+
+def import_already_present(*, organisation: Organisation, data: bytes) -> bool:
+    """Re-running an import skips files already stored in this organisation (sha256 of the bytes)."""
+    return LesionImage.objects.filter(
+        lesion__patient__organisation=organisation, source_sha256=hashlib.sha256(data).hexdigest()
+    ).exists()
 
 
 # --- Operations (staff) -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from diagnosis.services import classification_fail_delivery, classification_run_many
+from diagnosis.services.classification import classification_fail_delivery, classification_run_many
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from diagnosis.forms import (
 )
 from diagnosis.models import Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
+from diagnosis.progress import image_bucket
 
 PATIENTS_PER_PAGE = 20
 
@@ -102,7 +103,7 @@ def patient_create(request: HttpRequest) -> HttpResponse:
     form = PatientForm(request.POST or None, organisations=organisations)
     if request.method == "POST" and form.is_valid():
         try:
-            patient = services.patient_create(user=request.user, **form.cleaned_data)
+            patient = services.patients.patient_create(user=request.user, **form.cleaned_data)
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
@@ -133,11 +134,11 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
 def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=patient_id)
     _require_write(request, patient.organisation_id)
-    initial = {field: getattr(patient, field) for field in services.PATIENT_FIELDS}
+    initial = {field: getattr(patient, field) for field in services.patients.PATIENT_FIELDS}
     form = PatientForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            services.patient_update(user=request.user, patient=patient, data=form.cleaned_data)
+            services.patients.patient_update(user=request.user, patient=patient, data=form.cleaned_data)
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
@@ -167,7 +168,7 @@ def patient_delete(request: HttpRequest, patient_id: int) -> HttpResponse:
         raise PermissionDenied("Only an owner/admin of this organisation can delete a patient.")
     if (page := _confirmation_needed(request, patient, what="delete")) is not None:
         return page
-    removed = services.patient_delete(user=request.user, patient=patient)
+    removed = services.patients.patient_delete(user=request.user, patient=patient)
     messages.success(request, f"Patient {patient.name} and {removed} image(s) were deleted.")
     return redirect("patient-list")
 
@@ -197,7 +198,7 @@ def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
     form = LesionForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            lesion = services.lesion_create(user=request.user, patient=patient, **form.cleaned_data)
+            lesion = services.patients.lesion_create(user=request.user, patient=patient, **form.cleaned_data)
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
@@ -217,10 +218,12 @@ def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
 def lesion_edit(request: HttpRequest, lesion_id: int) -> HttpResponse:
     lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
     _require_write(request, lesion.patient.organisation_id)
-    form = LesionForm(request.POST or None, initial={field: getattr(lesion, field) for field in services.LESION_FIELDS})
+    form = LesionForm(
+        request.POST or None, initial={field: getattr(lesion, field) for field in services.patients.LESION_FIELDS}
+    )
     if request.method == "POST" and form.is_valid():
         try:
-            services.lesion_update(user=request.user, lesion=lesion, data=form.cleaned_data)
+            services.patients.lesion_update(user=request.user, lesion=lesion, data=form.cleaned_data)
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
@@ -261,7 +264,7 @@ def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         files = [_read_upload(f) for f in form.cleaned_data["images"]]
         try:
-            images = services.lesion_image_upload(
+            images = services.uploads.lesion_image_upload(
                 user=request.user, lesion=lesion, files=files, captured_at=form.cleaned_data["captured_at"]
             )
         except ValidationError as exc:
@@ -279,9 +282,11 @@ def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
     )
 
 
-def _read_upload(uploaded: UploadedFile) -> services.ImageUpload:
+def _read_upload(uploaded: UploadedFile) -> services.uploads.ImageUpload:
     # One byte past the cap is enough for the service to say the file is too large.
-    return services.ImageUpload(name=uploaded.name or "", data=uploaded.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1))
+    return services.uploads.ImageUpload(
+        name=uploaded.name or "", data=uploaded.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1)
+    )
 
 
 # --- Images, results, reviews --------------------------------------------------------------
@@ -337,7 +342,7 @@ def image_review(request: HttpRequest, image_id: int) -> HttpResponse:
     form = ReviewForm(request.POST)
     if form.is_valid():
         try:
-            services.review_create(user=request.user, image=image, **form.cleaned_data)
+            services.reviews.review_create(user=request.user, image=image, **form.cleaned_data)
         except ValidationError as exc:
             _add_service_errors(form, exc)
         else:
@@ -350,7 +355,7 @@ def image_review(request: HttpRequest, image_id: int) -> HttpResponse:
 @require_POST
 def image_classify(request: HttpRequest, image_id: int) -> HttpResponse:
     image = selectors.image_get(user=request.user, image_id=image_id)
-    services.classification_request(user=request.user, image=image)
+    services.classification.classification_request(user=request.user, image=image)
     messages.info(request, "Classification requested.")
     return redirect("image-detail", image_id=image.pk)
 
@@ -382,7 +387,7 @@ def organisation_detail(request: HttpRequest, organisation_id: int) -> HttpRespo
             raise PermissionDenied("Only an owner/admin of this organisation can manage its members.")
         if form.is_valid():
             try:
-                membership = services.membership_grant(
+                membership = services.accounts.membership_grant(
                     actor=request.user, organisation=organisation, **form.cleaned_data
                 )
             except ValidationError as exc:
@@ -400,7 +405,7 @@ def organisation_member_remove(request: HttpRequest, organisation_id: int, membe
     organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
     membership = selectors.membership_get(organisation=organisation, membership_id=membership_id)
     try:
-        services.membership_revoke(actor=request.user, membership=membership)
+        services.accounts.membership_revoke(actor=request.user, membership=membership)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
@@ -494,7 +499,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         archive = data.get("archive")
         try:
-            batch = services.batch_create(
+            batch = services.uploads.batch_create(
                 user=request.user,
                 organisation=None if lesion else data.get("organisation"),
                 lesion=lesion,
@@ -528,7 +533,7 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = selectors.batch_get(user=request.user, batch_id=batch_id)
     images = list(selectors.batch_images(batch=batch))
     for image in images:
-        image.bucket = selectors.image_bucket(image.latest_status)
+        image.bucket = image_bucket(image.latest_status)
     return render(
         request,
         "diagnosis/batch_detail.html",

@@ -8,9 +8,10 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES
 from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Role, Sex
-from diagnosis.selectors import MAX_WAIT_SECONDS, image_latest_classification
+from diagnosis.selectors import image_latest_classification
 
 NOTICE = (
     "Decision support, not a diagnosis. SkinPortal is research and education software, not a certified medical device."

@@ -28,6 +28,7 @@ from diagnosis.api import serializers as s
 from diagnosis.api.pagination import StandardPagination
 from diagnosis.api.schema import ERROR
 from diagnosis.api.throttling import ScopedWriteRateThrottle
+from diagnosis.api.waiting import wait_for
 from diagnosis.models import Membership, Organisation
 from diagnosis.scoping import scope_url_objects
 
@@ -46,7 +47,7 @@ def _waited(request: Request, settled: Callable[[], bool]) -> bool:
     wait = _filters(s.WaitQuery, request).get("wait")
     if not wait or settled():
         return False
-    selectors.wait_for(settled, timeout=wait)
+    wait_for(settled, timeout=wait)
     return True
 
 
@@ -115,7 +116,7 @@ class AuthTokenApi(ScopedApiView):
             raise drf_serializers.ValidationError(
                 {"non_field_errors": ["Unable to log in with the username and password given."]}
             )
-        token = services.api_token_get_or_create(user=user)
+        token = services.accounts.api_token_get_or_create(user=user)
         return Response(s.TokenOutput({"token": token.key}).data)
 
 
@@ -148,7 +149,7 @@ class PatientListApi(PaginatedListMixin, ScopedApiView):
     def post(self, request: Request) -> Response:
         data = _input(s.PatientCreateInput, request)
         organisation = self._organisation(request, data.pop("organisation", None))
-        patient = services.patient_create(user=request.user, organisation=organisation, **data)
+        patient = services.patients.patient_create(user=request.user, organisation=organisation, **data)
         audit.note(request, patient, "patient")
         return Response(s.PatientOutput(patient).data, status=status.HTTP_201_CREATED)
 
@@ -180,7 +181,7 @@ class PatientDetailApi(ScopedApiView):
     def patch(self, request: Request, patient_id: int) -> Response:
         patient = self.url_object("patient_id")
         data = _input(s.PatientUpdateInput, request, partial=True)
-        patient = services.patient_update(user=request.user, patient=patient, data=data)
+        patient = services.patients.patient_update(user=request.user, patient=patient, data=data)
         return Response(s.PatientOutput(patient).data)
 
 
@@ -201,7 +202,7 @@ class LesionListApi(PaginatedListMixin, ScopedApiView):
     def post(self, request: Request) -> Response:
         data = _input(s.LesionCreateInput, request)
         patient = _referenced(selectors.patient_get, "patient", user=request.user, patient_id=data.pop("patient"))
-        lesion = services.lesion_create(user=request.user, patient=patient, **data)
+        lesion = services.patients.lesion_create(user=request.user, patient=patient, **data)
         audit.note(request, lesion, "lesion")
         lesion = selectors.lesion_get(user=request.user, lesion_id=lesion.pk)
         return Response(s.LesionOutput(lesion).data, status=status.HTTP_201_CREATED)
@@ -220,7 +221,7 @@ class LesionDetailApi(ScopedApiView):
     def patch(self, request: Request, lesion_id: int) -> Response:
         lesion = self.url_object("lesion_id")
         data = _input(s.LesionUpdateInput, request, partial=True)
-        services.lesion_update(user=request.user, lesion=lesion, data=data)
+        services.patients.lesion_update(user=request.user, lesion=lesion, data=data)
         return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
 
 
@@ -258,9 +259,11 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
         )
         upload = data["image"]
         files = [
-            services.ImageUpload(name=upload.name or "", data=upload.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1))
+            services.uploads.ImageUpload(
+                name=upload.name or "", data=upload.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1)
+            )
         ]
-        (image,) = services.lesion_image_upload(
+        (image,) = services.uploads.lesion_image_upload(
             user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
         )
         audit.note(request, image, "image")
@@ -309,7 +312,7 @@ class ImageClassifyApi(ScopedApiView):
     )
     def post(self, request: Request, image_id: int) -> Response:
         image = self.url_object("image_id")
-        services.classification_request(user=request.user, image=image)
+        services.classification.classification_request(user=request.user, image=image)
         image = selectors.image_get(user=request.user, image_id=image_id)
         return Response(s.ImageOutput(image, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
@@ -366,7 +369,7 @@ class ReviewListApi(PaginatedListMixin, ScopedApiView):
     def post(self, request: Request) -> Response:
         data = _input(s.ReviewCreateInput, request)
         image = _referenced(selectors.image_get, "image", user=request.user, image_id=data.pop("image"))
-        review = services.review_create(user=request.user, image=image, **data)
+        review = services.reviews.review_create(user=request.user, image=image, **data)
         audit.note(request, review, "review")
         return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
 
@@ -437,9 +440,9 @@ class BatchListApi(PaginatedListMixin, ScopedApiView):
         if lesion is None:
             organisation = PatientListApi._organisation(request, data.get("organisation"))
         limit = settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1
-        files = [services.ImageUpload(name=f.name or "", data=f.read(limit)) for f in data.get("images") or []]
+        files = [services.uploads.ImageUpload(name=f.name or "", data=f.read(limit)) for f in data.get("images") or []]
         archive = data.get("archive")
-        batch = services.batch_create(
+        batch = services.uploads.batch_create(
             user=request.user,
             organisation=organisation,
             lesion=lesion,

@@ -159,7 +159,7 @@ def other_org(db) -> Organisation:
 
 def _member(username: str, organisation: Organisation, role: str) -> User:
     user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.org")
-    services.membership_set(user=user, organisation=organisation, role=role)
+    services.accounts.membership_set(user=user, organisation=organisation, role=role)
     return user
 
 
@@ -185,7 +185,7 @@ def outsider(other_org) -> User:
 
 @pytest.fixture
 def patient(owner, org) -> Patient:
-    return services.patient_create(
+    return services.patients.patient_create(
         user=owner,
         organisation=org,
         external_id="MRN-001",
@@ -197,7 +197,7 @@ def patient(owner, org) -> Patient:
 
 @pytest.fixture
 def lesion(owner, patient) -> Lesion:
-    return services.lesion_create(user=owner, patient=patient, body_site="back", label="Upper back, left")
+    return services.patients.lesion_create(user=owner, patient=patient, body_site="back", label="Upper back, left")
 
 
 @pytest.fixture
@@ -219,10 +219,10 @@ def upload(owner, lesion, run_on_commit) -> Callable[..., LesionImage]:
         captured_at: dt.date | None = None,
     ) -> LesionImage:
         with run_on_commit():
-            (image,) = services.lesion_image_upload(
+            (image,) = services.uploads.lesion_image_upload(
                 user=user or owner,
                 lesion=target or lesion,
-                files=[services.ImageUpload(name="photo.png", data=data or image_bytes(RED))],
+                files=[services.uploads.ImageUpload(name="photo.png", data=data or image_bytes(RED))],
                 captured_at=captured_at,
             )
         return image
@@ -234,10 +234,10 @@ def upload(owner, lesion, run_on_commit) -> Callable[..., LesionImage]:
 def victim(owner, colleague, org, patient, lesion, upload, run_on_commit) -> dict[str, int]:
     """One object of every kind in `org` (the organisation an outsider attacks), by URL keyword."""
     image = upload(image_bytes(RED))
-    review = services.review_create(user=colleague, image=image, diagnosis="mel", comment="looks irregular")
+    review = services.reviews.review_create(user=colleague, image=image, diagnosis="mel", comment="looks irregular")
     with run_on_commit():
-        batch = services.batch_create(
-            user=owner, lesion=lesion, files=[services.ImageUpload(name="b.png", data=image_bytes(GREEN))]
+        batch = services.uploads.batch_create(
+            user=owner, lesion=lesion, files=[services.uploads.ImageUpload(name="b.png", data=image_bytes(GREEN))]
         )
     return {
         "organisation_id": org.pk,
@@ -265,7 +265,7 @@ def api_for() -> Callable[[User], APIClient]:
     def _api(user: User | None) -> APIClient:
         api = APIClient()
         if user is not None:
-            api.credentials(HTTP_AUTHORIZATION=f"Token {services.api_token_get_or_create(user=user).key}")
+            api.credentials(HTTP_AUTHORIZATION=f"Token {services.accounts.api_token_get_or_create(user=user).key}")
         return api
 
     return _api

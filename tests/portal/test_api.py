@@ -10,7 +10,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from diagnosis import selectors, services
+from diagnosis import services
+from diagnosis.api import waiting
 from diagnosis.models import ClinicianReview, Lesion, LesionImage, Patient
 from tests.portal.conftest import GREEN, PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
@@ -85,9 +86,9 @@ def test_it_answers_unknown_api_paths_in_the_error_format(api_for, owner):
 def test_it_lists_patients_of_the_callers_organisations_with_pagination(
     api_for, owner, org, outsider, other_org, patient
 ):
-    services.patient_create(user=outsider, organisation=other_org, external_id="S-1", name="Hidden")
+    services.patients.patient_create(user=outsider, organisation=other_org, external_id="S-1", name="Hidden")
     for i in range(3):
-        services.patient_create(user=owner, organisation=org, external_id=f"B-{i}", name=f"Bulk {i}")
+        services.patients.patient_create(user=owner, organisation=org, external_id=f"B-{i}", name=f"Bulk {i}")
     body = api_for(owner).get(f"{API}/patients/", {"page_size": 2}).json()
     assert body["count"] == 4 and len(body["results"]) == 2 and body["next"] and body["previous"] is None
     assert "Hidden" not in {
@@ -127,7 +128,7 @@ def test_it_validates_a_new_patient(api_for, owner, org, patient):
 
 
 def test_it_needs_an_organisation_for_members_of_several(api_for, owner, org, other_org):
-    services.membership_set(user=owner, organisation=other_org, role="clinician")
+    services.accounts.membership_set(user=owner, organisation=other_org, role="clinician")
     error = _assert_error(
         api_for(owner).post(f"{API}/patients/", {"external_id": "X", "name": "Y"}, format="json"), 400
     )
@@ -177,7 +178,7 @@ def test_it_reads_and_updates_a_patient(api_for, colleague, reader, outsider, pa
 
 
 def test_it_creates_lists_and_filters_lesions(api_for, colleague, owner, org, patient, lesion):
-    other_patient = services.patient_create(user=owner, organisation=org, external_id="MRN-2", name="Other")
+    other_patient = services.patients.patient_create(user=owner, organisation=org, external_id="MRN-2", name="Other")
     response = api_for(colleague).post(
         f"{API}/lesions/",
         {"patient": other_patient.pk, "body_site": "lower extremity", "label": "Left calf"},
@@ -295,7 +296,7 @@ def test_it_waits_for_a_running_classification_when_asked(api_for, colleague, up
         if len(pauses) == 3:
             image.classifications.update(**stored)
 
-    monkeypatch.setattr(selectors.time, "sleep", worker_finishes_meanwhile)
+    monkeypatch.setattr(waiting.time, "sleep", worker_finishes_meanwhile)
     body = api_for(colleague).get(f"{API}/images/{image.pk}/", {"wait": 10}).json()
     assert body["classification"]["status"] == "succeeded" and body["classification"]["top_class"] == "mel"
     assert len(pauses) == 3 and pauses[0] == pytest.approx(0.01) and max(pauses) <= 0.05

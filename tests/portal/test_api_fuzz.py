@@ -170,25 +170,27 @@ WORLD: World | None = None  # read by the hooks at draw time, set by the fixture
 
 
 def _populate(user, organisation, run_on_commit, *, tag: str) -> dict[str, list[int]]:
-    patient = services.patient_create(
+    patient = services.patients.patient_create(
         user=user, organisation=organisation, external_id=f"{tag}-MRN-1", name=f"{tag} patient"
     )
-    lesion = services.lesion_create(user=user, patient=patient, body_site="back", label=f"{tag} lesion")
+    lesion = services.patients.lesion_create(user=user, patient=patient, body_site="back", label=f"{tag} lesion")
     with run_on_commit():  # the embedded worker classifies on commit
-        (image,) = services.lesion_image_upload(
-            user=user, lesion=lesion, files=[services.ImageUpload(name="photo.png", data=image_bytes(RED))]
+        (image,) = services.uploads.lesion_image_upload(
+            user=user, lesion=lesion, files=[services.uploads.ImageUpload(name="photo.png", data=image_bytes(RED))]
         )
-        batch = services.batch_create(
-            user=user, lesion=lesion, files=[services.ImageUpload(name="batch.png", data=image_bytes(GREEN))]
+        batch = services.uploads.batch_create(
+            user=user, lesion=lesion, files=[services.uploads.ImageUpload(name="batch.png", data=image_bytes(GREEN))]
         )
     # Outputs with their nulls: an image still queued (no classification) and one whose task failed.
-    queued, failed = services.lesion_image_upload(
+    queued, failed = services.uploads.lesion_image_upload(
         user=user,
         lesion=lesion,
-        files=[services.ImageUpload(name=f"{c}.png", data=image_bytes(c)) for c in (GREEN, RED)],
+        files=[services.uploads.ImageUpload(name=f"{c}.png", data=image_bytes(c)) for c in (GREEN, RED)],
     )
-    services.classification_fail_unqueued(image_ids=[failed.pk], message="The worker could not be reached.")
-    review = services.review_create(user=user, image=image, diagnosis="mel", comment="fuzz fixture")
+    services.classification.classification_fail_unqueued(
+        image_ids=[failed.pk], message="The worker could not be reached."
+    )
+    review = services.reviews.review_create(user=user, image=image, diagnosis="mel", comment="fuzz fixture")
     classification = image.classifications.order_by("-id").first()
     assert classification is not None, "the stand-in model did not classify the fixture image"
     return {
@@ -217,7 +219,7 @@ def world(colleague, org, outsider, other_org, run_on_commit) -> Iterator[World]
     theirs = _populate(outsider, other_org, run_on_commit, tag="THEIRS")
     ids = {name: ours[name] + theirs[name] for name in ours}
     WORLD = World(
-        token=services.api_token_get_or_create(user=colleague).key, username=colleague.get_username(), ids=ids
+        token=services.accounts.api_token_get_or_create(user=colleague).key, username=colleague.get_username(), ids=ids
     )
     yield WORLD
     WORLD = None

@@ -44,14 +44,22 @@ def _forget_content_type_ids() -> Iterator[None]:
 def populated(owner, colleague, reader, outsider, org, other_org, lesion, upload) -> list[LesionImage]:
     """Two organisations, three patients, four images, a review and an API token."""
     images = [upload(image_bytes(RED)), upload(image_bytes(GREEN), user=colleague)]
-    second = services.patient_create(user=colleague, organisation=org, external_id="MRN-002", name="Alan Turing")
-    second_lesion = services.lesion_create(user=colleague, patient=second, body_site="face", label="Left cheek")
+    second = services.patients.patient_create(
+        user=colleague, organisation=org, external_id="MRN-002", name="Alan Turing"
+    )
+    second_lesion = services.patients.lesion_create(
+        user=colleague, patient=second, body_site="face", label="Left cheek"
+    )
     images.append(upload(image_bytes((40, 40, 200)), user=colleague, target=second_lesion))
-    theirs = services.patient_create(user=outsider, organisation=other_org, external_id="S-1", name="Grace Hopper")
-    their_lesion = services.lesion_create(user=outsider, patient=theirs, body_site="back", label="Mid back")
+    theirs = services.patients.patient_create(
+        user=outsider, organisation=other_org, external_id="S-1", name="Grace Hopper"
+    )
+    their_lesion = services.patients.lesion_create(user=outsider, patient=theirs, body_site="back", label="Mid back")
     images.append(upload(image_bytes(RED, size=(80, 80)), user=outsider, target=their_lesion))
-    services.review_create(user=colleague, image=images[0], diagnosis="mel", comment="Dermoscopy: atypical network")
-    services.api_token_get_or_create(user=owner)
+    services.reviews.review_create(
+        user=colleague, image=images[0], diagnosis="mel", comment="Dermoscopy: atypical network"
+    )
+    services.accounts.api_token_get_or_create(user=owner)
     return images
 
 

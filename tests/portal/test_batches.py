@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from diagnosis import selectors, services
+from diagnosis.api import waiting
 from diagnosis.models import Batch, Classification, ClassificationStatus, Lesion, LesionImage
 from tests.portal.conftest import GREEN, RED, STAND_IN_VERSION, image_bytes
 
@@ -80,8 +81,10 @@ def test_it_answers_a_progress_poll_with_the_same_few_queries_whatever_the_batch
     sizes = {}
     for n in (2, 12):
         with run_on_commit():
-            batch = services.batch_create(
-                user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes()) for i in range(n)]
+            batch = services.uploads.batch_create(
+                user=colleague,
+                lesion=lesion,
+                files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(n)],
             )
         with django_assert_max_num_queries(12) as captured:
             body = api.get(f"{API}/batches/{batch.pk}/").json()
@@ -93,10 +96,14 @@ def test_it_answers_a_progress_poll_with_the_same_few_queries_whatever_the_batch
 def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
     api_for, colleague, lesion, run_on_commit, monkeypatch
 ):
-    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)  # no worker yet
+    monkeypatch.setattr(
+        services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0
+    )  # no worker yet
     with run_on_commit():
-        batch = services.batch_create(
-            user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes()) for i in range(3)]
+        batch = services.uploads.batch_create(
+            user=colleague,
+            lesion=lesion,
+            files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(3)],
         )
     ids = list(batch.images.values_list("id", flat=True))
     assert not selectors.batch_settled(batch_id=batch.pk)
@@ -105,9 +112,9 @@ def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
     def worker_runs_meanwhile(seconds: float) -> None:
         pauses.append(seconds)
         if len(pauses) == 2:
-            services.classification_run_many(image_ids=ids)
+            services.classification.classification_run_many(image_ids=ids)
 
-    monkeypatch.setattr(selectors.time, "sleep", worker_runs_meanwhile)
+    monkeypatch.setattr(waiting.time, "sleep", worker_runs_meanwhile)
     body = api_for(colleague).get(f"{API}/batches/{batch.pk}/", {"wait": 20}).json()
     assert body["status"] == "finished" and body["progress"]["done"] == 3 and len(pauses) == 2
 
@@ -115,10 +122,10 @@ def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
 def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
     api_for, colleague, lesion, run_on_commit, monkeypatch
 ):
-    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)
+    monkeypatch.setattr(services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0)
     with run_on_commit():
-        batch = services.batch_create(
-            user=colleague, lesion=lesion, files=[services.ImageUpload("a.png", image_bytes())]
+        batch = services.uploads.batch_create(
+            user=colleague, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
         )
     Classification.objects.create(image=batch.images.get(), model_version="v", status=ClassificationStatus.RUNNING)
     api = api_for(colleague)
@@ -131,10 +138,12 @@ def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
 
 
 def test_it_counts_queued_running_done_and_failed_images(owner, lesion, run_on_commit, monkeypatch):
-    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)  # no worker yet
+    monkeypatch.setattr(
+        services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0
+    )  # no worker yet
     with run_on_commit():
-        batch = services.batch_create(
-            user=owner, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes()) for i in range(4)]
+        batch = services.uploads.batch_create(
+            user=owner, lesion=lesion, files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(4)]
         )
     images = list(LesionImage.objects.filter(batch=batch).order_by("id"))
     progress = selectors.batch_progress(batch=batch)
@@ -233,7 +242,9 @@ def test_it_needs_a_lesion_or_a_csv(api_for, colleague, org):
 
 def test_it_keeps_batches_inside_the_organisation(api_for, client_for, owner, reader, outsider, lesion, run_on_commit):
     with run_on_commit():
-        batch = services.batch_create(user=owner, lesion=lesion, files=[services.ImageUpload("a.png", image_bytes())])
+        batch = services.uploads.batch_create(
+            user=owner, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
+        )
     assert api_for(outsider).get(f"{API}/batches/{batch.pk}/").status_code == 404
     assert api_for(outsider).get(f"{API}/batches/").json()["count"] == 0
     response = api_for(outsider).post(
@@ -283,10 +294,10 @@ def test_it_classifies_a_micro_batch_in_one_go(owner, lesion, run_on_commit, mon
     real = inference.classify_many
     monkeypatch.setattr(inference, "classify_many", lambda images: calls.append(len(images)) or real(images))
     with run_on_commit():
-        services.batch_create(
+        services.uploads.batch_create(
             user=owner,
             lesion=lesion,
-            files=[services.ImageUpload(f"{i}.png", image_bytes(RED if i % 2 else GREEN)) for i in range(20)],
+            files=[services.uploads.ImageUpload(f"{i}.png", image_bytes(RED if i % 2 else GREEN)) for i in range(20)],
         )
     assert calls == [16, 4]  # SKINPORTAL_MICRO_BATCH = 16
     assert Classification.objects.filter(model_version=STAND_IN_VERSION, status="succeeded").count() == 20
@@ -302,7 +313,7 @@ def test_it_refuses_an_oversized_member_of_a_zip_and_keeps_the_rest(owner, lesio
         zf.writestr("small.png", image_bytes(GREEN))
     buffer.seek(0)
     with run_on_commit():
-        batch = services.batch_create(user=owner, lesion=lesion, archive=buffer, archive_name="s.zip")
+        batch = services.uploads.batch_create(user=owner, lesion=lesion, archive=buffer, archive_name="s.zip")
     assert batch.rejected == [{"name": "big.png", "error": "the file is larger than the 0.0 MiB limit"}]
     assert [image.source_name for image in batch.images.all()] == ["small.png"]
     assert selectors.batch_progress(batch=batch).finished

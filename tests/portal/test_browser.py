@@ -123,10 +123,14 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
     from diagnosis import services
     from diagnosis.models import LesionImage
 
-    monkeypatch.setattr(services, "_enqueue_classifications", lambda image_ids, force=False: 0)  # no worker yet
+    monkeypatch.setattr(
+        services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0
+    )  # no worker yet
     batch = _in_own_thread(
-        lambda: services.batch_create(
-            user=colleague, lesion=lesion, files=[services.ImageUpload(f"{i}.png", image_bytes(RED)) for i in range(3)]
+        lambda: services.uploads.batch_create(
+            user=colleague,
+            lesion=lesion,
+            files=[services.uploads.ImageUpload(f"{i}.png", image_bytes(RED)) for i in range(3)],
         )
     )
     page = browser_page
@@ -139,7 +143,7 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
 
     # The "worker" finishes the images while the page is open: it follows without a reload.
     _in_own_thread(
-        lambda: services.classification_run_many(
+        lambda: services.classification.classification_run_many(
             image_ids=list(LesionImage.objects.filter(batch=batch).values_list("id", flat=True))
         )
     )

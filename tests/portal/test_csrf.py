@@ -67,8 +67,8 @@ class Ctx:
 @pytest.fixture
 def ctx(owner, colleague, outsider, org, patient, lesion, upload) -> Ctx:
     image = upload()
-    batch = services.batch_create(
-        user=owner, lesion=lesion, files=[services.ImageUpload(name="b.png", data=image_bytes())]
+    batch = services.uploads.batch_create(
+        user=owner, lesion=lesion, files=[services.uploads.ImageUpload(name="b.png", data=image_bytes())]
     )
     membership = Membership.objects.get(user=colleague, organisation=org)
     context = Ctx(owner, outsider, org, patient, lesion, image, batch, membership)

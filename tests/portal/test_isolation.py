@@ -81,15 +81,17 @@ def _state() -> dict[str, list]:
 @pytest.fixture
 def secrets_elsewhere(other_org, outsider, run_on_commit) -> dict[str, int]:
     """Another organisation's data, with text that must never appear in `org`'s answers."""
-    patient = services.patient_create(
+    patient = services.patients.patient_create(
         user=outsider, organisation=other_org, external_id=SECRET_EXTERNAL_ID, name=SECRET_NAME
     )
-    lesion = services.lesion_create(user=outsider, patient=patient, body_site="lower extremity", label=SECRET_LESION)
+    lesion = services.patients.lesion_create(
+        user=outsider, patient=patient, body_site="lower extremity", label=SECRET_LESION
+    )
     with run_on_commit():
-        (image,) = services.lesion_image_upload(
-            user=outsider, lesion=lesion, files=[services.ImageUpload(name="x.png", data=image_bytes(RED))]
+        (image,) = services.uploads.lesion_image_upload(
+            user=outsider, lesion=lesion, files=[services.uploads.ImageUpload(name="x.png", data=image_bytes(RED))]
         )
-    services.review_create(user=outsider, image=image, diagnosis="nv", comment=SECRET_COMMENT)
+    services.reviews.review_create(user=outsider, image=image, diagnosis="nv", comment=SECRET_COMMENT)
     return {"organisation": other_org.pk, "patient": patient.pk, "lesion": lesion.pk, "image": image.pk}
 
 
@@ -298,7 +300,7 @@ def test_it_keeps_the_admin_site_to_staff(victim, owner, client):
 
 def test_it_gives_an_outsider_admin_of_their_own_organisation_no_more(victim, other_org, api_for):
     boss = User.objects.create_user("olga", password=PASSWORD)
-    services.membership_set(user=boss, organisation=other_org, role=Role.ADMIN)
+    services.accounts.membership_set(user=boss, organisation=other_org, role=Role.ADMIN)
     api = api_for(boss)
     for key in ("patient_id", "lesion_id", "image_id"):
         name = {"patient_id": "api-patient-detail", "lesion_id": "api-lesion-detail", "image_id": "api-image-detail"}[

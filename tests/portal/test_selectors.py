@@ -15,14 +15,16 @@ pytestmark = pytest.mark.django_db
 
 
 def test_it_lists_only_the_users_organisation_patients(patient, colleague, outsider, other_org):
-    theirs = services.patient_create(user=outsider, organisation=other_org, external_id="S-1", name="Southside patient")
+    theirs = services.patients.patient_create(
+        user=outsider, organisation=other_org, external_id="S-1", name="Southside patient"
+    )
     assert list(selectors.patient_list(user=colleague)) == [patient]
     assert list(selectors.patient_list(user=outsider)) == [theirs]
     assert list(selectors.patient_list(user=AnonymousUser())) == []
 
 
 def test_it_searches_patients_by_name_or_external_id(owner, org, patient):
-    services.patient_create(user=owner, organisation=org, external_id="MRN-777", name="Grace Hopper")
+    services.patients.patient_create(user=owner, organisation=org, external_id="MRN-777", name="Grace Hopper")
     assert [p.name for p in selectors.patient_list(user=owner, query="hopper")] == ["Grace Hopper"]
     assert [p.name for p in selectors.patient_list(user=owner, query="mrn-001")] == ["Ada Lovelace"]
 
@@ -39,7 +41,7 @@ def test_it_searches_patients_by_name_or_external_id(owner, org, patient):
 )
 def test_it_hides_other_organisations_objects_behind_404(getter, kwarg, upload, owner, colleague, outsider):
     image = upload(image_bytes())
-    review = services.review_create(user=owner, image=image, diagnosis="nv")
+    review = services.reviews.review_create(user=owner, image=image, diagnosis="nv")
     ids = {
         "patient_id": image.lesion.patient_id,
         "lesion_id": image.lesion_id,
@@ -65,7 +67,7 @@ def test_it_annotates_lesions_with_the_latest_visits_result(upload, owner, lesio
 
 
 def test_it_lists_flagged_lesions_by_their_latest_result(upload, owner, colleague, patient, outsider):
-    flagged = services.lesion_create(user=owner, patient=patient, body_site="face", label="Nose")
+    flagged = services.patients.lesion_create(user=owner, patient=patient, body_site="face", label="Nose")
     upload(image_bytes(RED), target=flagged)
     upload(image_bytes(GREEN))  # the `lesion` fixture: below threshold
     assert [lesion.pk for lesion in selectors.lesion_list_flagged(user=colleague)] == [flagged.pk]

@@ -37,7 +37,7 @@ def _jpeg_with_exif() -> bytes:
 
 
 def test_it_creates_a_patient(owner, org):
-    patient = services.patient_create(user=owner, organisation=org, external_id="  MRN-9 ", name=" Grace ")
+    patient = services.patients.patient_create(user=owner, organisation=org, external_id="  MRN-9 ", name=" Grace ")
     assert (patient.external_id, patient.name, patient.organisation, patient.created_by) == (
         "MRN-9",
         "Grace",
@@ -48,19 +48,21 @@ def test_it_creates_a_patient(owner, org):
 
 def test_it_rejects_a_duplicate_external_id_in_the_same_organisation(owner, colleague, org, patient):
     with pytest.raises(ValidationError) as excinfo:
-        services.patient_create(user=colleague, organisation=org, external_id="MRN-001", name="Someone else")
+        services.patients.patient_create(user=colleague, organisation=org, external_id="MRN-001", name="Someone else")
     assert "external_id" in excinfo.value.message_dict
     assert Patient.objects.count() == 1
 
 
 def test_it_allows_the_same_external_id_in_another_organisation(patient, outsider, other_org):
-    other = services.patient_create(user=outsider, organisation=other_org, external_id="MRN-001", name="Other person")
+    other = services.patients.patient_create(
+        user=outsider, organisation=other_org, external_id="MRN-001", name="Other person"
+    )
     assert other.pk != patient.pk
 
 
 def test_it_rejects_a_future_date_of_birth(owner, org):
     with pytest.raises(ValidationError) as excinfo:
-        services.patient_create(
+        services.patients.patient_create(
             user=owner,
             organisation=org,
             external_id="X",
@@ -72,60 +74,66 @@ def test_it_rejects_a_future_date_of_birth(owner, org):
 
 def test_it_rejects_an_unknown_sex(owner, org):
     with pytest.raises(ValidationError):
-        services.patient_create(user=owner, organisation=org, external_id="X", name="Y", sex="robot")
+        services.patients.patient_create(user=owner, organisation=org, external_id="X", name="Y", sex="robot")
 
 
 def test_it_refuses_writes_by_a_read_only_member(reader, org, patient, lesion):
     with pytest.raises(PermissionDenied):
-        services.patient_create(user=reader, organisation=org, external_id="X", name="Y")
+        services.patients.patient_create(user=reader, organisation=org, external_id="X", name="Y")
     with pytest.raises(PermissionDenied):
-        services.patient_update(user=reader, patient=patient, data={"name": "Changed"})
+        services.patients.patient_update(user=reader, patient=patient, data={"name": "Changed"})
     with pytest.raises(PermissionDenied):
-        services.lesion_create(user=reader, patient=patient, body_site="back", label="x")
+        services.patients.lesion_create(user=reader, patient=patient, body_site="back", label="x")
     with pytest.raises(PermissionDenied):
-        services.lesion_image_upload(user=reader, lesion=lesion, files=[services.ImageUpload("a.png", image_bytes())])
+        services.uploads.lesion_image_upload(
+            user=reader, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
+        )
     patient.refresh_from_db()
     assert patient.name == "Ada Lovelace"
 
 
 def test_it_refuses_writes_by_an_outsider(outsider, org, patient):
     with pytest.raises(PermissionDenied):
-        services.patient_create(user=outsider, organisation=org, external_id="X", name="Y")
+        services.patients.patient_create(user=outsider, organisation=org, external_id="X", name="Y")
     with pytest.raises(PermissionDenied):
-        services.patient_update(user=outsider, patient=patient, data={"name": "Changed"})
+        services.patients.patient_update(user=outsider, patient=patient, data={"name": "Changed"})
 
 
 def test_it_updates_a_patient(colleague, patient):
-    updated = services.patient_update(user=colleague, patient=patient, data={"name": "Ada King", "notes": "Fair skin"})
+    updated = services.patients.patient_update(
+        user=colleague, patient=patient, data={"name": "Ada King", "notes": "Fair skin"}
+    )
     assert (updated.name, updated.notes) == ("Ada King", "Fair skin")
 
 
 def test_it_leaves_the_patient_unchanged_when_an_update_is_invalid(owner, org, patient):
-    services.patient_create(user=owner, organisation=org, external_id="MRN-002", name="Other")
+    services.patients.patient_create(user=owner, organisation=org, external_id="MRN-002", name="Other")
     with pytest.raises(ValidationError):
-        services.patient_update(user=owner, patient=patient, data={"external_id": "MRN-002", "name": "Changed"})
+        services.patients.patient_update(
+            user=owner, patient=patient, data={"external_id": "MRN-002", "name": "Changed"}
+        )
     patient.refresh_from_db()
     assert (patient.external_id, patient.name) == ("MRN-001", "Ada Lovelace")
 
 
 def test_it_refuses_to_update_unknown_fields(owner, patient, other_org):
     with pytest.raises(ValidationError):
-        services.patient_update(user=owner, patient=patient, data={"organisation": other_org})
+        services.patients.patient_update(user=owner, patient=patient, data={"organisation": other_org})
 
 
 # --- Lesions -------------------------------------------------------------------------------
 
 
 def test_it_creates_and_updates_a_lesion(colleague, patient):
-    lesion = services.lesion_create(user=colleague, patient=patient, body_site="face", label=" Left cheek ")
+    lesion = services.patients.lesion_create(user=colleague, patient=patient, body_site="face", label=" Left cheek ")
     assert lesion.label == "Left cheek"
-    lesion = services.lesion_update(user=colleague, lesion=lesion, data={"body_site": "neck"})
+    lesion = services.patients.lesion_update(user=colleague, lesion=lesion, data={"body_site": "neck"})
     assert lesion.body_site == "neck"
 
 
 def test_it_rejects_a_body_site_outside_the_vocabulary(owner, patient):
     with pytest.raises(ValidationError) as excinfo:
-        services.lesion_create(user=owner, patient=patient, body_site="elbow", label="x")
+        services.patients.lesion_create(user=owner, patient=patient, body_site="elbow", label="x")
     assert "body_site" in excinfo.value.message_dict
 
 
@@ -167,12 +175,12 @@ def test_it_stores_pixels_only_under_a_generated_name(upload):
 
 def test_it_uploads_several_images_at_once(owner, lesion, run_on_commit):
     with run_on_commit():
-        images = services.lesion_image_upload(
+        images = services.uploads.lesion_image_upload(
             user=owner,
             lesion=lesion,
             files=[
-                services.ImageUpload("a.png", image_bytes(RED)),
-                services.ImageUpload("b.jpg", image_bytes(GREEN, fmt="jpg")),
+                services.uploads.ImageUpload("a.png", image_bytes(RED)),
+                services.uploads.ImageUpload("b.jpg", image_bytes(GREEN, fmt="jpg")),
             ],
             captured_at=dt.date(2024, 3, 1),
         )
@@ -191,16 +199,21 @@ def test_it_uploads_several_images_at_once(owner, lesion, run_on_commit):
 )
 def test_it_rejects_bad_files_and_stores_nothing(owner, lesion, data, message, run_on_commit):
     with run_on_commit(), pytest.raises(ValidationError) as excinfo:
-        services.lesion_image_upload(user=owner, lesion=lesion, files=[services.ImageUpload("bad.png", data)])
+        services.uploads.lesion_image_upload(
+            user=owner, lesion=lesion, files=[services.uploads.ImageUpload("bad.png", data)]
+        )
     errors = excinfo.value.message_dict["image"]
     assert errors[0].startswith("bad.png:") and message in errors[0]
     assert LesionImage.objects.count() == 0 and Classification.objects.count() == 0
 
 
 def test_it_rejects_the_whole_batch_when_one_file_is_bad(owner, lesion, _media_root):
-    files = [services.ImageUpload("good.png", image_bytes()), services.ImageUpload("bad.txt", b"not an image")]
+    files = [
+        services.uploads.ImageUpload("good.png", image_bytes()),
+        services.uploads.ImageUpload("bad.txt", b"not an image"),
+    ]
     with pytest.raises(ValidationError):
-        services.lesion_image_upload(user=owner, lesion=lesion, files=files)
+        services.uploads.lesion_image_upload(user=owner, lesion=lesion, files=files)
     assert LesionImage.objects.count() == 0
     assert not [path for path in _media_root.rglob("*") if path.is_file()]
 
@@ -208,25 +221,25 @@ def test_it_rejects_the_whole_batch_when_one_file_is_bad(owner, lesion, _media_r
 def test_it_rejects_files_over_the_size_cap(owner, lesion, settings):
     settings.SKINPORTAL_MAX_UPLOAD_BYTES = 1024
     with pytest.raises(ValidationError) as excinfo:
-        services.lesion_image_upload(
-            user=owner, lesion=lesion, files=[services.ImageUpload("big.png", image_bytes(size=(400, 400)))]
+        services.uploads.lesion_image_upload(
+            user=owner, lesion=lesion, files=[services.uploads.ImageUpload("big.png", image_bytes(size=(400, 400)))]
         )
     assert "larger than" in excinfo.value.message_dict["image"][0]
 
 
 def test_it_rejects_too_many_files(owner, lesion, settings):
     settings.SKINPORTAL_MAX_FILES_PER_UPLOAD = 2
-    files = [services.ImageUpload(f"{i}.png", image_bytes()) for i in range(3)]
+    files = [services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(3)]
     with pytest.raises(ValidationError):
-        services.lesion_image_upload(user=owner, lesion=lesion, files=files)
+        services.uploads.lesion_image_upload(user=owner, lesion=lesion, files=files)
 
 
 def test_it_rejects_a_capture_date_in_the_future(owner, lesion):
     with pytest.raises(ValidationError) as excinfo:
-        services.lesion_image_upload(
+        services.uploads.lesion_image_upload(
             user=owner,
             lesion=lesion,
-            files=[services.ImageUpload("a.png", image_bytes())],
+            files=[services.uploads.ImageUpload("a.png", image_bytes())],
             captured_at=timezone.localdate() + dt.timedelta(days=2),
         )
     assert "captured_at" in excinfo.value.message_dict
@@ -259,15 +272,15 @@ def test_it_replaces_a_failure_with_a_later_success(upload, monkeypatch):
     monkeypatch.setattr(inference, "loaded_model_version", lambda: (_ for _ in ()).throw(ModelIntegrityError("gone")))
     image = upload(image_bytes())
     monkeypatch.undo()
-    classification = services.classification_run(image_id=image.pk)
+    classification = services.classification.classification_run(image_id=image.pk)
     assert classification.status == ClassificationStatus.SUCCEEDED
     assert list(image.classifications.values_list("model_version", flat=True)) == [STAND_IN_VERSION]
 
 
 def test_it_keeps_one_classification_per_image_and_model_version(upload):
     image = upload(image_bytes())
-    services.classification_run(image_id=image.pk)
-    services.classification_run(image_id=image.pk)
+    services.classification.classification_run(image_id=image.pk)
+    services.classification.classification_run(image_id=image.pk)
     assert image.classifications.count() == 1
 
 
@@ -287,13 +300,13 @@ def test_it_ignores_an_image_deleted_before_classification(upload):
     image = upload(image_bytes())
     image_id = image.pk
     image.delete()
-    assert services.classification_run(image_id=image_id) is None
+    assert services.classification.classification_run(image_id=image_id) is None
 
 
 def test_it_records_a_failure_when_the_stored_file_is_gone(upload):
     image = upload(image_bytes())
     image.file.storage.delete(image.file.name)
-    classification = services.classification_run(image_id=image.pk)
+    classification = services.classification.classification_run(image_id=image.pk)
     assert classification.status == ClassificationStatus.FAILED
     assert "could not be read" in classification.error_message
 
@@ -303,32 +316,35 @@ def test_it_records_a_failure_when_the_stored_file_is_gone(upload):
 
 def test_it_records_a_clinician_review(upload, colleague):
     image = upload(image_bytes())
-    review = services.review_create(
+    review = services.reviews.review_create(
         user=colleague, image=image, diagnosis="mel", histopathology_confirmed=True, comment=" Excised "
     )
     assert (review.author, review.comment, review.get_diagnosis_display()) == (colleague, "Excised", "Melanoma (mel)")
 
 
 def test_it_accepts_other_as_a_review_diagnosis(upload, colleague):
-    assert services.review_create(user=colleague, image=upload(image_bytes()), diagnosis="other").diagnosis == "other"
+    assert (
+        services.reviews.review_create(user=colleague, image=upload(image_bytes()), diagnosis="other").diagnosis
+        == "other"
+    )
 
 
 def test_it_rejects_an_unknown_review_diagnosis_and_a_read_only_reviewer(upload, colleague, reader):
     image = upload(image_bytes())
     with pytest.raises(ValidationError):
-        services.review_create(user=colleague, image=image, diagnosis="cancer")
+        services.reviews.review_create(user=colleague, image=image, diagnosis="cancer")
     with pytest.raises(PermissionDenied):
-        services.review_create(user=reader, image=image, diagnosis="nv")
+        services.reviews.review_create(user=reader, image=image, diagnosis="nv")
     assert ClinicianReview.objects.count() == 0
 
 
 def test_it_creates_a_clinician_and_their_organisation(db):
-    account = services.clinician_create(
+    account = services.accounts.clinician_create(
         organisation_name="New Clinic", username="dana", password="a-long-enough-pass-42"
     )
     assert account.user_created and account.organisation_created
     assert account.user.check_password("a-long-enough-pass-42")
-    again = services.clinician_create(
+    again = services.accounts.clinician_create(
         organisation_name="New Clinic", username="dana", password="another-long-pass-43", role="readonly"
     )
     assert not again.user_created and not again.organisation_created
@@ -337,4 +353,4 @@ def test_it_creates_a_clinician_and_their_organisation(db):
 
 def test_it_refuses_a_weak_password_for_a_new_clinician(db):
     with pytest.raises(ValidationError):
-        services.clinician_create(organisation_name="Clinic", username="eve", password="123")
+        services.accounts.clinician_create(organisation_name="Clinic", username="eve", password="123")

@@ -1,5 +1,5 @@
 """Hypothesis properties of upload validation: diagnosis.inference.sanitise_upload and the
-service's per-file checks (services._prepare_uploads).
+service's per-file checks (services.uploads._prepare_uploads).
 
 Bounded (a few dozen examples each, derandomised, no example database in the checkout); no
 database access, so the whole module runs in seconds.
@@ -166,10 +166,10 @@ def test_it_keeps_only_the_first_picture_of_a_multi_picture_jpeg():
     cap=st.integers(1, 20_000),
 )
 def test_it_checks_every_file_of_an_upload_and_names_each_refusal(files, cap):
-    uploads = [services.ImageUpload(name=f"file-{i}.jpg", data=data) for i, data in enumerate(files)]
+    uploads = [services.uploads.ImageUpload(name=f"file-{i}.jpg", data=data) for i, data in enumerate(files)]
     with override_settings(SKINPORTAL_MAX_UPLOAD_BYTES=cap, SKINPORTAL_MAX_FILES_PER_UPLOAD=10):
         try:
-            prepared = services._prepare_uploads(uploads)
+            prepared = services.uploads._prepare_uploads(uploads)
         except ValidationError as exc:
             messages = exc.message_dict["image"]
             refused = [u for u in uploads if len(u.data) > cap or _sanitise_or_refuse(u.data) is None]

@@ -84,9 +84,11 @@ def test_it_keeps_other_organisations_off_the_dashboard(client_for, outsider, up
 
 
 def test_it_lists_searches_and_paginates_patients(client_for, owner, org, patient, outsider, other_org):
-    services.patient_create(user=outsider, organisation=other_org, external_id="S-1", name="Hidden Person")
+    services.patients.patient_create(user=outsider, organisation=other_org, external_id="S-1", name="Hidden Person")
     for i in range(25):
-        services.patient_create(user=owner, organisation=org, external_id=f"B-{i:02}", name=f"Bulk Patient {i:02}")
+        services.patients.patient_create(
+            user=owner, organisation=org, external_id=f"B-{i:02}", name=f"Bulk Patient {i:02}"
+        )
     client = client_for(owner)
     first = client.get(reverse("patient-list")).content.decode()
     assert "Ada Lovelace" in first and "Hidden Person" not in first and "Page 1 of 2" in first
@@ -338,8 +340,8 @@ def test_it_classifies_again_on_request(client_for, colleague, reader, upload, r
 
 def test_it_shows_a_pending_result_while_the_worker_has_not_finished(client_for, colleague, owner, lesion):
     # Without running the on_commit callbacks the task is never sent: the state of a busy worker.
-    (image,) = services.lesion_image_upload(
-        user=owner, lesion=lesion, files=[services.ImageUpload("a.png", image_bytes())]
+    (image,) = services.uploads.lesion_image_upload(
+        user=owner, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
     )
     html = client_for(colleague).get(reverse("image-detail", args=[image.pk])).content.decode()
     assert "Classification pending" in html

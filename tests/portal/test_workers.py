@@ -276,8 +276,10 @@ def test_it_loses_nothing_and_classifies_nothing_twice_when_a_worker_is_killed(
     first = start_worker(model_dir=slow_model)
     first.wait_ready()
 
-    files = [services.ImageUpload(f"mole-{i:02d}.png", image_bytes(_colour(i), size=(48, 48))) for i in range(50)]
-    batch = services.batch_create(user=owner, lesion=lesion, files=files)  # commits: 5 tasks of 10 images sent
+    files = [
+        services.uploads.ImageUpload(f"mole-{i:02d}.png", image_bytes(_colour(i), size=(48, 48))) for i in range(50)
+    ]
+    batch = services.uploads.batch_create(user=owner, lesion=lesion, files=files)  # commits: 5 tasks of 10 images sent
     assert batch.rejected == [] and LesionImage.objects.filter(batch=batch).count() == 50
 
     # Kill the worker (and its pool process) with no warning while it is classifying a micro-batch

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from diagnosis.models import Role
-from diagnosis.services import clinician_create
+from diagnosis.services.accounts import clinician_create
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ import secrets
 from django.core.management.base import BaseCommand, CommandParser
 
 from diagnosis.models import Role
-from diagnosis.services import clinician_create
+from diagnosis.services.accounts import clinician_create
 
 DEMO_ORGANISATION = "Demo Clinic"
 DEMO_USERNAME = "demo"

@@ -97,14 +97,14 @@ class Command(BaseCommand):
             rows = rows[: options["limit"]]
 
         try:
-            organisation, created = services.organisation_get_or_create(name=options["org"])
+            organisation, created = services.accounts.organisation_get_or_create(name=options["org"])
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         if created:
             self.stdout.write(f"Created organisation {organisation.name!r}.")
         files = index_images(folders)
         self.stdout.write(f"{len(rows)} rows in {metadata.name}; {len(files)} image files found.")
-        batch = services.import_batch_start(organisation=organisation, name=metadata.name, rows=len(rows))
+        batch = services.imports.import_batch_start(organisation=organisation, name=metadata.name, rows=len(rows))
 
         imported, skipped, errors, pending, tasks = 0, 0, [], [], 0
         bar = ProgressBar(self.stdout, len(rows))
@@ -115,10 +115,10 @@ class Command(BaseCommand):
                 if not image_id or path is None:
                     raise ValidationError(f"no image file {image_id or '(empty image_id)'}.jpg/.png in the folders")
                 captured = row.get("captured_at") or row.get("date") or ""
-                image = services.image_import(
+                image = services.imports.image_import(
                     organisation=organisation,
                     batch=batch,
-                    row=services.ImportRow(
+                    row=services.imports.ImportRow(
                         patient_external_id=row.get(patient_column, "") if patient_column else row["lesion_id"],
                         lesion_label=row["lesion_id"],
                         body_site=row.get("localization") or row.get("body_site") or "",
@@ -138,13 +138,13 @@ class Command(BaseCommand):
                     imported += 1
                     pending.append(image.pk)
             if not options["no_classify"] and len(pending) >= settings.SKINPORTAL_MICRO_BATCH:
-                tasks += services.classification_enqueue(image_ids=pending)
+                tasks += services.classification.classification_enqueue(image_ids=pending)
                 pending = []
             bar.show(number - 1, f"imported {imported}, already there {skipped}, errors {len(errors)}")
         if pending and not options["no_classify"]:
-            tasks += services.classification_enqueue(image_ids=pending)
+            tasks += services.classification.classification_enqueue(image_ids=pending)
         bar.close()
-        services.import_batch_finish(batch=batch, received=imported + len(errors), rejected=errors)
+        services.imports.import_batch_finish(batch=batch, received=imported + len(errors), rejected=errors)
 
         for error in errors[:MAX_ERRORS_SHOWN]:
             self.stderr.write(f"  {error['name']}: {error['error']}")

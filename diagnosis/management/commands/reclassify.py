@@ -40,7 +40,7 @@ class Command(BaseCommand):
             organisation = Organisation.objects.filter(name=options["org"].strip()).first()
             if organisation is None:
                 raise CommandError(f"No organisation named {options['org']!r}.")
-        count = services.classification_enqueue_missing(
+        count = services.classification.classification_enqueue_missing(
             model_version=version, organisation=organisation, dry_run=options["dry_run"]
         )
         scope = f" in {organisation.name!r}" if organisation else ""

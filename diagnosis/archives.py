@@ -1,0 +1,179 @@
+"""Reading what a clinician sends, before anything touches the database: the upload's size cap,
+the image members of a ZIP, the CSV that says where each goes, and the dates written in it.
+
+No ORM here: the services in diagnosis/services/ decide what is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Self
+
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+CSV_MAX_BYTES = 5 * 1024 * 1024
+BATCH_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "file": ("file", "filename", "file_name", "image", "image_file"),
+    "patient": ("patient", "patient_external_id", "patient_id", "external_id"),
+    "lesion": ("lesion", "lesion_label", "label"),
+    "body_site": ("body_site", "localization", "site"),
+    "captured_at": ("captured_at", "capture_date", "date"),
+}
+
+
+def human_size(n_bytes: int) -> str:
+    """A size in MiB, as the limits are documented (docs/portal.md: 10 MiB)."""
+    return f"{n_bytes / (1024 * 1024):.1f} MiB"
+
+
+def too_large(max_bytes: int) -> str:
+    return f"the file is larger than the {human_size(max_bytes)} limit"
+
+
+def read_capped(handle: IO[bytes], limit: int) -> bytes:
+    """At most `limit` bytes and one more: that byte is how the caller tells the file is too
+    large, without reading a huge file whole (a declared size may lie)."""
+    return handle.read(limit + 1)
+
+
+def normalise_member_name(name: str) -> str:
+    name = name.replace("\\", "/").strip()
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
+def csv_header_map(fieldnames: Sequence[str]) -> dict[str, str]:
+    """Our column name -> the CSV's header, for the aliases in BATCH_CSV_COLUMNS."""
+    normalised = {(h or "").strip().lower().replace(" ", "_"): h for h in fieldnames}
+    found: dict[str, str] = {}
+    for column, aliases in BATCH_CSV_COLUMNS.items():
+        for alias in aliases:
+            if alias in normalised:
+                found[column] = normalised[alias]
+                break
+    return found
+
+
+def csv_rows(csv_bytes: bytes) -> dict[str, dict[str, str]]:
+    """The batch CSV's rows by normalised file name, each with our column names."""
+    try:
+        text = csv_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError({"archive": "The CSV is not UTF-8 text."}) from exc
+    reader = csv.DictReader(io.StringIO(text))
+    columns = csv_header_map(reader.fieldnames or [])
+    if "file" not in columns:
+        raise ValidationError(
+            {
+                "archive": "The CSV needs a 'file' column naming each image (and optionally patient, lesion, "
+                "body_site, captured_at)."
+            }
+        )
+    rows: dict[str, dict[str, str]] = {}
+    for raw in reader:
+        row = {column: (raw.get(header) or "").strip() for column, header in columns.items()}
+        name = normalise_member_name(row["file"])
+        if name:
+            rows[name] = row
+    return rows
+
+
+def parse_date(value: str, *, what: str) -> dt.date:
+    try:
+        parsed = dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ValidationError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from exc
+    if parsed > timezone.localdate():
+        raise ValidationError(f"{what} {parsed} is in the future")
+    return parsed
+
+
+@dataclass
+class Member:
+    """One file of a batch: a ZIP member or a single upload."""
+
+    name: str
+    data: bytes | None  # None: could not be read (error says why)
+    error: str = ""
+
+
+class ZipMembers:
+    """The image members of a ZIP, each read (size-capped) only when iterated, and its CSV.
+
+    Only one member is in memory at a time, whatever the archive's size. Use as a context
+    manager; the archive stays open while iterating.
+    """
+
+    def __init__(self, archive: IO[bytes], *, max_bytes: int, max_files: int) -> None:
+        self.max_bytes = max_bytes
+        try:
+            self.zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ValidationError({"archive": "The file is not a readable ZIP archive."}) from exc
+        try:
+            self._scan(max_files)
+        except Exception:
+            self.zf.close()
+            raise
+
+    def _scan(self, max_files: int) -> None:
+        infos = [
+            info
+            for info in self.zf.infolist()
+            if not info.is_dir()
+            and not info.filename.startswith("__MACOSX/")
+            and not normalise_member_name(info.filename).rsplit("/", 1)[-1].startswith(".")
+        ]
+        csvs = [info for info in infos if info.filename.lower().endswith(".csv")]
+        if len(csvs) > 1:
+            raise ValidationError({"archive": f"The ZIP holds {len(csvs)} CSV files; put at most one in it."})
+        self.images = [info for info in infos if not info.filename.lower().endswith(".csv")]
+        if not self.images:
+            raise ValidationError({"archive": "The ZIP holds no files besides the CSV."})
+        if len(self.images) > max_files:
+            raise ValidationError(
+                {"archive": f"At most {max_files} images per batch; the ZIP holds {len(self.images)}."}
+            )
+        self.csv_bytes = None
+        if csvs:
+            if csvs[0].file_size > CSV_MAX_BYTES:
+                raise ValidationError({"archive": "The CSV in the ZIP is larger than 5 MiB."})
+            data, error = self._read(csvs[0], CSV_MAX_BYTES)
+            if data is None:
+                raise ValidationError({"archive": f"The CSV {error}."})
+            self.csv_bytes = data
+
+    def _read(self, info: zipfile.ZipInfo, limit: int) -> tuple[bytes | None, str]:
+        try:
+            with self.zf.open(info) as fh:
+                return read_capped(fh, limit), ""  # the header's size may lie
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+            return None, f"could not be extracted ({type(exc).__name__})"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[Member]:
+        for info in self.images:
+            name = normalise_member_name(info.filename)
+            if info.file_size > self.max_bytes:
+                yield Member(name, None, too_large(self.max_bytes))
+                continue
+            data, error = self._read(info, self.max_bytes)
+            if data is not None and len(data) > self.max_bytes:
+                data, error = None, too_large(self.max_bytes)
+            yield Member(name, data, error)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.zf.close()

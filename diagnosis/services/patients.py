@@ -1,0 +1,139 @@
+"""Patients and their lesions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from diagnosis.models import Lesion, LesionImage, Organisation, Patient
+from diagnosis.permissions import require_admin, require_write
+
+logger = logging.getLogger(__name__)
+
+PATIENT_FIELDS = ("external_id", "name", "date_of_birth", "sex", "notes")
+LESION_FIELDS = ("body_site", "label", "notes")
+
+
+def patient_check(patient: Patient) -> None:
+    """Tidy and validate an unsaved or changed patient (also for patients created by an import)."""
+    patient.external_id = patient.external_id.strip()
+    patient.name = patient.name.strip()
+    if patient.date_of_birth and patient.date_of_birth > timezone.localdate():
+        raise ValidationError({"date_of_birth": "The date of birth cannot be in the future."})
+    clash = Patient.objects.filter(organisation_id=patient.organisation_id, external_id=patient.external_id)
+    if patient.pk:
+        clash = clash.exclude(pk=patient.pk)
+    if patient.external_id and clash.exists():
+        raise ValidationError(
+            {"external_id": f"A patient with external id {patient.external_id!r} already exists in this organisation."}
+        )
+    patient.full_clean(exclude=["created_by"], validate_constraints=False)
+
+
+def patient_save_unique(instance: Patient) -> None:
+    """Save, turning a lost race on the unique external id into the same clear error."""
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as exc:
+        raise ValidationError(
+            {"external_id": "A patient with this external id already exists in this organisation."}
+        ) from exc
+
+
+@transaction.atomic
+def patient_create(
+    *,
+    user: AbstractBaseUser,
+    organisation: Organisation,
+    external_id: str,
+    name: str,
+    date_of_birth: dt.date | None = None,
+    sex: str = "unknown",
+    notes: str = "",
+) -> Patient:
+    require_write(user=user, organisation_id=organisation.pk)
+    patient = Patient(
+        organisation=organisation,
+        external_id=external_id,
+        name=name,
+        date_of_birth=date_of_birth,
+        sex=sex,
+        notes=notes,
+        created_by=user,
+    )
+    patient_check(patient)
+    patient_save_unique(patient)
+    return patient
+
+
+@transaction.atomic
+def patient_update(*, user: AbstractBaseUser, patient: Patient, data: dict[str, Any]) -> Patient:
+    """Change any of PATIENT_FIELDS; the organisation never changes."""
+    require_write(user=user, organisation_id=patient.organisation_id)
+    unknown = set(data) - set(PATIENT_FIELDS)
+    if unknown:
+        raise ValidationError(f"These patient fields cannot be changed: {', '.join(sorted(unknown))}.")
+    # Work on a fresh copy so a rejected change leaves the caller's object untouched.
+    updated = Patient.objects.select_for_update().get(pk=patient.pk)
+    for field, value in data.items():
+        setattr(updated, field, value)
+    patient_check(updated)
+    patient_save_unique(updated)
+    return updated
+
+
+@transaction.atomic
+def patient_delete(*, user: AbstractBaseUser, patient: Patient) -> int:
+    """Delete a patient with every lesion, image, classification and review; an organisation
+    admin's decision (the page asks for their password first). The image files go once the
+    deletion has committed, so a failed transaction leaves them in place. Returns the number of
+    images removed."""
+    require_admin(
+        user=user,
+        organisation_id=patient.organisation_id,
+        message="Only an owner/admin of this organisation can delete a patient.",
+    )
+    images = LesionImage.objects.filter(lesion__patient=patient)
+    storage_names = [name for name in images.values_list("file", flat=True) if name]
+    patient.delete()
+    storage = LesionImage._meta.get_field("file").storage
+
+    def remove_files() -> None:
+        for name in storage_names:
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete stored file %s of a deleted patient", name)
+
+    transaction.on_commit(remove_files)
+    return len(storage_names)
+
+
+@transaction.atomic
+def lesion_create(*, user: AbstractBaseUser, patient: Patient, body_site: str, label: str, notes: str = "") -> Lesion:
+    require_write(user=user, organisation_id=patient.organisation_id)
+    lesion = Lesion(patient=patient, body_site=body_site, label=label.strip(), notes=notes, created_by=user)
+    lesion.full_clean(exclude=["created_by"])
+    lesion.save()
+    return lesion
+
+
+@transaction.atomic
+def lesion_update(*, user: AbstractBaseUser, lesion: Lesion, data: dict[str, Any]) -> Lesion:
+    require_write(user=user, organisation_id=lesion.patient.organisation_id)
+    unknown = set(data) - set(LESION_FIELDS)
+    if unknown:
+        raise ValidationError(f"These lesion fields cannot be changed: {', '.join(sorted(unknown))}.")
+    updated = Lesion.objects.select_for_update().get(pk=lesion.pk)
+    for field, value in data.items():
+        setattr(updated, field, value.strip() if field == "label" else value)
+    updated.full_clean(exclude=["created_by"])
+    updated.save()
+    return updated
