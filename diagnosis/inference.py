@@ -31,7 +31,6 @@ __all__ = [
     "ModelIntegrityError",
     "PortalPrediction",
     "SanitisedImage",
-    "classify_image_bytes",
     "classify_many",
     "display_name",
     "model_check",
@@ -113,28 +112,8 @@ def loaded_model_version() -> str:
     return get_classifier().model_version
 
 
-def classify_image_bytes(data: bytes) -> PortalPrediction:
-    """Run the process-wide classifier on one image. Raises MLError subclasses on failure."""
-    from ml.inference import get_classifier  # imported on use: the model loads on first classification
-
-    classifier = get_classifier()
-    started = time.perf_counter()
-    prediction = classifier.predict(data)
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    return PortalPrediction(
-        probabilities=dict(prediction.probabilities),
-        top_class=prediction.top_class,
-        malignancy_score=float(prediction.malignancy_score),
-        malignant=bool(prediction.malignant),
-        threshold=float(prediction.threshold),
-        model_version=prediction.model_version,
-        variant=prediction.variant,
-        inference_ms=elapsed_ms,
-    )
-
-
 def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidImageError]:
-    """Classify several images in one onnxruntime call per 32 (a micro-batch).
+    """Classify images in one onnxruntime call per 32 (a micro-batch; one image is a list of one).
 
     Returns one entry per input, in order: a prediction, or the InvalidImageError of an image
     that could not be decoded (the others still get their results). Raises MLError for a model

@@ -1,9 +1,10 @@
 """Celery tasks: thin wrappers that take ids and call a service.
 
 Reliability (settings.py, docs/deployment.md): messages are acknowledged after the task ends
-(acks_late) and requeued when the worker process dies (reject_on_worker_lost), so a delivery
-can repeat; the services make that harmless (one row per image and model version, claimed
-first, capped at SKINPORTAL_MAX_DELIVERIES deliveries). Transient database errors are retried
+(CELERY_TASK_ACKS_LATE) and requeued when the worker process dies
+(CELERY_TASK_REJECT_ON_WORKER_LOST), so a delivery can repeat; the services make that harmless
+(one row per image and model version, claimed first, capped at SKINPORTAL_MAX_DELIVERIES
+deliveries). Transient database errors are retried
 with exponential backoff; when the retries run out, the claimed images are marked failed.
 """
 
@@ -15,7 +16,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from diagnosis.services.classification import classification_fail_delivery, classification_run_many
+from diagnosis.services.classification import classification_fail_delivery, classification_run
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutEr
 
 
 class ClassificationTask(Task):
-    acks_late = True
-    reject_on_worker_lost = True
-    ignore_result = True
+    # acks_late, reject_on_worker_lost and ignore_result come from the settings (CELERY_TASK_*).
     autoretry_for = TRANSIENT_ERRORS
     retry_backoff = 2
     retry_backoff_max = settings.SKINPORTAL_RETRY_BACKOFF_MAX
@@ -55,12 +54,13 @@ def _image_ids(name: str, args, kwargs) -> list[int]:
     return list(kwargs.get("image_ids", args[0] if args else []))
 
 
-@shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_image")
-def classify_image(self, image_id: int, force: bool = False) -> None:
-    classification_run_many(image_ids=[image_id], force=force, request_id=_request_key(self))
-
-
 @shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_images")
 def classify_images(self, image_ids: list[int], force: bool = False) -> None:
-    """A micro-batch: the images go through the model together."""
-    classification_run_many(image_ids=image_ids, force=force, request_id=_request_key(self))
+    """A micro-batch: the images go through the model together (one upload: a list of one)."""
+    classification_run(image_ids=image_ids, force=force, request_id=_request_key(self))
+
+
+@shared_task(bind=True, base=ClassificationTask, name="diagnosis.classify_image")
+def classify_image(self, image_id: int, force: bool = False) -> None:
+    """Nothing sends this any more; it runs the messages an earlier release left in the queue."""
+    classification_run(image_ids=[image_id], force=force, request_id=_request_key(self))

@@ -1,4 +1,5 @@
-"""Classification of stored images: enqueue, claim, run, store.
+"""Classification of stored images: enqueue, claim, run, store. One path, for a list of image
+ids: a single upload is a list of one, a batch goes SKINPORTAL_MICRO_BATCH images per task.
 
 Delivery rules (docs/deployment.md): a task may be delivered more than once (acks_late: a
 worker that dies mid-task gets its message redelivered), so running one must be idempotent.
@@ -28,6 +29,49 @@ from diagnosis.selectors import image_ids_missing_classification
 
 logger = logging.getLogger(__name__)
 
+# What a failed result keeps of an earlier run: nothing (no stale numbers beside an error).
+_FAILURE_CLEARS = {
+    "probabilities": {},
+    "top_class": "",
+    "malignancy_score": None,
+    "malignant": False,
+    "threshold": None,
+}
+
+
+# --- Enqueue -----------------------------------------------------------------------------------
+
+
+def classification_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
+    """Send these images to the workers now, SKINPORTAL_MICRO_BATCH per task; returns the number
+    of tasks sent. A broker outage becomes a failed classification on each image, not a 500."""
+    from diagnosis.tasks import classify_images  # tasks import this module: imported on use
+
+    ids = [int(i) for i in image_ids]
+    size = settings.SKINPORTAL_MICRO_BATCH
+    sent = 0
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        try:
+            classify_images.delay(chunk, force=force)
+            sent += 1
+        except Exception as exc:  # kombu raises several unrelated types when the broker is unreachable
+            logger.exception("could not queue classification of images %s", chunk)
+            classification_fail_unqueued(
+                image_ids=chunk,
+                message=f"The classification queue is unavailable ({type(exc).__name__}). "
+                "Use 'Classify again' once the worker is running.",
+            )
+    return sent
+
+
+def classification_enqueue_on_commit(*, image_ids: Sequence[int], force: bool = False) -> None:
+    """Queue classification of these images once the current transaction commits (a worker
+    must find the rows it is sent)."""
+    ids = [int(i) for i in image_ids]
+    if ids:
+        transaction.on_commit(lambda: classification_enqueue(image_ids=ids, force=force))
+
 
 def classification_enqueue_missing(
     *, model_version: str, organisation: Organisation | None = None, dry_run: bool = False
@@ -36,62 +80,8 @@ def classification_enqueue_missing(
     upgrade, or earlier failures); earlier versions' results stay as history. Returns the count."""
     image_ids = list(image_ids_missing_classification(model_version=model_version, organisation=organisation))
     if not dry_run and image_ids:
-        _enqueue_classifications(image_ids)
+        classification_enqueue(image_ids=image_ids)
     return len(image_ids)
-
-
-def _queue_failure_message(exc: Exception) -> str:
-    return (
-        f"The classification queue is unavailable ({type(exc).__name__}). "
-        "Use 'Classify again' once the worker is running."
-    )
-
-
-def _enqueue_classification(image_id: int, *, force: bool = False) -> None:
-    """Send the Celery task; a broker outage becomes a failed classification, not a 500."""
-    from diagnosis.tasks import classify_image  # tasks import this module: imported on use
-
-    try:
-        if force:
-            classify_image.delay(image_id, force=True)
-        else:
-            classify_image.delay(image_id)
-    except Exception as exc:  # kombu raises several unrelated types when the broker is unreachable
-        logger.exception("could not queue classification of image %s", image_id)
-        classification_fail_unqueued(image_ids=[image_id], message=_queue_failure_message(exc))
-
-
-def _enqueue_classifications(image_ids: Sequence[int], *, force: bool = False) -> int:
-    """Send images in micro-batches of SKINPORTAL_MICRO_BATCH (one task each); returns tasks sent."""
-    from diagnosis.tasks import classify_images
-
-    size = settings.SKINPORTAL_MICRO_BATCH
-    sent = 0
-    for start in range(0, len(image_ids), size):
-        chunk = [int(i) for i in image_ids[start : start + size]]
-        try:
-            classify_images.delay(chunk, force=force)
-            sent += 1
-        except Exception as exc:
-            logger.exception("could not queue classification of images %s", chunk)
-            classification_fail_unqueued(image_ids=chunk, message=_queue_failure_message(exc))
-    return sent
-
-
-def classification_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
-    """Queue these images now, in micro-batches; returns the number of tasks sent."""
-    return _enqueue_classifications([int(i) for i in image_ids], force=force)
-
-
-def classification_enqueue_on_commit(*, image_ids: Sequence[int], force: bool = False) -> None:
-    """Queue classification of these images once the current transaction commits."""
-    ids = [int(i) for i in image_ids]
-    if not ids:
-        return
-    if len(ids) == 1:
-        transaction.on_commit(lambda: _enqueue_classification(ids[0], force=force))
-    else:
-        transaction.on_commit(lambda: _enqueue_classifications(ids, force=force))
 
 
 @transaction.atomic
@@ -101,14 +91,19 @@ def classification_request(*, user: AbstractBaseUser, image: LesionImage) -> Non
     classification_enqueue_on_commit(image_ids=[image.pk], force=True)
 
 
+@transaction.atomic
 def classification_fail_unqueued(*, image_ids: Sequence[int], message: str) -> None:
     """Images whose task could not even be sent: say so on each (model version unknown)."""
-    for image_id in image_ids:
-        _classification_store(
-            image_id=image_id,
-            model_version=Classification.UNKNOWN_MODEL_VERSION,
-            values={"status": ClassificationStatus.FAILED, "error_message": message},
-        )
+    _classification_store(
+        [
+            _Outcome(
+                image_id,
+                Classification.UNKNOWN_MODEL_VERSION,
+                {"status": ClassificationStatus.FAILED, "error_message": message},
+            )
+            for image_id in image_ids
+        ]
+    )
 
 
 @transaction.atomic
@@ -119,130 +114,27 @@ def classification_fail_delivery(*, image_ids: Sequence[int], task_id: str, mess
     ).update(status=ClassificationStatus.FAILED, error_message=message, finished_at=timezone.now())
 
 
-@transaction.atomic
-def _classification_store(*, image_id: int, model_version: str, values: dict[str, Any]) -> Classification | None:
-    """Insert or update the one row for (image, model version)."""
-    return _store_row(image_id=image_id, model_version=model_version, values=values)
-
-
-_FAILURE_CLEARS = {
-    "probabilities": {},
-    "top_class": "",
-    "malignancy_score": None,
-    "malignant": False,
-    "threshold": None,
-}
-
-
-def _classification_store_many(outcomes: Sequence[tuple[int, str, dict[str, Any]]]) -> list[Classification]:
-    """Several results in a handful of queries (a micro-batch), with the same rules as
-    _store_row: one row per (image, model version), failures keep no stale numbers, a success
-    removes the image's failures that never reached a model. The caller holds the transaction."""
-    if not outcomes:
-        return []
-    alive = set(LesionImage.objects.filter(pk__in={i for i, _, _ in outcomes}).values_list("pk", flat=True))
-    outcomes = [o for o in outcomes if o[0] in alive]  # images deleted meanwhile are skipped
-    existing = {
-        (row.image_id, row.model_version): row
-        for row in Classification.objects.select_for_update()
-        .filter(image_id__in=alive, model_version__in={v for _, v, _ in outcomes})
-        .order_by("image_id", "model_version")
-    }
-    now = timezone.now()
-    result: list[Classification] = []
-    updates: dict[tuple[str, ...], list[Classification]] = {}  # rows by the fields they change
-    for image_id, model_version, values in outcomes:
-        if values.get("status") == ClassificationStatus.FAILED:
-            values = {**_FAILURE_CLEARS, **values}
-        row = existing.get((image_id, model_version))
-        if row is None:  # not claimed (or deleted since): a plain write, racing claims are handled by the constraint
-            row = _store_row(image_id=image_id, model_version=model_version, values=values)
-            if row is not None:
-                result.append(row)
-            continue
-        for field, value in values.items():
-            setattr(row, field, value)
-        row.updated_at = now
-        updates.setdefault((*values, "updated_at"), []).append(row)
-        result.append(row)
-    for fields, rows in updates.items():
-        _update_each(rows, fields)
-    succeeded = [r.image_id for r in result if r.status == ClassificationStatus.SUCCEEDED]
-    if succeeded:
-        Classification.objects.filter(
-            image_id__in=succeeded,
-            model_version=Classification.UNKNOWN_MODEL_VERSION,
-            status=ClassificationStatus.FAILED,
-        ).delete()
-    return result
-
-
-def _update_each(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
-    """Write `fields` of each row (each its own values) in one executemany: psycopg pipelines
-    it into one round trip, where an UPDATE per row costs one each and Django's bulk_update
-    builds a CASE per field that costs more than both. No signals, like QuerySet.update."""
-    meta = rows[0]._meta
-    columns = [meta.get_field(name) for name in fields]
-    quote = connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(c.column)} = %s' for c in columns)} "
-        f"WHERE {quote(meta.pk.column)} = %s"
-    )
-    params = [[c.get_db_prep_save(getattr(row, c.attname), connection) for c in columns] + [row.pk] for row in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def _store_row(*, image_id: int, model_version: str, values: dict[str, Any]) -> Classification | None:
-    if not LesionImage.objects.filter(pk=image_id).exists():
-        return None  # deleted while the task waited in the queue
-    if values.get("status") == ClassificationStatus.FAILED:
-        # A failure keeps no stale numbers from an earlier run.
-        values = {
-            "probabilities": {},
-            "top_class": "",
-            "malignancy_score": None,
-            "malignant": False,
-            "threshold": None,
-            **values,
-        }
-    classification, _ = Classification.objects.update_or_create(
-        image_id=image_id, model_version=model_version, defaults=values
-    )
-    if classification.status == ClassificationStatus.SUCCEEDED:
-        # An earlier failure that never reached a model is superseded by this result.
-        Classification.objects.filter(
-            image_id=image_id, model_version=Classification.UNKNOWN_MODEL_VERSION, status=ClassificationStatus.FAILED
-        ).delete()
-    return classification
+# --- Claim -------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Claim:
+class Claim:
+    """One image of a delivery: its (image, model version) row, and whether to classify it now."""
+
     image: LesionImage
     classification: Classification
+    run_it: bool
     started_at: dt.datetime
 
 
 @transaction.atomic
-def _classification_claim(
-    *, image_id: int, model_version: str, request_id: str, force: bool
-) -> tuple[Classification | None, bool]:
-    """Take the (image, model version) row for this delivery. Returns (row, run_it)."""
-    if not LesionImage.objects.filter(pk=image_id).exists():
-        return None, False
-    return _claim_row(image_id=image_id, model_version=model_version, request_id=request_id, force=force)
-
-
-@transaction.atomic
-def _classification_claim_many(
-    *, image_ids: Sequence[int], model_version: str, request_id: str, force: bool
-) -> tuple[dict[int, LesionImage], dict[int, tuple[Classification, bool]]]:
-    """Claim a micro-batch in one transaction and a handful of queries; rows are created, then
-    locked in id order (two workers never deadlock), then decided exactly as _claim_row does."""
+def classification_claim(*, image_ids: Sequence[int], model_version: str, request_id: str, force: bool) -> list[Claim]:
+    """Take the (image, model version) rows for this delivery, in the order of `image_ids`
+    (images deleted meanwhile are left out). One transaction and a handful of queries: rows are
+    created, then locked in id order (two workers never deadlock), then decided one by one."""
     images = LesionImage.objects.in_bulk(sorted({int(i) for i in image_ids}))
     if not images:
-        return images, {}
+        return []
     now = timezone.now()
     Classification.objects.bulk_create(
         [
@@ -262,24 +154,17 @@ def _classification_claim_many(
         .filter(image_id__in=list(images), model_version=model_version)
         .order_by("image_id")
     )
-    claims: dict[int, tuple[Classification, bool]] = {}
+    claims: dict[int, Claim] = {}
     changed: list[Classification] = []
     for row in rows:
         skipped = row.status == ClassificationStatus.SUCCEEDED and not force
         run_it = _claim_decide(row, request_id=request_id, force=force, now=now)
-        claims[row.image_id] = (row, run_it)
+        claims[row.image_id] = Claim(image=images[row.image_id], classification=row, run_it=run_it, started_at=now)
         if not skipped:
             row.updated_at = now
             changed.append(row)
-    claim_fields = ["status", "task_id", "attempts", "started_at", "finished_at", "error_message", "updated_at"]
-    groups: dict[str, tuple[tuple, list[int]]] = {}  # rows getting the same values: one UPDATE (usually one in all)
-    for row in changed:
-        fields = claim_fields + (list(_FAILURE_CLEARS) if row.status == ClassificationStatus.FAILED else [])
-        values = tuple((field, getattr(row, field)) for field in fields)
-        groups.setdefault(repr(values), (values, []))[1].append(row.pk)
-    for values, pks in groups.values():  # plain UPDATEs: Django's bulk_update (CASE WHEN) costs far more
-        Classification.objects.filter(pk__in=pks).update(**dict(values))
-    return images, claims
+    _claims_save(changed)
+    return [claims[image_id] for image_id in dict.fromkeys(int(i) for i in image_ids) if image_id in claims]
 
 
 def _claim_decide(row: Classification, *, request_id: str, force: bool, now: dt.datetime) -> bool:
@@ -307,152 +192,220 @@ def _claim_decide(row: Classification, *, request_id: str, force: bool, now: dt.
     return True
 
 
-def _claim_row(*, image_id: int, model_version: str, request_id: str, force: bool) -> tuple[Classification, bool]:
-    row, _ = Classification.objects.select_for_update().get_or_create(
-        image_id=image_id,
-        model_version=model_version,
-        defaults={"status": ClassificationStatus.PENDING, "task_id": "", "attempts": 0},
-    )
-    run_it = _claim_decide(row, request_id=request_id, force=force, now=timezone.now())
-    row.save()
-    return row, run_it
+def _claims_save(changed: Sequence[Classification]) -> None:
+    """Rows getting the same values share one plain UPDATE (usually one in all): Django's
+    bulk_update (CASE WHEN) costs far more."""
+    claim_fields = ["status", "task_id", "attempts", "started_at", "finished_at", "error_message", "updated_at"]
+    groups: dict[str, tuple[tuple, list[int]]] = {}
+    for row in changed:
+        fields = claim_fields + (list(_FAILURE_CLEARS) if row.status == ClassificationStatus.FAILED else [])
+        values = tuple((field, getattr(row, field)) for field in fields)
+        groups.setdefault(repr(values), (values, []))[1].append(row.pk)
+    for values, pks in groups.values():
+        Classification.objects.filter(pk__in=pks).update(**dict(values))
 
 
-def classification_run(*, image_id: int, force: bool = True, request_id: str = "") -> Classification | None:
-    """Classify one stored image now and store the outcome; by default a re-run replaces this
-    model version's result (see classification_run_many)."""
-    results = classification_run_many(image_ids=[image_id], force=force, request_id=request_id)
-    return results[0] if results else None
+# --- Run -----------------------------------------------------------------------------------------
 
 
-def classification_run_many(
-    *, image_ids: Sequence[int], force: bool = False, request_id: str = ""
-) -> list[Classification]:
+@dataclass(frozen=True)
+class _Outcome:
+    """What to store for one image: the row's key and the fields to write."""
+
+    image_id: int
+    model_version: str
+    values: dict[str, Any]
+
+
+def classification_run(*, image_ids: Sequence[int], force: bool = False, request_id: str = "") -> list[Classification]:
     """Classify stored images with the loaded model (one micro-batch) and store each outcome.
 
     Never raises for a model or image problem: each failure is stored with a message a clinician
     can read. Database errors propagate (the task retries them). Images deleted meanwhile are
     skipped; an image already classified by this model version is not classified again unless
-    `force`. Returns the classifications of the images that still exist. Not atomic as a whole:
-    inference runs outside any transaction; only the claims and the writes are.
+    `force`. Returns the classifications of the images that still exist, in the order of
+    `image_ids`. Not atomic as a whole: inference runs outside any transaction; only the claims
+    and the writes are.
     """
     request_id = request_id or uuid.uuid4().hex
+    ids = list(dict.fromkeys(int(i) for i in image_ids))
     started_at = timezone.now()
     try:
         model_version = inference.loaded_model_version()
-    except Exception as exc:
-        if isinstance(exc, inference.MLError):
-            logger.error("model unavailable: %s", exc)
-            message = f"The model could not be loaded: {exc}"
-        else:
-            logger.exception("unexpected error loading the model")
-            message = f"The model could not be loaded ({type(exc).__name__}); see the server log."
-        stored = []
-        for image_id in image_ids:
-            row = _classification_store(
-                image_id=image_id,
-                model_version=Classification.UNKNOWN_MODEL_VERSION,
-                values={
-                    "status": ClassificationStatus.FAILED,
-                    "error_message": message,
-                    "started_at": started_at,
-                    "finished_at": timezone.now(),
-                    "inference_ms": None,
-                },
-            )
-            if row is None:
-                logger.info("image %s was deleted before it could be classified", image_id)
-            else:
-                stored.append(row)
-        audit.audit_classifications_record(classifications=stored, request_id=request_id)
-        return stored
+    except Exception as exc:  # noqa: BLE001 - logged by _model_unavailable; each image says why
+        message = _model_unavailable(exc)
+        outcomes = [_failure(image_id, Classification.UNKNOWN_MODEL_VERSION, message, started_at) for image_id in ids]
+        return _stored(ids, {}, _store_and_audit(outcomes, request_id=request_id))
+    claims = classification_claim(image_ids=ids, model_version=model_version, request_id=request_id, force=force)
+    outcomes = _classify([claim for claim in claims if claim.run_it], model_version=model_version)
+    shown = {claim.image.pk: claim.classification for claim in claims}
+    return _stored(ids, shown, _store_and_audit(outcomes, request_id=request_id))
 
-    results: dict[int, Classification] = {}
-    images, claimed = _classification_claim_many(
-        image_ids=image_ids, model_version=model_version, request_id=request_id, force=force
-    )
-    claims: list[_Claim] = []
-    for image_id in dict.fromkeys(int(i) for i in image_ids):
-        if image_id not in claimed:
-            logger.info("image %s was deleted before it could be classified", image_id)
-            continue
-        row, run_it = claimed[image_id]
-        results[image_id] = row
-        if run_it:
-            claims.append(_Claim(image=images[image_id], classification=row, started_at=timezone.now()))
 
-    outcomes_to_store: list[tuple[int, str, dict[str, Any]]] = []
+def _model_unavailable(exc: Exception) -> str:
+    if isinstance(exc, inference.MLError):
+        logger.error("model unavailable: %s", exc)
+        return f"The model could not be loaded: {exc}"
+    logger.exception("unexpected error loading the model")
+    return f"The model could not be loaded ({type(exc).__name__}); see the server log."
 
-    def fail(claim: _Claim, message: str) -> None:
-        outcomes_to_store.append(
-            (
-                claim.image.pk,
-                model_version,
-                {
-                    "status": ClassificationStatus.FAILED,
-                    "error_message": message,
-                    "started_at": claim.started_at,
-                    "finished_at": timezone.now(),
-                    "inference_ms": None,
-                },
-            )
-        )
 
-    readable: list[tuple[_Claim, bytes]] = []
+def _classify(claims: Sequence[Claim], *, model_version: str) -> list[_Outcome]:
+    """Read each claimed image's file and classify them together; one outcome per claim."""
+    outcomes: list[_Outcome] = []
+    readable: list[tuple[Claim, bytes]] = []
     for claim in claims:
         try:
             with claim.image.file.open("rb") as fh:
                 readable.append((claim, fh.read()))
         except OSError as exc:
             logger.error("image %s: stored file unreadable: %s", claim.image.pk, exc)
-            fail(claim, "The stored image file could not be read; upload it again.")
-
-    outcomes: list[inference.PortalPrediction | Exception]
-    try:
-        if len(readable) == 1:
-            try:
-                outcomes = [inference.classify_image_bytes(readable[0][1])]
-            except inference.InvalidImageError as exc:
-                outcomes = [exc]
-        else:
-            outcomes = list(inference.classify_many([data for _, data in readable]))
-    except inference.MLError as exc:
-        logger.error("images %s: classification failed: %s", [c.image.pk for c, _ in readable], exc)
-        outcomes = [exc] * len(readable)
-    except Exception as exc:
-        logger.exception("images %s: unexpected classification error", [c.image.pk for c, _ in readable])
-        outcomes = [exc] * len(readable)
-
-    for (claim, _), outcome in zip(readable, outcomes):
-        if isinstance(outcome, inference.InvalidImageError):
-            fail(claim, f"The image could not be analysed: {outcome}.")
-        elif isinstance(outcome, inference.MLError):
-            fail(claim, f"Classification failed: {outcome}")
-        elif isinstance(outcome, Exception):
-            fail(claim, f"Classification failed unexpectedly ({type(outcome).__name__}); see the server log.")
-        else:
-            outcomes_to_store.append(
-                (
+            outcomes.append(
+                _failure(
                     claim.image.pk,
-                    outcome.model_version,
-                    {
-                        "status": ClassificationStatus.SUCCEEDED,
-                        "model_variant": outcome.variant,
-                        "probabilities": outcome.probabilities,
-                        "top_class": outcome.top_class,
-                        "malignancy_score": outcome.malignancy_score,
-                        "malignant": outcome.malignant,
-                        "threshold": outcome.threshold,
-                        "error_message": "",
-                        "started_at": claim.started_at,
-                        "finished_at": timezone.now(),
-                        "inference_ms": outcome.inference_ms,
-                    },
+                    model_version,
+                    "The stored image file could not be read; upload it again.",
+                    claim.started_at,
                 )
             )
+    if not readable:
+        return outcomes
+    predictions = _predict([data for _, data in readable], image_ids=[claim.image.pk for claim, _ in readable])
+    for (claim, _), prediction in zip(readable, predictions):
+        outcomes.append(_outcome(claim, prediction, model_version=model_version))
+    return outcomes
+
+
+def _predict(images: list[bytes], *, image_ids: list[int]) -> list[inference.PortalPrediction | Exception]:
+    """The model's answer for each image, or the error that stands in for it."""
+    try:
+        return list(inference.classify_many(images))
+    except inference.MLError as exc:
+        logger.error("images %s: classification failed: %s", image_ids, exc)
+        return [exc] * len(images)
+    except Exception as exc:
+        logger.exception("images %s: unexpected classification error", image_ids)
+        return [exc] * len(images)
+
+
+def _outcome(claim: Claim, prediction: inference.PortalPrediction | Exception, *, model_version: str) -> _Outcome:
+    image_id = claim.image.pk
+    if isinstance(prediction, inference.InvalidImageError):
+        return _failure(image_id, model_version, f"The image could not be analysed: {prediction}.", claim.started_at)
+    if isinstance(prediction, inference.MLError):
+        return _failure(image_id, model_version, f"Classification failed: {prediction}", claim.started_at)
+    if isinstance(prediction, Exception):
+        message = f"Classification failed unexpectedly ({type(prediction).__name__}); see the server log."
+        return _failure(image_id, model_version, message, claim.started_at)
+    return _Outcome(
+        image_id,
+        prediction.model_version,
+        {
+            "status": ClassificationStatus.SUCCEEDED,
+            "model_variant": prediction.variant,
+            "probabilities": prediction.probabilities,
+            "top_class": prediction.top_class,
+            "malignancy_score": prediction.malignancy_score,
+            "malignant": prediction.malignant,
+            "threshold": prediction.threshold,
+            "error_message": "",
+            "started_at": claim.started_at,
+            "finished_at": timezone.now(),
+            "inference_ms": prediction.inference_ms,
+        },
+    )
+
+
+def _failure(image_id: int, model_version: str, message: str, started_at: dt.datetime) -> _Outcome:
+    return _Outcome(
+        image_id,
+        model_version,
+        {
+            "status": ClassificationStatus.FAILED,
+            "error_message": message,
+            "started_at": started_at,
+            "finished_at": timezone.now(),
+            "inference_ms": None,
+        },
+    )
+
+
+def _store_and_audit(outcomes: Sequence[_Outcome], *, request_id: str) -> list[Classification]:
     with transaction.atomic():  # the results and their audit events: one commit
-        written = _classification_store_many(outcomes_to_store)
+        written = _classification_store(outcomes)
         audit.audit_classifications_record(classifications=written, request_id=request_id)
-    for row in written:
-        results[row.image_id] = row
-    return list(results.values())
+    return written
+
+
+def _stored(
+    ids: Sequence[int], shown: dict[int, Classification], written: Sequence[Classification]
+) -> list[Classification]:
+    """The rows to return, in the order asked for: each image's written row, else its claimed one."""
+    rows = {**shown, **{row.image_id: row for row in written}}
+    for image_id in ids:
+        if image_id not in rows:
+            logger.info("image %s was deleted before it could be classified", image_id)
+    return [rows[image_id] for image_id in ids if image_id in rows]
+
+
+# --- Store ---------------------------------------------------------------------------------------
+
+
+def _classification_store(outcomes: Sequence[_Outcome]) -> list[Classification]:
+    """Write outcomes in a handful of queries: one row per (image, model version), failures keep
+    no stale numbers, a success removes the image's failures that never reached a model. Images
+    deleted meanwhile are skipped. The caller holds the transaction."""
+    if not outcomes:
+        return []
+    alive = set(LesionImage.objects.filter(pk__in={o.image_id for o in outcomes}).values_list("pk", flat=True))
+    outcomes = [o for o in outcomes if o.image_id in alive]
+    existing = {
+        (row.image_id, row.model_version): row
+        for row in Classification.objects.select_for_update()
+        .filter(image_id__in=alive, model_version__in={o.model_version for o in outcomes})
+        .order_by("image_id", "model_version")
+    }
+    now = timezone.now()
+    result: list[Classification] = []
+    updates: dict[tuple[str, ...], list[Classification]] = {}  # rows by the fields they change
+    for outcome in outcomes:
+        values = outcome.values
+        if values.get("status") == ClassificationStatus.FAILED:
+            values = {**_FAILURE_CLEARS, **values}
+        row = existing.get((outcome.image_id, outcome.model_version))
+        if row is None:  # not claimed: a plain write, racing claims are handled by the constraint
+            row, _ = Classification.objects.update_or_create(
+                image_id=outcome.image_id, model_version=outcome.model_version, defaults=values
+            )
+        else:
+            for field, value in values.items():
+                setattr(row, field, value)
+            row.updated_at = now
+            updates.setdefault((*values, "updated_at"), []).append(row)
+        result.append(row)
+    for fields, rows in updates.items():
+        _update_each(rows, fields)
+    succeeded = [r.image_id for r in result if r.status == ClassificationStatus.SUCCEEDED]
+    if succeeded:
+        Classification.objects.filter(
+            image_id__in=succeeded,
+            model_version=Classification.UNKNOWN_MODEL_VERSION,
+            status=ClassificationStatus.FAILED,
+        ).delete()
+    return result
+
+
+def _update_each(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
+    """Write `fields` of each row (each its own values) in one executemany: psycopg pipelines
+    it into one round trip, where an UPDATE per row costs one each and Django's bulk_update
+    builds a CASE per field that costs more than both. No signals, like QuerySet.update."""
+    meta = rows[0]._meta
+    columns = [meta.get_field(name) for name in fields]
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(c.column)} = %s' for c in columns)} "
+        f"WHERE {quote(meta.pk.column)} = %s"
+    )
+    params = [[c.get_db_prep_save(getattr(row, c.attname), connection) for c in columns] + [row.pk] for row in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)

@@ -162,7 +162,7 @@ def test_it_shows_the_current_result_and_the_earlier_versions_on_demand(
     monkeypatch.setenv("SKINPORTAL_MODEL_DIR", str(build_stand_in_bundle(tmp_path / "v2", version="stand-in-test-2")))
     reset_classifier()
     try:
-        services.classification.classification_run_many(image_ids=[image.pk])
+        services.classification.classification_run(image_ids=[image.pk])
     finally:
         reset_classifier()
     html = client_for(colleague).get(reverse("image-detail", args=[image.pk])).content.decode()
@@ -183,8 +183,8 @@ def test_it_skips_an_image_already_classified_by_this_version(upload, monkeypatc
     from diagnosis import inference
 
     image = upload(image_bytes())
-    monkeypatch.setattr(inference, "classify_image_bytes", lambda data: pytest.fail("classified twice"))
-    (row,) = services.classification.classification_run_many(image_ids=[image.pk], request_id="redelivered")
+    monkeypatch.setattr(inference, "classify_many", lambda images: pytest.fail("classified twice"))
+    (row,) = services.classification.classification_run(image_ids=[image.pk], request_id="redelivered")
     assert row.status == "succeeded" and image.classifications.count() == 1
 
 
@@ -195,14 +195,14 @@ def test_it_gives_up_after_the_maximum_number_of_deliveries(upload, settings, mo
     image.classifications.all().delete()
     # Simulate two deliveries that died mid-way: the claim was taken, the result never stored.
     for _ in range(2):
-        row, run_it = services.classification._classification_claim(
-            image_id=image.pk, model_version=STAND_IN_VERSION, request_id="task-1", force=False
+        (claim,) = services.classification.classification_claim(
+            image_ids=[image.pk], model_version=STAND_IN_VERSION, request_id="task-1", force=False
         )
-        assert run_it and row.status == ClassificationStatus.RUNNING
-    (row,) = services.classification.classification_run_many(image_ids=[image.pk], request_id="task-1")
+        assert claim.run_it and claim.classification.status == ClassificationStatus.RUNNING
+    (row,) = services.classification.classification_run(image_ids=[image.pk], request_id="task-1")
     assert row.status == "failed" and row.attempts == 3 and "Gave up after 2 attempts" in row.error_message
     # A new request (Classify again) starts counting afresh and succeeds.
-    (row,) = services.classification.classification_run_many(image_ids=[image.pk], request_id="task-2")
+    (row,) = services.classification.classification_run(image_ids=[image.pk], request_id="task-2")
     assert row.status == "succeeded" and row.attempts == 1 and image.classifications.count() == 1
 
 

@@ -12,7 +12,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from diagnosis import selectors, services
+from diagnosis import selectors, services, tasks
 from diagnosis.api import waiting
 from diagnosis.models import Batch, Classification, ClassificationStatus, Lesion, LesionImage
 from tests.portal.conftest import GREEN, RED, STAND_IN_VERSION, image_bytes
@@ -96,9 +96,7 @@ def test_it_answers_a_progress_poll_with_the_same_few_queries_whatever_the_batch
 def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
     api_for, colleague, lesion, run_on_commit, monkeypatch
 ):
-    monkeypatch.setattr(
-        services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0
-    )  # no worker yet
+    monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
     with run_on_commit():
         batch = services.uploads.batch_create(
             user=colleague,
@@ -112,7 +110,7 @@ def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
     def worker_runs_meanwhile(seconds: float) -> None:
         pauses.append(seconds)
         if len(pauses) == 2:
-            services.classification.classification_run_many(image_ids=ids)
+            services.classification.classification_run(image_ids=ids)
 
     monkeypatch.setattr(waiting.time, "sleep", worker_runs_meanwhile)
     body = api_for(colleague).get(f"{API}/batches/{batch.pk}/", {"wait": 20}).json()
@@ -122,7 +120,7 @@ def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
 def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
     api_for, colleague, lesion, run_on_commit, monkeypatch
 ):
-    monkeypatch.setattr(services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0)
+    monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)
     with run_on_commit():
         batch = services.uploads.batch_create(
             user=colleague, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
@@ -138,9 +136,7 @@ def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
 
 
 def test_it_counts_queued_running_done_and_failed_images(owner, lesion, run_on_commit, monkeypatch):
-    monkeypatch.setattr(
-        services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0
-    )  # no worker yet
+    monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
     with run_on_commit():
         batch = services.uploads.batch_create(
             user=owner, lesion=lesion, files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(4)]

@@ -120,12 +120,10 @@ def _in_own_thread(work):
 
 
 def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_server, browser_page, monkeypatch):
-    from diagnosis import services
+    from diagnosis import services, tasks
     from diagnosis.models import LesionImage
 
-    monkeypatch.setattr(
-        services.classification, "_enqueue_classifications", lambda image_ids, force=False: 0
-    )  # no worker yet
+    monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
     batch = _in_own_thread(
         lambda: services.uploads.batch_create(
             user=colleague,
@@ -143,7 +141,7 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
 
     # The "worker" finishes the images while the page is open: it follows without a reload.
     _in_own_thread(
-        lambda: services.classification.classification_run_many(
+        lambda: services.classification.classification_run(
             image_ids=list(LesionImage.objects.filter(batch=batch).values_list("id", flat=True))
         )
     )

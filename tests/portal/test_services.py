@@ -258,10 +258,10 @@ def test_it_records_a_failed_classification_when_the_model_cannot_load(upload, m
 
 
 def test_it_records_a_failed_classification_on_an_unexpected_error(upload, monkeypatch):
-    def explode(data: bytes):
+    def explode(images: list[bytes]):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(inference, "classify_image_bytes", explode)
+    monkeypatch.setattr(inference, "classify_many", explode)
     classification = upload(image_bytes()).classifications.get()
     assert classification.status == ClassificationStatus.FAILED
     assert classification.model_version == STAND_IN_VERSION
@@ -272,15 +272,15 @@ def test_it_replaces_a_failure_with_a_later_success(upload, monkeypatch):
     monkeypatch.setattr(inference, "loaded_model_version", lambda: (_ for _ in ()).throw(ModelIntegrityError("gone")))
     image = upload(image_bytes())
     monkeypatch.undo()
-    classification = services.classification.classification_run(image_id=image.pk)
+    (classification,) = services.classification.classification_run(image_ids=[image.pk], force=True)
     assert classification.status == ClassificationStatus.SUCCEEDED
     assert list(image.classifications.values_list("model_version", flat=True)) == [STAND_IN_VERSION]
 
 
 def test_it_keeps_one_classification_per_image_and_model_version(upload):
     image = upload(image_bytes())
-    services.classification.classification_run(image_id=image.pk)
-    services.classification.classification_run(image_id=image.pk)
+    services.classification.classification_run(image_ids=[image.pk], force=True)
+    services.classification.classification_run(image_ids=[image.pk], force=True)
     assert image.classifications.count() == 1
 
 
@@ -290,7 +290,7 @@ def test_it_records_a_failure_when_the_broker_is_unreachable(upload, monkeypatch
     def refuse(*args, **kwargs):
         raise ConnectionRefusedError("redis down")
 
-    monkeypatch.setattr(tasks.classify_image, "delay", refuse)
+    monkeypatch.setattr(tasks.classify_images, "delay", refuse)
     classification = upload(image_bytes()).classifications.get()
     assert classification.status == ClassificationStatus.FAILED
     assert "queue is unavailable" in classification.error_message
@@ -300,13 +300,13 @@ def test_it_ignores_an_image_deleted_before_classification(upload):
     image = upload(image_bytes())
     image_id = image.pk
     image.delete()
-    assert services.classification.classification_run(image_id=image_id) is None
+    assert services.classification.classification_run(image_ids=[image_id], force=True) == []
 
 
 def test_it_records_a_failure_when_the_stored_file_is_gone(upload):
     image = upload(image_bytes())
     image.file.storage.delete(image.file.name)
-    classification = services.classification.classification_run(image_id=image.pk)
+    (classification,) = services.classification.classification_run(image_ids=[image.pk], force=True)
     assert classification.status == ClassificationStatus.FAILED
     assert "could not be read" in classification.error_message
 
