@@ -128,7 +128,7 @@ def render_card(model_dir: str) -> str:
         add("")
 
     if fit.get("mode") == "end-to-end":
-        _end_to_end_training(add, manifest, fit)
+        _end_to_end_training(add, manifest, fit, details.get("training", {}).get("history") or [])
     else:
         add("## Training\n")
         add(f"{fit['views_per_image']} augmented views cached per training image (random resized crop with aspect "
@@ -226,14 +226,14 @@ def render_card(model_dir: str) -> str:
     return "\n".join(lines)
 
 
-def _end_to_end_training(add, manifest: dict, fit: dict) -> None:
-    history = manifest["training"].get("history") or []
+def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) -> None:
     add(f"End to end: every layer trained (BatchNorm statistics frozen), {fit['warmup_epochs']} warm-up epoch(s) "
         f"then cosine decay over {fit['epochs']} epochs; AdamW with peak learning rates {fit['backbone_lr']:g} "
         f"(backbone) and {fit['head_lr']:g} (head), weight decay {fit['weight_decay']:g}, batch {fit['batch_size']}; "
         f"a fresh random view of every image each epoch (random resized crop, flips, 90-degree turns, rotation with "
         f"shear and scale, colour jitter, occasional resolution loss, cutout); classes drawn with {fit['sampling']} "
-        f"sampling and loss weights completing it to balanced; label smoothing {fit['label_smoothing']:g}; weight "
+        f"sampling and loss weights taking it {fit.get('balance', 1.0):.0%} of the way to balanced; label smoothing "
+        f"{fit['label_smoothing']:g}; weight "
         f"average (EMA, decay {fit['ema_decay']:g}) scored beside the raw weights every epoch; early stopping on "
         f"validation balanced accuracy (patience {fit['patience']}); seed {fit['seed']}. Ran {fit['epochs_run']} "
         f"epochs; kept epoch {fit['best_epoch']} ({fit['best_weights']} weights).\n")
@@ -288,7 +288,8 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f"    --epochs {fit['epochs']} --warmup-epochs {fit['warmup_epochs']} --patience {fit['patience']} "
         f"--batch-size {fit['batch_size']} --backbone-lr {fit['backbone_lr']:g} --head-lr {fit['head_lr']:g} \\\n"
         f"    --weight-decay {fit['weight_decay']:g} --dropout {fit['dropout']:g} --sampling {fit['sampling']} "
-        f"--label-smoothing {fit['label_smoothing']:g} --ema-decay {fit['ema_decay']:g} \\\n"
+        f"--label-smoothing {fit['label_smoothing']:g} --balance {fit.get('balance', 1.0):g} "
+        f"--ema-decay {fit['ema_decay']:g} \\\n"
         f"    --seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
         f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n\n"
         "Re-running the same command after an interruption continues from the last finished epoch (checkpoints in "

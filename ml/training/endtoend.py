@@ -55,6 +55,10 @@ class EndToEndConfig:
     dropout: float = 0.3
     label_smoothing: float = 0.0
     sampling: str = "sqrt"
+    # How far the loss weights take the drawn class mix toward balanced: 1 = all the way (equal
+    # class weight in expectation), 0 = no loss weights (the drawn mix as it is; the class-prior
+    # adjustment after training can then correct the rest).
+    balance: float = 1.0
     ema_decay: float = 0.999
     patience: int = 6
     seed: int = 20261125
@@ -108,14 +112,14 @@ def sampling_probabilities(labels: np.ndarray, sampling: str) -> np.ndarray:
     return per_image / per_image.sum()
 
 
-def loss_weights(labels: np.ndarray, sampling: str) -> np.ndarray:
-    """Per-class loss weights that complete the sampling to equal class weight in expectation,
-    normalised so the average drawn image weighs 1."""
+def loss_weights(labels: np.ndarray, sampling: str, balance: float = 1.0) -> np.ndarray:
+    """Per-class loss weights that take the sampled class mix `balance` of the way to equal class
+    weight in expectation (1: all the way), normalised so the average drawn image weighs 1."""
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
     power = {"natural": 1.0, "sqrt": 0.5, "balanced": 0.0}[sampling]
     present = counts > 0
     weights = np.zeros_like(counts)
-    weights[present] = counts[present] ** -power
+    weights[present] = counts[present] ** (-power * balance)
     drawn_mass = np.where(present, counts**power, 0.0)
     weights *= drawn_mass.sum() / (weights * drawn_mass).sum()
     return weights.astype(np.float32)
@@ -297,14 +301,17 @@ def train_end_to_end(
     steps = len(train) // cfg.batch_size
     if steps < 1:
         raise ValueError(f"{len(train)} training images do not fill one batch of {cfg.batch_size}")
-    trainer = Trainer(model, base, cfg, steps_per_epoch=steps, class_weights=loss_weights(train_y, cfg.sampling))
+    trainer = Trainer(model, base, cfg, steps_per_epoch=steps, class_weights=loss_weights(train_y, cfg.sampling, cfg.balance))
 
     state = {"next_epoch": 0, "best": None, "bad_epochs": 0, "history": [], "config": asdict(cfg),
              "preprocessing": config.to_dict()}
     if os.path.exists(state_path) and os.path.exists(last_path):
         with open(state_path) as fh:
             saved = json.load(fh)
-        if saved.get("config") == asdict(cfg) and saved.get("preprocessing") == config.to_dict():
+        # Settings added after a checkpoint was written count as their defaults.
+        saved_config = asdict(EndToEndConfig()) | saved.get("config", {})
+        if saved_config == asdict(cfg) and saved.get("preprocessing") == config.to_dict():
+            saved["config"] = saved_config
             trainer.restore(_load_arrays(last_path))
             state = saved
             log(f"resuming end-to-end training at epoch {state['next_epoch'] + 1}")

@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--label-smoothing", type=float, default=0.0)
     e2e.add_argument("--sampling", default="sqrt", choices=["natural", "sqrt", "balanced"],
                      help="class mass drawn per epoch ~ n, sqrt(n) or 1; the loss weights complete it to balanced")
+    e2e.add_argument("--balance", type=float, default=1.0,
+                     help="how far loss weights take the drawn class mix toward balanced (1 all the way, 0 none)")
     e2e.add_argument("--ema-decay", type=float, default=0.999)
     e2e.add_argument("--latency-reference", default=os.path.join(MODELS_DIR, "mnv2-ham10000-v2", "model.onnx"),
                      help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed")
@@ -218,7 +220,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     cfg = endtoend.EndToEndConfig(
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, head_lr=args.head_lr, backbone_lr=args.backbone_lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, dropout=args.dropout,
-        label_smoothing=args.label_smoothing, sampling=args.sampling, ema_decay=args.ema_decay,
+        label_smoothing=args.label_smoothing, sampling=args.sampling, balance=args.balance, ema_decay=args.ema_decay,
         patience=args.patience, seed=args.seed,
     )
     keras.utils.set_random_seed(args.seed)

@@ -145,6 +145,7 @@ def test_it_leaves_an_int8_copy_below_the_gate_out_and_refuses_to_load_it(bundle
 def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
     card = render_card(bundle)
     assert "every layer fine-tuned end to end" in card
+    assert "| epoch | loss | val bal. acc. (raw / EMA)" in card and "CPU-hours" in card
     assert "48x64x3 (height x width)" in card
     assert "--mode end-to-end" in card and "--width 64" in card
     assert "int8 is not shipped with this model" in card
