@@ -9,5 +9,16 @@ class DiagnosisConfig(AppConfig):
     def ready(self) -> None:
         from diagnosis import signals  # noqa: F401  (connects the audit trail's sign-in receivers)
         from diagnosis.inference import use_one_opencv_thread
+        from skinportal.health import readiness_check_register
 
         use_one_opencv_thread()
+        readiness_check_register("model", model_readiness)
+
+
+def model_readiness():
+    """/readyz's model check: the configured bundle is present and intact (no session is made)."""
+    from diagnosis.inference import model_check
+    from skinportal.health import Check
+
+    status = model_check()
+    return Check(status.ok, status.detail if status.ok else f"model not ready: {status.detail}")

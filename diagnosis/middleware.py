@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from rest_framework.views import APIView
 
 from diagnosis import audit
-from diagnosis.api.errors import error_body
 from diagnosis.scoping import scope_url_objects
+from skinportal.errors import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class AuditMiddleware:
             logger.exception("audit event could not be written for %s %s", request.method, request.path)
             message = "The audit trail could not be written; the request was not served."
             if request.path.startswith("/api/"):
-                response = JsonResponse(error_body(status=503, code="audit_unavailable", message=message), status=503)
+                response = error_response(status=503, code="audit_unavailable", message=message)
             else:
                 response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
         response["X-Request-ID"] = request.request_id

@@ -13,14 +13,23 @@ from __future__ import annotations
 import logging
 
 from celery import Task, shared_task
+from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from diagnosis.inference import warm_up
 from diagnosis.services.classification import classification_fail_delivery, classification_run
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+@worker_process_init.connect
+def _load_model(**kwargs) -> None:
+    """Load and verify the model in each pool process (after the fork), not on the first image.
+    The worker imports this module (autodiscover) before it forks its pool."""
+    warm_up()
 
 
 class ClassificationTask(Task):

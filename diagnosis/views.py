@@ -31,6 +31,7 @@ from diagnosis.forms import (
 from diagnosis.models import Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
 from diagnosis.progress import image_bucket
+from skinportal import health
 
 PATIENTS_PER_PAGE = 20
 
@@ -550,18 +551,12 @@ def ops(request: HttpRequest) -> HttpResponse:
     """Queue depth, readiness and classification counts, for staff (the people who run the servers)."""
     if not request.user.is_staff:
         raise PermissionDenied("Only staff can see the operations page.")
-    from skinportal import health
-
     return render(
         request,
         "diagnosis/ops.html",
         {
             "queue": health.queue_stats(),
-            "checks": {
-                "database": health.database_check(),
-                "broker": health.broker_check(),
-                "model": health.model_check(),
-            },
+            "checks": health.readiness_checks(),
             "status_counts": selectors.classification_status_counts(),
         },
     )

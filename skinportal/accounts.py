@@ -11,10 +11,10 @@ from typing import Any
 
 from axes.helpers import get_client_username, get_cool_off, get_failure_limit, get_lockout_message
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from diagnosis.api.errors import error_body
+from skinportal.errors import error_response
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -36,9 +36,7 @@ def lockout_response(
     cool_off = get_cool_off(request)
     seconds = int(cool_off.total_seconds()) if cool_off else None
     if request.path_info.startswith("/api/"):
-        response: HttpResponse = JsonResponse(
-            error_body(status=status, code="locked_out", message=str(get_lockout_message())), status=status
-        )
+        response: HttpResponse = error_response(status=status, code="locked_out", message=str(get_lockout_message()))
     else:
         response = render(
             request,

@@ -5,7 +5,7 @@
 Sizing: each worker process holds one onnxruntime session running SKINPORTAL_ORT_THREADS
 threads, so processes x threads must not exceed the cores. When SKINPORTAL_ORT_THREADS is not
 set, each process gets cores // concurrency threads; when it is set too high, it is lowered
-(with a warning). Each process loads and checks the model once, when it starts.
+(with a warning). Each process loads and checks the model once, when it starts (diagnosis/tasks.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import celeryd_init
 
 from skinportal.env import available_cores
 
@@ -59,11 +59,3 @@ def _size_inference_threads(sender=None, conf=None, options=None, **kwargs) -> N
         logger.warning(note)
     os.environ["SKINPORTAL_ORT_THREADS"] = str(threads)
     logger.info("worker sizing: %s process(es) x %s onnxruntime thread(s) on %s cores", concurrency, threads, cores)
-
-
-@worker_process_init.connect
-def _load_model(**kwargs) -> None:
-    """Load and verify the model in each pool process (after the fork), not on the first image."""
-    from diagnosis.inference import warm_up
-
-    warm_up()

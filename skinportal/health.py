@@ -6,11 +6,16 @@
 
 Both are unauthenticated and cheap: the model check reads the manifest and re-hashes the
 ONNX file only when it changes; the broker check opens one connection with a short timeout.
+
+The project's own checks are the database and the broker; an app adds its own with
+`readiness_check_register` when it is ready (diagnosis adds the model's), so this module
+imports no app.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
@@ -58,13 +63,6 @@ def broker_check() -> Check:
     return Check(True, f"{conn.transport_cls} broker reachable")
 
 
-def model_check() -> Check:
-    from diagnosis.inference import model_check as check
-
-    status = check()
-    return Check(status.ok, status.detail if status.ok else f"model not ready: {status.detail}")
-
-
 @dataclass(frozen=True)
 class QueueStats:
     available: bool
@@ -98,10 +96,23 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
+_READINESS_CHECKS: dict[str, Callable[[], Check]] = {"database": database_check, "broker": broker_check}
+
+
+def readiness_check_register(name: str, check: Callable[[], Check]) -> None:
+    """Add a check to /readyz and the operations page (an app's AppConfig.ready)."""
+    _READINESS_CHECKS[name] = check
+
+
+def readiness_checks() -> dict[str, Check]:
+    """Every registered check, run now, in the order registered."""
+    return {name: check() for name, check in _READINESS_CHECKS.items()}
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": database_check(), "broker": broker_check(), "model": model_check()}
+    checks = readiness_checks()
     ready = all(check.ok for check in checks.values())
     if not ready:
         logger.warning("not ready: %s", {name: c.detail for name, c in checks.items() if not c.ok})

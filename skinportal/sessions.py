@@ -25,9 +25,9 @@ from django.contrib.auth.signals import user_logged_in
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.messages.storage import default_storage
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from diagnosis.api.errors import error_body
+from skinportal.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class SessionLifetimeMiddleware:
         if request.path_info.startswith(API_PREFIX):
             if "HTTP_AUTHORIZATION" in request.META:
                 return None  # a token request that also carried a stale cookie: the token decides
-            response = JsonResponse(error_body(status=401, code="session_expired", message=text), status=401)
+            response = error_response(status=401, code="session_expired", message=text)
             response["WWW-Authenticate"] = "Token"
             return response
         response = redirect_to_login(request.get_full_path())

@@ -1,9 +1,6 @@
-"""One error format for every API failure:
-
-    {"error": {"status": 400, "code": "invalid", "message": "external_id: ...", "fields": {"external_id": ["..."]}}}
-
-`fields` is present only for validation errors. Services' Django ValidationError and
-PermissionDenied, and Http404 from the scoped selectors, map onto the same shape.
+"""The API's errors in the project's one envelope (skinportal/errors.py: error_body):
+services' Django ValidationError and PermissionDenied, Http404 from the scoped selectors and
+DRF's own exceptions all map onto the same shape.
 """
 
 from __future__ import annotations
@@ -19,12 +16,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
-
-def error_body(*, status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"status": status, "code": code, "message": message}
-    if fields is not None:
-        error["fields"] = fields
-    return {"error": error}
+from skinportal.errors import error_body, error_response
 
 
 def _first_message(fields: dict[str, Any]) -> str:
@@ -67,6 +59,4 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/v1/ (an id that is not a number, too) answer 404 in the API's format,
     whatever the method, not with an HTML page."""
-    return JsonResponse(
-        error_body(status=404, code="not_found", message=f"No API endpoint at {request.path}."), status=404
-    )
+    return error_response(status=404, code="not_found", message=f"No API endpoint at {request.path}.")
