@@ -11,6 +11,7 @@ commands:
   evaluate  score a model on labelled images: python -m ml evaluate --images DIR --labels CSV
   bench     compare Keras, onnxruntime fp32 and int8 speed on this machine
   ensemble  package the logit average of trained bundles (optionally over flips; needs 'train')
+  compare   candidate bundles side by side on the validation split, with a paired lesion bootstrap
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
   int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
 """
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         from ml.bench import main as run
     elif command == "ensemble":
         from ml.training.ensemble import main as run
+    elif command == "compare":
+        from ml.compare import main as run
     elif command == "card":
         from ml.card import main as run
     elif command == "int8-check":

@@ -151,3 +151,15 @@ def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
     assert "int8 is not shipped with this model" in card
     assert "| metric | fp32 |\n" in card  # no int8 column for a variant that is not there
     assert "test-time views `none`" in card and "prior adjustment `tau=+0.0`" in card
+
+
+def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(bundle, capsys):
+    root = os.path.dirname(bundle)
+    argv = ["compare", "--models", bundle, bundle, "--metadata", os.path.join(root, "metadata.csv"),
+            "--images", os.path.join(root, "images"), "--bootstrap", "50"]
+    assert ml_main(argv) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| bundle")]
+    assert len(rows) == 2 and "(baseline)" in rows[0]
+    # A model is never better than itself.
+    assert "| 0% of resamples | 0% |" in rows[1]
+    assert rows[0].split("|")[2] == rows[1].split("|")[2]

@@ -159,3 +159,17 @@ def test_it_gives_bootstrap_intervals_around_the_estimate_reproducibly():
     for key, (lo, hi) in a.items():
         assert lo <= s[key] <= hi
         assert hi - lo < 0.3
+
+
+def test_it_counts_paired_bootstrap_wins_over_lesions():
+    from ml.compare import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(CLASSES)), 20)
+    groups = [f"L{i // 2}" for i in range(len(labels))]  # two images a lesion
+    noisy = rng.dirichlet(np.ones(len(CLASSES)), len(labels))
+    perfect = np.eye(len(CLASSES))[labels] * 0.9 + 0.1 / len(CLASSES)
+    assert paired_bootstrap(labels, groups, noisy, noisy, n_resamples=50, seed=1) == {
+        "balanced_accuracy": 0.0, "malignant_auc": 0.0}
+    wins = paired_bootstrap(labels, groups, noisy, perfect, n_resamples=50, seed=1)
+    assert wins["balanced_accuracy"] == 1.0 and wins["malignant_auc"] == 1.0
