@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.views import APIView
 
 from diagnosis import audit
-from diagnosis.scoping import scope_url_objects
+from diagnosis.scoping import scope_request
 from skinportal.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 class ObjectScopeMiddleware:
     """Pages: fetch every object named in the URL through its scoped selector before the view
-    (and its method decorators) run, so another organisation's id is a 404 for every method.
+    (and its method decorators) run, so another organisation's id is a 404 for every method;
+    the view takes the object from here (scoping.url_object).
 
     API views do the same in ScopedApiView.initial, after DRF has authenticated the token;
     admin pages are for staff only and not organisation-scoped."""
@@ -38,9 +39,7 @@ class ObjectScopeMiddleware:
         view_class = getattr(view_func, "cls", None)
         if isinstance(view_class, type) and issubclass(view_class, APIView):
             return
-        scoped = scope_url_objects(user=request.user, url_kwargs=view_kwargs)  # Http404 -> 404 page
-        if scoped is not None:
-            request.audit_object = (scoped.object_type, scoped.instance.pk, scoped.organisation_id)
+        scope_request(request, user=request.user, url_kwargs=view_kwargs)  # Http404 -> 404 page
         return
 
 

@@ -4,7 +4,9 @@ Each `<thing>_id` in a route is fetched through its one scoped selector (`patien
 `lesion_get`, ...). An id of another organisation, or one that does not exist, is a 404 for every
 method: an outsider cannot tell "not yours" from "not there", nor learn which methods a route
 takes. Pages are checked by `ObjectScopeMiddleware` (diagnosis/middleware.py) and API views by
-`ScopedApiView` (diagnosis/api/views.py), after DRF has authenticated the caller.
+`ScopedApiView` (diagnosis/api/views.py), after DRF has authenticated the caller. Both keep what
+they fetched on the request: the view reads it with `url_object` instead of fetching it again,
+and the audit trail files the request under it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
+from django.http import HttpRequest
 
 from diagnosis import selectors
 
@@ -92,3 +95,18 @@ def scope_url_objects(*, user: Any, url_kwargs: Mapping[str, Any]) -> ScopedObje
             found[key] = getter(user, url_kwargs[key], found)
             last = ScopedObject(object_type, found[key], _organisation_id(object_type, found[key]), found)
     return last
+
+
+def scope_request(request: HttpRequest, *, user: Any, url_kwargs: Mapping[str, Any]) -> None:
+    """Scope the URL's objects (Http404 for one `user` may not see) and keep them on the
+    request: for the view (`url_object`) and for the audit trail (`audit_object`)."""
+    scoped = scope_url_objects(user=user, url_kwargs=url_kwargs)
+    request.url_objects = scoped.url_objects if scoped is not None else {}
+    if scoped is not None:
+        request.audit_object = (scoped.object_type, scoped.instance.pk, scoped.organisation_id)
+
+
+def url_object(request: HttpRequest, key: str) -> Any:
+    """The object the URL names under `key` ("image_id"), as its scoped selector fetched it
+    for this request: no second query. Fetch again after changing it."""
+    return request.url_objects[key]

@@ -1,4 +1,8 @@
-"""Server-rendered pages. Thin: fetch through selectors, validate with a form, write with a service."""
+"""Server-rendered pages. Thin: fetch through selectors, validate with a form, write with a service.
+
+The object a URL names (`<thing>_id`) was fetched through its scoped selector before the view
+ran (ObjectScopeMiddleware): views take it with `url_object(request, "lesion_id")` instead of
+fetching it again."""
 
 from __future__ import annotations
 
@@ -29,8 +33,10 @@ from diagnosis.forms import (
     UploadForm,
 )
 from diagnosis.models import Lesion, LesionImage, Patient
+from diagnosis.permissions import require_admin, require_write
 from diagnosis.plots import malignancy_plot
 from diagnosis.progress import image_bucket
+from diagnosis.scoping import url_object
 from skinportal import health
 
 PATIENTS_PER_PAGE = 20
@@ -53,8 +59,10 @@ def _form_status(request: HttpRequest) -> int:
 
 
 def _require_write(request: HttpRequest, organisation_id: int) -> None:
-    if not selectors.user_can_write(user=request.user, organisation_id=organisation_id):
-        raise PermissionDenied("Your role in this organisation is read-only.")
+    """Before a form is shown: a read-only role gets the 403 page, not a form that would fail."""
+    require_write(
+        user=request.user, organisation_id=organisation_id, message="Your role in this organisation is read-only."
+    )
 
 
 @login_required
@@ -117,7 +125,7 @@ def patient_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    patient = url_object(request, "patient_id")
     return render(
         request,
         "diagnosis/patient_detail.html",
@@ -133,7 +141,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    patient = url_object(request, "patient_id")
     _require_write(request, patient.organisation_id)
     initial = {field: getattr(patient, field) for field in services.patients.PATIENT_FIELDS}
     form = PatientForm(request.POST or None, initial=initial)
@@ -164,9 +172,12 @@ def _confirmation_needed(request: HttpRequest, patient: Patient, *, what: str) -
 @require_http_methods(["GET", "POST"])
 def patient_delete(request: HttpRequest, patient_id: int) -> HttpResponse:
     """Organisation admins only, after typing their password again."""
-    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
-    if not selectors.user_is_admin(user=request.user, organisation_id=patient.organisation_id):
-        raise PermissionDenied("Only an owner/admin of this organisation can delete a patient.")
+    patient = url_object(request, "patient_id")
+    require_admin(
+        user=request.user,
+        organisation_id=patient.organisation_id,
+        message="Only an owner/admin of this organisation can delete a patient.",
+    )
     if (page := _confirmation_needed(request, patient, what="delete")) is not None:
         return page
     removed = services.patients.patient_delete(user=request.user, patient=patient)
@@ -178,7 +189,7 @@ def patient_delete(request: HttpRequest, patient_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def patient_export(request: HttpRequest, patient_id: int) -> HttpResponse:
     """The patient's whole record as a ZIP, for clinicians and admins, after their password again."""
-    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    patient = url_object(request, "patient_id")
     _require_write(request, patient.organisation_id)
     if (page := _confirmation_needed(request, patient, what="export")) is not None:
         return page
@@ -194,7 +205,7 @@ def patient_export(request: HttpRequest, patient_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, patient_id=patient_id)
+    patient = url_object(request, "patient_id")
     _require_write(request, patient.organisation_id)
     form = LesionForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -217,7 +228,7 @@ def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def lesion_edit(request: HttpRequest, lesion_id: int) -> HttpResponse:
-    lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+    lesion = url_object(request, "lesion_id")
     _require_write(request, lesion.patient.organisation_id)
     form = LesionForm(
         request.POST or None, initial={field: getattr(lesion, field) for field in services.patients.LESION_FIELDS}
@@ -241,7 +252,7 @@ def lesion_edit(request: HttpRequest, lesion_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def lesion_detail(request: HttpRequest, lesion_id: int) -> HttpResponse:
-    lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+    lesion = url_object(request, "lesion_id")
     timeline = selectors.lesion_timeline(lesion=lesion)
     return render(
         request,
@@ -259,7 +270,7 @@ def lesion_detail(request: HttpRequest, lesion_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
-    lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
+    lesion = url_object(request, "lesion_id")
     _require_write(request, lesion.patient.organisation_id)
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -318,7 +329,7 @@ def _image_page(request: HttpRequest, image: LesionImage, review_form: ReviewFor
 @login_required
 @require_GET
 def image_detail(request: HttpRequest, image_id: int) -> HttpResponse:
-    image = selectors.image_get(user=request.user, image_id=image_id)
+    image = url_object(request, "image_id")
     return _image_page(request, image, ReviewForm())
 
 
@@ -326,7 +337,7 @@ def image_detail(request: HttpRequest, image_id: int) -> HttpResponse:
 @require_GET
 def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     """The stored pixels, only for members of the patient's organisation (no public media URL)."""
-    image = selectors.image_get(user=request.user, image_id=image_id)
+    image = url_object(request, "image_id")
     try:
         handle = image.file.open("rb")
     except OSError as exc:
@@ -338,7 +349,7 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
 @login_required
 @require_POST
 def image_review(request: HttpRequest, image_id: int) -> HttpResponse:
-    image = selectors.image_get(user=request.user, image_id=image_id)
+    image = url_object(request, "image_id")
     _require_write(request, image.lesion.patient.organisation_id)
     form = ReviewForm(request.POST)
     if form.is_valid():
@@ -355,7 +366,7 @@ def image_review(request: HttpRequest, image_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def image_classify(request: HttpRequest, image_id: int) -> HttpResponse:
-    image = selectors.image_get(user=request.user, image_id=image_id)
+    image = url_object(request, "image_id")
     services.classification.classification_request(user=request.user, image=image)
     messages.info(request, "Classification requested.")
     return redirect("image-detail", image_id=image.pk)
@@ -381,11 +392,10 @@ def _organisation_page(request: HttpRequest, organisation, form: MemberForm, sta
 @login_required
 @require_http_methods(["GET", "POST"])
 def organisation_detail(request: HttpRequest, organisation_id: int) -> HttpResponse:
-    organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
+    organisation = url_object(request, "organisation_id")
     form = MemberForm(request.POST or None)
     if request.method == "POST":
-        if not selectors.user_is_admin(user=request.user, organisation_id=organisation.pk):
-            raise PermissionDenied("Only an owner/admin of this organisation can manage its members.")
+        require_admin(user=request.user, organisation_id=organisation.pk)
         if form.is_valid():
             try:
                 membership = services.accounts.membership_grant(
@@ -403,8 +413,8 @@ def organisation_detail(request: HttpRequest, organisation_id: int) -> HttpRespo
 @login_required
 @require_POST
 def organisation_member_remove(request: HttpRequest, organisation_id: int, membership_id: int) -> HttpResponse:
-    organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
-    membership = selectors.membership_get(organisation=organisation, membership_id=membership_id)
+    organisation = url_object(request, "organisation_id")
+    membership = url_object(request, "membership_id")
     try:
         services.accounts.membership_revoke(actor=request.user, membership=membership)
     except ValidationError as exc:
@@ -425,9 +435,12 @@ AUDIT_CSV_COLUMNS = (
 @require_GET
 def organisation_audit(request: HttpRequest, organisation_id: int) -> HttpResponse:
     """The organisation's audit log for its admins: filter, page through, or download as CSV."""
-    organisation = selectors.organisation_get(user=request.user, organisation_id=organisation_id)
-    if not selectors.user_is_admin(user=request.user, organisation_id=organisation.pk):
-        raise PermissionDenied("Only an owner/admin of this organisation can see its audit log.")
+    organisation = url_object(request, "organisation_id")
+    require_admin(
+        user=request.user,
+        organisation_id=organisation.pk,
+        message="Only an owner/admin of this organisation can see its audit log.",
+    )
     form = AuditFilterForm(request.GET)
     filters = form.cleaned_data if form.is_valid() else {}
     events = selectors.audit_event_list(organisation=organisation, filters=filters)
@@ -486,7 +499,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("Your role is read-only: you cannot upload images.")
     lesion = None
     lesion_id = request.POST.get("lesion") or request.GET.get("lesion")
-    if lesion_id:
+    if lesion_id:  # named in the form or the query string, not the URL: fetched here
         lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
         _require_write(request, lesion.patient.organisation_id)
     form = BatchForm(
@@ -531,7 +544,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
-    batch = selectors.batch_get(user=request.user, batch_id=batch_id)
+    batch = url_object(request, "batch_id")
     images = list(selectors.batch_images(batch=batch))
     for image in images:
         image.bucket = image_bucket(image.latest_status)

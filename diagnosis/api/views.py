@@ -4,7 +4,7 @@ outsider's id is a 404 here exactly as on the pages."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -30,7 +30,7 @@ from diagnosis.api.schema import ERROR
 from diagnosis.api.throttling import ScopedWriteRateThrottle
 from diagnosis.api.waiting import wait_for
 from diagnosis.models import Membership, Organisation
-from diagnosis.scoping import scope_url_objects
+from diagnosis.scoping import scope_request, url_object
 
 
 def _filters(serializer_class: type[drf_serializers.Serializer], request: Request) -> dict[str, Any]:
@@ -72,19 +72,13 @@ class ScopedApiView(APIView):
     permission, every object named in the URL is fetched through its scoped selector, so another
     organisation's id is a 404 whatever the method (a 405 would tell an outsider the id exists)."""
 
-    url_objects: Mapping[str, Any] = {}
-
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        scoped = scope_url_objects(user=request.user, url_kwargs=kwargs)
-        if scoped is not None:
-            request._request.audit_object = (scoped.object_type, scoped.instance.pk, scoped.organisation_id)
-            self.url_objects = scoped.url_objects
+        scope_request(request._request, user=request.user, url_kwargs=kwargs)
 
     def url_object(self, key: str) -> Any:
-        """The object the URL names under `key` ("image_id"), as its scoped selector fetched it
-        for this request: no second query. Fetch again after changing it."""
-        return self.url_objects[key]
+        """The object the URL names under `key` ("image_id"), fetched once (scoping.url_object)."""
+        return url_object(self.request._request, key)
 
 
 class PaginatedListMixin:

@@ -7,6 +7,8 @@ import datetime as dt
 import pytest
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from diagnosis import services
@@ -216,6 +218,26 @@ def test_it_plots_the_malignancy_score_across_visits(client_for, colleague, uplo
     assert "<svg" in html and "<polyline" in html and html.count('<circle class="dot') == 2
     assert "2024-01-05" in html and "2024-07-05" in html and "threshold 50.0%" in html
     assert html.count('class="visit"') == 2
+
+
+# The lesion page, with a lesion of 2 or 5 images: session, user, the lesion with its latest
+# result (once: the URL scoping fetched it; it was 2 before the view used that), its images, their
+# classifications, the write check, the audit event, and the session's save (3 with its savepoint).
+LESION_PAGE_QUERIES = 10
+
+
+@pytest.mark.parametrize("images", [2, 5])
+def test_it_shows_the_lesion_page_in_a_fixed_number_of_queries(client_for, colleague, upload, lesion, images):
+    for i in range(images):
+        upload(image_bytes(RED if i % 2 else GREEN))
+    client = client_for(colleague)
+    client.get(reverse("dashboard"))  # the first request after a login is not the point
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(reverse("lesion-detail", args=[lesion.pk]))
+    assert response.status_code == 200 and response.content.decode().count('class="visit"') == images
+    lesion_reads = [q for q in captured.captured_queries if 'FROM "diagnosis_lesion"' in q["sql"]]
+    assert len(lesion_reads) == 1, [q["sql"] for q in lesion_reads]
+    assert len(captured.captured_queries) == LESION_PAGE_QUERIES, [q["sql"][:80] for q in captured.captured_queries]
 
 
 # --- Upload, result, review ----------------------------------------------------------------
