@@ -28,13 +28,25 @@ BATCH_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def human_size(n_bytes: int) -> str:
-    """A size in MiB, as the limits are documented (docs/portal.md: 10 MiB)."""
-    return f"{n_bytes / (1024 * 1024):.1f} MiB"
+_BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def human_size(n_bytes: int, *, unit: str | None = None) -> str:
+    """A size in binary units, as the portal documents its limits (10 MiB): in `unit` when given
+    ("MiB": a limit reads the same whatever its value), else the largest unit that keeps the
+    number at 1 or more ("512 bytes", "4.0 KiB", "1.2 GiB")."""
+    if unit is None and n_bytes < 1024:
+        return f"{n_bytes} bytes"
+    size, chosen = n_bytes / 1024, _BINARY_UNITS[0]
+    for larger in _BINARY_UNITS[1:]:
+        if chosen == unit or (unit is None and size < 1024):
+            break
+        size, chosen = size / 1024, larger
+    return f"{size:.1f} {chosen}"
 
 
 def too_large(max_bytes: int) -> str:
-    return f"the file is larger than the {human_size(max_bytes)} limit"
+    return f"the file is larger than the {human_size(max_bytes, unit='MiB')} limit"
 
 
 def read_capped(handle: IO[bytes], limit: int) -> bytes:

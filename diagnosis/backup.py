@@ -71,18 +71,6 @@ class BackupSummary:
         return sum(self.rows.values())
 
 
-def human_size(n_bytes: int) -> str:
-    size, unit = float(n_bytes), "bytes"
-    for larger in ("KB", "MB", "GB", "TB"):
-        if size < 1000:
-            break
-        size, unit = size / 1000, larger
-    return f"{n_bytes} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-
-
-# --- What a backup holds -----------------------------------------------------------------------
-
-
 def _excluded_labels() -> list[str]:
     """EXCLUDED, less the apps this deployment does not install (dumpdata refuses unknown labels)."""
     installed = {config.label for config in apps.get_app_configs()}

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from diagnosis.models import Patient
+from diagnosis.models import LesionImage, Patient
 
 EXPORT_FORMAT = 1
 
@@ -53,39 +53,42 @@ def patient_export_zip(*, patient: Patient) -> bytes:
                 member = f"images/{image.pk}.{image.stored_extension}"
                 with image.file.open("rb") as handle:
                     archive.writestr(member, handle.read())
-                lesion_row["images"].append(
-                    {
-                        "id": image.pk,
-                        "file": member,
-                        "sha256": image.sha256,
-                        "captured_at": _iso(image.captured_at),
-                        "uploaded_at": _iso(image.uploaded_at),
-                        "classifications": [
-                            {
-                                "model_version": c.model_version,
-                                "status": c.status,
-                                "top_class": c.top_class,
-                                "probabilities": c.probabilities,
-                                "malignancy_score": c.malignancy_score,
-                                "malignant": c.malignant,
-                                "threshold": c.threshold,
-                                "error_message": c.error_message,
-                                "finished_at": _iso(c.finished_at),
-                            }
-                            for c in image.classifications.all()
-                        ],
-                        "reviews": [
-                            {
-                                "diagnosis": r.diagnosis,
-                                "histopathology_confirmed": r.histopathology_confirmed,
-                                "comment": r.comment,
-                                "author": r.author.get_username() if r.author else None,
-                                "created_at": _iso(r.created_at),
-                            }
-                            for r in image.reviews.all()
-                        ],
-                    }
-                )
+                lesion_row["images"].append(_image_record(image, member=member))
             record["lesions"].append(lesion_row)
         archive.writestr("patient.json", json.dumps(record, indent=2, ensure_ascii=False))
     return buffer.getvalue()
+
+
+def _image_record(image: LesionImage, *, member: str) -> dict[str, Any]:
+    """An image in patient.json: its file in the ZIP, every model version's result, every review."""
+    return {
+        "id": image.pk,
+        "file": member,
+        "sha256": image.sha256,
+        "captured_at": _iso(image.captured_at),
+        "uploaded_at": _iso(image.uploaded_at),
+        "classifications": [
+            {
+                "model_version": c.model_version,
+                "status": c.status,
+                "top_class": c.top_class,
+                "probabilities": c.probabilities,
+                "malignancy_score": c.malignancy_score,
+                "malignant": c.malignant,
+                "threshold": c.threshold,
+                "error_message": c.error_message,
+                "finished_at": _iso(c.finished_at),
+            }
+            for c in image.classifications.all()
+        ],
+        "reviews": [
+            {
+                "diagnosis": r.diagnosis,
+                "histopathology_confirmed": r.histopathology_confirmed,
+                "comment": r.comment,
+                "author": r.author.get_username() if r.author else None,
+                "created_at": _iso(r.created_at),
+            }
+            for r in image.reviews.all()
+        ],
+    }

@@ -14,7 +14,11 @@ from django.core.exceptions import PermissionDenied
 from diagnosis.selectors import user_can_write, user_is_admin
 
 READ_ONLY = "Your role in this organisation is read-only: you cannot make changes."
+READ_ONLY_PAGE = "Your role in this organisation is read-only."  # a page asked for its form
 ADMIN_ONLY = "Only an owner/admin of this organisation can manage its members."
+ADMIN_ONLY_DELETE = "Only an owner/admin of this organisation can delete a patient."
+ADMIN_ONLY_AUDIT = "Only an owner/admin of this organisation can see its audit log."
+NO_PATIENTS_ANYWHERE = "Your role is read-only: you cannot add patients."  # no organisation it may write
 
 
 def require_write(*, user: AbstractBaseUser | AnonymousUser, organisation_id: int, message: str = READ_ONLY) -> None:

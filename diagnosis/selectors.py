@@ -1,8 +1,8 @@
 """Reads. Every query is scoped to the organisations the user belongs to.
 
-The `<entity>_get` helpers are the ONE way pages and the API fetch a single object: an id from
-another organisation raises Http404, exactly like an id that does not exist, so an outsider
-learns nothing. List selectors never return another organisation's rows.
+The `<entity>_get` helpers are the ONE way pages and the API fetch a single object (all through
+`_get_or_404`): an id from another organisation raises Http404, exactly like an id that does
+not exist, so an outsider learns nothing. List selectors never return another organisation's rows.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 
 from diagnosis.models import (
@@ -34,6 +34,16 @@ from diagnosis.models import (
 from diagnosis.progress import BatchImageStatus, BatchProgress, image_bucket
 
 User = AbstractBaseUser | AnonymousUser
+M = TypeVar("M", bound=Model)
+
+
+def _get_or_404(objects: QuerySet[M], pk: int | str, what: str) -> M:
+    """The one object of `objects` with this id. Unknown, malformed, or outside the user's
+    organisations (`objects` is scoped): the same Http404, so an outsider learns nothing."""
+    try:
+        return objects.get(pk=int(pk))
+    except (objects.model.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404(f"No such {what}.") from exc
 
 
 # --- Organisations and roles -------------------------------------------------------------
@@ -64,10 +74,7 @@ def user_is_admin(*, user: User, organisation_id: int) -> bool:
 
 
 def organisation_get(*, user: User, organisation_id: int | str) -> Organisation:
-    try:
-        return organisation_list_for_user(user=user).get(pk=int(organisation_id))
-    except (Organisation.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such organisation.") from exc
+    return _get_or_404(organisation_list_for_user(user=user), organisation_id, "organisation")
 
 
 def membership_list(*, organisation: Organisation) -> QuerySet[Membership]:
@@ -75,10 +82,7 @@ def membership_list(*, organisation: Organisation) -> QuerySet[Membership]:
 
 
 def membership_get(*, organisation: Organisation, membership_id: int | str) -> Membership:
-    try:
-        return membership_list(organisation=organisation).get(pk=int(membership_id))
-    except (Membership.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such member.") from exc
+    return _get_or_404(membership_list(organisation=organisation), membership_id, "member")
 
 
 def user_can_write_anywhere(*, user: User) -> bool:
@@ -102,10 +106,7 @@ def patient_list(*, user: User, query: str = "") -> QuerySet[Patient]:
 
 
 def patient_get(*, user: User, patient_id: int | str) -> Patient:
-    try:
-        return patient_list(user=user).get(pk=int(patient_id))
-    except (Patient.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such patient.") from exc
+    return _get_or_404(patient_list(user=user), patient_id, "patient")
 
 
 # --- Lesions -------------------------------------------------------------------------------
@@ -149,10 +150,7 @@ def lesion_get(*, user: User, lesion_id: int | str, with_latest_result: bool = T
     result (six subqueries over all the lesion's classifications): for a lesion named as the
     target of an upload, where only its identity and organisation matter."""
     lesions = lesion_list(user=user) if with_latest_result else _scoped_lesions(user)
-    try:
-        return lesions.get(pk=int(lesion_id))
-    except (Lesion.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such lesion.") from exc
+    return _get_or_404(lesions, lesion_id, "lesion")
 
 
 def lesion_list_flagged(*, user: User, limit: int = 20) -> list[Lesion]:
@@ -181,10 +179,7 @@ def image_list(
 
 
 def image_get(*, user: User, image_id: int | str) -> LesionImage:
-    try:
-        return image_list(user=user).get(pk=int(image_id))
-    except (LesionImage.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such image.") from exc
+    return _get_or_404(image_list(user=user), image_id, "image")
 
 
 def image_latest_classification(*, image: LesionImage) -> Classification | None:
@@ -256,10 +251,7 @@ def classification_list(
 
 
 def classification_get(*, user: User, classification_id: int | str) -> Classification:
-    try:
-        return classification_list(user=user).get(pk=int(classification_id))
-    except (Classification.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such classification.") from exc
+    return _get_or_404(classification_list(user=user), classification_id, "classification")
 
 
 def classification_list_recent(*, user: User, limit: int = 10) -> list[Classification]:
@@ -285,10 +277,7 @@ def review_list(
 
 
 def review_get(*, user: User, review_id: int | str) -> ClinicianReview:
-    try:
-        return review_list(user=user).get(pk=int(review_id))
-    except (ClinicianReview.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such review.") from exc
+    return _get_or_404(review_list(user=user), review_id, "review")
 
 
 # --- Batches ----------------------------------------------------------------------------------
@@ -303,10 +292,7 @@ def batch_list(*, user: User) -> QuerySet[Batch]:
 
 
 def batch_get(*, user: User, batch_id: int | str) -> Batch:
-    try:
-        return batch_list(user=user).get(pk=int(batch_id))
-    except (Batch.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such batch.") from exc
+    return _get_or_404(batch_list(user=user), batch_id, "batch")
 
 
 def _latest_status() -> Subquery:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404
@@ -30,6 +29,8 @@ from diagnosis.api.schema import ERROR
 from diagnosis.api.throttling import ScopedWriteRateThrottle
 from diagnosis.api.waiting import wait_for
 from diagnosis.models import Membership, Organisation
+from diagnosis.permissions import NO_PATIENTS_ANYWHERE
+from diagnosis.responses import image_file_response
 from diagnosis.scoping import scope_request, url_object
 
 
@@ -158,7 +159,7 @@ class PatientListApi(PaginatedListMixin, ScopedApiView):
         if len(writable) == 1:
             return writable[0]
         if not writable:
-            raise PermissionDenied("Your role is read-only: you cannot add patients.")
+            raise PermissionDenied(NO_PATIENTS_ANYWHERE)
         raise drf_serializers.ValidationError({"organisation": ["You belong to several organisations: say which one."]})
 
 
@@ -251,12 +252,7 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
         lesion = _referenced(
             selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"], with_latest_result=False
         )
-        upload = data["image"]
-        files = [
-            services.uploads.ImageUpload(
-                name=upload.name or "", data=upload.read(settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1)
-            )
-        ]
+        files = [services.uploads.ImageUpload.from_file(data["image"])]
         (image,) = services.uploads.lesion_image_upload(
             user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
         )
@@ -288,13 +284,7 @@ class ImageFileApi(ScopedApiView):
         description="The stored image: the upload's own JPEG or PNG data without its metadata.",
     )
     def get(self, request: Request, image_id: int) -> FileResponse:
-        image = self.url_object("image_id")
-        try:
-            handle = image.file.open("rb")
-        except OSError as exc:
-            raise Http404("The image file is missing.") from exc
-        response = FileResponse(handle, content_type=image.stored_content_type)
-        return response
+        return image_file_response(self.url_object("image_id"))
 
 
 class ImageClassifyApi(ScopedApiView):
@@ -433,8 +423,7 @@ class BatchListApi(PaginatedListMixin, ScopedApiView):
         organisation = None
         if lesion is None:
             organisation = PatientListApi._organisation(request, data.get("organisation"))
-        limit = settings.SKINPORTAL_MAX_UPLOAD_BYTES + 1
-        files = [services.uploads.ImageUpload(name=f.name or "", data=f.read(limit)) for f in data.get("images") or []]
+        files = [services.uploads.ImageUpload.from_file(f) for f in data.get("images") or []]
         archive = data.get("archive")
         batch = services.uploads.batch_create(
             user=request.user,

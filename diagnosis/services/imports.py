@@ -14,7 +14,7 @@ from diagnosis import audit, inference
 from diagnosis.models import Batch, BatchKind, BodySite, Lesion, LesionImage, Organisation, Patient, Sex
 from diagnosis.selectors import import_already_present
 from diagnosis.services.patients import patient_check, patient_save_unique
-from diagnosis.services.uploads import lesion_image_build, lesion_images_insert
+from diagnosis.services.uploads import lesion_image_build, stored_files_removed_on_failure
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
     except inference.InvalidImageError as exc:
         raise ValidationError(str(exc)) from exc
     lesion = _lesion_get_or_create(organisation=organisation, row=row, body_site=body_site)
-    (image,) = lesion_images_insert(
-        [
+    with stored_files_removed_on_failure() as images:
+        images.append(
             lesion_image_build(
                 lesion=lesion,
                 item=item,
@@ -62,8 +62,9 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
                 user=None,
                 batch=batch,
             )
-        ]
-    )
+        )
+        LesionImage.objects.bulk_create(images)
+    (image,) = images
     audit.audit_command_record(
         command="import_images", action="create", instance=image, organisation_id=organisation.pk
     )

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from diagnosis.models import Lesion, LesionImage, Organisation, Patient
-from diagnosis.permissions import require_admin, require_write
+from diagnosis.permissions import ADMIN_ONLY_DELETE, require_admin, require_write
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ def patient_delete(*, user: AbstractBaseUser, patient: Patient) -> int:
     admin's decision (the page asks for their password first). The image files go once the
     deletion has committed, so a failed transaction leaves them in place. Returns the number of
     images removed."""
-    require_admin(
-        user=user,
-        organisation_id=patient.organisation_id,
-        message="Only an owner/admin of this organisation can delete a patient.",
-    )
+    require_admin(user=user, organisation_id=patient.organisation_id, message=ADMIN_ONLY_DELETE)
     images = LesionImage.objects.filter(lesion__patient=patient)
     storage_names = [name for name in images.values_list("file", flat=True) if name]
     patient.delete()

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
 from diagnosis import inference
-from diagnosis.archives import Member, ZipMembers, csv_rows, parse_date, too_large
+from diagnosis.archives import Member, ZipMembers, csv_rows, parse_date, read_capped, too_large
 from diagnosis.models import Batch, BatchKind, BodySite, Lesion, LesionImage, Organisation, Patient
 from diagnosis.permissions import require_write
 from diagnosis.services.classification import classification_enqueue_on_commit
@@ -34,6 +37,12 @@ class ImageUpload:
 
     name: str
     data: bytes
+
+    @classmethod
+    def from_file(cls, uploaded: UploadedFile) -> ImageUpload:
+        """A form's or the API's uploaded file, read up to the size cap (and one byte more, so
+        the service can say it is too large)."""
+        return cls(name=uploaded.name or "", data=read_capped(uploaded, settings.SKINPORTAL_MAX_UPLOAD_BYTES))
 
 
 def _prepare_uploads(files: Sequence[ImageUpload]) -> list[inference.SanitisedImage]:
@@ -83,8 +92,7 @@ def lesion_image_upload(
     require_write(user=user, organisation_id=lesion.patient.organisation_id)
     captured_at = _check_captured_at(captured_at)
     prepared = _prepare_uploads(files)
-    images: list[LesionImage] = []
-    try:
+    with stored_files_removed_on_failure() as images:
         for upload, item in zip(files, prepared):
             images.append(
                 lesion_image_build(
@@ -97,11 +105,7 @@ def lesion_image_upload(
                     batch=None,
                 )
             )
-    except Exception:  # a file could not be written: those written so far must go
-        for image in images:
-            image.file.delete(save=False)
-        raise
-    lesion_images_insert(images)
+        LesionImage.objects.bulk_create(images)  # one INSERT for them all
     classification_enqueue_on_commit(image_ids=[image.pk for image in images])
     return images
 
@@ -134,17 +138,19 @@ def lesion_image_build(
     return image
 
 
-def lesion_images_insert(images: list[LesionImage]) -> list[LesionImage]:
-    """One INSERT for the rows of images made by lesion_image_build (a micro-batch costs one
-    round trip, not one per image); if it fails, their files are removed. Callers hold a
-    transaction: when it rolls back later, they remove the files themselves."""
+@contextmanager
+def stored_files_removed_on_failure() -> Iterator[list[LesionImage]]:
+    """Collect, in the list it gives, the images whose files the block writes: when the block
+    raises (a file that cannot be written, an INSERT or a transaction that fails), their files
+    are deleted, so no row that was never stored leaves a file behind. Enter it outside the
+    block's transaction, so the rows are rolled back first."""
+    images: list[LesionImage] = []
     try:
-        LesionImage.objects.bulk_create(images)
+        yield images
     except Exception:
         for image in images:
             image.file.delete(save=False)
         raise
-    return images
 
 
 # --- Batches ---------------------------------------------------------------------------------
@@ -268,38 +274,35 @@ def batch_create(
     max_files = settings.SKINPORTAL_MAX_FILES_PER_BATCH
     if files and archive is not None:
         raise ValidationError({"archive": "Send either image files or one ZIP archive, not both."})
+    store = partial(_batch_store, user=user, organisation=organisation, lesion=lesion, captured_at=captured_at)
     if archive is not None:
         with ZipMembers(archive, max_bytes=max_bytes, max_files=max_files) as members:
-            return _batch_store(
-                user=user,
-                organisation=organisation,
-                lesion=lesion,
-                captured_at=captured_at,
+            return store(
                 members=members,
                 csv_bytes=members.csv_bytes,
                 kind=BatchKind.ARCHIVE,
                 name=archive_name or "archive.zip",
                 error_field="archive",
             )
-    if not files:
-        raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
-    if len(files) > max_files:
-        raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
-    members = [
-        Member(f.name or f"file {i + 1}", *((f.data, "") if len(f.data) <= max_bytes else (None, too_large(max_bytes))))
-        for i, f in enumerate(files)
-    ]
-    return _batch_store(
-        user=user,
-        organisation=organisation,
-        lesion=lesion,
-        captured_at=captured_at,
-        members=members,
+    return store(
+        members=_file_members(files, max_bytes=max_bytes, max_files=max_files),
         csv_bytes=None,
         kind=BatchKind.FILES,
         name=f"{len(files)} file{'s' if len(files) != 1 else ''}",
         error_field="images",
     )
+
+
+def _file_members(files: Sequence[ImageUpload], *, max_bytes: int, max_files: int) -> list[Member]:
+    """Single uploads as batch members; one too large is refused alone, the others go on."""
+    if not files:
+        raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
+    if len(files) > max_files:
+        raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
+    return [
+        Member(f.name or f"file {i + 1}", *((f.data, "") if len(f.data) <= max_bytes else (None, too_large(max_bytes))))
+        for i, f in enumerate(files)
+    ]
 
 
 def _batch_store(
@@ -328,53 +331,19 @@ def _batch_store(
     rejected: list[dict[str, str]] = []
     pending: list[tuple[Member, _Target, inference.SanitisedImage]] = []
     stored = 0
-
-    def flush() -> None:
-        nonlocal stored
-        images: list[LesionImage] = []
-        try:
-            with transaction.atomic():
-                for member, target, item in pending:
-                    images.append(
-                        lesion_image_build(
-                            lesion=target.lesion,
-                            item=item,
-                            source=member.data,
-                            name=member.name,
-                            captured_at=target.captured_at,
-                            user=user,
-                            batch=batch,
-                        )
-                    )
-                lesion_images_insert(images)
-                classification_enqueue_on_commit(image_ids=[image.pk for image in images])
-        except Exception:
-            for image in images:  # the rows rolled back; their files must go too
-                image.file.delete(save=False)
-            raise
-        stored += len(images)
-        pending.clear()
-
     for member in members:
-        if member.data is None:
-            rejected.append({"name": member.name, "error": member.error})
-            continue
         try:
-            target = targets.target(member.name)
-            item = inference.sanitise_upload(member.data)
+            pending.append((member, *_batch_member_check(member, targets)))
         except ValidationError as exc:
             rejected.append({"name": member.name, "error": "; ".join(exc.messages)})
             continue
-        except inference.InvalidImageError as exc:
-            rejected.append({"name": member.name, "error": str(exc)})
-            continue
-        pending.append((member, target, item))
         if len(pending) >= settings.SKINPORTAL_MICRO_BATCH:
-            flush()
-    if pending:
-        flush()
-    for missing in targets.unused_rows():
-        rejected.append({"name": missing, "error": "listed in the CSV but not in the ZIP"})
+            stored += _batch_images_store(batch=batch, user=user, pending=pending)
+            pending = []
+    stored += _batch_images_store(batch=batch, user=user, pending=pending)
+    rejected += [
+        {"name": missing, "error": "listed in the CSV but not in the ZIP"} for missing in targets.unused_rows()
+    ]
     if not stored:
         batch.delete()
         raise ValidationError(
@@ -383,3 +352,39 @@ def _batch_store(
     batch.rejected = rejected
     batch.save(update_fields=["rejected"])
     return batch
+
+
+def _batch_member_check(member: Member, targets: _BatchTargets) -> tuple[_Target, inference.SanitisedImage]:
+    """Where a file goes and what of it is stored; ValidationError says why it is refused."""
+    if member.data is None:
+        raise ValidationError(member.error)
+    target = targets.target(member.name)
+    try:
+        return target, inference.sanitise_upload(member.data)
+    except inference.InvalidImageError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+def _batch_images_store(
+    *, batch: Batch, user: AbstractBaseUser, pending: Sequence[tuple[Member, _Target, inference.SanitisedImage]]
+) -> int:
+    """Store one micro-batch in its own transaction and queue it once that commits, so workers
+    start on it while the rest of the batch is still being stored. Returns the images stored."""
+    if not pending:
+        return 0
+    with stored_files_removed_on_failure() as images, transaction.atomic():
+        for member, target, item in pending:
+            images.append(
+                lesion_image_build(
+                    lesion=target.lesion,
+                    item=item,
+                    source=member.data,
+                    name=member.name,
+                    captured_at=target.captured_at,
+                    user=user,
+                    batch=batch,
+                )
+            )
+        LesionImage.objects.bulk_create(images)  # one INSERT per micro-batch
+        classification_enqueue_on_commit(image_ids=[image.pk for image in images])
+    return len(images)

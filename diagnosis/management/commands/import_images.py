@@ -77,25 +77,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         metadata: Path = options["metadata"]
         folders: list[Path] = options["images"]
-        for folder in folders:
-            if not folder.is_dir():
-                raise CommandError(f"{folder} is not a folder.")
-        try:
-            with metadata.open(newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
-                columns = [c.strip() for c in reader.fieldnames or []]
-                rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise CommandError(f"Cannot read {metadata}: {exc}") from exc
-        missing = [c for c in ("lesion_id", "image_id") if c not in columns]
-        if missing:
-            raise CommandError(f"{metadata} has no {' or '.join(missing)} column (found: {', '.join(columns)}).")
-        patient_column = options["patient_column"] or next((c for c in PATIENT_COLUMNS if c in columns), "")
-        if options["patient_column"] and patient_column not in columns:
-            raise CommandError(f"{metadata} has no column {patient_column!r}.")
+        rows, patient_column = _read_metadata(metadata, folders, patient_column=options["patient_column"])
         if options["limit"]:
             rows = rows[: options["limit"]]
-
         try:
             organisation, created = services.accounts.organisation_get_or_create(name=options["org"])
         except ValidationError as exc:
@@ -106,54 +90,84 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(rows)} rows in {metadata.name}; {len(files)} image files found.")
         batch = services.imports.import_batch_start(organisation=organisation, name=metadata.name, rows=len(rows))
 
+        classify = not options["no_classify"]
         imported, skipped, errors, pending, tasks = 0, 0, [], [], 0
         bar = ProgressBar(self.stdout, len(rows))
         for number, row in enumerate(rows, start=2):  # line 1 is the header
-            image_id = row.get("image_id", "")
             try:
-                path = files.get(image_id)
-                if not image_id or path is None:
-                    raise ValidationError(f"no image file {image_id or '(empty image_id)'}.jpg/.png in the folders")
-                captured = row.get("captured_at") or row.get("date") or ""
-                image = services.imports.image_import(
-                    organisation=organisation,
-                    batch=batch,
-                    row=services.imports.ImportRow(
-                        patient_external_id=row.get(patient_column, "") if patient_column else row["lesion_id"],
-                        lesion_label=row["lesion_id"],
-                        body_site=row.get("localization") or row.get("body_site") or "",
-                        image_name=path.name,
-                        data=path.read_bytes(),
-                        sex=SEXES.get(row.get("sex", "").lower(), Sex.UNKNOWN),
-                        captured_at=dt.date.fromisoformat(captured) if captured else None,
-                    ),
+                image = _import_row(
+                    row, organisation=organisation, batch=batch, files=files, patient_column=patient_column
                 )
             except (ValidationError, ValueError, OSError) as exc:
                 message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-                errors.append({"name": f"line {number} ({image_id or '?'})", "error": message})
+                errors.append({"name": f"line {number} ({row.get('image_id', '') or '?'})", "error": message})
             else:
                 if image is None:
                     skipped += 1
                 else:
                     imported += 1
                     pending.append(image.pk)
-            if not options["no_classify"] and len(pending) >= settings.SKINPORTAL_MICRO_BATCH:
+            if classify and len(pending) >= settings.SKINPORTAL_MICRO_BATCH:
                 tasks += services.classification.classification_enqueue(image_ids=pending)
                 pending = []
             bar.show(number - 1, f"imported {imported}, already there {skipped}, errors {len(errors)}")
-        if pending and not options["no_classify"]:
+        if pending and classify:
             tasks += services.classification.classification_enqueue(image_ids=pending)
         bar.close()
         services.imports.import_batch_finish(batch=batch, received=imported + len(errors), rejected=errors)
+        self._report(imported=imported, skipped=skipped, errors=errors, tasks=tasks if classify else None, batch=batch)
 
+    def _report(self, *, imported: int, skipped: int, errors: list[dict[str, str]], tasks: int | None, batch) -> None:
         for error in errors[:MAX_ERRORS_SHOWN]:
             self.stderr.write(f"  {error['name']}: {error['error']}")
         if len(errors) > MAX_ERRORS_SHOWN:
             self.stderr.write(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more (see batch #{batch.pk}).")
         summary = (
             f"Imported {imported} image(s), skipped {skipped} already imported, {len(errors)} bad row(s) "
-            f"into {organisation.name!r} (batch #{batch.pk})."
+            f"into {batch.organisation.name!r} (batch #{batch.pk})."
         )
-        if not options["no_classify"]:
+        if tasks is not None:
             summary += f" Queued {tasks} classification task(s)."
         self.stdout.write(self.style.SUCCESS(summary) if not errors else self.style.WARNING(summary))
+
+
+def _read_metadata(metadata: Path, folders: list[Path], *, patient_column: str) -> tuple[list[dict[str, str]], str]:
+    """The CSV's rows (stripped) and the column naming each row's patient ("" : the lesion id)."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise CommandError(f"{folder} is not a folder.")
+    try:
+        with metadata.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CommandError(f"Cannot read {metadata}: {exc}") from exc
+    missing = [c for c in ("lesion_id", "image_id") if c not in columns]
+    if missing:
+        raise CommandError(f"{metadata} has no {' or '.join(missing)} column (found: {', '.join(columns)}).")
+    if patient_column and patient_column not in columns:
+        raise CommandError(f"{metadata} has no column {patient_column!r}.")
+    return rows, patient_column or next((c for c in PATIENT_COLUMNS if c in columns), "")
+
+
+def _import_row(row: dict[str, str], *, organisation, batch, files: dict[str, Path], patient_column: str):
+    """Store one row's image (None: already stored); ValidationError, ValueError or OSError say why not."""
+    image_id = row.get("image_id", "")
+    path = files.get(image_id)
+    if not image_id or path is None:
+        raise ValidationError(f"no image file {image_id or '(empty image_id)'}.jpg/.png in the folders")
+    captured = row.get("captured_at") or row.get("date") or ""
+    return services.imports.image_import(
+        organisation=organisation,
+        batch=batch,
+        row=services.imports.ImportRow(
+            patient_external_id=row.get(patient_column, "") if patient_column else row["lesion_id"],
+            lesion_label=row["lesion_id"],
+            body_site=row.get("localization") or row.get("body_site") or "",
+            image_name=path.name,
+            data=path.read_bytes(),
+            sex=SEXES.get(row.get("sex", "").lower(), Sex.UNKNOWN),
+            captured_at=dt.date.fromisoformat(captured) if captured else None,
+        ),
+    )

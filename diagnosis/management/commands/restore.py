@@ -12,7 +12,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from diagnosis.backup import BackupError, backup_restore, human_size
+from diagnosis.archives import human_size
+from diagnosis.backup import BackupError, backup_restore
 
 
 class Command(BaseCommand):

@@ -1,0 +1,182 @@
+"""Lesion pages (create, edit, the timeline, upload) and an image's result page, file, review and
+re-classification."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from diagnosis import audit, selectors, services
+from diagnosis.forms import (
+    LesionForm,
+    ReviewForm,
+    UploadForm,
+)
+from diagnosis.models import Lesion, LesionImage, Patient
+from diagnosis.plots import malignancy_plot
+from diagnosis.responses import image_file_response
+from diagnosis.scoping import url_object
+from diagnosis.views.common import add_service_errors, form_status, require_page_write
+
+# --- Lesions -------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_create(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = url_object(request, "patient_id")
+    require_page_write(request, patient.organisation_id)
+    form = LesionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            lesion = services.patients.lesion_create(user=request.user, patient=patient, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            audit.note(request, lesion, "lesion")
+            messages.success(request, f"Lesion '{lesion.label}' added. Upload its first image.")
+            return redirect("lesion-upload", lesion_id=lesion.pk)
+    return render(
+        request,
+        "diagnosis/lesion_form.html",
+        {"form": form, "patient": patient, "lesion": None},
+        status=form_status(request),
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_edit(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    lesion = url_object(request, "lesion_id")
+    require_page_write(request, lesion.patient.organisation_id)
+    form = LesionForm(
+        request.POST or None, initial={field: getattr(lesion, field) for field in services.patients.LESION_FIELDS}
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.patients.lesion_update(user=request.user, lesion=lesion, data=form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, "Lesion saved.")
+            return redirect("lesion-detail", lesion_id=lesion.pk)
+    return render(
+        request,
+        "diagnosis/lesion_form.html",
+        {"form": form, "patient": lesion.patient, "lesion": lesion},
+        status=form_status(request),
+    )
+
+
+@login_required
+@require_GET
+def lesion_detail(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    lesion = url_object(request, "lesion_id")
+    timeline = selectors.lesion_timeline(lesion=lesion)
+    return render(
+        request,
+        "diagnosis/lesion_detail.html",
+        {
+            "lesion": lesion,
+            "patient": lesion.patient,
+            "timeline": timeline,
+            "plot": malignancy_plot(timeline),
+            "can_write": selectors.user_can_write(user=request.user, organisation_id=lesion.patient.organisation_id),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    lesion = url_object(request, "lesion_id")
+    require_page_write(request, lesion.patient.organisation_id)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        files = [services.uploads.ImageUpload.from_file(f) for f in form.cleaned_data["images"]]
+        try:
+            images = services.uploads.lesion_image_upload(
+                user=request.user, lesion=lesion, files=files, captured_at=form.cleaned_data["captured_at"]
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc, field_map={"image": "images"})
+        else:
+            if len(images) == 1:
+                return redirect("image-detail", image_id=images[0].pk)
+            messages.success(request, f"{len(images)} images uploaded and classified.")
+            return redirect("lesion-detail", lesion_id=lesion.pk)
+    return render(
+        request,
+        "diagnosis/upload.html",
+        {"form": form, "lesion": lesion, "patient": lesion.patient},
+        status=form_status(request),
+    )
+
+
+# --- Images, results, reviews --------------------------------------------------------------
+
+
+def _image_page(request: HttpRequest, image: LesionImage, review_form: ReviewForm, status: int = 200) -> HttpResponse:
+    lesion: Lesion = image.lesion
+    patient: Patient = lesion.patient
+    shown = selectors.image_latest_classification(image=image)
+    return render(
+        request,
+        "diagnosis/result.html",
+        {
+            "image": image,
+            "lesion": lesion,
+            "patient": patient,
+            "classification": shown,
+            # Every other version's result (and a run in progress), shown on demand.
+            "earlier": [c for c in image.classifications.all() if c != shown],
+            "reviews": selectors.review_list(user=request.user, image_id=image.pk),
+            "review_form": review_form,
+            "can_write": selectors.user_can_write(user=request.user, organisation_id=patient.organisation_id),
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_GET
+def image_detail(request: HttpRequest, image_id: int) -> HttpResponse:
+    image = url_object(request, "image_id")
+    return _image_page(request, image, ReviewForm())
+
+
+@login_required
+@require_GET
+def image_file(request: HttpRequest, image_id: int) -> FileResponse:
+    """The stored pixels, only for members of the patient's organisation (no public media URL)."""
+    return image_file_response(url_object(request, "image_id"))
+
+
+@login_required
+@require_POST
+def image_review(request: HttpRequest, image_id: int) -> HttpResponse:
+    image = url_object(request, "image_id")
+    require_page_write(request, image.lesion.patient.organisation_id)
+    form = ReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            services.reviews.review_create(user=request.user, image=image, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, "Your review was saved.")
+            return redirect("image-detail", image_id=image.pk)
+    return _image_page(request, image, form, status=400)
+
+
+@login_required
+@require_POST
+def image_classify(request: HttpRequest, image_id: int) -> HttpResponse:
+    image = url_object(request, "image_id")
+    services.classification.classification_request(user=request.user, image=image)
+    messages.info(request, "Classification requested.")
+    return redirect("image-detail", image_id=image.pk)

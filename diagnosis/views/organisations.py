@@ -1,0 +1,121 @@
+"""An organisation's page (its members, managed by its admins) and its audit log."""
+
+from __future__ import annotations
+
+import csv
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from diagnosis import selectors, services
+from diagnosis.forms import (
+    AuditFilterForm,
+    MemberForm,
+)
+from diagnosis.permissions import ADMIN_ONLY_AUDIT, require_admin
+from diagnosis.scoping import url_object
+from diagnosis.views.common import add_service_errors
+
+# --- Organisations and members -------------------------------------------------------------
+
+
+def _organisation_page(request: HttpRequest, organisation, form: MemberForm, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "diagnosis/organisation_detail.html",
+        {
+            "organisation": organisation,
+            "memberships": selectors.membership_list(organisation=organisation),
+            "is_admin": selectors.user_is_admin(user=request.user, organisation_id=organisation.pk),
+            "form": form,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organisation_detail(request: HttpRequest, organisation_id: int) -> HttpResponse:
+    organisation = url_object(request, "organisation_id")
+    form = MemberForm(request.POST or None)
+    if request.method == "POST":
+        require_admin(user=request.user, organisation_id=organisation.pk)
+        if form.is_valid():
+            try:
+                membership = services.accounts.membership_grant(
+                    actor=request.user, organisation=organisation, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                messages.success(request, f"{membership.user.get_username()} is now {membership.get_role_display()}.")
+                return redirect("organisation-detail", organisation_id=organisation.pk)
+        return _organisation_page(request, organisation, form, status=400)
+    return _organisation_page(request, organisation, form)
+
+
+@login_required
+@require_POST
+def organisation_member_remove(request: HttpRequest, organisation_id: int, membership_id: int) -> HttpResponse:
+    organisation = url_object(request, "organisation_id")
+    membership = url_object(request, "membership_id")
+    try:
+        services.accounts.membership_revoke(actor=request.user, membership=membership)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{membership.user.get_username()} was removed from {organisation.name}.")
+    return redirect("organisation-detail", organisation_id=organisation.pk)
+
+
+AUDIT_EVENTS_PER_PAGE = 50
+AUDIT_CSV_COLUMNS = (
+    "at", "actor_id", "actor_username", "action", "object_type", "object_id", "surface", "route",
+    "method", "status_code", "outcome", "ip", "request_id",
+)  # fmt: skip
+
+
+@login_required
+@require_GET
+def organisation_audit(request: HttpRequest, organisation_id: int) -> HttpResponse:
+    """The organisation's audit log for its admins: filter, page through, or download as CSV."""
+    organisation = url_object(request, "organisation_id")
+    require_admin(user=request.user, organisation_id=organisation.pk, message=ADMIN_ONLY_AUDIT)
+    form = AuditFilterForm(request.GET)
+    filters = form.cleaned_data if form.is_valid() else {}
+    events = selectors.audit_event_list(organisation=organisation, filters=filters)
+    if request.GET.get("format") == "csv":
+        return _audit_csv(events, organisation_id=organisation.pk)
+    page = Paginator(events, AUDIT_EVENTS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "diagnosis/audit_log.html",
+        {"organisation": organisation, "form": form, "page": page, "query": query.urlencode()},
+        status=200 if form.is_valid() else 400,
+    )
+
+
+def _audit_csv(events, *, organisation_id: int) -> StreamingHttpResponse:
+    class _Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(AUDIT_CSV_COLUMNS)
+        for event in events.iterator(chunk_size=2000):
+            values = [getattr(event, column) for column in AUDIT_CSV_COLUMNS]
+            values[0] = event.at.isoformat()
+            yield writer.writerow(["" if v is None else v for v in values])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="audit-organisation-{organisation_id}.csv"'
+    return response
