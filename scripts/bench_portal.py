@@ -440,7 +440,10 @@ def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
     return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
 
 
-def main(argv: list[str] | None = None) -> int:
+# ------------------------------------------------------------------------------------ phases
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/skinportal_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
@@ -470,30 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--require-quiet", action="store_true", help="refuse to run on a busy machine")
     parser.add_argument("--keep", action="store_true", help="keep the database and the work folder")
     parser.add_argument("--markdown", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    quiet, load_text = machine_quiet()
-    if not quiet:
-        log(f"WARNING: the machine is busy ({load_text}); figures will be low")
-        if args.require_quiet:
-            return 2
-    clients = [int(c) for c in args.clients.split(",") if c.strip()]
-    images, source = load_images(args.images, max(args.n, 64))
-    batch_images = images[: args.n]
 
-    sys.path.insert(0, str(REPO_ROOT))
-    from ml.manifest import default_model_dir, load_manifest
-
-    model_version = load_manifest(default_model_dir())["version"]
-
-    raw = None
-    if not args.skip_raw:
-        log(f"raw inference: python -m ml bench --threads {args.threads} ...")
-        raw, _ = raw_throughput(args.threads, args.images)
-
-    worker_threads = max(1, args.threads // args.worker_processes)
-    workdir = Path(tempfile.mkdtemp(prefix="skinportal-bench-"))
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
+def stack_env(args: argparse.Namespace, *, queue: str, worker_threads: int, workdir: Path) -> dict[str, str]:
+    """The environment of every process of the stack (and of manage.py)."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "skinportal.settings",
@@ -514,134 +498,162 @@ def main(argv: list[str] | None = None) -> int:
         "SKINPORTAL_THROTTLE_TOKEN": "1000/minute",
     }
     env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    stack = Stack(env=env, port=args.port, workdir=workdir)
-    log(f"database {args.database_url}, queue {queue} on {args.redis_url}, work folder {workdir}")
-    recreate_database(args.database_url)
-    try:
-        manage(env, "migrate", "--noinput")
-        manage(env, "createclinician", "--org", "Bench Clinic", "--username", "bench", "--password", PASSWORD)
-        web = stack.start(
+    return env
+
+
+def start_services(stack: Stack, args: argparse.Namespace, *, queue: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Migrate, create the bench login, start gunicorn and one worker; (web, worker) once ready."""
+    manage(stack.env, "migrate", "--noinput")
+    manage(stack.env, "createclinician", "--org", "Bench Clinic", "--username", "bench", "--password", PASSWORD)
+    web = stack.start(
+        "gunicorn",
+        [
+            sys.executable,
+            "-m",
             "gunicorn",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "skinportal.wsgi",
-                "--bind",
-                f"127.0.0.1:{args.port}",
-                "--workers",
-                str(args.web_workers),
-                "--threads",
-                str(args.web_threads),
-                "--worker-class",
-                "gthread",
-                "--timeout",
-                "300",
-            ],
-        )
-        worker = stack.start(
+            "skinportal.wsgi",
+            "--bind",
+            f"127.0.0.1:{args.port}",
+            "--workers",
+            str(args.web_workers),
+            "--threads",
+            str(args.web_threads),
+            "--worker-class",
+            "gthread",
+            "--timeout",
+            "300",
+        ],
+    )
+    worker = stack.start(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "skinportal",
             "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "skinportal",
-                "worker",
-                "--queues",
-                queue,
-                "--concurrency",
-                str(args.worker_processes),
-                "--loglevel",
-                "warning",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-        )
-        wait_ready(args.port)
-        token = Api(args.port).json("POST", "/api/v1/auth/token/", {"username": "bench", "password": PASSWORD})["token"]
-        api = Api(args.port, token)
-        patient = api.json("POST", "/api/v1/patients/", {"external_id": "B-1", "name": "Bench Patient"}, expect=201)
-        lesion = api.json(
-            "POST", "/api/v1/lesions/", {"patient": patient["id"], "body_site": "back", "label": "bench"}, expect=201
-        )
-        log("warm-up: 5 single uploads and a 32-image batch")
-        for name, data in images[:5]:
-            upload_and_wait(api, lesion["id"], name, data)
-        batch_run(api, lesion["id"], images[:32])
+            "--queues",
+            queue,
+            "--concurrency",
+            str(args.worker_processes),
+            "--loglevel",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+    )
+    wait_ready(args.port)
+    return web, worker
 
-        runs = []  # one per repeat: (seconds, POST seconds, CPU by part, worker-alone images/s)
-        for repeat in range(1, args.batch_repeats + 1):
-            log(f"batch of {len(batch_images)} images ({repeat}/{args.batch_repeats}) ...")
-            cpu_before = cpu_snapshot(web.pid, worker.pid)
-            seconds, posted, batch_id = batch_run(api, lesion["id"], batch_images)
-            cpu_after = cpu_snapshot(web.pid, worker.pid)
-            log("  the same images again, worker only (manage.py reclassify) ...")
-            reclassify_seconds, reclassified = reclassify_run(env, args.database_url, batch_id)
-            runs.append(
-                (
-                    seconds,
-                    posted,
-                    {part: cpu_after[part] - cpu_before[part] for part in cpu_after},
-                    reclassified / reclassify_seconds,
-                )
+
+def seed_lesion(port: int) -> tuple[str, Api, int]:
+    """A token for the bench login, its client, and a lesion to upload to."""
+    token = Api(port).json("POST", "/api/v1/auth/token/", {"username": "bench", "password": PASSWORD})["token"]
+    api = Api(port, token)
+    patient = api.json("POST", "/api/v1/patients/", {"external_id": "B-1", "name": "Bench Patient"}, expect=201)
+    lesion = api.json(
+        "POST", "/api/v1/lesions/", {"patient": patient["id"], "body_site": "back", "label": "bench"}, expect=201
+    )
+    return token, api, lesion["id"]
+
+
+@dataclass(frozen=True)
+class BatchFigures:
+    seconds: float  # the median run, POST to last result
+    post_seconds: float  # its POST alone
+    cpu: dict[str, float]  # its CPU seconds by part of the stack
+    rates: list[float]  # every run's end-to-end images/s
+    reclassify_rate: float  # the median worker-alone images/s
+
+
+def measure_batches(
+    api: Api, lesion_id: int, images: list[tuple[str, bytes]], *, env: dict[str, str], args, web, worker
+) -> BatchFigures:
+    runs = []  # one per repeat: (seconds, POST seconds, CPU by part, worker-alone images/s)
+    for repeat in range(1, args.batch_repeats + 1):
+        log(f"batch of {len(images)} images ({repeat}/{args.batch_repeats}) ...")
+        cpu_before = cpu_snapshot(web.pid, worker.pid)
+        seconds, posted, batch_id = batch_run(api, lesion_id, images)
+        cpu_after = cpu_snapshot(web.pid, worker.pid)
+        log("  the same images again, worker only (manage.py reclassify) ...")
+        reclassify_seconds, reclassified = reclassify_run(env, args.database_url, batch_id)
+        runs.append(
+            (
+                seconds,
+                posted,
+                {part: cpu_after[part] - cpu_before[part] for part in cpu_after},
+                reclassified / reclassify_seconds,
             )
-        # The median run by end-to-end time is reported in full; every run's rate is listed.
-        batch_seconds, post_seconds, batch_cpu, _ = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
-        batch_rate = len(batch_images) / batch_seconds
-        batch_rates = [len(batch_images) / run[0] for run in runs]
-        reclassify_rates = sorted(run[3] for run in runs)
-        reclassify_rate = reclassify_rates[len(runs) // 2]
+        )
+    # The median run by end-to-end time is reported in full; every run's rate is listed.
+    seconds, post_seconds, cpu, _ = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+    return BatchFigures(
+        seconds=seconds,
+        post_seconds=post_seconds,
+        cpu=cpu,
+        rates=[len(images) / run[0] for run in runs],
+        reclassify_rate=sorted(run[3] for run in runs)[len(runs) // 2],
+    )
 
-        levels = []
-        for n_clients in clients:
-            requests = max(args.requests, 4 * n_clients)
-            log(f"single uploads: {n_clients} client(s), {requests} uploads ...")
-            before = cpu_snapshot(web.pid, worker.pid)
-            latencies, rate = latency_level(args.port, token, lesion["id"], images, n_clients, requests)
-            after = cpu_snapshot(web.pid, worker.pid)
-            per_upload = {part: 1e3 * (after[part] - before[part]) / len(latencies) for part in after}
-            levels.append(
-                (n_clients, len(latencies), percentile(latencies, 50), percentile(latencies, 95), rate, per_upload)
-            )
 
-        worker_rss = rss_mib(worker.pid) + sum(rss_mib(c) for c in children(worker.pid))
-        worker_child_rss = max((rss_mib(c) for c in children(worker.pid)), default=0.0)
-        web_rss = [rss_mib(c) for c in children(web.pid)]
-    except BaseException:
-        log("failed; service logs:\n" + stack.tail())
-        raise
-    finally:
-        stack.stop()
-        forget_queue(args.redis_url, queue)
-        if not args.keep:
-            recreate_database(args.database_url, drop_only=True)
-            shutil.rmtree(workdir, ignore_errors=True)
+def measure_latency(
+    args, token: str, lesion_id: int, images: list[tuple[str, bytes]], clients: list[int], *, web, worker
+) -> list[tuple]:
+    """Per client level: (clients, uploads, p50 s, p95 s, uploads/s, CPU ms per upload by part)."""
+    levels = []
+    for n_clients in clients:
+        requests = max(args.requests, 4 * n_clients)
+        log(f"single uploads: {n_clients} client(s), {requests} uploads ...")
+        before = cpu_snapshot(web.pid, worker.pid)
+        latencies, rate = latency_level(args.port, token, lesion_id, images, n_clients, requests)
+        after = cpu_snapshot(web.pid, worker.pid)
+        per_upload = {part: 1e3 * (after[part] - before[part]) / len(latencies) for part in after}
+        levels.append(
+            (n_clients, len(latencies), percentile(latencies, 50), percentile(latencies, 95), rate, per_upload)
+        )
+    return levels
 
-    cores = len(os.sched_getaffinity(0))
-    rows_a = [
-        ["images in one ZIP", str(len(batch_images))],
-        ["POST /api/v1/batches/ (store + queue), s", f"{post_seconds:.2f}"],
-        ["POST to last result, s", f"{batch_seconds:.2f}"],
+
+def measure_memory(web, worker) -> tuple[float, float, list[float]]:
+    """(worker RSS in all, its largest pool process, each gunicorn worker), MiB."""
+    worker_rss = rss_mib(worker.pid) + sum(rss_mib(c) for c in children(worker.pid))
+    worker_child_rss = max((rss_mib(c) for c in children(worker.pid)), default=0.0)
+    return worker_rss, worker_child_rss, [rss_mib(c) for c in children(web.pid)]
+
+
+def batch_rows(args, *, n_images: int, raw: float | None, batch: BatchFigures) -> list[list[str]]:
+    batch_rate = n_images / batch.seconds
+    return [
+        ["images in one ZIP", str(n_images)],
+        ["POST /api/v1/batches/ (store + queue), s", f"{batch.post_seconds:.2f}"],
+        ["POST to last result, s", f"{batch.seconds:.2f}"],
         ["end-to-end images/s (median run)", f"{batch_rate:.1f}"],
-        ["end-to-end images/s, every run", ", ".join(f"{rate:.1f}" for rate in batch_rates)],
+        ["end-to-end images/s, every run", ", ".join(f"{rate:.1f}" for rate in batch.rates)],
         [
             f"raw `python -m ml bench` fp32 batch-32 images/s ({args.threads} threads)",
             f"{raw:.1f}" if raw else "skipped",
         ],
         ["end-to-end / raw (target >= 70%)", f"{100 * batch_rate / raw:.0f}%" if raw else "n/a"],
-        ["worker alone (the same images, manage.py reclassify), images/s (median)", f"{reclassify_rate:.1f}"],
-        ["worker alone / raw", f"{100 * reclassify_rate / raw:.0f}%" if raw else "n/a"],
+        ["worker alone (the same images, manage.py reclassify), images/s (median)", f"{batch.reclassify_rate:.1f}"],
+        ["worker alone / raw", f"{100 * batch.reclassify_rate / raw:.0f}%" if raw else "n/a"],
     ]
-    capacity = batch_seconds * cores
-    rows_c = [
-        [part, f"{seconds:.2f}", f"{1e3 * seconds / len(batch_images):.2f}", f"{100 * seconds / capacity:.0f}%"]
-        for part, seconds in batch_cpu.items()
+
+
+def cpu_rows(*, n_images: int, batch: BatchFigures, cores: int) -> list[list[str]]:
+    capacity = batch.seconds * cores
+    rows = [
+        [part, f"{seconds:.2f}", f"{1e3 * seconds / n_images:.2f}", f"{100 * seconds / capacity:.0f}%"]
+        for part, seconds in batch.cpu.items()
     ]
-    idle = capacity - sum(batch_cpu.values())
-    rows_c.append(["idle", f"{idle:.2f}", f"{1e3 * idle / len(batch_images):.2f}", f"{100 * idle / capacity:.0f}%"])
-    rows_b = [
+    idle = capacity - sum(batch.cpu.values())
+    rows.append(["idle", f"{idle:.2f}", f"{1e3 * idle / n_images:.2f}", f"{100 * idle / capacity:.0f}%"])
+    return rows
+
+
+def latency_rows(levels: list[tuple]) -> list[list[str]]:
+    return [
         [
             str(c),
             str(n),
@@ -654,36 +666,58 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for c, n, p50, p95, rate, cpu in levels
     ]
-    rows_m = [
+
+
+def memory_rows(args, memory: tuple[float, float, list[float]]) -> list[list[str]]:
+    worker_rss, worker_child_rss, web_rss = memory
+    return [
         [f"Celery worker: main + {args.worker_processes} pool process(es), model loaded", f"{worker_rss:.0f}"],
         ["  of which each pool process (its onnxruntime session), at most", f"{worker_child_rss:.0f}"],
         ["gunicorn worker (each; never loads the model)", f"{max(web_rss, default=0):.0f}"],
     ]
+
+
+def report(
+    args,
+    argv: list[str] | None,
+    *,
+    n_images: int,
+    raw: float | None,
+    batch: BatchFigures,
+    levels: list[tuple],
+    memory: tuple[float, float, list[float]],
+    model_version: str,
+    worker_threads: int,
+    source: str,
+    load_text: str,
+) -> str:
+    cores = len(os.sched_getaffinity(0))
+    latency_headers = [
+        "clients",
+        "uploads",
+        "p50 (ms)",
+        "p95 (ms)",
+        "uploads/s",
+        "web CPU ms/upload",
+        "worker CPU ms/upload",
+        "PostgreSQL CPU ms/upload",
+    ]
     out = [
         "(a) batch through the API",
-        table(["measurement", "value"], rows_a, args.markdown),
+        table(["measurement", "value"], batch_rows(args, n_images=n_images, raw=raw, batch=batch), args.markdown),
         "",
-        f"Where the CPU went during the median run of (a): {cores} cores x {batch_seconds:.2f} s",
-        table(["part", "CPU s", "CPU ms per image", "share"], rows_c, args.markdown),
-        "",
-        "(b) single upload -> stored classification, through the API (target p50 <= 100 ms at 1 client)",
+        f"Where the CPU went during the median run of (a): {cores} cores x {batch.seconds:.2f} s",
         table(
-            [
-                "clients",
-                "uploads",
-                "p50 (ms)",
-                "p95 (ms)",
-                "uploads/s",
-                "web CPU ms/upload",
-                "worker CPU ms/upload",
-                "PostgreSQL CPU ms/upload",
-            ],
-            rows_b,
+            ["part", "CPU s", "CPU ms per image", "share"],
+            cpu_rows(n_images=n_images, batch=batch, cores=cores),
             args.markdown,
         ),
         "",
+        "(b) single upload -> stored classification, through the API (target p50 <= 100 ms at 1 client)",
+        table(latency_headers, latency_rows(levels), args.markdown),
+        "",
         "Memory (RSS, MiB)",
-        table(["process", "MiB"], rows_m, args.markdown),
+        table(["process", "MiB"], memory_rows(args, memory), args.markdown),
         "",
         (
             f"Model {model_version}; gunicorn {args.web_workers} x {args.web_threads} gthread, one Celery worker "
@@ -693,7 +727,71 @@ def main(argv: list[str] | None = None) -> int:
             f"{load_text}; command: {' '.join(['scripts/bench_portal.py', *(argv if argv is not None else sys.argv[1:])])}"
         ),
     ]
-    print("\n".join(out))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet, load_text = machine_quiet()
+    if not quiet:
+        log(f"WARNING: the machine is busy ({load_text}); figures will be low")
+        if args.require_quiet:
+            return 2
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    images, source = load_images(args.images, max(args.n, 64))
+    batch_images = images[: args.n]
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from ml.manifest import default_model_dir, load_manifest
+
+    model_version = load_manifest(default_model_dir())["version"]
+    raw = None
+    if not args.skip_raw:
+        log(f"raw inference: python -m ml bench --threads {args.threads} ...")
+        raw, _ = raw_throughput(args.threads, args.images)
+
+    worker_threads = max(1, args.threads // args.worker_processes)
+    workdir = Path(tempfile.mkdtemp(prefix="skinportal-bench-"))
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    env = stack_env(args, queue=queue, worker_threads=worker_threads, workdir=workdir)
+    stack = Stack(env=env, port=args.port, workdir=workdir)
+    log(f"database {args.database_url}, queue {queue} on {args.redis_url}, work folder {workdir}")
+    recreate_database(args.database_url)
+    try:
+        web, worker = start_services(stack, args, queue=queue)
+        token, api, lesion_id = seed_lesion(args.port)
+        log("warm-up: 5 single uploads and a 32-image batch")
+        for name, data in images[:5]:
+            upload_and_wait(api, lesion_id, name, data)
+        batch_run(api, lesion_id, images[:32])
+        batch = measure_batches(api, lesion_id, batch_images, env=env, args=args, web=web, worker=worker)
+        levels = measure_latency(args, token, lesion_id, images, clients, web=web, worker=worker)
+        memory = measure_memory(web, worker)
+    except BaseException:
+        log("failed; service logs:\n" + stack.tail())
+        raise
+    finally:
+        stack.stop()
+        forget_queue(args.redis_url, queue)
+        if not args.keep:
+            recreate_database(args.database_url, drop_only=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(
+        report(
+            args,
+            argv,
+            n_images=len(batch_images),
+            raw=raw,
+            batch=batch,
+            levels=levels,
+            memory=memory,
+            model_version=model_version,
+            worker_threads=worker_threads,
+            source=source,
+            load_text=load_text,
+        )
+    )
     return 0
 
 

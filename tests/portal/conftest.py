@@ -1,9 +1,8 @@
-"""Shared fixtures of the portal tests.
+"""Shared fixtures of the portal tests (plain helpers and constants: tests/portal/helpers.py).
 
-* A stand-in ONNX model bundle (tiny, deterministic) is built once per session and served via
-  SKINPORTAL_MODEL_DIR, so the suite never needs the shipped model (tests marked `shipped_model`
-  switch back to it). The stand-in averages the image's R, G and B and maps them to logits:
-  red images -> melanoma (flagged), green -> melanocytic nevus (not flagged), blue -> vascular.
+* A stand-in ONNX model bundle (tiny, deterministic; tests/portal/helpers.py) is built once per
+  session and served via SKINPORTAL_MODEL_DIR, so the suite never needs the shipped model (tests
+  marked `shipped_model` switch back to it).
 * Three users as in every test module: `owner` (admin of `org`), `colleague` (clinician in
   `org`), `outsider` (clinician in `other_org`), plus `reader` (read-only in `org`).
 * Uploaded files go to a per-test MEDIA_ROOT.
@@ -17,8 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -26,40 +23,8 @@ from rest_framework.test import APIClient
 
 from diagnosis import services
 from diagnosis.models import Lesion, LesionImage, Membership, Organisation, Patient, Role
-from ml.classes import CLASSES
 from ml.inference import reset_classifier
-from tests.tinymodel import write_bundle
-
-STAND_IN_VERSION = "stand-in-test-1"
-STAND_IN_THRESHOLD = 0.5
-PASSWORD = "correct-horse-battery-staple"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION) -> Path:
-    """input float32 [N,224,224,3] -> ReduceMean(H, W) -> MatMul(3x7) -> logits [N,7]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.zeros((3, len(CLASSES)), dtype=np.float32)
-    weights[0, CLASSES.index("mel")] = 4.0  # red
-    weights[1, CLASSES.index("nv")] = 4.0  # green
-    weights[2, CLASSES.index("vasc")] = 4.0  # blue
-    graph = helper.make_graph(
-        nodes=[
-            helper.make_node("ReduceMean", ["input"], ["mean_rgb"], axes=[1, 2], keepdims=0),
-            helper.make_node("MatMul", ["mean_rgb", "weights"], ["logits"]),
-        ],
-        name="stand_in",
-        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 224, 224, 3])],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(CLASSES)])],
-        initializer=[numpy_helper.from_array(weights, name="weights")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="skinportal-tests")
-    model.ir_version = 8  # what every onnxruntime of the last years reads
-    onnx.checker.check_model(model)
-    write_bundle(folder, model, size=224, version=version, threshold=STAND_IN_THRESHOLD, int8_copy=False)
-    return folder
+from tests.portal.helpers import GREEN, PASSWORD, RED, REPO_ROOT, build_stand_in_bundle, image_bytes
 
 
 @pytest.fixture(scope="session")
@@ -123,25 +88,6 @@ def shipped_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     manifest = json.loads((REPO_ROOT / "ml" / "models" / current.read_text().strip() / "manifest.json").read_text())
     yield str(manifest["version"])
     reset_classifier()
-
-
-# --- Images --------------------------------------------------------------------------------
-
-
-def image_bytes(
-    colour: tuple[int, int, int] = (220, 30, 30), *, size: tuple[int, int] = (96, 64), fmt: str = "png"
-) -> bytes:
-    """A solid RGB image with a little noise, encoded as PNG or JPEG."""
-    width, height = size
-    rng = np.random.default_rng(0)
-    rgb = np.clip(np.array(colour, dtype=np.int16) + rng.integers(-8, 9, (height, width, 3)), 0, 255).astype(np.uint8)
-    ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    return data.tobytes()
-
-
-RED = (220, 30, 30)  # stand-in model: melanoma, flagged
-GREEN = (30, 200, 40)  # stand-in model: melanocytic nevus, not flagged
 
 
 # --- People and data -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from skinportal import accounts, sessions
-from tests.portal.conftest import PASSWORD
+from tests.portal.helpers import PASSWORD
 from tests.portal.test_settings import _settings_in_subprocess
 
 pytestmark = pytest.mark.django_db

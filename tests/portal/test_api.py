@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from diagnosis import services
 from diagnosis.api import waiting
 from diagnosis.models import ClinicianReview, Lesion, LesionImage, Patient
-from tests.portal.conftest import GREEN, PASSWORD, RED, STAND_IN_VERSION, image_bytes
+from tests.portal.helpers import GREEN, PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
 pytestmark = pytest.mark.django_db
 

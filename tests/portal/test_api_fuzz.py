@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from schemathesis.transport.serialization import Binary
 
 from diagnosis import services
-from tests.portal.conftest import GREEN, PASSWORD, RED, image_bytes
+from tests.portal.helpers import GREEN, PASSWORD, RED, image_bytes
 
 MAX_EXAMPLES = 20
 SEED = 5_2024

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ROUTES
 from diagnosis.models import AuditEvent, AuditOutcome
-from tests.portal.conftest import PASSWORD, RED, image_bytes
+from tests.portal.helpers import PASSWORD, RED, image_bytes
 from tests.portal.urlwalk import url_routes
 
 # Named routes that show no patient data (health, sign-in, the caller's own account, members,

@@ -26,7 +26,7 @@ from diagnosis.models import (
 )
 from ml.inference import reset_classifier
 from skinportal.celery import ort_threads_for
-from tests.portal.conftest import GREEN, RED, REPO_ROOT, STAND_IN_VERSION, build_stand_in_bundle, image_bytes
+from tests.portal.helpers import GREEN, RED, REPO_ROOT, STAND_IN_VERSION, build_stand_in_bundle, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -27,7 +27,7 @@ from django.urls import reverse
 
 from diagnosis import services
 from diagnosis.models import ClinicianReview, LesionImage
-from tests.portal.conftest import GREEN, PASSWORD, RED, image_bytes
+from tests.portal.helpers import GREEN, PASSWORD, RED, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from diagnosis import selectors, services, tasks
 from diagnosis.api import waiting
 from diagnosis.models import Batch, Classification, ClassificationStatus, Lesion, LesionImage
-from tests.portal.conftest import GREEN, RED, STAND_IN_VERSION, image_bytes
+from tests.portal.helpers import GREEN, RED, STAND_IN_VERSION, image_bytes
 
 pytestmark = pytest.mark.django_db
 

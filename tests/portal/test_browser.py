@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.portal.conftest import PASSWORD, RED, STAND_IN_VERSION, image_bytes
+from tests.portal.helpers import PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
 CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

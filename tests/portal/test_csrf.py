@@ -40,7 +40,7 @@ from diagnosis.models import (
     Organisation,
     Patient,
 )
-from tests.portal.conftest import PASSWORD, image_bytes
+from tests.portal.helpers import PASSWORD, image_bytes
 from tests.portal.urlwalk import url_routes
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from diagnosis import selectors
-from tests.portal.conftest import REPO_ROOT
+from tests.portal.helpers import REPO_ROOT
 
 TEMPLATE_DIR = REPO_ROOT / "templates"
 

@@ -22,7 +22,7 @@ from diagnosis.models import Batch, Classification, LesionImage
 from ml import preprocessing
 from ml.preprocessing import decode_image
 from tests.conftest import make_image
-from tests.portal.conftest import GREEN, image_bytes
+from tests.portal.helpers import GREEN, image_bytes
 from tests.portal.hostile_corpus import (
     ACCEPTED_FILES,
     HOSTILE_CASE_COUNT,

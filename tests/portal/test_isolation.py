@@ -32,7 +32,7 @@ from diagnosis.models import (
     Role,
 )
 from diagnosis.scoping import SCOPED_URL_KWARGS
-from tests.portal.conftest import PASSWORD, RED, image_bytes
+from tests.portal.helpers import PASSWORD, RED, image_bytes
 from tests.portal.urlwalk import url_routes
 
 GRID_METHODS = ("get", "post", "put", "patch", "delete")

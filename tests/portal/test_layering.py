@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.portal.conftest import REPO_ROOT
+from tests.portal.helpers import REPO_ROOT
 
 
 def _imported(path: Path) -> set[str]:

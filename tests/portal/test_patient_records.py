@@ -10,7 +10,7 @@ import zipfile
 from django.urls import reverse
 
 from diagnosis.models import Classification, Lesion, LesionImage, Patient
-from tests.portal.conftest import PASSWORD
+from tests.portal.helpers import PASSWORD
 
 
 def test_it_deletes_a_patient_with_everything_after_the_admin_reenters_the_password(

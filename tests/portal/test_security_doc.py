@@ -6,7 +6,7 @@ import re
 
 from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ROUTES
 from tests.portal import hostile_corpus, test_api_fuzz, test_csrf, test_isolation
-from tests.portal.conftest import REPO_ROOT
+from tests.portal.helpers import REPO_ROOT
 
 
 def _figures() -> dict[str, int]:

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import Http404
 
 from diagnosis import selectors, services
-from tests.portal.conftest import GREEN, RED, image_bytes
+from tests.portal.helpers import GREEN, RED, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from PIL import Image
 from diagnosis import inference, services
 from diagnosis.models import Classification, ClassificationStatus, ClinicianReview, LesionImage, Patient
 from ml.errors import ModelIntegrityError
-from tests.portal.conftest import GREEN, RED, STAND_IN_THRESHOLD, STAND_IN_VERSION, image_bytes
+from tests.portal.helpers import GREEN, RED, STAND_IN_THRESHOLD, STAND_IN_VERSION, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from skinportal.env import env_bool, env_choice, env_int, env_list, env_str
-from tests.portal.conftest import REPO_ROOT
+from tests.portal.helpers import REPO_ROOT
 
 
 def test_it_reads_typed_values(monkeypatch):
@@ -105,7 +105,7 @@ def test_it_never_imports_tensorflow_in_the_web_process(stand_in_model_dir):
         "import sys, django; django.setup();"
         "import skinportal.urls, skinportal.wsgi, diagnosis.api.views, diagnosis.tasks;"
         "from diagnosis import inference;"
-        "from tests.portal.conftest import image_bytes;"
+        "from tests.portal.helpers import image_bytes;"
         "print(inference.classify_many([image_bytes()])[0].top_class);"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras', 'tf2onnx'} or m.startswith('ml.training'));"
         "print('LOADED', bad)"

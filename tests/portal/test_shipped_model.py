@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from diagnosis.models import ClassificationStatus, LesionImage
-from tests.portal.conftest import image_bytes
+from tests.portal.helpers import image_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from diagnosis.api.throttling import ScopedWriteRateThrottle
 from diagnosis.models import LesionImage
-from tests.portal.conftest import PASSWORD, image_bytes
+from tests.portal.helpers import PASSWORD, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from diagnosis import services
 from diagnosis.models import ClinicianReview, Lesion, LesionImage, Patient
-from tests.portal.conftest import GREEN, PASSWORD, RED, STAND_IN_VERSION, image_bytes
+from tests.portal.helpers import GREEN, PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -26,7 +26,7 @@ from django.db import connection
 from diagnosis import services
 from diagnosis.models import Classification, ClassificationStatus, LesionImage
 from ml.classes import CLASSES
-from tests.portal.conftest import RED, REPO_ROOT, image_bytes
+from tests.portal.helpers import RED, REPO_ROOT, image_bytes
 from tests.tinymodel import write_bundle
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
