@@ -257,12 +257,30 @@ class Trainer:
             v.assign(value)
 
 
-def evaluate(trainer: Trainer, val_x: np.ndarray, val_y: np.ndarray) -> dict:
-    probs = softmax(trainer.logits(val_x))
-    return {
+PRIOR_TAUS: tuple[float, ...] = tuple(k / 10 for k in range(-10, 11))
+
+
+def prior_bias(train_labels: np.ndarray, tau: float) -> np.ndarray:
+    """Logit shift -tau * log(training class frequency): tau > 0 favours the rare classes."""
+    counts = np.bincount(train_labels, minlength=len(CLASSES)).astype(np.float64)
+    return (-tau * np.log(np.maximum(counts, 1) / counts.sum())).astype(np.float32)
+
+
+def evaluate(trainer: Trainer, val_x: np.ndarray, val_y: np.ndarray, train_y: np.ndarray) -> dict:
+    """Validation figures; `selection` is what picks the best epoch. When training stopped short of
+    balanced (balance < 1), that is the balanced accuracy after the best class-prior shift, the
+    adjustment finalize applies, so an epoch is not judged by a bias that will be corrected."""
+    logits = trainer.logits(val_x)
+    probs = softmax(logits)
+    result = {
         "balanced_accuracy": balanced_accuracy(val_y, probs.argmax(1)),
         "malignant_auc": roc_auc(is_malignant(val_y), malignancy_scores(probs)),
     }
+    result["selection"] = result["balanced_accuracy"]
+    if trainer.cfg.balance < 1.0:
+        result["selection"] = result["balanced_accuracy_prior_adjusted"] = max(
+            balanced_accuracy(val_y, (logits + prior_bias(train_y, tau)).argmax(1)) for tau in PRIOR_TAUS)
+    return result
 
 
 def load_images(records: Sequence[Record], log: Callable[[str], None]) -> list[np.ndarray]:
@@ -330,14 +348,15 @@ def train_end_to_end(
             order = epoch_order(train_y, cfg, epoch)
             loss = trainer.train_epoch(batches(images, train_y, order, config=config, cfg=cfg, epoch=epoch, pool=pool))
             train_seconds = time.time() - started
-            raw = evaluate(trainer, val_x, val_y)
+            raw = evaluate(trainer, val_x, val_y, train_y)
             trainer.swap_ema()
-            averaged = evaluate(trainer, val_x, val_y)
+            averaged = evaluate(trainer, val_x, val_y, train_y)
             trainer.swap_ema()
             row = {"epoch": epoch + 1, "loss": loss, "val_raw": raw, "val_ema": averaged,
-                   "train_seconds": round(train_seconds, 1), "train_images_per_second": round(steps * cfg.batch_size / train_seconds, 1),
+                   "train_seconds": round(train_seconds, 1),
+                   "train_images_per_second": round(steps * cfg.batch_size / train_seconds, 1),
                    "seconds": round(time.time() - started, 1)}
-            kind, score = max((("raw", raw["balanced_accuracy"]), ("ema", averaged["balanced_accuracy"])), key=lambda t: t[1])
+            kind, score = max((("raw", raw["selection"]), ("ema", averaged["selection"])), key=lambda t: t[1])
             improved = state["best"] is None or score > state["best"]["balanced_accuracy"]
             if improved:
                 if kind == "ema":

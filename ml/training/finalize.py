@@ -23,11 +23,11 @@ from ml.classes import CLASSES
 from ml.data import Record
 from ml.metrics import balanced_accuracy
 from ml.preprocessing import PreprocessConfig
+from ml.training.endtoend import PRIOR_TAUS, prior_bias
 
 MIN_GAIN = 0.01
 MIN_WIN_FRACTION = 0.90
 BOOTSTRAP_RESAMPLES = 500
-PRIOR_TAUS: tuple[float, ...] = tuple(k / 10 for k in range(-10, 11))
 # Test-time views: flips only. A 90-degree turn would change the shape of a non-square input.
 TTA_CANDIDATES: dict[str, tuple[str, ...]] = {"none": ("none",), "h": ("none", "h"), "hv4": ("none", "h", "v", "hv")}
 LATENCY_REPEATS = 60
@@ -40,12 +40,6 @@ def flip_batch(x: np.ndarray, view: str) -> np.ndarray:
     for axis in FLIP_VIEWS[view]:
         out = np.flip(out, axis=axis)
     return np.ascontiguousarray(out)
-
-
-def prior_bias(train_labels: np.ndarray, tau: float) -> np.ndarray:
-    """Logit shift -tau * log(training class frequency): tau > 0 favours the rare classes."""
-    counts = np.bincount(train_labels, minlength=len(CLASSES)).astype(np.float64)
-    return (-tau * np.log(np.maximum(counts, 1) / counts.sum())).astype(np.float32)
 
 
 def lesion_resamples(groups: Sequence[str], n: int, seed: int) -> list[np.ndarray]:
