@@ -7,11 +7,11 @@ class DiagnosisConfig(AppConfig):
     verbose_name = "Diagnosis"
 
     def ready(self) -> None:
+        # Nothing here loads OpenCV, NumPy or onnxruntime: diagnosis/inference.py imports them on
+        # first use (and sets OpenCV to one thread then), so loading the app stays light.
         from diagnosis import signals  # noqa: F401  (connects the audit trail's sign-in receivers)
-        from diagnosis.inference import use_one_opencv_thread
         from skinportal.health import readiness_check_register
 
-        use_one_opencv_thread()
         readiness_check_register("model", model_readiness)
 
 

@@ -2,8 +2,13 @@
 
 Everything diagnosis/ needs from ml/ passes through this module, so the boundary stays visible:
 the class vocabulary, the image checks used at upload, and the classifier. Only ml.inference,
-ml.preprocessing, ml.classes and ml.errors are imported (onnxruntime, NumPy, OpenCV):
-never ml.training, which pulls in TensorFlow.
+ml.preprocessing, ml.manifest, ml.classes and ml.errors are imported: never ml.training, which
+pulls in TensorFlow. At import only the light ml.classes and ml.errors load (the models import
+the class names from here); OpenCV, NumPy and onnxruntime load on first use, so importing the
+models, the admin or the URLs loads none of them.
+
+The model served comes from the settings SKINPORTAL_MODEL_DIR, SKINPORTAL_MODEL_VARIANT and
+SKINPORTAL_ORT_THREADS (skinportal/settings.py), passed in explicitly: ml/ reads no Django.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import cv2
+from django.conf import settings
 
 from ml.classes import CLASS_NAMES, CLASSES, MALIGNANT_CLASSES, display_name
 from ml.errors import ImageTooLargeError, InvalidImageError, MLError, ModelIntegrityError
-from ml.preprocessing import check_image_header, decode_image, exif_orientation, without_metadata
+
+if TYPE_CHECKING:
+    from ml.inference import Classifier
 
 __all__ = [
     "ACCEPTED_UPLOAD_FORMATS",
@@ -33,6 +42,7 @@ __all__ = [
     "SanitisedImage",
     "classify_many",
     "display_name",
+    "get_classifier",
     "model_check",
     "sanitise_upload",
     "use_one_opencv_thread",
@@ -64,15 +74,28 @@ class PortalPrediction:
     inference_ms: float
 
 
-def use_one_opencv_thread() -> None:
-    """Decode, resize and CLAHE on one thread in every portal process (web and worker).
+_opencv_lock = threading.Lock()
+_opencv_ready = False
+
+
+def use_one_opencv_thread() -> ModuleType:
+    """OpenCV (cv2), imported on first use and set to one thread in every portal process (web
+    and worker); every path to OpenCV in the portal comes through here first.
 
     The unit of parallelism here is the request or the worker process: OpenCV's own pool adds
     more hand-off cost than it saves on images this small (CLAHE of a 224x224 image takes twice
     as long on 2 threads as on 1), and it competes with onnxruntime's threads for the same cores.
     Results are identical whatever the thread count.
     """
-    cv2.setNumThreads(1)
+    global _opencv_ready
+    import cv2
+
+    if not _opencv_ready:
+        with _opencv_lock:
+            if not _opencv_ready:
+                cv2.setNumThreads(1)
+                _opencv_ready = True
+    return cv2
 
 
 def sanitise_upload(data: bytes) -> SanitisedImage:
@@ -88,6 +111,9 @@ def sanitise_upload(data: bytes) -> SanitisedImage:
     because the orientation tag goes with the rest of the EXIF.
     Raises InvalidImageError (ImageTooLargeError for decompression bombs).
     """
+    cv2 = use_one_opencv_thread()
+    from ml.preprocessing import check_image_header, decode_image, exif_orientation, without_metadata
+
     source_format, _, _ = check_image_header(data)
     if source_format not in ACCEPTED_UPLOAD_FORMATS:
         raise InvalidImageError(f"unsupported image format {source_format}: upload a JPEG or PNG file")
@@ -105,10 +131,30 @@ def sanitise_upload(data: bytes) -> SanitisedImage:
     return SanitisedImage(data=stored, extension=extension, source_format=source_format, width=width, height=height)
 
 
+def configured_model_dir() -> str:
+    """The configured bundle folder: settings.SKINPORTAL_MODEL_DIR, else ml/models/<CURRENT>.
+    Raises ModelIntegrityError when neither is there."""
+    from ml.manifest import shipped_model_dir
+
+    return settings.SKINPORTAL_MODEL_DIR or shipped_model_dir()
+
+
+def get_classifier() -> Classifier:
+    """This process's classifier, loaded and verified on first use with the settings' bundle,
+    variant and threads (after changing them, ml.inference.reset_classifier() loads it again).
+    Raises MLError for a model problem."""
+    use_one_opencv_thread()  # ml.inference loads OpenCV (preprocessing)
+    from ml import inference as ml_inference
+
+    return ml_inference.get_classifier(
+        model_dir=configured_model_dir(),
+        variant=settings.SKINPORTAL_MODEL_VARIANT,
+        threads=settings.SKINPORTAL_ORT_THREADS,
+    )
+
+
 def loaded_model_version() -> str:
     """Version of the model this process serves (loads it on first use)."""
-    from ml.inference import get_classifier
-
     return get_classifier().model_version
 
 
@@ -119,7 +165,8 @@ def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidIma
     that could not be decoded (the others still get their results). Raises MLError for a model
     problem. `inference_ms` is the image's decode time plus its share of the batched model time.
     """
-    from ml.inference import get_classifier
+    use_one_opencv_thread()
+    from ml.preprocessing import decode_image
 
     classifier = get_classifier()
     results: list[PortalPrediction | InvalidImageError | None] = [None] * len(images)
@@ -179,22 +226,22 @@ def model_check() -> ModelStatus:
     Cheap enough for a readiness probe: no onnxruntime session is created, and the sha256 is
     computed again only when the file's size or modification time changes.
     """
-    from ml.manifest import default_model_dir, load_manifest
+    from ml.manifest import load_manifest
 
+    variant = settings.SKINPORTAL_MODEL_VARIANT
     try:
-        model_dir = default_model_dir()
-        manifest = load_manifest(model_dir)
-        variant = os.environ.get("SKINPORTAL_MODEL_VARIANT", "").strip() or "fp32"
+        bundle = configured_model_dir()
+        manifest = load_manifest(bundle)
         entry = manifest["variants"].get(variant)
         if entry is None:
             return ModelStatus(False, str(manifest.get("version", "")), f"the bundle has no {variant} variant")
-        path = os.path.join(model_dir, entry["file"])
+        path = os.path.join(bundle, entry["file"])
         stat = os.stat(path)
     except MLError as exc:
         return ModelStatus(False, "", str(exc))
     except OSError as exc:
         return ModelStatus(False, "", f"model file unreadable: {exc}")
-    key = (path, stat.st_size, stat.st_mtime_ns, entry["sha256"])
+    key = (path, variant, stat.st_size, stat.st_mtime_ns, entry["sha256"])
     with _check_lock:
         cached = _check_cache.get(key)
     if cached is not None:
@@ -202,7 +249,7 @@ def model_check() -> ModelStatus:
     from ml.manifest import variant_file
 
     try:
-        variant_file(model_dir, manifest, variant)
+        variant_file(bundle, manifest, variant)
         status = ModelStatus(True, str(manifest["version"]), f"{manifest['version']} ({variant})")
     except (MLError, OSError) as exc:
         status = ModelStatus(False, str(manifest.get("version", "")), str(exc))
@@ -214,6 +261,6 @@ def model_check() -> ModelStatus:
 
 def current_model_version() -> str:
     """Version of the configured bundle, from its manifest (no session). Raises MLError."""
-    from ml.manifest import default_model_dir, load_manifest
+    from ml.manifest import load_manifest
 
-    return str(load_manifest(default_model_dir())["version"])
+    return str(load_manifest(configured_model_dir())["version"])

@@ -5,11 +5,11 @@
 
 One onnxruntime session per process, created on first use and checked against the bundle's
 manifest (sha256, classes, input name and shape); any mismatch raises ModelIntegrityError
-and nothing is served. Settings (environment):
-
-    SKINPORTAL_MODEL_DIR      model bundle folder (default: ml/models/<CURRENT>)
-    SKINPORTAL_MODEL_VARIANT  fp32 (default) or int8
-    SKINPORTAL_ORT_THREADS    onnxruntime intra-op threads (default: cores, at most 4)
+and nothing is served. The caller passes the bundle folder, the variant and the thread count
+(the portal reads them from its Django settings: SKINPORTAL_MODEL_DIR, SKINPORTAL_MODEL_VARIANT,
+SKINPORTAL_ORT_THREADS); ml reads no Django. Defaults, for the CLIs and notebooks: the bundle of
+ml.manifest.default_model_dir() ($SKINPORTAL_MODEL_DIR, else ml/models/<CURRENT>), fp32, and
+min(4, cores) onnxruntime intra-op threads.
 """
 
 from __future__ import annotations
@@ -48,26 +48,6 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
-
-
-def _env_choice(name: str, default: str, choices: Sequence[str]) -> str:
-    value = os.environ.get(name, "").strip() or default
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 class Classifier:
@@ -180,17 +160,20 @@ _lock = threading.Lock()
 _classifier: Classifier | None = None
 
 
-def get_classifier() -> Classifier:
-    """The process-wide classifier, loaded once on first use from the environment's settings."""
+def get_classifier(model_dir: str | None = None, *, variant: str = "fp32", threads: int | None = None) -> Classifier:
+    """The process-wide classifier, loaded once on first use with these arguments (later calls
+    get the same one; reset_classifier() to load another). The caller passes its settings in:
+    the portal its Django settings (diagnosis/inference.py); the defaults are ml's own, as for
+    Classifier (model_dir: ml.manifest.default_model_dir(); threads: min(4, cores))."""
     global _classifier
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     if _classifier is None:
         with _lock:
             if _classifier is None:
-                _classifier = Classifier(
-                    os.environ.get("SKINPORTAL_MODEL_DIR") or None,
-                    variant=_env_choice("SKINPORTAL_MODEL_VARIANT", "fp32", VARIANTS),
-                    threads=_env_int("SKINPORTAL_ORT_THREADS", min(4, os.cpu_count() or 1)),
-                )
+                _classifier = Classifier(model_dir, variant=variant, threads=threads)
     return _classifier
 
 

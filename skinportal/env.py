@@ -60,6 +60,13 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return number
 
 
+def env_optional_int(name: str, *, minimum: int | None = None) -> int | None:
+    """A whole number, or None when the variable is unset (the caller picks the default)."""
+    if _raw(name) is None:
+        return None
+    return env_int(name, 0, minimum=minimum)
+
+
 def env_list(name: str, default: list[str] | None = None, *, required: bool = False) -> list[str]:
     """Comma-separated list; blanks are dropped."""
     value = _raw(name)

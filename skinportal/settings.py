@@ -18,7 +18,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from skinportal.env import available_cores, env_bool, env_choice, env_int, env_list, env_optional_str, env_str
+from skinportal.env import (
+    available_cores,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_optional_int,
+    env_optional_str,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # git-ignored: the default database and uploaded images live here
@@ -287,6 +296,18 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 SKINPORTAL_MAX_DELIVERIES = env_int("SKINPORTAL_MAX_DELIVERIES", 3, minimum=1)
 # Images per task when several are queued together (batches, imports, reclassify).
 SKINPORTAL_MICRO_BATCH = env_int("SKINPORTAL_MICRO_BATCH", 16, minimum=1)
+
+# The model served. ml/ reads no Django settings: diagnosis/inference.py passes these three into
+# ml.inference.get_classifier (and the /readyz model check).
+# A bundle folder (manifest.json + ONNX files); unset: the bundle named in ml/models/CURRENT.
+SKINPORTAL_MODEL_DIR = env_optional_str("SKINPORTAL_MODEL_DIR")
+# Which of the bundle's files is served; the same names as ml.manifest.VARIANTS (a test checks).
+SKINPORTAL_MODEL_VARIANT = env_choice("SKINPORTAL_MODEL_VARIANT", "fp32", ("fp32", "int8"))
+# onnxruntime intra-op threads of the one session per process. Unset (None): a worker gives each
+# pool process cores // concurrency (skinportal/celery.py sets this setting before the pool
+# starts; a value that oversubscribes the cores is lowered there), any other process
+# min(4, cores) (ml.inference's default).
+SKINPORTAL_ORT_THREADS = env_optional_int("SKINPORTAL_ORT_THREADS", minimum=1)
 
 # Security headers. Production defaults pass `manage.py check --deploy --fail-level WARNING`
 # (tested); CSP, Cache-Control: no-store and Permissions-Policy come from skinportal/security.py.

@@ -106,26 +106,26 @@ def test_it_fails_closed_without_a_manifest_or_variant(tmp_path, bundle):
         Classifier(bundle, variant="int4")
 
 
-def test_it_loads_one_session_per_process_from_settings(bundle, monkeypatch):
-    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", bundle)
-    monkeypatch.setenv("SKINPORTAL_MODEL_VARIANT", "int8")
-    monkeypatch.setenv("SKINPORTAL_ORT_THREADS", "1")
+def test_it_loads_one_session_per_process_with_the_settings_passed_in(bundle):
+    # The portal reads SKINPORTAL_MODEL_DIR/_VARIANT/ORT_THREADS in its Django settings and passes
+    # them in (tests/portal/test_model_settings.py); ml reads no Django.
     reset_classifier()
     try:
-        first = get_classifier()
-        assert first is get_classifier()
+        first = get_classifier(model_dir=bundle, variant="int8", threads=1)
+        assert first is get_classifier(model_dir=bundle, variant="int8", threads=1)
         assert first.variant == "int8"
         assert first.session.get_session_options().intra_op_num_threads == 1
     finally:
         reset_classifier()
 
 
-def test_it_rejects_bad_settings(bundle, monkeypatch):
-    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", bundle)
-    monkeypatch.setenv("SKINPORTAL_ORT_THREADS", "many")
+@pytest.mark.parametrize(("variant", "threads", "named"), [("fp32", 0, "threads"), ("fp16", 1, "variant")])
+def test_it_rejects_bad_settings(bundle, variant, threads, named):
+    # Bad SKINPORTAL_ORT_THREADS / SKINPORTAL_MODEL_VARIANT values are refused when the portal's
+    # settings load (tests/portal/test_model_settings.py); a caller passing them gets a ValueError.
     reset_classifier()
-    with pytest.raises(ValueError, match="SKINPORTAL_ORT_THREADS"):
-        get_classifier()
+    with pytest.raises(ValueError, match=named):
+        get_classifier(model_dir=bundle, variant=variant, threads=threads)
     reset_classifier()
 
 

@@ -1,8 +1,9 @@
 """Shared fixtures of the portal tests (plain helpers and constants: tests/portal/helpers.py).
 
 * A stand-in ONNX model bundle (tiny, deterministic; tests/portal/helpers.py) is built once per
-  session and served via SKINPORTAL_MODEL_DIR, so the suite never needs the shipped model (tests
-  marked `shipped_model` switch back to it).
+  session and served via the SKINPORTAL_MODEL_DIR setting (and the environment variable, for the
+  processes tests start), so the suite never needs the shipped model (tests marked
+  `shipped_model` switch back to it).
 * Three users as in every test module: `owner` (admin of `org`), `colleague` (clinician in
   `org`), `outsider` (clinician in `other_org`), plus `reader` (read-only in `org`).
 * Uploaded files go to a per-test MEDIA_ROOT.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
 from diagnosis import services
@@ -45,7 +46,12 @@ def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _serve_stand_in_model(stand_in_model_dir: Path) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
+    # The settings serve it in this process; the environment variables in the worker, server and
+    # command processes that tests start (their settings read them).
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        override_settings(SKINPORTAL_MODEL_DIR=str(stand_in_model_dir), SKINPORTAL_ORT_THREADS=1),
+    ):
         mp.setenv("SKINPORTAL_MODEL_DIR", str(stand_in_model_dir))
         mp.setenv("SKINPORTAL_ORT_THREADS", "1")  # the test machine is small and busy
         reset_classifier()
@@ -78,11 +84,12 @@ def _fresh_cache() -> Iterator[None]:
 
 
 @pytest.fixture
-def shipped_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def shipped_model(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[str]:
     """Serve the model named by ml/models/CURRENT (skips while it does not exist yet)."""
     current = REPO_ROOT / "ml" / "models" / "CURRENT"
     if not current.is_file():
         pytest.skip(f"the shipped model is not there yet: {current} does not exist (train and package it first)")
+    settings.SKINPORTAL_MODEL_DIR = None
     monkeypatch.delenv("SKINPORTAL_MODEL_DIR", raising=False)
     reset_classifier()
     manifest = json.loads((REPO_ROOT / "ml" / "models" / current.read_text().strip() / "manifest.json").read_text())

@@ -126,14 +126,14 @@ def test_it_refuses_a_csv_without_the_ham10000_columns(tmp_path):
 
 
 def test_it_reclassifies_exactly_the_images_missing_a_result_by_the_new_version(
-    upload, owner, lesion, tmp_path, monkeypatch
+    upload, owner, lesion, tmp_path, settings
 ):
     images = [upload(image_bytes(RED)) for _ in range(3)]
     failed = upload(image_bytes(GREEN))
     Classification.objects.filter(image=failed).update(status=ClassificationStatus.FAILED, error_message="x")
 
     new_model = build_stand_in_bundle(tmp_path / "v2", version="stand-in-test-2")
-    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", str(new_model))
+    settings.SKINPORTAL_MODEL_DIR = str(new_model)
     reset_classifier()
     try:
         Classification.objects.create(  # one image already has the new version's result
@@ -156,10 +156,10 @@ def test_it_reclassifies_exactly_the_images_missing_a_result_by_the_new_version(
 
 
 def test_it_shows_the_current_result_and_the_earlier_versions_on_demand(
-    client_for, colleague, upload, tmp_path, monkeypatch
+    client_for, colleague, upload, tmp_path, settings
 ):
     image = upload(image_bytes(RED))
-    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", str(build_stand_in_bundle(tmp_path / "v2", version="stand-in-test-2")))
+    settings.SKINPORTAL_MODEL_DIR = str(build_stand_in_bundle(tmp_path / "v2", version="stand-in-test-2"))
     reset_classifier()
     try:
         services.classification.classification_run(image_ids=[image.pk])
@@ -253,8 +253,8 @@ def test_it_refuses_a_visibility_timeout_shorter_than_the_time_limit():
     [
         (1, 2, None, 2, False),
         (2, 2, None, 1, False),
-        (1, 2, "2", 2, False),
-        (2, 2, "2", 1, True),
+        (1, 2, 2, 2, False),
+        (2, 2, 2, 1, True),
         (3, 2, None, 1, False),
     ],
 )
@@ -278,19 +278,19 @@ def test_it_is_ready_with_database_broker_and_model(client):
     assert body["status"] == "ready" and set(body["checks"]) == {"database", "broker", "model"}
 
 
-def test_it_is_not_ready_without_the_model(client, monkeypatch, tmp_path):
-    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", str(tmp_path / "nowhere"))
+def test_it_is_not_ready_without_the_model(client, settings, tmp_path):
+    settings.SKINPORTAL_MODEL_DIR = str(tmp_path / "nowhere")
     response = client.get("/readyz")
     assert response.status_code == 503
     model = response.json()["checks"]["model"]
     assert model["ok"] is False and "manifest not found" in model["detail"]
 
 
-def test_it_is_not_ready_with_a_tampered_model(client, monkeypatch, tmp_path):
+def test_it_is_not_ready_with_a_tampered_model(client, settings, tmp_path):
     bundle = build_stand_in_bundle(tmp_path / "tampered")
     with (bundle / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    monkeypatch.setenv("SKINPORTAL_MODEL_DIR", str(bundle))
+    settings.SKINPORTAL_MODEL_DIR = str(bundle)
     response = client.get("/readyz")
     assert response.status_code == 503 and "sha256" in response.json()["checks"]["model"]["detail"]
 
