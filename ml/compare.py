@@ -21,7 +21,7 @@ import numpy as np
 
 from ml.data import load_metadata, read_split_csv, records_in
 from ml.inference import Classifier
-from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc
+from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc
 
 DEFAULT_IMAGES = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ham10000", "images")
@@ -51,15 +51,9 @@ def probabilities(model_dir: str, paths: Sequence[str], batch: int = 64) -> np.n
 def paired_bootstrap(labels: np.ndarray, groups: Sequence[str], base: np.ndarray, other: np.ndarray,
                      *, n_resamples: int, seed: int) -> dict[str, float]:
     """Fraction of lesion resamples in which `other` beats `base` on each metric."""
-    by_group: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        by_group.setdefault(g, []).append(i)
-    units = [np.array(v) for v in by_group.values()]
-    rng = np.random.default_rng(seed)
     malignant = is_malignant(labels)
     wins = {"balanced_accuracy": 0, "malignant_auc": 0}
-    for _ in range(n_resamples):
-        idx = np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
+    for idx in bootstrap_resamples(len(labels), groups=groups, n_resamples=n_resamples, seed=seed):
         y = labels[idx]
         wins["balanced_accuracy"] += balanced_accuracy(y, other[idx].argmax(1)) > balanced_accuracy(y, base[idx].argmax(1))
         wins["malignant_auc"] += (roc_auc(malignant[idx], malignancy_scores(other[idx])) or 0) > (

@@ -7,7 +7,7 @@ model card, so every figure the project reports is computed one way.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -163,6 +163,25 @@ BOOTSTRAP_KEYS: tuple[str, ...] = (
 )
 
 
+def bootstrap_resamples(
+    n_items: int, *, groups: Sequence[str] | None, n_resamples: int, seed: int
+) -> Iterator[np.ndarray]:
+    """Index arrays of bootstrap resamples, drawing whole groups (lesions) when ``groups`` is given.
+
+    The one resampling scheme behind the reported intervals and every paired comparison.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        units = [np.array([i]) for i in range(n_items)]
+    else:
+        by_group: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, []).append(i)
+        units = [np.array(v) for v in by_group.values()]
+    for _ in range(n_resamples):
+        yield np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
+
+
 def bootstrap_intervals(
     probs: np.ndarray,
     labels: np.ndarray,
@@ -175,20 +194,11 @@ def bootstrap_intervals(
     """95% percentile intervals; resampling whole lesions when ``groups`` is given."""
     probs = np.asarray(probs)
     labels = np.asarray(labels, dtype=int)
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        units = [np.array([i]) for i in range(len(labels))]
-    else:
-        by_group: dict[str, list[int]] = {}
-        for i, g in enumerate(groups):
-            by_group.setdefault(g, []).append(i)
-        units = [np.array(v) for v in by_group.values()]
     samples: dict[str, list[float]] = {k: [] for k in BOOTSTRAP_KEYS}
     preds = probs.argmax(axis=1)
     scores = malignancy_scores(probs)
     malignant = is_malignant(labels)
-    for _ in range(n_resamples):
-        idx = np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
+    for idx in bootstrap_resamples(len(labels), groups=groups, n_resamples=n_resamples, seed=seed):
         y, p = labels[idx], preds[idx]
         cm = confusion_matrix(y, p)
         f1s = [v["f1"] for v in per_class_report(cm).values() if v["f1"] is not None]

@@ -244,13 +244,15 @@ class Trainer:
             v.assign(average)
             average.assign(live)
 
-    # Everything a resumed run needs, in a fixed order.
+    def _state_variables(self) -> list:
+        """Everything a resumed run needs, in a fixed order."""
+        return [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
+
     def state_arrays(self) -> list[np.ndarray]:
-        variables = [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
-        return [np.asarray(v.numpy()) for v in variables]
+        return [np.asarray(v.numpy()) for v in self._state_variables()]
 
     def restore(self, arrays: list[np.ndarray]) -> None:
-        variables = [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
+        variables = self._state_variables()
         if len(arrays) != len(variables):
             raise ValueError(f"checkpoint holds {len(arrays)} arrays, this model needs {len(variables)}")
         for v, value in zip(variables, arrays):

@@ -21,7 +21,7 @@ import numpy as np
 
 from ml.classes import CLASSES
 from ml.data import Record
-from ml.metrics import balanced_accuracy
+from ml.metrics import balanced_accuracy, bootstrap_resamples
 from ml.preprocessing import PreprocessConfig
 from ml.training.endtoend import PRIOR_TAUS, prior_bias
 
@@ -40,15 +40,6 @@ def flip_batch(x: np.ndarray, view: str) -> np.ndarray:
     for axis in FLIP_VIEWS[view]:
         out = np.flip(out, axis=axis)
     return np.ascontiguousarray(out)
-
-
-def lesion_resamples(groups: Sequence[str], n: int, seed: int) -> list[np.ndarray]:
-    by_group: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        by_group.setdefault(g, []).append(i)
-    units = [np.array(v) for v in by_group.values()]
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))]) for _ in range(n)]
 
 
 def paired_win_fraction(labels: np.ndarray, base_preds: np.ndarray, preds: np.ndarray,
@@ -131,7 +122,9 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
     val_x = export.preprocessed(val, config)
     val_y = np.array([r.label for r in val])
     train_y = np.array([r.label for r in train])
-    resamples = lesion_resamples([r.lesion_id for r in val], BOOTSTRAP_RESAMPLES, args.seed)
+    # Materialised once: every candidate is judged on the same resamples.
+    resamples = list(bootstrap_resamples(len(val), groups=[r.lesion_id for r in val],
+                                         n_resamples=BOOTSTRAP_RESAMPLES, seed=args.seed))
     view_logits = {view: model.predict(flip_batch(val_x, view), batch_size=64, verbose=0)
                    for view in ("none", "h", "v", "hv")}
     del val_x
