@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-from ml.classes import CLASSES
 from ml.data import Record
 from ml.metrics import balanced_accuracy, bootstrap_resamples
 from ml.preprocessing import PreprocessConfig
