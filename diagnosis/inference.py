@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from django.conf import settings
 
 from ml.classes import CLASS_NAMES, CLASSES, MALIGNANT_CLASSES, display_name
 from ml.errors import ImageTooLargeError, InvalidImageError, MLError, ModelIntegrityError
+from ml.screening import IMAGE_WARNINGS, MIN_IMAGE_SIDE, WARNING_CODES, WARNING_TEXT, check_minimum_size, warning_text
 
 if TYPE_CHECKING:
     from ml.inference import Classifier
@@ -33,7 +34,13 @@ __all__ = [
     "ACCEPTED_UPLOAD_FORMATS",
     "CLASSES",
     "CLASS_NAMES",
+    "IMAGE_WARNINGS",
     "MALIGNANT_CLASSES",
+    "MIN_IMAGE_SIDE",
+    "WARNING_CODES",
+    "WARNING_TEXT",
+    "check_minimum_size",
+    "warning_text",
     "ImageTooLargeError",
     "InvalidImageError",
     "MLError",
@@ -43,6 +50,8 @@ __all__ = [
     "classify_many",
     "display_name",
     "get_classifier",
+    "heatmap_png",
+    "model_performance",
     "model_check",
     "sanitise_upload",
     "use_one_opencv_thread",
@@ -72,6 +81,9 @@ class PortalPrediction:
     model_version: str
     variant: str
     inference_ms: float
+    warnings: tuple[str, ...] = ()  # ml.screening.WARNING_CODES, most fundamental first
+    screening: dict[str, float | None] = field(default_factory=dict)  # the measures behind them
+    activation_map: list | None = None  # [row][column][class], rounded; drawn by heatmap_png
 
 
 _opencv_lock = threading.Lock()
@@ -109,14 +121,18 @@ def sanitise_upload(data: bytes) -> SanitisedImage:
     keeps its size and exact pixels) and the worker decodes exactly what was checked here. A
     file with an EXIF orientation is decoded upright and stored as PNG (lossless) instead,
     because the orientation tag goes with the rest of the EXIF.
-    Raises InvalidImageError (ImageTooLargeError for decompression bombs).
+    An image under ml.screening.MIN_IMAGE_SIDE pixels on a side is refused as too small to
+    classify. Raises InvalidImageError (ImageTooLargeError for decompression bombs).
     """
     cv2 = use_one_opencv_thread()
     from ml.preprocessing import check_image_header, decode_image, exif_orientation, without_metadata
 
-    source_format, _, _ = check_image_header(data)
+    source_format, header_width, header_height = check_image_header(data)
     if source_format not in ACCEPTED_UPLOAD_FORMATS:
         raise InvalidImageError(f"unsupported image format {source_format}: upload a JPEG or PNG file")
+    too_small = check_minimum_size(header_width, header_height)
+    if too_small:  # refused before decoding: a thumbnail or a 1x1 pixel gets no diagnosis
+        raise InvalidImageError(too_small.rstrip("."))
     if exif_orientation(data) == 1:
         stored = without_metadata(data, source_format)
         rgb = decode_image(stored)  # the whole file decodes: corrupt image data is refused now
@@ -166,6 +182,8 @@ def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidIma
     problem. `inference_ms` is the image's decode time plus its share of the batched model time.
     """
     use_one_opencv_thread()
+    import numpy as np
+
     from ml.preprocessing import decode_image
 
     classifier = get_classifier()
@@ -194,8 +212,39 @@ def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidIma
                 model_version=prediction.model_version,
                 variant=prediction.variant,
                 inference_ms=own_ms + share_ms,
+                warnings=tuple(prediction.warnings),
+                screening=dict(prediction.screening),
+                # Four decimals of a logit contribution are far below what a colour shows.
+                activation_map=None if prediction.cam is None else np.round(prediction.cam, 4).tolist(),
             )
     return results  # type: ignore[return-value]
+
+
+HEATMAP_MAX_SIDE = 1024  # the overlay is a picture to look at, not a copy of the upload
+
+
+def heatmap_png(image_data: bytes, activation_map: list, class_code: str) -> bytes:
+    """PNG of the stored image with one class's activation map blended over it (at most
+    HEATMAP_MAX_SIDE pixels on the long side). Raises InvalidImageError for an unreadable image
+    and ValueError for an unknown class or a malformed map."""
+    cv2 = use_one_opencv_thread()
+    import numpy as np
+
+    from ml.explain import encode_png, heat_map, overlay
+    from ml.preprocessing import decode_image
+
+    if class_code not in CLASSES:
+        raise ValueError(f"unknown class {class_code!r}; expected one of {', '.join(CLASSES)}")
+    cam = np.asarray(activation_map, dtype=np.float32)
+    if cam.ndim != 3 or cam.shape[2] != len(CLASSES):
+        raise ValueError(f"activation map of shape {cam.shape} is not (rows, columns, {len(CLASSES)})")
+    rgb = decode_image(image_data)
+    height, width = rgb.shape[:2]
+    scale = min(1.0, HEATMAP_MAX_SIDE / max(height, width))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    heat = heat_map(cam, CLASSES.index(class_code), rgb.shape[:2])
+    return encode_png(overlay(rgb, heat))
 
 
 def warm_up() -> None:
@@ -257,6 +306,68 @@ def model_check() -> ModelStatus:
         _check_cache.clear()
         _check_cache[key] = status
     return status
+
+
+@dataclass(frozen=True)
+class ModelPerformance:
+    """How the model did on held-out images, shown beside every result so the clinician knows how
+    far to trust it: the flag's sensitivity and specificity at the model's own threshold, with
+    95% intervals over lesions, on the bundle's test split (HAM10000, never used for any choice)."""
+
+    model_version: str
+    threshold: float
+    sensitivity: float
+    sensitivity_interval: tuple[float, float] | None
+    specificity: float
+    specificity_interval: tuple[float, float] | None
+    balanced_accuracy: float
+    test_images: int
+    evaluated_on: str
+
+
+_performance_lock = threading.Lock()
+_performance_cache: dict[tuple, ModelPerformance | None] = {}
+
+
+def model_performance(model_version: str, variant: str = "fp32") -> ModelPerformance | None:
+    """The configured bundle's measured test figures when it is the bundle that gave
+    `model_version`'s results (None for an older model, or a bundle without them)."""
+    from ml.manifest import MANIFEST_NAME, load_manifest
+
+    try:
+        bundle = configured_model_dir()
+        stat = os.stat(os.path.join(bundle, MANIFEST_NAME))
+    except (MLError, OSError):
+        return None
+    key = (bundle, stat.st_mtime_ns, model_version, variant)
+    with _performance_lock:
+        if key in _performance_cache:
+            return _performance_cache[key]
+    try:
+        manifest = load_manifest(bundle)
+    except MLError:
+        return None
+    test = manifest.get("metrics", {}).get("test", {}).get(variant or "fp32")
+    entry = manifest["variants"].get(variant or "fp32")
+    performance = None
+    if manifest["version"] == model_version and test and entry:
+        intervals = test.get("intervals_95", {})
+        splits = manifest.get("training_data", {})
+        performance = ModelPerformance(
+            model_version=model_version,
+            threshold=float(entry["malignancy_threshold"]),
+            sensitivity=float(test["malignant_sensitivity"]),
+            sensitivity_interval=tuple(intervals["malignant_sensitivity"]) if "malignant_sensitivity" in intervals else None,
+            specificity=float(test["malignant_specificity"]),
+            specificity_interval=tuple(intervals["malignant_specificity"]) if "malignant_specificity" in intervals else None,
+            balanced_accuracy=float(test["balanced_accuracy"]),
+            test_images=int(test["n_images"]),
+            evaluated_on=f"{test['n_images']:,} held-out test images of {splits.get('name', 'the training data set')}",
+        )
+    with _performance_lock:
+        _performance_cache.clear()
+        _performance_cache[key] = performance
+    return performance
 
 
 def current_model_version() -> str:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from diagnosis.inference import CLASSES, display_name
+from diagnosis.inference import CLASSES, MALIGNANT_CLASSES, display_name, warning_text
 
 
 class Role(models.TextChoices):
@@ -249,6 +249,19 @@ class Classification(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     inference_ms = models.FloatField(null=True, blank=True, help_text="Model time for this image, milliseconds.")
+    warnings = models.JSONField(
+        default=list, blank=True,
+        help_text="Screening warning codes (not_dermoscopic, blurred, too_dark, too_bright, low_contrast, "
+                  "low_confidence), most fundamental first; empty when none.",
+    )
+    screening = models.JSONField(
+        default=dict, blank=True,
+        help_text="The measures behind the warnings: image quality, top-two margin, entropy, feature distance.",
+    )
+    activation_map = models.JSONField(
+        null=True, blank=True,
+        help_text="Class activation map as nested lists [row][column][class], in the model input's orientation.",
+    )
     # Delivery bookkeeping: the request being served ("<celery task id>:<retry number>") and how
     # many times a worker has started it (a redelivery after a crash keeps the key). Capped by
     # SKINPORTAL_MAX_DELIVERIES.
@@ -283,6 +296,44 @@ class Classification(models.Model):
         """(code, readable name, probability), most likely first."""
         rows = [(code, display_name(code), float(self.probabilities.get(code, 0.0))) for code in CLASSES]
         return sorted(rows, key=lambda row: row[2], reverse=True)
+
+    # --- How far to trust it (see ml/screening) ---------------------------------------------
+
+    @property
+    def has_warnings(self) -> bool:
+        return self.succeeded and bool(self.warnings)
+
+    @property
+    def warning_messages(self) -> list[tuple[str, str]]:
+        """(code, plain words) of each warning, most fundamental first."""
+        return [(code, warning_text(code)) for code in self.warnings or []]
+
+    @property
+    def not_dermoscopic(self) -> bool:
+        return "not_dermoscopic" in (self.warnings or [])
+
+    @property
+    def reassuring(self) -> bool:
+        """Below the threshold with nothing to doubt: the only case shown in green. A result with
+        any warning is never a reassurance, whatever its score."""
+        return self.succeeded and not self.malignant and not self.warnings
+
+    @property
+    def margin(self) -> float | None:
+        """Top probability minus the second: how clearly the model prefers its first choice."""
+        ranked = self.ranked_probabilities()
+        return ranked[0][2] - ranked[1][2] if self.succeeded and self.probabilities else None
+
+    @property
+    def runner_up(self) -> tuple[str, str, float] | None:
+        ranked = self.ranked_probabilities()
+        return ranked[1] if self.succeeded and self.probabilities else None
+
+    @property
+    def malignant_group_decides(self) -> bool:
+        """Flagged although the single most likely class is benign: the malignant classes
+        together reach the threshold. Said in words on every page, so the two don't contradict."""
+        return self.succeeded and self.malignant and self.top_class not in MALIGNANT_CLASSES
 
 
 class ClinicianReview(models.Model):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 
+from diagnosis import inference, selectors
 from diagnosis.models import LesionImage
 
 
@@ -15,3 +16,26 @@ def image_file_response(image: LesionImage) -> FileResponse:
     except OSError as exc:
         raise Http404("The image file is missing.") from exc
     return FileResponse(handle, content_type=image.stored_content_type)
+
+
+class HeatmapUnavailable(Http404):
+    """The image has no successful classification with a class activation map."""
+
+
+def heatmap_response(image: LesionImage, class_code: str | None) -> HttpResponse:
+    """PNG of the image with the class activation map of `class_code` (default: the result's top
+    class) blended over it, from the image's current successful classification. The class is
+    checked by the caller (pages and the API each say 400 their own way)."""
+    shown = selectors.image_latest_classification(image=image)
+    if shown is None or not shown.succeeded or not shown.activation_map:
+        raise HeatmapUnavailable(
+            "No heatmap for this image: it has no successful classification with an activation map "
+            "(results of older model bundles have none: classify it again)."
+        )
+    try:
+        with image.file.open("rb") as handle:
+            data = handle.read()
+        png = inference.heatmap_png(data, shown.activation_map, class_code or shown.top_class)
+    except (OSError, inference.InvalidImageError) as exc:
+        raise Http404("The image file is missing or unreadable.") from exc
+    return HttpResponse(png, content_type="image/png")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("lesions/<int:lesion_id>/upload/", lesions.lesion_upload, name="lesion-upload"),
     path("images/<int:image_id>/", lesions.image_detail, name="image-detail"),
     path("images/<int:image_id>/file/", lesions.image_file, name="image-file"),
+    path("images/<int:image_id>/heatmap/", lesions.image_heatmap, name="image-heatmap"),
     path("images/<int:image_id>/review/", lesions.image_review, name="image-review"),
     path("images/<int:image_id>/classify/", lesions.image_classify, name="image-classify"),
     path("ops/", home.ops, name="ops"),

@@ -1,20 +1,43 @@
-"""Command line: python -m ml {train,evaluate,bench} ..."""
+"""Command line: python -m ml COMMAND ..."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 USAGE = """usage: python -m ml COMMAND [options]
 
 commands:
+  predict   classify a folder of images into a CSV, with the screening warnings (no TensorFlow)
+  explain   write a class activation heatmap (PNG overlay and .npy map) for each image of a folder
   train     train, calibrate, export and package a model (needs the 'train' extra: TensorFlow)
+  repackage package a bundle's model.keras again with this release's packaging (needs 'train')
   evaluate  score a model on labelled images: python -m ml evaluate --images DIR --labels CSV
+  screening-report  measure the screening checks and heatmaps of a bundle (needs ../shared data)
   bench     compare Keras, onnxruntime fp32 and int8 speed on this machine
   ensemble  package the logit average of trained bundles (optionally over flips; needs 'train')
   compare   candidate bundles side by side on the validation split, with a paired lesion bootstrap
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
   int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
+  nonderm   write a labelled corpus of non-dermatoscopic images: python -m ml nonderm --out DIR
 """
+
+# command -> module whose main(argv) runs it; imported only when asked for, so the
+# TensorFlow-free commands never load TensorFlow.
+COMMANDS: dict[str, str] = {
+    "predict": "ml.cli",
+    "explain": "ml.cli",
+    "train": "ml.training.pipeline",
+    "repackage": "ml.training.repackage",
+    "evaluate": "ml.evaluate",
+    "screening-report": "ml.screening.report",
+    "bench": "ml.bench",
+    "ensemble": "ml.training.ensemble",
+    "compare": "ml.compare",
+    "card": "ml.card",
+    "int8-check": "ml.int8_check",
+    "nonderm": "ml.nonderm",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,24 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        from ml.training.pipeline import main as run
-    elif command == "evaluate":
-        from ml.evaluate import main as run
-    elif command == "bench":
-        from ml.bench import main as run
-    elif command == "ensemble":
-        from ml.training.ensemble import main as run
-    elif command == "compare":
-        from ml.compare import main as run
-    elif command == "card":
-        from ml.card import main as run
-    elif command == "int8-check":
-        from ml.int8_check import main as run
-    else:
+    if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return run(rest)
+    module = importlib.import_module(COMMANDS[command])
+    if module.__name__ == "ml.cli":
+        return module.main([command, *rest])
+    return module.main(rest)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
     prediction = get_classifier().predict(image_bytes)
 
 One onnxruntime session per process, created on first use and checked against the bundle's
-manifest (sha256, classes, input name and shape); any mismatch raises ModelIntegrityError
-and nothing is served. The caller passes the bundle folder, the variant and the thread count
+manifest (sha256, classes, input name and shape, the three outputs, the screening statistics);
+any mismatch raises ModelIntegrityError and nothing is served. One run of the graph gives the
+logits, the pooled features and the class activation map; a prediction carries the
+probabilities, the screening warnings (ml.screening) and the map (ml.explain draws it). The caller passes the bundle folder, the variant and the thread count
 (the portal reads them from its Django settings: SKINPORTAL_MODEL_DIR, SKINPORTAL_MODEL_VARIANT,
 SKINPORTAL_ORT_THREADS); ml reads no Django. Defaults, for the CLIs and notebooks: the bundle of
 ml.manifest.default_model_dir() ($SKINPORTAL_MODEL_DIR, else ml/models/<CURRENT>), fp32, and
@@ -18,7 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,9 +29,10 @@ import onnxruntime as ort
 from ml.classes import CLASSES
 from ml.cpu import int8_kernel_class
 from ml.errors import InvalidImageError, ModelIntegrityError
-from ml.manifest import VARIANTS, default_model_dir, load_manifest, variant_file
+from ml.manifest import OUTPUTS, VARIANTS, default_model_dir, load_manifest, variant_file
+from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess_views
 from ml.scores import malignancy_scores, softmax
-from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess
+from ml.screening.screen import Screening, load_screening
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,27 @@ class Prediction:
     threshold: float
     model_version: str
     variant: str
+    # Codes from ml.screening.WARNING_CODES, most fundamental first; empty when none.
+    warnings: tuple[str, ...] = ()
+    # The measures behind them: quality, margin, entropy, feature_distance.
+    screening: dict[str, float | None] = field(default_factory=dict)
+    # Class activation map (h, w, classes) in the model input's orientation, and the decoded
+    # image's (height, width) that ml.explain.heat_map maps it back onto.
+    cam: np.ndarray | None = field(default=None, repr=False, compare=False)
+    image_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["warnings"] = list(self.warnings)
+        data["cam"] = None if self.cam is None else np.round(self.cam, 5).tolist()
+        return data
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    tensor: np.ndarray  # the model input
+    resized: np.ndarray  # the same image at the input geometry before the colour step
+    size: tuple[int, int]  # the decoded image's (height, width)
 
 
 class Classifier:
@@ -68,6 +89,7 @@ class Classifier:
         options.inter_op_num_threads = 1
         # Spinning threads double latency when the web or another worker holds a core.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.screening: Screening = load_screening(self.model_dir, self.manifest)
         try:
             self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors on a bad file
@@ -113,26 +135,48 @@ class Classifier:
             raise ModelIntegrityError(
                 f"{self.path}: input shape {shape} does not match the manifest's {height}x{width}x3"
             )
-        out_shape = list(outputs[0].shape)
-        if len(outputs) != 1 or out_shape[-1] != len(CLASSES):
-            raise ModelIntegrityError(f"{self.path}: output shape {out_shape} does not give {len(CLASSES)} classes")
         self._input_name = inputs[0].name
+        declared = self.manifest["outputs"]
+        by_name = {o.name: list(o.shape) for o in outputs}
+        self._output_names = [declared[role]["name"] for role in OUTPUTS]
+        missing = [name for name in self._output_names if name not in by_name]
+        if missing:
+            raise ModelIntegrityError(f"{self.path}: output(s) {missing} named in the manifest are not in the graph ({sorted(by_name)})")
+        logits, features, cam = (by_name[name] for name in self._output_names)
+        n_classes, n_features = len(CLASSES), self.screening.distance.class_means.shape[1]
+        if len(logits) != 2 or logits[-1] != n_classes:
+            raise ModelIntegrityError(f"{self.path}: logits shape {logits} does not give {n_classes} classes")
+        if len(features) != 2 or features[-1] != n_features:
+            raise ModelIntegrityError(f"{self.path}: features shape {features} does not match the screening statistics' {n_features}")
+        if len(cam) != 4 or cam[-1] != n_classes:
+            raise ModelIntegrityError(f"{self.path}: class activation map shape {cam} is not (N, h, w, {n_classes})")
+
+    def _prepare(self, image: ImageInput) -> _Prepared:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = decode_image(bytes(image), max_pixels=self.max_pixels)
+        elif not isinstance(image, np.ndarray):
+            raise InvalidImageError(f"expected image bytes or an RGB array, got {type(image).__name__}")
+        tensor, resized = preprocess_views(image, self.config)
+        return _Prepared(tensor=tensor, resized=resized, size=(int(image.shape[0]), int(image.shape[1])))
 
     def prepare(self, image: ImageInput) -> np.ndarray:
         """Image bytes or an RGB uint8 array -> the model's input tensor for one image."""
-        if isinstance(image, np.ndarray):
-            return preprocess(image, self.config)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            return preprocess(decode_image(bytes(image), max_pixels=self.max_pixels), self.config)
-        raise InvalidImageError(f"expected image bytes or an RGB array, got {type(image).__name__}")
+        return self._prepare(image).tensor
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(calibrated probabilities, pooled features, class activation maps) of a preprocessed
+        (N, height, width, 3) batch: one run of the graph."""
+        logits, features, cam = self.session.run(
+            self._output_names, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return softmax(logits, self.temperature), features, cam
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities for a preprocessed (N, height, width, 3) batch."""
-        logits = self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-        return softmax(logits, self.temperature)
+        return self.run(batch)[0]
 
-    def _to_prediction(self, probs: np.ndarray) -> Prediction:
+    def _to_prediction(self, probs: np.ndarray, features: np.ndarray, cam: np.ndarray, prepared: _Prepared) -> Prediction:
         score = float(malignancy_scores(probs))
+        screened = self.screening.screen(prepared.resized, probs, features)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
             top_class=CLASSES[int(np.argmax(probs))],
@@ -141,18 +185,24 @@ class Classifier:
             threshold=self.threshold,
             model_version=self.model_version,
             variant=self.variant,
+            warnings=screened.warnings,
+            screening=screened.measures,
+            cam=np.asarray(cam, dtype=np.float32),
+            image_size=prepared.size,
         )
 
     def predict(self, image: ImageInput) -> Prediction:
-        return self._to_prediction(self.probabilities(self.prepare(image)[None])[0])
+        return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[ImageInput], *, batch_size: int = 32) -> list[Prediction]:
-        """Predictions in input order; the first undecodable image raises InvalidImageError."""
-        prepared = [self.prepare(image) for image in images]
+        """Predictions in input order; the first undecodable image raises InvalidImageError.
+        Images are decoded and reduced to the model's size one at a time, so a batch holds
+        model-sized pixels only."""
         results: list[Prediction] = []
-        for start in range(0, len(prepared), batch_size):
-            probs = self.probabilities(np.stack(prepared[start : start + batch_size]))
-            results.extend(self._to_prediction(p) for p in probs)
+        for start in range(0, len(images), batch_size):
+            prepared = [self._prepare(image) for image in images[start : start + batch_size]]
+            probs, features, cams = self.run(np.stack([p.tensor for p in prepared]))
+            results.extend(self._to_prediction(*row, p) for *row, p in zip(probs, features, cams, prepared))
         return results
 
 

@@ -15,10 +15,14 @@ from ml.classes import CLASSES, MALIGNANT_CLASSES
 from ml.errors import ModelIntegrityError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+# 2: three outputs (logits, features, cam) and screening statistics (ml/screening). A format-1
+# bundle predates them: `python -m ml repackage` (training extra) upgrades it.
+FORMAT_VERSION = 2
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 VARIANTS: tuple[str, ...] = ("fp32", "int8")
-REQUIRED_KEYS: tuple[str, ...] = ("format", "version", "classes", "input", "output", "preprocessing", "variants")
+REQUIRED_KEYS: tuple[str, ...] = ("format", "version", "classes", "input", "outputs", "preprocessing", "variants", "screening")
+# The graph's outputs by role, in the order Classifier.run returns them.
+OUTPUTS: tuple[str, ...] = ("logits", "features", "cam")
 
 
 def sha256_file(path: str) -> str:
@@ -56,11 +60,18 @@ def load_manifest(model_dir: str) -> dict[str, Any]:
         raise ModelIntegrityError(f"model manifest not found: {path}") from exc
     except json.JSONDecodeError as exc:
         raise ModelIntegrityError(f"model manifest is not valid JSON: {path}: {exc}") from exc
+    if manifest.get("format") == 1:
+        raise ModelIntegrityError(
+            f"{path}: manifest format 1 predates the screening statistics and class activation maps this release "
+            f"needs; upgrade the bundle with `python -m ml repackage --model {model_dir}` (training extra)")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ModelIntegrityError(f"{path}: manifest format {manifest.get('format')} is not {FORMAT_VERSION}")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelIntegrityError(f"{path}: missing key(s) {', '.join(missing)}")
-    if manifest["format"] != FORMAT_VERSION:
-        raise ModelIntegrityError(f"{path}: manifest format {manifest['format']} is not {FORMAT_VERSION}")
+    missing_outputs = [role for role in OUTPUTS if role not in manifest["outputs"]]
+    if missing_outputs:
+        raise ModelIntegrityError(f"{path}: outputs lack {', '.join(missing_outputs)}")
     if tuple(manifest["classes"]) != CLASSES:
         raise ModelIntegrityError(f"{path}: classes {manifest['classes']} differ from this code's {list(CLASSES)}")
     if set(manifest.get("malignant_classes", MALIGNANT_CLASSES)) != set(MALIGNANT_CLASSES):

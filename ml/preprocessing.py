@@ -341,6 +341,13 @@ def read_image(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
         raise type(exc)(f"{path}: {exc}") from exc
 
 
+def input_is_turned(image_shape: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether `resize` turns an image of (height, width) `image_shape` by 90 degrees (np.rot90,
+    counter-clockwise) to fit a (height, width) `target`: its long side runs the other way."""
+    (h, w), (height, width) = image_shape, target
+    return height != width and h != w and (h > w) != (height > width)
+
+
 def resize(image_rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Resize of the whole image to `size` (square) or (height, width); no crop: the lesion may
     sit near an edge.
@@ -351,7 +358,7 @@ def resize(image_rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """
     height, width = (size, size) if isinstance(size, int) else size
     h, w = image_rgb.shape[:2]
-    if height != width and h != w and (h > w) != (height > width):
+    if input_is_turned((h, w), (height, width)):
         image_rgb = np.ascontiguousarray(np.rot90(image_rgb))
         h, w = w, h
     shrinking = h * w > height * width
@@ -393,16 +400,24 @@ _COLOUR_STEPS = {
 }
 
 
-def preprocess(image_rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """HxWx3 uint8 RGB -> (height, width, 3) float32 in [-1, 1], deterministic."""
+def preprocess_views(image_rgb: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(model input, resized image): the (height, width, 3) float32 input in [-1, 1], and the
+    uint8 RGB image resized to the input's geometry before the colour step (what the quality
+    checks measure: CLAHE would hide a dark or flat image). Deterministic."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise InvalidImageError(f"expected an HxWx3 uint8 RGB array, got {image_rgb.shape} {image_rgb.dtype}")
     if min(image_rgb.shape[:2]) < 1:
         raise InvalidImageError("the image has no pixels")
-    img = resize(image_rgb, config.height_width)
-    img = _COLOUR_STEPS[config.colour](img)
+    resized = resize(image_rgb, config.height_width)
+    img = _COLOUR_STEPS[config.colour](resized)
     out = img.astype(np.float32) * np.float32(config.scale) + np.float32(config.offset)
-    return out
+    return out, resized
+
+
+def preprocess(image_rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """HxWx3 uint8 RGB -> (height, width, 3) float32 in [-1, 1], deterministic: the model input
+    training, export checks and inference all use."""
+    return preprocess_views(image_rgb, config)[0]
 
 
 def preprocess_bytes(data: bytes, config: PreprocessConfig, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -201,6 +201,14 @@ class WaitQuery(serializers.Serializer):
     )
 
 
+class HeatmapQuery(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # The parameter is called "class", a Python keyword, so it cannot be a class attribute.
+        return {"class": serializers.ChoiceField(
+            choices=list(CLASSES), required=False,
+            help_text="Class whose evidence to show (default: the result's top class).")}
+
+
 class ImageCreateInput(serializers.Serializer):
     lesion = IdField()
     image = serializers.FileField(

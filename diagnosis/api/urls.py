@@ -14,6 +14,7 @@ urlpatterns = [
     path("images/", views.ImageListApi.as_view(), name="api-image-list"),
     path("images/<int:image_id>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:image_id>/file/", views.ImageFileApi.as_view(), name="api-image-file"),
+    path("images/<int:image_id>/heatmap/", views.ImageHeatmapApi.as_view(), name="api-image-heatmap"),
     path("images/<int:image_id>/classify/", views.ImageClassifyApi.as_view(), name="api-image-classify"),
     path("batches/", views.BatchListApi.as_view(), name="api-batch-list"),
     path("batches/<int:batch_id>/", views.BatchDetailApi.as_view(), name="api-batch-detail"),

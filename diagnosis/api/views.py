@@ -10,7 +10,7 @@ from typing import Any
 
 from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -30,7 +30,7 @@ from diagnosis.api.throttling import ScopedWriteRateThrottle
 from diagnosis.api.waiting import wait_for
 from diagnosis.models import Membership, Organisation
 from diagnosis.permissions import NO_PATIENTS_ANYWHERE
-from diagnosis.responses import image_file_response
+from diagnosis.responses import heatmap_response, image_file_response
 from diagnosis.scoping import scope_request, url_object
 
 
@@ -285,6 +285,22 @@ class ImageFileApi(ScopedApiView):
     )
     def get(self, request: Request, image_id: int) -> FileResponse:
         return image_file_response(self.url_object("image_id"))
+
+
+class ImageHeatmapApi(ScopedApiView):
+    @extend_schema(
+        parameters=[s.HeatmapQuery],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, 400: ERROR, 404: ERROR},
+        tags=["images"],
+        description="Where the model saw the evidence: the image with the class activation map of one class "
+        "(`class`, default the result's top class) blended over it, as a PNG at most 1024 pixels on the long "
+        "side. The map is exact for this model (global average pooling then a dense layer) and shows positive "
+        "evidence only, scaled to its own maximum: it says where, not how much. 404 when the image has no "
+        "successful classification with a map (results of older model bundles).",
+    )
+    def get(self, request: Request, image_id: int) -> HttpResponse:
+        query = _filters(s.HeatmapQuery, request)
+        return heatmap_response(self.url_object("image_id"), query.get("class"))
 
 
 class ImageClassifyApi(ScopedApiView):

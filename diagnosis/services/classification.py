@@ -36,6 +36,9 @@ _FAILURE_CLEARS = {
     "malignancy_score": None,
     "malignant": False,
     "threshold": None,
+    "warnings": [],
+    "screening": {},
+    "activation_map": None,
 }
 
 
@@ -308,6 +311,9 @@ def _outcome(claim: Claim, prediction: inference.PortalPrediction | Exception, *
             "malignancy_score": prediction.malignancy_score,
             "malignant": prediction.malignant,
             "threshold": prediction.threshold,
+            "warnings": list(prediction.warnings),
+            "screening": prediction.screening,
+            "activation_map": prediction.activation_map,
             "error_message": "",
             "started_at": claim.started_at,
             "finished_at": timezone.now(),

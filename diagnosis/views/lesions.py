@@ -6,11 +6,11 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from diagnosis import audit, selectors, services
+from diagnosis import audit, inference, selectors, services
 from diagnosis.forms import (
     LesionForm,
     ReviewForm,
@@ -18,7 +18,7 @@ from diagnosis.forms import (
 )
 from diagnosis.models import Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
-from diagnosis.responses import image_file_response
+from diagnosis.responses import heatmap_response, image_file_response
 from diagnosis.scoping import url_object
 from diagnosis.views.common import add_service_errors, form_status, require_page_write
 
@@ -154,6 +154,17 @@ def image_detail(request: HttpRequest, image_id: int) -> HttpResponse:
 def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     """The stored pixels, only for members of the patient's organisation (no public media URL)."""
     return image_file_response(url_object(request, "image_id"))
+
+
+@login_required
+@require_GET
+def image_heatmap(request: HttpRequest, image_id: int) -> HttpResponse:
+    """PNG overlay of the class activation map (?class=CODE, default the top class)."""
+    class_code = request.GET.get("class") or None
+    if class_code is not None and class_code not in inference.CLASSES:
+        return HttpResponseBadRequest(f"Unknown class; choose one of {', '.join(inference.CLASSES)}.",
+                                      content_type="text/plain; charset=utf-8")
+    return heatmap_response(url_object(request, "image_id"), class_code)
 
 
 @login_required

@@ -1,14 +1,18 @@
 """Packaging a trained Keras model into a bundle: ONNX fp32 + int8, calibration, checks, manifest.
 
 Steps, each failing loudly rather than shipping a doubtful model:
-  1. Keras model saved (model.keras), converted with tf2onnx (model.onnx, output "logits").
+  1. Keras model saved (model.keras), converted with tf2onnx (model.onnx) with three outputs:
+     "logits", "features" (pooled) and "cam" (class activation map; ml/training/explainable.py),
+     checked: the map averaged over positions plus the dense bias gives the logits.
   2. int8: onnxruntime static QDQ quantization (per-channel) calibrated on real training images.
   3. Per variant, on the validation split through the real inference path: temperature
      scaling and the malignancy threshold for the target sensitivity.
   4. Parity Keras vs onnxruntime fp32 (max |dp| <= 1e-4, identical argmax). int8 is shipped
      only when it agrees with fp32 on >= 98% of validation argmaxes; otherwise the bundle is
      fp32 only.
-  5. Test-split metrics with lesion-level bootstrap intervals; manifest.json + metrics.json.
+  5. Screening limits (ml/screening/fit.py): feature statistics and quality limits from the
+     training split, the not_dermoscopic threshold and low_confidence limits from validation.
+  6. Test-split metrics with lesion-level bootstrap intervals; manifest.json + metrics.json.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import onnx
 from ml.classes import CLASSES, MALIGNANT_CLASSES
 from ml.cpu import int8_kernel_class
 from ml.data import DEFAULT_FRACTIONS, Record
-from ml.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_manifest
+from ml.manifest import FORMAT_VERSION, MANIFEST_NAME, OUTPUTS, sha256_file, write_manifest
 from ml.metrics import (
     bootstrap_intervals,
     fit_temperature,
@@ -38,10 +42,13 @@ from ml.metrics import (
     threshold_for_sensitivity,
 )
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
-from ml.training.onnx_export import keras_to_onnx, onnx_logits
+from ml.screening.fit import fit_screening
+from ml.training.explainable import dense_bias, explainable_model
+from ml.training.onnx_export import keras_to_onnx, onnx_logits, onnx_outputs
 from ml.training.quantize import quantize_int8
 
 PARITY_TOLERANCE = 1e-4
+CAM_TOLERANCE = 1e-3  # |mean over positions of the map + bias - logits|, float32 rounding
 INT8_MIN_AGREEMENT = 0.98
 HAM10000_CITATION = (
     'Tschandl P., Rosendahl C., Kittler H. "The HAM10000 dataset, a large collection of multi-source '
@@ -61,13 +68,40 @@ def preprocessed(records: Sequence[Record], config: PreprocessConfig) -> np.ndar
     return np.stack([preprocess(read_image(r.path), config) for r in records]).astype(np.float32)
 
 
-def rename_output(model: onnx.ModelProto, new_name: str) -> onnx.ModelProto:
-    old = model.graph.output[0].name
+def name_outputs(model: onnx.ModelProto, n_classes: int) -> onnx.ModelProto:
+    """Name the three outputs logits / features / cam by their shapes (tf2onnx keeps Keras's
+    tensor names, which differ between layouts) and put them in that order."""
+
+    def role(output) -> str:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            return "cam"
+        return "logits" if dims[-1].dim_value == n_classes else "features"
+
+    roles = {role(o): o.name for o in model.graph.output}
+    if sorted(roles) != sorted(OUTPUTS):
+        raise PackagingError(f"exported graph has outputs {[o.name for o in model.graph.output]}, expected {OUTPUTS}")
+    renamed = {old: new for new, old in roles.items()}
     for node in model.graph.node:
-        node.output[:] = [new_name if o == old else o for o in node.output]
-        node.input[:] = [new_name if i == old else i for i in node.input]
-    model.graph.output[0].name = new_name
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    outputs = {o.name: o for o in model.graph.output}
+    ordered = [outputs[roles[r]] for r in OUTPUTS]
+    for output, new_name in zip(ordered, OUTPUTS):
+        output.name = new_name
+    del model.graph.output[:]
+    model.graph.output.extend(ordered)
     return model
+
+
+def check_cam_identity(model: keras.Model, onnx_path: str, images: np.ndarray) -> tuple[float, list[int]]:
+    """(largest |mean_hw(cam) + bias - logits| on `images`, the map's grid [h, w]): the map must
+    be exactly what the logits are an average of, or the heatmap would explain another model."""
+    logits, _, cam = onnx_outputs(onnx_path, images)
+    deviation = float(np.abs(cam.mean(axis=(1, 2)) + dense_bias(model) - logits).max())
+    if deviation > CAM_TOLERANCE:
+        raise PackagingError(f"class activation map does not average to the logits (max deviation {deviation:.2e})")
+    return deviation, [int(cam.shape[1]), int(cam.shape[2])]
 
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, target_sensitivity: float) -> dict:
@@ -124,9 +158,10 @@ def package(
     keras_path = os.path.join(out, "model.keras")
     model.save(keras_path)
     fp32_path = os.path.join(out, "model.onnx")
-    proto = rename_output(onnx.load_from_string(keras_to_onnx(model, input_name="input")), "logits")
+    explained = explainable_model(model)
+    proto = name_outputs(onnx.load_from_string(keras_to_onnx(explained, input_name="input")), len(CLASSES))
     onnx.save(proto, fp32_path)
-    log(f"exported {fp32_path} ({os.path.getsize(fp32_path) / 1e6:.1f} MB)")
+    log(f"exported {fp32_path} ({os.path.getsize(fp32_path) / 1e6:.1f} MB), outputs {OUTPUTS}")
 
     # 2. int8 from real, un-augmented training images.
     rng = np.random.default_rng(args.seed)
@@ -135,6 +170,8 @@ def package(
     val_x = preprocessed(val, config)
     val_y = np.array([r.label for r in val])
     fp32_val_logits = onnx_logits(fp32_path, val_x)
+    cam_deviation, cam_grid = check_cam_identity(model, fp32_path, val_x[:64])
+    log(f"class activation map averages to the logits within {cam_deviation:.1e}")
     min_agreement = float(getattr(args, "min_int8_agreement", INT8_MIN_AGREEMENT))
     quant = quantize_int8(fp32_path, int8_path, preprocessed(calib_records, config), val_x, fp32_val_logits,
                           min_agreement=min_agreement, log=log)
@@ -169,7 +206,8 @@ def package(
     max_diff = float(np.abs(keras_probs - onnx_probs).max())
     same_argmax = bool((keras_probs.argmax(1) == onnx_probs.argmax(1)).all())
     parity = {"images": n_parity, "max_abs_probability_difference": max_diff, "identical_argmax": same_argmax,
-              "tolerance": PARITY_TOLERANCE}
+              "tolerance": PARITY_TOLERANCE, "cam_mean_plus_bias_vs_logits": cam_deviation,
+              "cam_tolerance": CAM_TOLERANCE}
     log(f"parity Keras vs onnxruntime on {n_parity} validation images: max |dp| = {max_diff:.2e}, identical argmax: {same_argmax}")
     if n_parity < 64 and len(val) >= 64:
         raise PackagingError("parity needs at least 64 images")
@@ -177,13 +215,23 @@ def package(
         raise PackagingError(f"Keras and onnxruntime disagree: {parity}")
     del val_x
 
-    # 5. Held-out test split through the real inference path, per variant.
+    # 5. Screening limits: training split and validation only.
+    screening = fit_screening(
+        onnx_path=fp32_path, output_names=list(OUTPUTS), config=config, temperature=temperature,
+        train_images=(read_image(r.path) for r in train), train_labels=np.array([r.label for r in train]),
+        val_images=(read_image(r.path) for r in val), val_labels=val_y, out_dir=out)
+    log(f"screening: not_dermoscopic beyond feature distance {screening['ood']['threshold']:.2f} "
+        f"(validation false alarms {screening['ood']['validation_false_alarm_rate']:.3f}); "
+        f"low_confidence below margin {screening['confidence']['min_margin']:.3f}")
+
+    # 6. Held-out test split through the real inference path, per variant.
     from ml.inference import Classifier  # after the files exist; checks sha256 like production
 
     test_y = np.array([r.label for r in test])
     test_x = preprocessed(test, config)
     test_metrics: dict[str, dict] = {}
-    manifest = _manifest(out, version, config, variants, parity, quant, training, train, val, test, args)
+    manifest = _manifest(out, version, config, variants, parity, quant, training, train, val, test, args, screening,
+                         cam_grid)
     write_manifest(out, manifest)
     for name in served:
         classifier = Classifier(out, variant=name)
@@ -215,7 +263,8 @@ def make_current(bundle_dir: str) -> None:
         fh.write(os.path.basename(os.path.abspath(bundle_dir)) + "\n")
 
 
-def _manifest(out, version, config, variants, parity, quant, training, train, val, test, args) -> dict:
+def _manifest(out, version, config, variants, parity, quant, training, train, val, test, args, screening,
+              cam_grid) -> dict:
     return {
         "format": FORMAT_VERSION,
         "name": "skinportal-mobilenetv2-ham10000",
@@ -227,7 +276,13 @@ def _manifest(out, version, config, variants, parity, quant, training, train, va
         "malignancy_score": "P(mel) + P(bcc) + P(akiec) after temperature scaling; flagged when >= malignancy_threshold",
         "input": {"name": "input", "shape": [None, *config.height_width, 3], "layout": "NHWC", "dtype": "float32",
                   "colour_order": config.colour_order},
-        "output": {"name": "logits", "kind": "logits", "apply": "softmax(logits / temperature)"},
+        "outputs": {
+            "logits": {"name": "logits", "kind": "logits", "apply": "softmax(logits / temperature)"},
+            "features": {"name": "features", "kind": "pooled last-layer features", "use": "not_dermoscopic screening"},
+            "cam": {"name": "cam", "kind": "class activation map (N, h, w, classes)", "grid": cam_grid,
+                    "apply": "max(cam, 0) / max, enlarged to the image (ml.explain)"},
+        },
+        "screening": screening,
         "preprocessing": config.to_dict() | {
             "function": "ml.preprocessing.preprocess",
             "steps": "decode (OpenCV) -> RGB -> resize whole image to size x width (a non-square "

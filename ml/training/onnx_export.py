@@ -14,12 +14,11 @@ import tf2onnx
 OPSET = 17
 
 
-def keras_to_onnx(model: keras.Model, *, input_name: str = "input", output_name: str | None = None) -> bytes:
+def keras_to_onnx(model: keras.Model, *, input_name: str = "input") -> bytes:
     """Serialized ONNX model with a dynamic batch dimension."""
     shape = (None, *model.input.shape[1:])
     signature = (tf.TensorSpec(shape, tf.float32, name=input_name),)
-    kwargs = {"output_names": [output_name]} if output_name else {}
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, **kwargs)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET)
     return proto.SerializeToString()
 
 
@@ -31,8 +30,14 @@ def training_session(model_bytes: bytes | str, threads: int | None = None) -> or
     return ort.InferenceSession(model_bytes, options, providers=providers)
 
 
-def onnx_logits(path_or_bytes: bytes | str, batch: np.ndarray, *, chunk: int = 64) -> np.ndarray:
-    """The model's raw outputs for a preprocessed batch, run ``chunk`` images at a time."""
+def onnx_outputs(path_or_bytes: bytes | str, batch: np.ndarray, *, chunk: int = 64) -> list[np.ndarray]:
+    """Every output of the model for a preprocessed batch, run ``chunk`` images at a time."""
     session = training_session(path_or_bytes)
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: batch[i : i + chunk]})[0] for i in range(0, len(batch), chunk)])
+    runs = [session.run(None, {name: batch[i : i + chunk]}) for i in range(0, len(batch), chunk)]
+    return [np.concatenate(parts) for parts in zip(*runs)]
+
+
+def onnx_logits(path_or_bytes: bytes | str, batch: np.ndarray, *, chunk: int = 64) -> np.ndarray:
+    """The model's first output (the logits) for a preprocessed batch."""
+    return onnx_outputs(path_or_bytes, batch, chunk=chunk)[0]

@@ -13,37 +13,45 @@ import cv2
 import numpy as np
 
 from ml.classes import CLASSES
-from tests.tinymodel import write_bundle
+from tests.tinymodel import tiny_onnx, write_bundle
 
 STAND_IN_VERSION = "stand-in-test-1"
 STAND_IN_THRESHOLD = 0.5
 PASSWORD = "correct-horse-battery-staple"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+RED = (220, 30, 30)  # stand-in model: melanoma, flagged
+GREEN = (30, 200, 40)  # stand-in model: melanocytic nevus, not flagged
+BLUE = (30, 40, 210)  # stand-in model: vascular lesion, far from both: not_dermoscopic
 
-def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION) -> Path:
-    """input float32 [N,224,224,3] -> ReduceMean(H, W) -> MatMul(3x7) -> logits [N,7]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
+def stand_in_weights() -> np.ndarray:
+    """Channel means -> logits: red -> melanoma, green -> nevus, blue -> vascular."""
     weights = np.zeros((3, len(CLASSES)), dtype=np.float32)
     weights[0, CLASSES.index("mel")] = 4.0  # red
     weights[1, CLASSES.index("nv")] = 4.0  # green
     weights[2, CLASSES.index("vasc")] = 4.0  # blue
-    graph = helper.make_graph(
-        nodes=[
-            helper.make_node("ReduceMean", ["input"], ["mean_rgb"], axes=[1, 2], keepdims=0),
-            helper.make_node("MatMul", ["mean_rgb", "weights"], ["logits"]),
-        ],
-        name="stand_in",
-        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 224, 224, 3])],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(CLASSES)])],
-        initializer=[numpy_helper.from_array(weights, name="weights")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="skinportal-tests")
-    model.ir_version = 8  # what every onnxruntime of the last years reads
-    onnx.checker.check_model(model)
-    write_bundle(folder, model, size=224, version=version, threshold=STAND_IN_THRESHOLD, int8_copy=False)
+    return weights
+
+
+# The stand-in's screening: images near the red or green test colours are "dermatoscopic";
+# blue, grey or white ones are far from both and get not_dermoscopic. Darker than luma 40 is
+# too_dark; a top-two margin under 0.1 is low_confidence.
+STAND_IN_SCREENING = {
+    "dermoscopic_colours": [RED, GREEN],
+    "ood_threshold": 0.5,
+    "quality": {"min_brightness": 40.0, "max_brightness": 250.0, "max_saturated": 0.5, "min_contrast": 0.0,
+                "min_sharpness": 0.0, "percentile": 0.5},
+    "confidence": {"min_margin": 0.1, "max_entropy": 0.95, "accuracy_below_margin": 0.4,
+                   "flagged_validation_rate": 0.1},
+}
+
+
+def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION, busy: bool = False) -> Path:
+    """input float32 [N,224,224,3] -> channel means (features), their 7x7 grid times a 3x7
+    matrix (cam) and the means times it (logits); `busy` makes each image cost ~50 ms."""
+    write_bundle(folder, tiny_onnx(224, stand_in_weights(), busy=busy), size=224, version=version,
+                 threshold=STAND_IN_THRESHOLD, int8_copy=False, **STAND_IN_SCREENING)
     return folder
 
 
@@ -51,7 +59,7 @@ def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION) -> P
 
 
 def image_bytes(
-    colour: tuple[int, int, int] = (220, 30, 30), *, size: tuple[int, int] = (96, 64), fmt: str = "png"
+    colour: tuple[int, int, int] = (220, 30, 30), *, size: tuple[int, int] = (128, 100), fmt: str = "png"
 ) -> bytes:
     """A solid RGB image with a little noise, encoded as PNG or JPEG."""
     width, height = size
@@ -62,5 +70,3 @@ def image_bytes(
     return data.tobytes()
 
 
-RED = (220, 30, 30)  # stand-in model: melanoma, flagged
-GREEN = (30, 200, 40)  # stand-in model: melanocytic nevus, not flagged

@@ -40,16 +40,16 @@ class HostileFile:
 
 
 def _jpeg() -> bytes:
-    return encode(make_image(96, 64, seed=1), ".jpg")
+    return encode(make_image(128, 100, seed=1), ".jpg")
 
 
 def _png() -> bytes:
-    return encode(make_image(96, 64, seed=2), ".png")
+    return encode(make_image(128, 100, seed=2), ".png")
 
 
 def _pillow(fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(make_image(96, 64, seed=3)).save(buffer, format=fmt, **options)
+    Image.fromarray(make_image(128, 100, seed=3)).save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 

@@ -234,7 +234,7 @@ def test_it_uploads_an_image_and_answers_with_its_classification(api_for, collea
     )
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["captured_at"] == "2024-04-01" and body["uploaded_by"] == "bob" and body["width"] == 96
+    assert body["captured_at"] == "2024-04-01" and body["uploaded_by"] == "bob" and body["width"] == 128
     classification = body["classification"]
     assert classification["status"] == "succeeded" and classification["model_version"] == STAND_IN_VERSION
     assert classification["top_class"] == "mel" and classification["top_class_name"] == "Melanoma (mel)"

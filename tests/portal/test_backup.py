@@ -55,7 +55,7 @@ def populated(owner, colleague, reader, outsider, org, other_org, lesion, upload
         user=outsider, organisation=other_org, external_id="S-1", name="Grace Hopper"
     )
     their_lesion = services.patients.lesion_create(user=outsider, patient=theirs, body_site="back", label="Mid back")
-    images.append(upload(image_bytes(RED, size=(80, 80)), user=outsider, target=their_lesion))
+    images.append(upload(image_bytes(RED, size=(120, 120)), user=outsider, target=their_lesion))
     services.reviews.review_create(
         user=colleague, image=images[0], diagnosis="mel", comment="Dermoscopy: atypical network"
     )

@@ -38,6 +38,6 @@ def test_opencv_loads_on_first_use_with_one_thread():
         "print('BEFORE', 'cv2' in sys.modules);"
         "image = inference.sanitise_upload(sys.stdin.buffer.read());"
         "import cv2; print('AFTER', image.width, image.height, cv2.getNumThreads())",
-        stdin=image_bytes(size=(40, 30)),
+        stdin=image_bytes(size=(140, 110)),
     )
-    assert "BEFORE False" in out and "AFTER 40 30 1" in out
+    assert "BEFORE False" in out and "AFTER 140 110 1" in out

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _jpeg_with_exif() -> bytes:
-    image = Image.fromarray(np.full((48, 64, 3), (200, 40, 40), dtype=np.uint8))
+    image = Image.fromarray(np.full((100, 128, 3), (200, 40, 40), dtype=np.uint8))
     exif = Image.Exif()
     exif[0x010F] = "SecretCameraMaker"  # Make
     exif[0x0131] = "PatientNameInSoftwareTag"  # Software
@@ -167,7 +167,7 @@ def test_it_stores_pixels_only_under_a_generated_name(upload):
     assert b"SecretCameraMaker" not in stored and b"Exif" not in stored
     assert stored.startswith(b"\xff\xd8") and len(stored) < len(jpeg)  # its own JPEG data, less the EXIF
     assert image.sha256 == hashlib.sha256(stored).hexdigest()
-    assert (image.width, image.height, image.source_format, image.size_bytes) == (64, 48, "JPEG", len(stored))
+    assert (image.width, image.height, image.source_format, image.size_bytes) == (128, 100, "JPEG", len(stored))
     assert "photo" not in image.file.name and image.file.name.endswith(".jpg")
     decoded = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (48, 64, 3)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from diagnosis import services
-from diagnosis.inference import ImageTooLargeError, InvalidImageError, SanitisedImage, sanitise_upload
+from diagnosis.inference import MIN_IMAGE_SIDE, ImageTooLargeError, InvalidImageError, SanitisedImage, sanitise_upload
 from ml.preprocessing import JPEG_SOI, PNG_SIGNATURE, decode_image
 from tests.conftest import encode
 from tests.portal.hostile_corpus import HOSTILE_FILES
@@ -38,8 +38,10 @@ MAGIC_PREFIXES = [
 
 
 @st.composite
-def rgb_images(draw: st.DrawFn, max_side: int = 128) -> np.ndarray:
-    width, height = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+def rgb_images(draw: st.DrawFn, max_side: int = 128, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """Random RGB pictures; by default no smaller than an upload may be (ml.screening.MIN_IMAGE_SIDE)."""
+    max_side = max(max_side, min_side)
+    width, height = draw(st.integers(min_side, max_side)), draw(st.integers(min_side, max_side))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -112,7 +114,7 @@ def test_it_stores_a_jpeg_as_its_own_data_without_re_encoding(image, quality, pr
 
 
 @BOUNDED
-@given(image=rgb_images(max_side=48), mode=st.sampled_from(["L", "LA", "RGBA", "P", "I;16"]))
+@given(image=rgb_images(max_side=116), mode=st.sampled_from(["L", "LA", "RGBA", "P", "I;16"]))
 def test_it_stores_every_png_colour_type_with_its_pixels_unchanged(image, mode):
     buffer = io.BytesIO()
     Image.fromarray(image).convert(mode).save(buffer, format="PNG")
@@ -121,7 +123,7 @@ def test_it_stores_every_png_colour_type_with_its_pixels_unchanged(image, mode):
 
 
 @BOUNDED
-@given(image=rgb_images(max_side=64), fmt=st.sampled_from(["JPEG", "PNG"]), orientation=st.integers(1, 8))
+@given(image=rgb_images(max_side=124), fmt=st.sampled_from(["JPEG", "PNG"]), orientation=st.integers(1, 8))
 def test_it_removes_every_metadata_block_and_keeps_the_picture_upright(image, fmt, orientation):
     exif = Image.Exif()
     exif[0x010F], exif[0x0112] = "Dermatoscope Inc.", orientation  # make, orientation
@@ -146,10 +148,10 @@ def test_it_removes_every_metadata_block_and_keeps_the_picture_upright(image, fm
 
 
 def test_it_keeps_only_the_first_picture_of_a_multi_picture_jpeg():
-    first = encode(np.full((40, 60, 3), 200, np.uint8), ".jpg")
+    first = encode(np.full((100, 120, 3), 200, np.uint8), ".jpg")
     second = encode(np.full((20, 30, 3), 10, np.uint8), ".jpg")
     item = sanitise_upload(first + second)
-    assert item.data == first and (item.width, item.height) == (60, 40)
+    assert item.data == first and (item.width, item.height) == (120, 100)
 
 
 @BOUNDED
@@ -157,7 +159,7 @@ def test_it_keeps_only_the_first_picture_of_a_multi_picture_jpeg():
     files=st.lists(
         st.one_of(
             st.binary(max_size=600),
-            rgb_images(max_side=24).map(lambda image: encode(image, ".png")),
+            rgb_images(max_side=24, min_side=1).map(lambda image: encode(image, ".png")),
             st.sampled_from([case.data for case in HOSTILE_FILES if case.max_upload_bytes is None]),
         ),
         min_size=1,

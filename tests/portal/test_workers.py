@@ -26,8 +26,7 @@ from django.db import connection
 from diagnosis import services
 from diagnosis.models import Classification, ClassificationStatus, LesionImage
 from ml.classes import CLASSES
-from tests.portal.helpers import RED, REPO_ROOT, image_bytes
-from tests.tinymodel import write_bundle
+from tests.portal.helpers import RED, REPO_ROOT, build_stand_in_bundle, image_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -67,44 +66,7 @@ def _database_url() -> str:
 def build_slow_bundle(folder: Path) -> Path:
     """Like the stand-in model (red -> melanoma), plus two convolutions whose result is multiplied
     by zero: the same answers, but ~50 ms per image, so a worker can be killed mid-batch."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = np.zeros((3, len(CLASSES)), dtype=np.float32)
-    weights[0, CLASSES.index("mel")] = 4.0
-    weights[1, CLASSES.index("nv")] = 4.0
-    weights[2, CLASSES.index("vasc")] = 4.0
-    initializers = [
-        numpy_helper.from_array(weights, "weights"),
-        numpy_helper.from_array(rng.standard_normal((32, 3, 7, 7)).astype(np.float32), "k1"),
-        numpy_helper.from_array(rng.standard_normal((32, 32, 3, 3)).astype(np.float32), "k2"),
-        numpy_helper.from_array(np.zeros((1,), dtype=np.float32), "zero"),
-    ]
-    nodes = [
-        helper.make_node("ReduceMean", ["input"], ["mean_rgb"], axes=[1, 2], keepdims=0),
-        helper.make_node("MatMul", ["mean_rgb", "weights"], ["base_logits"]),
-        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Conv", ["nchw", "k1"], ["c1"], pads=[3, 3, 3, 3]),
-        helper.make_node("Conv", ["c1", "k2"], ["c2"], pads=[1, 1, 1, 1]),
-        helper.make_node("ReduceMean", ["c2"], ["busy"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Unsqueeze", ["busy", "axis1"], ["busy_col"]),
-        helper.make_node("Mul", ["busy_col", "zero"], ["nothing"]),
-        helper.make_node("Add", ["base_logits", "nothing"], ["logits"]),
-    ]
-    initializers.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
-    graph = helper.make_graph(
-        nodes,
-        "slow_stand_in",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 224, 224, 3])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(CLASSES)])],
-        initializer=initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    write_bundle(folder, model, size=224, version=SLOW_VERSION, int8_copy=False)
-    return folder
+    return build_stand_in_bundle(folder, version=SLOW_VERSION, busy=True)
 
 
 class WorkerProcess:
@@ -277,7 +239,7 @@ def test_it_loses_nothing_and_classifies_nothing_twice_when_a_worker_is_killed(
     first.wait_ready()
 
     files = [
-        services.uploads.ImageUpload(f"mole-{i:02d}.png", image_bytes(_colour(i), size=(48, 48))) for i in range(50)
+        services.uploads.ImageUpload(f"mole-{i:02d}.png", image_bytes(_colour(i), size=(100, 100))) for i in range(50)
     ]
     batch = services.uploads.batch_create(user=owner, lesion=lesion, files=files)  # commits: 5 tasks of 10 images sent
     assert batch.rejected == [] and LesionImage.objects.filter(batch=batch).count() == 50

@@ -1,0 +1,67 @@
+"""Running a bundle's screening on one image (see ml/screening/__init__.py for what each check means)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml.errors import ModelIntegrityError
+from ml.manifest import sha256_file
+from ml.screening import SCREENING_FILE, WARNING_CODES
+from ml.screening.confidence import ConfidenceLimits, margins, normalised_entropy
+from ml.screening.ood import FeatureDistance
+from ml.screening.quality import QualityThresholds, quality_measures
+
+
+@dataclass(frozen=True)
+class ScreeningResult:
+    warnings: tuple[str, ...]
+    measures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Screening:
+    """A bundle's screening limits, loaded once with the classifier."""
+
+    quality: QualityThresholds
+    confidence: ConfidenceLimits
+    distance: FeatureDistance
+
+    def screen(self, resized_rgb: np.ndarray, probs: np.ndarray, features: np.ndarray) -> ScreeningResult:
+        """Warnings for one image: `resized_rgb` at the model's input geometry before the colour
+        step, its calibrated probabilities and its pooled features."""
+        measures = quality_measures(resized_rgb)
+        measures["margin"] = float(margins(probs))
+        measures["entropy"] = float(normalised_entropy(probs))
+        measures["feature_distance"] = float(self.distance.distances(features[None])[0])
+        found = set(self.quality.warnings(measures))
+        if measures["feature_distance"] > self.distance.threshold:
+            found.add("not_dermoscopic")
+        if self.confidence.is_low(measures["margin"], measures["entropy"]):
+            found.add("low_confidence")
+        rounded = {k: round(v, 4) if np.isfinite(v) else None for k, v in measures.items()}
+        return ScreeningResult(warnings=tuple(c for c in WARNING_CODES if c in found), measures=rounded)
+
+
+def load_screening(model_dir: str, manifest: dict[str, Any]) -> Screening:
+    """The bundle's screening limits, checked against the manifest's sha256: fail closed."""
+    section = manifest.get("screening")
+    if not section:
+        raise ModelIntegrityError(f"model {manifest.get('version')} has no screening statistics")
+    path = os.path.join(model_dir, section["file"])
+    if not os.path.isfile(path):
+        raise ModelIntegrityError(f"screening statistics missing: {path}")
+    if sha256_file(path) != section["sha256"]:
+        raise ModelIntegrityError(f"screening statistics {path} do not match the manifest's sha256: refusing to load them")
+    with np.load(path) as arrays:
+        distance = FeatureDistance.from_arrays(dict(arrays), section["ood"]["threshold"])
+    if distance.whitening.shape[0] != distance.class_means.shape[1]:
+        raise ModelIntegrityError(f"screening statistics {path}: whitening and class means disagree in size")
+    return Screening(
+        quality=QualityThresholds.from_dict(section["quality"]),
+        confidence=ConfidenceLimits.from_dict(section["confidence"]),
+        distance=distance,
+    )
