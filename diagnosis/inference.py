@@ -45,6 +45,7 @@ __all__ = [
     "InvalidImageError",
     "MLError",
     "ModelIntegrityError",
+    "ModelPerformance",
     "PortalPrediction",
     "SanitisedImage",
     "classify_many",

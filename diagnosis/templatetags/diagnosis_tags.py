@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django import template
 
-from diagnosis.inference import CLASSES, display_name
+from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance
+from diagnosis.interpretation import Reading, read_result
 
 register = template.Library()
 
@@ -27,3 +28,17 @@ def bar_width(value: float | None) -> str:
     if value is None:
         return "0"
     return f"{max(0.5, min(100.0, float(value) * 100)):.1f}"
+
+
+@register.filter
+def reading(classification) -> Reading | None:
+    """The words and level of a result (diagnosis/interpretation.py); None unless it succeeded."""
+    return read_result(classification) if classification is not None else None
+
+
+@register.filter
+def performance(classification) -> ModelPerformance | None:
+    """The served model's measured test figures, when it gave this result."""
+    if classification is None or not classification.succeeded:
+        return None
+    return model_performance(classification.model_version, classification.model_variant or "fp32")

@@ -1,0 +1,69 @@
+"""What a result means, in words that do not contradict each other: one place for the page, the
+API, the PDF report, the dashboard and the lesion chart.
+
+The level decides the colour everywhere:
+  unreliable  the image itself is in doubt (not dermatoscopic, blurred, too dark or bright, low
+              contrast): the warning leads, and no figure is a reassurance
+  flagged     the malignancy score is at or above the threshold
+  uncertain   below the threshold, but the model's top classes are close (low_confidence)
+  reassuring  below the threshold with nothing to doubt: the only green result
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diagnosis.inference import IMAGE_WARNINGS, display_name
+from diagnosis.models import Classification
+
+UNRELIABLE, FLAGGED, UNCERTAIN, REASSURING = "unreliable", "flagged", "uncertain", "reassuring"
+LEVELS: tuple[str, ...] = (UNRELIABLE, FLAGGED, UNCERTAIN, REASSURING)
+
+
+@dataclass(frozen=True)
+class Reading:
+    level: str
+    headline: str
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def reassuring(self) -> bool:
+        return self.level == REASSURING
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def read_result(classification: Classification) -> Reading | None:
+    """The reading of a successful classification (None for any other state)."""
+    if not classification.succeeded:
+        return None
+    warnings = list(classification.warnings or [])
+    score, threshold = classification.malignancy_score, classification.threshold
+    above = classification.malignant
+    position = (f"The malignancy score {_percent(score)} is {'at or above' if above else 'below'} "
+                f"the threshold of {_percent(threshold)}.")
+    details: list[str] = []
+    if classification.malignant_group_decides:
+        details.append(
+            f"The single most likely class is {display_name(classification.top_class)}, which is benign, "
+            f"but the malignant classes together (melanoma, basal cell carcinoma, actinic keratosis) reach "
+            f"{_percent(score)}, at or above the threshold: the flag follows the malignant group, not the top class."
+        )
+    runner_up = classification.runner_up
+    margin = classification.margin
+    if runner_up is not None and margin is not None:
+        details.append(f"Second most likely: {runner_up[1]} at {_percent(runner_up[2])} "
+                       f"(top-two margin {_percent(margin)}).")
+    image_doubts = [code for code in warnings if code in IMAGE_WARNINGS]
+    if image_doubts:
+        messages = dict(classification.warning_messages)
+        headline = " ".join(messages[code] for code in image_doubts)
+        return Reading(UNRELIABLE, headline, [position, *details])
+    if above:
+        return Reading(FLAGGED, position, details)
+    if "low_confidence" in warnings:
+        return Reading(UNCERTAIN, position + " But the model is unsure: its top classes are close, so this is not "
+                       "a reassurance.", details)
+    return Reading(REASSURING, position, details)
