@@ -14,6 +14,7 @@ import numpy as np
 
 from ml.classes import CLASSES, display_name
 from ml.manifest import default_model_dir, load_manifest
+from ml.screening.card import render_screening
 
 CARD_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MODEL_CARD.md")
 
@@ -91,7 +92,10 @@ def render_card(model_dir: str) -> str:
     add(f"| input | `{manifest['input']['name']}`, float32 NHWC {height}x{width}x3 (height x width), {prep['colour_order']} |")
     add(f"| preprocessing | `{prep['function']}`: {prep['steps']}; colour step `{prep['colour']}`; "
         f"scale {prep['scale']:.8f}, offset {prep['offset']} (pixels to [-1, 1]) |")
-    add(f"| output | `{manifest['output']['name']}`: logits; probabilities = {manifest['output']['apply']} |")
+    outputs = manifest["outputs"]
+    add(f"| outputs | `{outputs['logits']['name']}`: logits, probabilities = {outputs['logits']['apply']}; "
+        f"`{outputs['features']['name']}`: pooled features (not_dermoscopic screening); `{outputs['cam']['name']}`: "
+        f"class activation map on a {'x'.join(str(d) for d in outputs['cam'].get('grid') or ['h', 'w'])} grid |")
     for name, v in manifest["variants"].items():
         add(f"| {name} | `{v['file']}`, {v['bytes'] / 1e6:.1f} MB, sha256 `{v['sha256'][:16]}…`; temperature "
             f"{v['temperature']:.3f}; malignancy threshold {v['malignancy_threshold']:.4f} |")
@@ -202,6 +206,8 @@ def render_card(model_dir: str) -> str:
             + ". Serve fp32 (the default) where it is below the gate.")
     add("")
 
+    render_screening(add, manifest, details.get("screening_report"))
+
     add("## Known limits\n")
     add(KNOWN_LIMITS)
     add("## Reproduce\n")
@@ -212,15 +218,26 @@ def render_card(model_dir: str) -> str:
         add(_end_to_end_command(manifest, fit, split))
     else:
         gate = checks["int8"].get("required_agreement", 0.99)
+        trained = fit.get("repackaged_from", manifest["version"])
         add("```sh\n.venv/bin/python -m ml train --metadata ../shared/data/ham10000/HAM10000_metadata.csv \\\n"
-            f"    --images ../shared/data/ham10000/images --out ml/models/{manifest['version']} \\\n"
+            f"    --images ../shared/data/ham10000/images --out ml/models/{trained} \\\n"
             f"    --alpha {arch['alpha']} --size {prep['size']} --colour {prep['colour']} --cut {arch['frozen_through']} "
             f"--views {fit['views_per_image']} \\\n"
             f"    --head-epochs {fit['head_epochs']} --epochs {fit['finetune_epochs']} --lr {fit['finetune_lr']:g} "
             f"--patience {fit['patience']} --batch-size {fit['batch_size']} \\\n"
             f"    --feature-noise {fit.get('feature_noise', 0.0):g} --class-weights {fit.get('class_weighting', 'inverse')} "
             f"--seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
+            + (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{manifest['version']} "
+               f"--version {manifest['version']} \\\n    --metadata ../shared/data/ham10000/HAM10000_metadata.csv "
+               "--images ../shared/data/ham10000/images\n" if trained != manifest["version"] else "")
+            + f".venv/bin/python -m ml screening-report --model ml/models/{manifest['version']} \\\n"
+            "    --metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images \\\n"
+            "    --masks ../shared/data/ham10000/masks\n"
             f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n")
+        if trained != manifest["version"]:
+            add(f"`{manifest['version']}` holds the weights of `{trained}` (in the git history), packaged again by "
+                "`python -m ml repackage` with the screening statistics and the class activation map output; its "
+                "classifications are the same to within float rounding.\n")
         add("`--colour auto --probe-backbones` reruns the preprocessing comparison above first. Training on a CPU "
             "is deterministic up to thread scheduling; expect figures within the bootstrap intervals, not bit-equal.\n")
     return "\n".join(lines)
