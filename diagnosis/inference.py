@@ -25,7 +25,15 @@ from django.conf import settings
 
 from ml.classes import CLASS_NAMES, CLASSES, MALIGNANT_CLASSES, display_name
 from ml.errors import ImageTooLargeError, InvalidImageError, MLError, ModelIntegrityError
-from ml.screening import IMAGE_WARNINGS, MIN_IMAGE_SIDE, WARNING_CODES, WARNING_TEXT, check_minimum_size, warning_text
+from ml.screening import (
+    IMAGE_WARNINGS,
+    MIN_IMAGE_SIDE,
+    WARNING_CODES,
+    WARNING_TEXT,
+    check_minimum_size,
+    warning_label,
+    warning_text,
+)
 
 if TYPE_CHECKING:
     from ml.inference import Classifier
@@ -40,6 +48,7 @@ __all__ = [
     "WARNING_CODES",
     "WARNING_TEXT",
     "check_minimum_size",
+    "warning_label",
     "warning_text",
     "ImageTooLargeError",
     "InvalidImageError",

@@ -31,6 +31,17 @@ class Reading:
         return self.level == REASSURING
 
 
+def level_of(*, malignant: bool, warnings: list[str] | tuple[str, ...] | None) -> str:
+    """The level of a succeeded result from the two facts that decide it (lists that hold only
+    these columns use this; read_result does too, so the rule is written once)."""
+    codes = list(warnings or [])
+    if any(code in IMAGE_WARNINGS for code in codes):
+        return UNRELIABLE
+    if malignant:
+        return FLAGGED
+    return UNCERTAIN if "low_confidence" in codes else REASSURING
+
+
 def _percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
@@ -56,14 +67,12 @@ def read_result(classification: Classification) -> Reading | None:
     if runner_up is not None and margin is not None:
         details.append(f"Second most likely: {runner_up[1]} at {_percent(runner_up[2])} "
                        f"(top-two margin {_percent(margin)}).")
-    image_doubts = [code for code in warnings if code in IMAGE_WARNINGS]
-    if image_doubts:
+    level = level_of(malignant=above, warnings=warnings)
+    if level == UNRELIABLE:
         messages = dict(classification.warning_messages)
-        headline = " ".join(messages[code] for code in image_doubts)
+        headline = " ".join(messages[code] for code in warnings if code in IMAGE_WARNINGS)
         return Reading(UNRELIABLE, headline, [position, *details])
-    if above:
-        return Reading(FLAGGED, position, details)
-    if "low_confidence" in warnings:
+    if level == UNCERTAIN:
         return Reading(UNCERTAIN, position + " But the model is unsure: its top classes are close, so this is not "
                        "a reassurance.", details)
-    return Reading(REASSURING, position, details)
+    return Reading(level, position, details)

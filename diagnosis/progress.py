@@ -1,14 +1,19 @@
 """How a batch's progress is shown: each image in one of four buckets, from the status of its
 newest classification, and the counts of a batch by bucket. No queries here: the selectors
-(diagnosis/selectors.py) fetch the statuses; pages and the API show what this makes of them."""
+(diagnosis/selectors.py) fetch the statuses; pages and the API show what this makes of them.
+
+Also the short badges that lists (dashboard, batch page, lesion timeline) show for one result:
+its reading level (diagnosis/interpretation.py) and each screening warning in a few words."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-from diagnosis.models import ClassificationStatus
+from diagnosis.inference import IMAGE_WARNINGS, WARNING_CODES, warning_label, warning_text
+from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, level_of, read_result
+from diagnosis.models import Classification, ClassificationStatus
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 _BUCKET = {
@@ -58,7 +63,8 @@ class BatchProgress:
 
 @dataclass(frozen=True)
 class BatchImageStatus:
-    """One image of a batch as its progress view shows it: one row of one query, no results."""
+    """One image of a batch as its progress view shows it: one row of one query. No figures, but
+    what a polling page needs to mark a finished image: its warnings and whether it is flagged."""
 
     id: int
     source_name: str
@@ -66,3 +72,67 @@ class BatchImageStatus:
     patient_id: int
     captured_at: dt.date
     status: str  # queued, running, done or failed
+    warnings: tuple[str, ...] = ()  # of the newest classification (empty until it is done)
+    malignant: bool | None = None  # None until done
+
+    @property
+    def level(self) -> str | None:
+        """The reading level (diagnosis/interpretation.py) of a done image, from the same two
+        fields read_result decides it by; None while not done."""
+        if self.status != DONE or self.malignant is None:
+            return None
+        return level_of(malignant=self.malignant, warnings=self.warnings)
+
+
+# --- Result badges in lists -------------------------------------------------------------------
+
+# The badge's words for each reading level; its colour is the level's class (portal.css).
+LEVEL_LABELS: dict[str, str] = {
+    UNRELIABLE: "Image in doubt",
+    FLAGGED: "Above threshold",
+    UNCERTAIN: "Below threshold",  # amber, with an "uncertain" warning badge beside it
+    REASSURING: "Below threshold",
+}
+
+
+@dataclass(frozen=True)
+class WarningBadge:
+    code: str
+    label: str  # a few words
+    message: str  # the full sentence
+    image: bool  # the picture itself is in doubt (not only the model's confidence)
+
+    @property
+    def css(self) -> str:
+        return "warning" if self.image else "uncertain"
+
+
+def warning_badges(codes: Sequence[str] | None) -> list[WarningBadge]:
+    """Badges for warning codes, most fundamental first (unknown codes shown as they are)."""
+    order = {code: index for index, code in enumerate(WARNING_CODES)}
+    ordered = sorted(codes or [], key=lambda code: order.get(code, len(order)))
+    return [WarningBadge(code, warning_label(code), warning_text(code), code in IMAGE_WARNINGS)
+            for code in ordered]
+
+
+@dataclass(frozen=True)
+class ResultBadge:
+    """One succeeded result as a list shows it: green only when the reading is reassuring."""
+
+    level: str  # interpretation.LEVELS: also the badge's CSS class
+    label: str
+    score: float | None
+    warnings: list[WarningBadge] = field(default_factory=list)
+
+
+def result_badge(classification: Classification | None) -> ResultBadge | None:
+    """The badge of a succeeded classification; None otherwise (the page shows its status)."""
+    reading = read_result(classification) if classification is not None else None
+    if reading is None:
+        return None
+    return ResultBadge(
+        level=reading.level,
+        label=LEVEL_LABELS[reading.level],
+        score=classification.malignancy_score,
+        warnings=warning_badges(classification.warnings),
+    )

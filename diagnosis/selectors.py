@@ -14,9 +14,25 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    Model,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast
 from django.http import Http404
 
+from diagnosis.inference import IMAGE_WARNINGS
 from diagnosis.models import (
     WRITE_ROLES,
     AuditEvent,
@@ -31,7 +47,14 @@ from diagnosis.models import (
     Patient,
     Role,
 )
-from diagnosis.progress import BatchImageStatus, BatchProgress, image_bucket
+from diagnosis.progress import (
+    DONE,
+    BatchImageStatus,
+    BatchProgress,
+    ResultBadge,
+    image_bucket,
+    result_badge,
+)
 
 User = AbstractBaseUser | AnonymousUser
 M = TypeVar("M", bound=Model)
@@ -153,9 +176,43 @@ def lesion_get(*, user: User, lesion_id: int | str, with_latest_result: bool = T
     return _get_or_404(lesions, lesion_id, "lesion")
 
 
+def _image_doubt(warnings_text: str) -> Q:
+    """The JSON text of a warnings list names an image warning. Text, because SQLite has no JSON
+    `contains` lookup; each code is matched with its quotes, so one never matches inside another."""
+    doubt = Q()
+    for code in sorted(IMAGE_WARNINGS):
+        doubt |= Q(**{f"{warnings_text}__contains": f'"{code}"'})
+    return doubt
+
+
+def with_latest_warnings(lesions: QuerySet[Lesion]) -> QuerySet[Lesion]:
+    """Annotate each lesion with its latest result's `latest_warnings` (codes) and
+    `latest_image_doubt` (one of them is an image warning). Kept out of with_latest_result, which
+    every lesion read pays for: only the lists that sort by trust need them."""
+    latest = _latest_classification("image__lesion")
+    doubt = latest.annotate(warnings_text=Cast("warnings", TextField())).annotate(
+        doubt=Case(When(_image_doubt("warnings_text"), then=Value(True)), default=Value(False),
+                   output_field=BooleanField())
+    )
+    return lesions.annotate(
+        latest_warnings=Subquery(latest.values("warnings")[:1]),
+        latest_image_doubt=Subquery(doubt.values("doubt")[:1]),
+    )
+
+
 def lesion_list_flagged(*, user: User, limit: int = 20) -> list[Lesion]:
-    """Lesions whose latest result is at or above the model's malignancy threshold."""
-    return list(lesion_list(user=user).filter(latest_malignant=True).order_by("-latest_captured_at", "-id")[:limit])
+    """Lesions whose latest result is at or above the model's malignancy threshold, from an image
+    without warnings: a score from an image in doubt is not ranked with them (see
+    lesion_list_needing_image). Each has `latest_warnings` (low_confidence at most)."""
+    lesions = with_latest_warnings(lesion_list(user=user)).filter(latest_malignant=True, latest_image_doubt=False)
+    return list(lesions.order_by("-latest_captured_at", "-id")[:limit])
+
+
+def lesion_list_needing_image(*, user: User, limit: int = 20) -> list[Lesion]:
+    """Lesions whose latest result has an image warning (not dermatoscopic, blurred, too dark or
+    bright, low contrast), above the threshold or not: the picture should be taken again."""
+    lesions = with_latest_warnings(lesion_list(user=user)).filter(latest_image_doubt=True)
+    return list(lesions.order_by("-latest_captured_at", "-id")[:limit])
 
 
 # --- Images ----------------------------------------------------------------------------------
@@ -203,6 +260,11 @@ def image_classification_settled(*, image_id: int) -> bool:
 class TimelinePoint:
     image: LesionImage
     classification: Classification | None
+
+    @property
+    def badge(self) -> ResultBadge | None:
+        """The visit's badge (colour by reading level, warnings in words); None unless succeeded."""
+        return result_badge(self.classification)
 
 
 def lesion_timeline(*, lesion: Lesion) -> list[TimelinePoint]:
@@ -295,10 +357,12 @@ def batch_get(*, user: User, batch_id: int | str) -> Batch:
     return _get_or_404(batch_list(user=user), batch_id, "batch")
 
 
+def _newest_classification() -> QuerySet[Classification]:
+    return Classification.objects.filter(image=OuterRef("pk")).order_by("-created_at", "-id")
+
+
 def _latest_status() -> Subquery:
-    return Subquery(
-        Classification.objects.filter(image=OuterRef("pk")).order_by("-created_at", "-id").values("status")[:1]
-    )
+    return Subquery(_newest_classification().values("status")[:1])
 
 
 def batch_images(*, batch: Batch) -> QuerySet[LesionImage]:
@@ -325,13 +389,44 @@ def batch_progress(*, batch: Batch, images: Sequence[BatchImageStatus] | None = 
 def batch_image_statuses(*, batch: Batch) -> list[BatchImageStatus]:
     """Each image of the batch with its bucket, in upload order. One query whatever the batch's
     size, so a client polling a 500-image batch costs the server little."""
+    newest = _newest_classification()
     rows = (
         LesionImage.objects.filter(batch=batch)
-        .annotate(s=_latest_status())
+        .annotate(
+            s=_latest_status(),
+            w=Subquery(newest.values("warnings")[:1]),
+            m=Subquery(newest.values("malignant")[:1]),
+        )
         .order_by("id")
-        .values_list("id", "source_name", "lesion_id", "lesion__patient_id", "captured_at", "s")
+        .values_list("id", "source_name", "lesion_id", "lesion__patient_id", "captured_at", "s", "w", "m")
     )
-    return [BatchImageStatus(*row[:5], status=image_bucket(row[5])) for row in rows]
+    statuses = []
+    for *head, status, warnings, malignant in rows:
+        done = image_bucket(status) == DONE  # a queued re-run's empty warnings say nothing yet
+        statuses.append(BatchImageStatus(
+            *head, status=image_bucket(status),
+            warnings=tuple(warnings or ()) if done else (), malignant=bool(malignant) if done else None,
+        ))
+    return statuses
+
+
+@dataclass(frozen=True)
+class BatchImageRow:
+    """One image of the batch page: its bucket and, once done, its result's badge."""
+
+    image: LesionImage
+    status: str  # queued, running, done or failed
+    badge: ResultBadge | None
+
+
+def batch_image_rows(*, batch: Batch) -> list[BatchImageRow]:
+    """The batch page's images (batch_images: a fixed number of queries), each with its badge."""
+    rows = []
+    for image in batch_images(batch=batch):
+        status = image_bucket(image.latest_status)
+        newest = next(iter(image.classifications.all()), None)  # the prefetch, newest first
+        rows.append(BatchImageRow(image=image, status=status, badge=result_badge(newest) if status == DONE else None))
+    return rows
 
 
 def batch_settled(*, batch_id: int) -> bool:

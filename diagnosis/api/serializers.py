@@ -394,6 +394,12 @@ class BatchImageOutput(serializers.Serializer):
     patient = serializers.IntegerField(source="patient_id")
     captured_at = serializers.DateField()
     status = serializers.CharField(help_text="queued, running, done or failed.")
+    warnings = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(WARNING_CODES)),
+        help_text="Screening warnings of the newest result, most fundamental first; empty until done.")
+    level = serializers.ChoiceField(
+        choices=list(LEVELS), allow_null=True,
+        help_text="How far to trust the result once done: unreliable, flagged, uncertain or reassuring; null before.")
 
 
 class BatchOutput(serializers.Serializer):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django import template
 
-from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance
-from diagnosis.interpretation import Reading, read_result
+from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance, warning_label, warning_text
+from diagnosis.interpretation import Reading, level_of, read_result
 
 register = template.Library()
 
@@ -42,3 +42,21 @@ def performance(classification) -> ModelPerformance | None:
     if classification is None or not classification.succeeded:
         return None
     return model_performance(classification.model_version, classification.model_variant or "fp32")
+
+
+@register.filter
+def warning_words(code: str) -> str:
+    """'not_dermoscopic' -> 'not dermatoscopic': a badge's few words."""
+    return warning_label(code)
+
+
+@register.filter
+def warning_sentence(code: str) -> str:
+    """The warning's full sentence (a badge's tooltip)."""
+    return warning_text(code)
+
+
+@register.filter
+def level_of_latest(lesion) -> str:
+    """Reading level of a lesion's latest result from the annotations of selectors.with_latest_warnings."""
+    return level_of(malignant=bool(lesion.latest_malignant), warnings=lesion.latest_warnings)

@@ -14,7 +14,8 @@ from diagnosis import audit, selectors, services
 from diagnosis.forms import (
     BatchForm,
 )
-from diagnosis.progress import image_bucket
+from diagnosis.inference import WARNING_CODES
+from diagnosis.progress import LEVEL_LABELS, warning_badges
 from diagnosis.scoping import url_object
 from diagnosis.views.common import PATIENTS_PER_PAGE, add_service_errors, form_status, require_page_write
 
@@ -87,11 +88,15 @@ def batch_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = url_object(request, "batch_id")
-    images = list(selectors.batch_images(batch=batch))
-    for image in images:
-        image.bucket = image_bucket(image.latest_status)
     return render(
         request,
         "diagnosis/batch_detail.html",
-        {"batch": batch, "progress": selectors.batch_progress(batch=batch), "images": images},
+        {
+            "batch": batch,
+            "progress": selectors.batch_progress(batch=batch),
+            "rows": selectors.batch_image_rows(batch=batch),
+            # The words batch.js needs for images that finish while the page is open.
+            "warning_vocabulary": warning_badges(WARNING_CODES),
+            "level_labels": LEVEL_LABELS.items(),
+        },
     )

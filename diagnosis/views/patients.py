@@ -74,7 +74,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
         "diagnosis/patient_detail.html",
         {
             "patient": patient,
-            "lesions": selectors.lesion_list(user=request.user, patient_id=patient.pk),
+            "lesions": selectors.with_latest_warnings(selectors.lesion_list(user=request.user, patient_id=patient.pk)),
             "can_write": selectors.user_can_write(user=request.user, organisation_id=patient.organisation_id),
             "is_admin": selectors.user_is_admin(user=request.user, organisation_id=patient.organisation_id),
         },

@@ -1,7 +1,7 @@
 """Should this answer be trusted? Checks on every image the classifier sees (NumPy + OpenCV).
 
 Three families, each fitted per bundle when it is packaged and stored in it, so a new model
-brings its own limits (see ml/training/screening_fit.py; nothing here is tuned on the test split):
+brings its own limits (see ml/screening/fit.py; nothing here is tuned on the test split):
 
   not_dermoscopic   the image's features are far from every lesion class the model learnt
                     (ml/screening/ood.py): the classification is not reliable at all
@@ -31,6 +31,15 @@ WARNING_TEXT: dict[str, str] = {
     "low_contrast": "The image has very low contrast: structures may be misread.",
     "low_confidence": "The model is unsure: its top classes are close, so its first choice is as likely wrong as right.",
 }
+# A few words per warning, for badges; the sentence above is their tooltip.
+WARNING_LABELS: dict[str, str] = {
+    "not_dermoscopic": "not dermatoscopic",
+    "blurred": "blurred",
+    "too_dark": "too dark",
+    "too_bright": "over-exposed",
+    "low_contrast": "low contrast",
+    "low_confidence": "uncertain",
+}
 # Image warnings: the picture itself is in doubt, so every figure computed from it is.
 IMAGE_WARNINGS: frozenset[str] = frozenset(WARNING_CODES) - {"low_confidence"}
 
@@ -42,6 +51,10 @@ SCREENING_FILE = "screening.npz"
 
 def warning_text(code: str) -> str:
     return WARNING_TEXT.get(code, code)
+
+
+def warning_label(code: str) -> str:
+    return WARNING_LABELS.get(code, code)
 
 
 def check_minimum_size(width: int, height: int) -> str | None:

@@ -92,7 +92,7 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     assert page.locator("#model-version").inner_text() == STAND_IN_VERSION
     assert "Decision support, not a diagnosis." in page.locator(".disclaimer").inner_text()
     assert (
-        page.locator("figure.image img").evaluate("img => img.naturalWidth") == 320
+        page.locator("figure.image img:not(.heatmap)").evaluate("img => img.naturalWidth") == 320
     )  # served through the checked view
 
     page.click("nav.crumbs >> text=Right forearm, dorsal")
@@ -149,3 +149,35 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
     assert page.locator('[data-count="done"]').inner_text() == "3"
     assert page.locator("#batch-bar").evaluate("bar => bar.value") == 3
     assert page.locator('.image-status[data-status="done"]').count() == 3
+
+
+def test_it_turns_the_heatmap_on_and_downloads_the_pdf_report(colleague, lesion, upload, live_server, browser_page,
+                                                             tmp_path):
+    image = _in_own_thread(lambda: upload(image_bytes(RED, size=(320, 240)), user=colleague))
+    page = browser_page
+    page.goto(f"{live_server.url}/accounts/login/?next=/images/{image.pk}/")
+    page.fill("#id_username", colleague.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#classification [data-status=succeeded]")
+
+    heatmap = page.locator("img#heatmap")
+    assert not heatmap.is_visible()  # off until asked for
+    page.click("label[for=show-heatmap]")
+    heatmap.wait_for(state="visible")
+    # Loaded (lazily: only once shown) through the audited heatmap view, at the image's own size,
+    # laid over the image.
+    page.wait_for_function("() => { const img = document.querySelector('#heatmap'); return img.complete && img.naturalWidth > 0; }")
+    assert heatmap.evaluate("img => img.naturalWidth") == 320
+    box, under = heatmap.bounding_box(), page.locator("figure.image img:not(.heatmap)").bounding_box()
+    assert abs(box["x"] - under["x"]) < 1 and abs(box["width"] - under["width"]) < 1
+    page.screenshot(path=str(tmp_path / "result-heatmap.png"))
+    page.click("label[for=show-heatmap]")
+    heatmap.wait_for(state="hidden")
+
+    with page.expect_download() as download_info:
+        page.click("#report-pdf")
+    download = download_info.value
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    assert download.suggested_filename.endswith(".pdf") and path.read_bytes().startswith(b"%PDF")
