@@ -49,6 +49,7 @@ class AuditedRoute:
     object_type: str
     kind: str
     post: str = "other"  # the action of a POST on this route
+    read: str | None = None  # the action of a GET when it is more than a view (a report is an export)
 
 
 # Every route that reads or writes patient data, by URL name. A new patient-data route must be
@@ -67,11 +68,13 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "lesion-detail": AuditedRoute("lesion", DETAIL),
     "lesion-edit": AuditedRoute("lesion", DETAIL, "update"),
     "lesion-upload": AuditedRoute("lesion", DETAIL, "upload"),
+    "lesion-report": AuditedRoute("lesion", DETAIL, read="export"),
     "image-detail": AuditedRoute("image", DETAIL),
     "image-file": AuditedRoute("image", DETAIL),
     "image-heatmap": AuditedRoute("image", DETAIL),
     "image-review": AuditedRoute("image", DETAIL, "review"),
     "image-classify": AuditedRoute("image", DETAIL, "classify"),
+    "image-report": AuditedRoute("image", DETAIL, read="export"),
     "batch-list": AuditedRoute("batch", LIST),
     "batch-create": AuditedRoute("batch", FORM, "upload"),
     "batch-detail": AuditedRoute("batch", DETAIL),
@@ -80,11 +83,13 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-patient-detail": AuditedRoute("patient", DETAIL),
     "api-lesion-list": AuditedRoute("lesion", LIST, "create"),
     "api-lesion-detail": AuditedRoute("lesion", DETAIL),
+    "api-lesion-report": AuditedRoute("lesion", DETAIL, read="export"),
     "api-image-list": AuditedRoute("image", LIST, "upload"),
     "api-image-detail": AuditedRoute("image", DETAIL),
     "api-image-file": AuditedRoute("image", DETAIL),
     "api-image-heatmap": AuditedRoute("image", DETAIL),
     "api-image-classify": AuditedRoute("image", DETAIL, "classify"),
+    "api-image-report": AuditedRoute("image", DETAIL, read="export"),
     "api-batch-list": AuditedRoute("batch", LIST, "upload"),
     "api-batch-detail": AuditedRoute("batch", DETAIL),
     "api-classification-list": AuditedRoute("classification", LIST),
@@ -161,9 +166,10 @@ def _outcome(status_code: int) -> str:
     return AuditOutcome.REFUSED
 
 
-def _action(kind: str, post_action: str, method: str) -> str:
+def _action(route: AuditedRoute, method: str) -> str:
+    kind, post_action = route.kind, route.post
     if method in ("GET", "HEAD", "OPTIONS"):
-        return "list" if kind == LIST else "view"
+        return route.read or ("list" if kind == LIST else "view")
     if method == "POST":
         return post_action
     if method in ("PUT", "PATCH"):
@@ -222,7 +228,7 @@ def audit_request_record(*, request: HttpRequest, response: HttpResponse) -> Aud
         actor_id=user.pk if authenticated else None,
         actor_username=user.get_username() if authenticated else "",
         organisation_id=organisation_id,
-        action=_action(route.kind, route.post, request.method or ""),
+        action=_action(route, request.method or ""),
         object_type=object_type,
         object_id=object_id,
         surface=surface,

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from diagnosis.views import batches, home, lesions, organisations, patients
+from diagnosis.views import reports as report_views
 
 urlpatterns = [
     path("", home.dashboard, name="dashboard"),
@@ -14,11 +15,13 @@ urlpatterns = [
     path("lesions/<int:lesion_id>/", lesions.lesion_detail, name="lesion-detail"),
     path("lesions/<int:lesion_id>/edit/", lesions.lesion_edit, name="lesion-edit"),
     path("lesions/<int:lesion_id>/upload/", lesions.lesion_upload, name="lesion-upload"),
+    path("lesions/<int:lesion_id>/report.pdf", report_views.lesion_report, name="lesion-report"),
     path("images/<int:image_id>/", lesions.image_detail, name="image-detail"),
     path("images/<int:image_id>/file/", lesions.image_file, name="image-file"),
     path("images/<int:image_id>/heatmap/", lesions.image_heatmap, name="image-heatmap"),
     path("images/<int:image_id>/review/", lesions.image_review, name="image-review"),
     path("images/<int:image_id>/classify/", lesions.image_classify, name="image-classify"),
+    path("images/<int:image_id>/report.pdf", report_views.image_report, name="image-report"),
     path("ops/", home.ops, name="ops"),
     path("batches/", batches.batch_list, name="batch-list"),
     path("batches/new/", batches.batch_create, name="batch-create"),

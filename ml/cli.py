@@ -83,23 +83,26 @@ def decoded(paths: list[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray
 
 
 def classified(classifier, paths: list[str], progress: Progress):
-    """(path, image, prediction or None, error) for each path, run CHUNK images at a time."""
-    pending: list[tuple[str, np.ndarray]] = []
+    """(path, image, prediction or None, error) for each path, in the order of `paths`, run CHUNK
+    images at a time. An image that cannot be classified waits in the chunk with the others, so
+    its row comes where its name puts it."""
+    pending: list[tuple[str, np.ndarray | None, str]] = []
+    decoded_images = 0
 
     def flush():
-        predictions = classifier.predict_batch([image for _, image in pending])
-        for (path, image), prediction in zip(pending, predictions):
+        nonlocal decoded_images
+        images = [image for _, image, _ in pending if image is not None]
+        predictions = iter(classifier.predict_batch(images) if images else ())
+        for path, image, error in pending:
             progress.step()
-            yield path, image, prediction, ""
+            yield path, image, (None if image is None else next(predictions)), error
         pending.clear()
+        decoded_images = 0
 
     for path, image, error in decoded(paths, classifier.max_pixels):
-        if image is None:
-            progress.step()
-            yield path, None, None, error
-            continue
-        pending.append((path, image))
-        if len(pending) == CHUNK:
+        pending.append((path, image, error))
+        decoded_images += image is not None
+        if decoded_images == CHUNK:
             yield from flush()
     if pending:
         yield from flush()
@@ -144,7 +147,7 @@ def run_explain(classifier, paths: list[str], out_dir: str, class_code: str | No
             print(f"{os.path.basename(path)}: {error}", file=sys.stderr)
             continue
         code = class_code or prediction.top_class
-        heat = heat_map(prediction.cam, CLASSES.index(code), image.shape[:2])
+        heat = heat_map(prediction.cam, CLASSES.index(code), image.shape[:2], classifier.config.height_width)
         stem = os.path.join(out_dir, image_id(path))
         np.save(stem + ".npy", heat.astype(np.float32))
         with open(stem + ".png", "wb") as fh:

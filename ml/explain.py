@@ -27,16 +27,21 @@ def heat_grid(cam: np.ndarray, class_index: int) -> np.ndarray:
     return grid / peak if peak > 0 else grid
 
 
-def heat_map(cam: np.ndarray, class_index: int, image_shape: tuple[int, int]) -> np.ndarray:
+def heat_map(cam: np.ndarray, class_index: int, image_shape: tuple[int, int],
+             input_shape: tuple[int, int] | None = None) -> np.ndarray:
     """float32 (H, W) map in [0, 1] for an image of `image_shape` = (H, W).
 
     The grid has the model input's orientation (a 150x200 input gives a 5x7 grid): when
     preprocessing turned the image by 90 degrees to fit a non-square input, the map is enlarged
-    to the turned shape and turned back.
+    to the turned shape and turned back. Whether it did is judged from `input_shape`, the model
+    input's (height, width), when given; else from the grid's own shape, which is not enough
+    when rounding made the grid square for a non-square input (MobileNetV2 gives a 2x2 grid for
+    48x64 and a 4x4 one for 112x128): pass it when the classifier is at hand
+    (Classifier.config.height_width).
     """
     height, width = image_shape
     grid = heat_grid(cam, class_index)
-    turned = input_is_turned((height, width), grid.shape[:2])
+    turned = input_is_turned((height, width), tuple(input_shape) if input_shape is not None else grid.shape[:2])
     target_h, target_w = (width, height) if turned else (height, width)
     # Bicubic over a coarse grid overshoots a little: clip back into [0, 1].
     enlarged = np.clip(cv2.resize(grid, (target_w, target_h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)

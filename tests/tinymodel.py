@@ -42,17 +42,26 @@ def grid_for(size: int) -> int:
     return next(g for g in (7, 4, 2, 1) if size % g == 0)
 
 
-def tiny_onnx(size: int, weights: np.ndarray = WEIGHTS, *, busy: bool = False) -> onnx.ModelProto:
+def tiny_onnx(size: int, weights: np.ndarray = WEIGHTS, *, busy: bool = False, width: int | None = None,
+              grid: tuple[int, int] | None = None) -> onnx.ModelProto:
     """input (N, size, size, 3) -> logits (N, 7), features (N, 3), cam (N, g, g, 7).
 
+    `width` makes the input (N, size, width, 3) and `grid` the map's (rows, columns) (default:
+    cells of size // grid_for(size) pixels a side, so a non-square input gets a non-square grid).
     `busy` adds two convolutions whose result is multiplied by zero: the same answers, about
     50 ms an image at 224, so a worker can be killed mid-batch."""
-    cell = size // grid_for(size)
+    width = width or size
+    if grid is None:
+        side = size // grid_for(size)
+        grid = (size // side, width // side)
+    if size % grid[0] or width % grid[1]:
+        raise ValueError(f"a {grid[0]}x{grid[1]} grid does not divide a {size}x{width} input")
+    cell = [size // grid[0], width // grid[1]]
     initializers = [numpy_helper.from_array(np.asarray(weights, np.float32), "weights"),
                     numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "hw_axes")]
     nodes = [
         helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("AveragePool", ["nchw"], ["pooled_nchw"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        helper.make_node("AveragePool", ["nchw"], ["pooled_nchw"], kernel_shape=cell, strides=cell),
         helper.make_node("Transpose", ["pooled_nchw"], ["feature_map"], perm=[0, 2, 3, 1]),
         helper.make_node("ReduceMean", ["feature_map", "hw_axes"], ["features"], keepdims=0),
         helper.make_node("MatMul", ["feature_map", "weights"], ["cam"]),
@@ -82,7 +91,7 @@ def tiny_onnx(size: int, weights: np.ndarray = WEIGHTS, *, busy: bool = False) -
         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 3]),
         helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["batch", "h", "w", len(CLASSES)]),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", size, size, 3])],
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", size, width, 3])],
                               outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="skinportal-tests")
     model.ir_version = 9
@@ -98,6 +107,7 @@ def write_bundle(
     version: str,
     threshold: float = 0.5,
     int8_copy: bool = True,
+    width: int | None = None,
     dermoscopic_colours: Sequence[tuple[int, int, int]] | None = None,
     ood_threshold: float = 100.0,
     quality: dict | None = None,
@@ -109,7 +119,8 @@ def write_bundle(
     of an image's channel means, scaled like the model input, to the nearest of
     `dermoscopic_colours` (default: the origin), flagging beyond `ood_threshold`; `quality` and
     `confidence` override the limits (default: warn about nothing). ``int8_copy`` lists the same
-    file as the 'int8' variant too, for tests that switch variants.
+    file as the 'int8' variant too, for tests that switch variants. ``width`` declares a
+    non-square (size x width) input, as ``tiny_onnx(size, width=...)`` builds.
     """
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -126,9 +137,10 @@ def write_bundle(
         "version": version,
         "classes": list(CLASSES),
         "malignant_classes": sorted(MALIGNANT_CLASSES),
-        "input": {"name": "input", "shape": [None, size, size, 3], "layout": "NHWC", "dtype": "float32"},
+        "input": {"name": "input", "shape": [None, size, width or size, 3], "layout": "NHWC", "dtype": "float32"},
         "outputs": {"logits": {"name": "logits"}, "features": {"name": "features"}, "cam": {"name": "cam"}},
-        "preprocessing": {"size": size, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB"},
+        "preprocessing": {"size": size, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB",
+                          **({"width": width} if width else {})},
         "variants": {"fp32": variant, **({"int8": dict(variant)} if int8_copy else {})},
         "screening": {
             "file": SCREENING_FILE,
@@ -142,6 +154,9 @@ def write_bundle(
     return folder
 
 
-def write_tiny_bundle(folder: str, *, size: int = 32, version: str = "tiny-test-1", threshold: float = 0.5, **screening) -> str:
-    """The channel-mean model above as a bundle (fp32 and an identical 'int8' copy)."""
-    return write_bundle(folder, tiny_onnx(size), size=size, version=version, threshold=threshold, **screening)
+def write_tiny_bundle(folder: str, *, size: int = 32, version: str = "tiny-test-1", threshold: float = 0.5,
+                      width: int | None = None, grid: tuple[int, int] | None = None, **screening) -> str:
+    """The channel-mean model above as a bundle (fp32 and an identical 'int8' copy); `width` and
+    `grid` as for tiny_onnx."""
+    return write_bundle(folder, tiny_onnx(size, width=width, grid=grid), size=size, version=version,
+                        threshold=threshold, width=width, **screening)

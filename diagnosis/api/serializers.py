@@ -254,7 +254,7 @@ class ClassificationOutput(serializers.Serializer):
         performance = model_performance(obj.model_version, obj.model_variant or "fp32") if obj.succeeded else None
         return None if performance is None else asdict(performance)
 
-    @extend_schema_field(serializers.URLField(allow_null=True))
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_heatmap_url(self, obj) -> str | None:
         if not (obj.succeeded and obj.activation_map):
             return None
@@ -321,7 +321,7 @@ class ImageOutput(serializers.Serializer):
     def get_classification(self, obj) -> dict[str, Any] | None:
         """The newest classification; null while it is still queued."""
         classification = image_latest_classification(image=obj)
-        return ClassificationOutput(classification).data if classification else None
+        return ClassificationOutput(classification, context=self.context).data if classification else None
 
 
 # --- Reviews -------------------------------------------------------------------------------

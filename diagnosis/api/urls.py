@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from diagnosis.api import reports as report_api
 from diagnosis.api import views
 from diagnosis.api.errors import api_not_found
 
@@ -11,11 +12,13 @@ urlpatterns = [
     path("patients/<int:patient_id>/", views.PatientDetailApi.as_view(), name="api-patient-detail"),
     path("lesions/", views.LesionListApi.as_view(), name="api-lesion-list"),
     path("lesions/<int:lesion_id>/", views.LesionDetailApi.as_view(), name="api-lesion-detail"),
+    path("lesions/<int:lesion_id>/report.pdf", report_api.LesionReportApi.as_view(), name="api-lesion-report"),
     path("images/", views.ImageListApi.as_view(), name="api-image-list"),
     path("images/<int:image_id>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:image_id>/file/", views.ImageFileApi.as_view(), name="api-image-file"),
     path("images/<int:image_id>/heatmap/", views.ImageHeatmapApi.as_view(), name="api-image-heatmap"),
     path("images/<int:image_id>/classify/", views.ImageClassifyApi.as_view(), name="api-image-classify"),
+    path("images/<int:image_id>/report.pdf", report_api.ImageReportApi.as_view(), name="api-image-report"),
     path("batches/", views.BatchListApi.as_view(), name="api-batch-list"),
     path("batches/<int:batch_id>/", views.BatchDetailApi.as_view(), name="api-batch-detail"),
     path("classifications/", views.ClassificationListApi.as_view(), name="api-classification-list"),

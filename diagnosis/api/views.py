@@ -345,7 +345,7 @@ class ClassificationDetailApi(ScopedApiView):
     @extend_schema(responses={200: s.ClassificationOutput, 404: ERROR}, tags=["classifications"])
     def get(self, request: Request, classification_id: int) -> Response:
         classification = self.url_object("classification_id")
-        return Response(s.ClassificationOutput(classification).data)
+        return Response(s.ClassificationOutput(classification, context={"request": request}).data)
 
 
 # --- Reviews -------------------------------------------------------------------------------

@@ -64,8 +64,9 @@ def transformed(images: Sequence[np.ndarray], fn: Callable[[np.ndarray], np.ndar
     return [fn(image) for image in images]
 
 
-def localisation(predictions, masks: Sequence[np.ndarray | None]) -> dict:
-    """Mass inside the lesion and pointing game for the top class's map."""
+def localisation(predictions, masks: Sequence[np.ndarray | None], input_shape: tuple[int, int] | None = None) -> dict:
+    """Mass inside the lesion and pointing game for the top class's map (`input_shape`: the
+    model input's (height, width), see ml.explain.heat_map)."""
     inside, area, hits = [], [], []
     for prediction, mask in zip(predictions, masks):
         if mask is None or prediction.cam is None:
@@ -73,7 +74,7 @@ def localisation(predictions, masks: Sequence[np.ndarray | None]) -> dict:
         lesion = mask > 127
         if not lesion.any() or lesion.all():
             continue
-        heat = heat_map(prediction.cam, CLASSES.index(prediction.top_class), lesion.shape)
+        heat = heat_map(prediction.cam, CLASSES.index(prediction.top_class), lesion.shape, input_shape)
         total = float(heat.sum())
         if total <= 0:
             continue
@@ -159,7 +160,7 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
 
     if masks_dir:
         masks = [read_mask(masks_dir, r.image_id, img.shape[:2]) for r, img in zip(test, test_images)]
-        report["localisation"] = localisation(clean, masks)
+        report["localisation"] = localisation(clean, masks, classifier.config.height_width)
         log(f"localisation: {report['localisation']}")
     report["seconds"] = round(time.time() - started, 1)
     return report

@@ -10,7 +10,7 @@ import numpy as np
 
 from ml.errors import ModelIntegrityError
 from ml.manifest import sha256_file
-from ml.screening import SCREENING_FILE, WARNING_CODES
+from ml.screening import WARNING_CODES
 from ml.screening.confidence import ConfidenceLimits, margins, normalised_entropy
 from ml.screening.ood import FeatureDistance
 from ml.screening.quality import QualityThresholds, quality_measures
@@ -51,17 +51,27 @@ def load_screening(model_dir: str, manifest: dict[str, Any]) -> Screening:
     section = manifest.get("screening")
     if not section:
         raise ModelIntegrityError(f"model {manifest.get('version')} has no screening statistics")
+    if not isinstance(section, dict) or not isinstance(section.get("file"), str) or "sha256" not in section:
+        raise ModelIntegrityError(f"model {manifest.get('version')}: its screening section names no file and sha256")
     path = os.path.join(model_dir, section["file"])
     if not os.path.isfile(path):
         raise ModelIntegrityError(f"screening statistics missing: {path}")
     if sha256_file(path) != section["sha256"]:
         raise ModelIntegrityError(f"screening statistics {path} do not match the manifest's sha256: refusing to load them")
-    with np.load(path) as arrays:
-        distance = FeatureDistance.from_arrays(dict(arrays), section["ood"]["threshold"])
-    if distance.whitening.shape[0] != distance.class_means.shape[1]:
+    # A malformed section or file is a model problem like any other (ModelIntegrityError, which
+    # the portal and the CLIs report), not a KeyError from deep inside.
+    try:
+        with np.load(path) as arrays:
+            distance = FeatureDistance.from_arrays(dict(arrays), section["ood"]["threshold"])
+        screening = Screening(
+            quality=QualityThresholds.from_dict(section["quality"]),
+            confidence=ConfidenceLimits.from_dict(section["confidence"]),
+            distance=distance,
+        )
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ModelIntegrityError(f"screening statistics of model {manifest.get('version')} are malformed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    if distance.whitening.ndim != 2 or distance.class_means.ndim != 2 \
+            or distance.whitening.shape[0] != distance.class_means.shape[1]:
         raise ModelIntegrityError(f"screening statistics {path}: whitening and class means disagree in size")
-    return Screening(
-        quality=QualityThresholds.from_dict(section["quality"]),
-        confidence=ConfidenceLimits.from_dict(section["confidence"]),
-        distance=distance,
-    )
+    return screening

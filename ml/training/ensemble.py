@@ -18,6 +18,7 @@ import keras
 from ml.data import load_metadata, read_split_csv, records_in
 from ml.manifest import load_manifest
 from ml.preprocessing import PreprocessConfig
+from ml.training.explainable import explainable_ensemble
 from ml.training.pipeline import cap_per_class, log
 
 FLIP_VIEWS: dict[str, tuple[int, ...]] = {"none": (), "h": (2,), "v": (1,), "hv": (1, 2)}
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         for m in manifests},
         },
         log=log,
+        explained=explainable_ensemble(members, (*config.height_width, 3), args.flips),
     )
     if args.make_current:
         export.make_current(out)

@@ -9,10 +9,16 @@
                           is exactly logit c (Zhou et al. 2016): the map needs no gradients and
                           costs one small matrix product. The export checks that identity.
 
-The trained model keeps one output (model.keras is unchanged); only the exported graph has three.
+An ensemble or test-time views (`python -m ml ensemble`, ml/training/finalize.py) average over
+(member, view) pairs: the logits and the maps are averaged (each view's map flipped back onto the
+image first), the bias is the members' mean, and the features are the members' pooled features,
+each averaged over the views, side by side. The trained model keeps one output (model.keras is
+unchanged); only the exported graph has three.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -21,39 +27,80 @@ OUTPUT_NAMES: tuple[str, str, str] = ("logits", "features", "cam")
 
 
 class NotExplainable(ValueError):
-    """The model is not a single backbone -> pooling -> dense graph (e.g. an ensemble)."""
+    """The model is not a backbone -> pooling -> dense graph that this module knows how to open."""
 
 
-def _feature_map_and_head(model: keras.Model) -> tuple[keras.KerasTensor, keras.KerasTensor, keras.layers.Layer]:
-    """(image input, last feature map, dense layer) of the two layouts `ml train` writes:
-    end to end (input -> backbone -> pool -> dropout -> logits) and the cached scheme
+def _parts(model: keras.Model) -> tuple[Callable, keras.layers.Layer]:
+    """(image -> last feature map, dense layer) of the two layouts `ml train` writes: end to end
+    (input -> backbone -> pool -> dropout -> logits) and the cached scheme
     (input -> lower -> head[features -> noise? -> upper -> pool -> dropout -> logits])."""
     names = {layer.name for layer in model.layers}
     if {"pool", "logits"} <= names:
-        return model.input, model.get_layer("pool").input, model.get_layer("logits")
+        feature_model = keras.Model(model.inputs, model.get_layer("pool").input)
+        return (lambda x: feature_model(x, training=False)), model.get_layer("logits")
     if {"lower", "head"} <= names:
-        head = model.get_layer("head")
-        image = keras.Input(shape=model.input.shape[1:], name="input")
-        feature_map = head.get_layer("upper")(model.get_layer("lower")(image, training=False), training=False)
-        return image, feature_map, head.get_layer("logits")
+        lower, head = model.get_layer("lower"), model.get_layer("head")
+        upper = head.get_layer("upper")
+        return (lambda x: upper(lower(x, training=False), training=False)), head.get_layer("logits")
     raise NotExplainable(
-        f"model {model.name!r} is not one backbone -> pooling -> dense (layers: {sorted(names)}); "
-        "class activation maps and feature screening need that layout"
+        f"model {model.name!r} is not one backbone -> pooling -> dense (layers: {sorted(names)}); class activation "
+        "maps and feature screening need that layout (an ensemble is explained from its members: "
+        "explainable_ensemble)"
     )
+
+
+def _flip(x, view: str):
+    from ml.training.ensemble import FLIP_VIEWS
+
+    for axis in FLIP_VIEWS[view]:
+        x = keras.ops.flip(x, axis=axis)
+    return x
+
+
+def _explained_member(member: keras.Model, input_shape: tuple[int, int, int], index: int) -> tuple[keras.Model, np.ndarray]:
+    """image -> (pooled features, logits, cam) of one member, as its own sub-model, so that members
+    whose layers share names ("logits", ...) can sit in one graph; and the member's bias."""
+    feature_map_of, dense = _parts(member)
+    image = keras.Input(shape=input_shape)
+    feature_map = feature_map_of(image)
+    pooled = keras.layers.GlobalAveragePooling2D()(feature_map)
+    kernel = np.asarray(dense.kernel.numpy())
+    cam_layer = keras.layers.Dense(kernel.shape[1], use_bias=False)
+    cam = cam_layer(feature_map)  # a Dense on a 4-D tensor maps the channel axis at every position
+    cam_layer.set_weights([kernel])
+    explained = keras.Model(image, [pooled, dense(pooled), cam], name=f"explained_member_{index}")
+    return explained, np.asarray(dense.bias.numpy())
+
+
+def explainable_ensemble(members: Sequence[keras.Model], input_shape: tuple[int, int, int],
+                         views: Sequence[str] = ("none",)) -> tuple[keras.Model, np.ndarray]:
+    """(image -> (logits, features, cam), the bias the map averages to the logits with) for the
+    mean over `members` and test-time flip `views` (a single model: one member, view "none")."""
+    image = keras.Input(shape=input_shape, name="input")
+    logits, features, cams, biases = [], [], [], []
+    for index, member in enumerate(members):
+        explained, bias = _explained_member(member, tuple(input_shape), index)
+        pooled_views = []
+        for view in views:
+            pooled, member_logits, cam = explained(_flip(image, view))
+            pooled_views.append(pooled)
+            logits.append(member_logits)
+            cams.append(_flip(cam, view))  # back onto the image: each cell over the part it saw
+        features.append(pooled_views[0] if len(views) == 1 else keras.layers.Average()(pooled_views))
+        biases.append(bias)
+
+    def mean(tensors, name):
+        return keras.layers.Identity(name=name)(tensors[0]) if len(tensors) == 1 else keras.layers.Average(name=name)(tensors)
+
+    joined = features[0] if len(features) == 1 else keras.layers.Concatenate()(features)
+    outputs = [mean(logits, "logits"), keras.layers.Identity(name="features")(joined), mean(cams, "cam")]
+    return keras.Model(image, outputs, name="skinportal_explainable"), np.mean(biases, axis=0)
 
 
 def explainable_model(model: keras.Model) -> keras.Model:
     """Image -> (logits, pooled features, class activation map), sharing `model`'s weights."""
-    image, feature_map, dense = _feature_map_and_head(model)
-    features = keras.layers.GlobalAveragePooling2D(name="features")(feature_map)
-    logits = dense(features)
-    kernel = np.asarray(dense.kernel.numpy())
-    cam_layer = keras.layers.Dense(kernel.shape[1], use_bias=False, name="cam")
-    cam = cam_layer(feature_map)  # a Dense on a 4-D tensor maps the channel axis at every position
-    cam_layer.set_weights([kernel])
-    return keras.Model(image, [logits, features, cam], name=f"{model.name}_explainable")
+    return explainable_ensemble([model], tuple(model.input.shape[1:]))[0]
 
 
 def dense_bias(model: keras.Model) -> np.ndarray:
-    _, _, dense = _feature_map_and_head(model)
-    return np.asarray(dense.bias.numpy())
+    return np.asarray(_parts(model)[1].bias.numpy())

@@ -43,7 +43,7 @@ from ml.metrics import (
 )
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
 from ml.screening.fit import fit_screening
-from ml.training.explainable import dense_bias, explainable_model
+from ml.training.explainable import explainable_ensemble
 from ml.training.onnx_export import keras_to_onnx, onnx_logits, onnx_outputs
 from ml.training.quantize import quantize_int8
 
@@ -94,11 +94,11 @@ def name_outputs(model: onnx.ModelProto, n_classes: int) -> onnx.ModelProto:
     return model
 
 
-def check_cam_identity(model: keras.Model, onnx_path: str, images: np.ndarray) -> tuple[float, list[int]]:
+def check_cam_identity(bias: np.ndarray, onnx_path: str, images: np.ndarray) -> tuple[float, list[int]]:
     """(largest |mean_hw(cam) + bias - logits| on `images`, the map's grid [h, w]): the map must
     be exactly what the logits are an average of, or the heatmap would explain another model."""
     logits, _, cam = onnx_outputs(onnx_path, images)
-    deviation = float(np.abs(cam.mean(axis=(1, 2)) + dense_bias(model) - logits).max())
+    deviation = float(np.abs(cam.mean(axis=(1, 2)) + bias - logits).max())
     if deviation > CAM_TOLERANCE:
         raise PackagingError(f"class activation map does not average to the logits (max deviation {deviation:.2e})")
     return deviation, [int(cam.shape[1]), int(cam.shape[2])]
@@ -152,14 +152,17 @@ def package(
     args,
     training: dict,
     log: Callable[[str], None] = print,
+    explained: tuple[keras.Model, np.ndarray] | None = None,
 ) -> dict:
+    """`explained`: the three-output graph and its bias (ml/training/explainable.py) when `model`
+    is an ensemble or has test-time views; built from `model` itself otherwise."""
     target = float(getattr(args, "target_sensitivity", 0.90))
     # 1. Keras and ONNX fp32.
     keras_path = os.path.join(out, "model.keras")
     model.save(keras_path)
     fp32_path = os.path.join(out, "model.onnx")
-    explained = explainable_model(model)
-    proto = name_outputs(onnx.load_from_string(keras_to_onnx(explained, input_name="input")), len(CLASSES))
+    explained_graph, cam_bias = explained or explainable_ensemble([model], tuple(model.input.shape[1:]))
+    proto = name_outputs(onnx.load_from_string(keras_to_onnx(explained_graph, input_name="input")), len(CLASSES))
     onnx.save(proto, fp32_path)
     log(f"exported {fp32_path} ({os.path.getsize(fp32_path) / 1e6:.1f} MB), outputs {OUTPUTS}")
 
@@ -170,7 +173,7 @@ def package(
     val_x = preprocessed(val, config)
     val_y = np.array([r.label for r in val])
     fp32_val_logits = onnx_logits(fp32_path, val_x)
-    cam_deviation, cam_grid = check_cam_identity(model, fp32_path, val_x[:64])
+    cam_deviation, cam_grid = check_cam_identity(cam_bias, fp32_path, val_x[:64])
     log(f"class activation map averages to the logits within {cam_deviation:.1e}")
     min_agreement = float(getattr(args, "min_int8_agreement", INT8_MIN_AGREEMENT))
     quant = quantize_int8(fp32_path, int8_path, preprocessed(calib_records, config), val_x, fp32_val_logits,

@@ -23,6 +23,7 @@ from ml.data import Record
 from ml.metrics import balanced_accuracy, bootstrap_resamples
 from ml.preprocessing import PreprocessConfig
 from ml.training.endtoend import PRIOR_TAUS, prior_bias
+from ml.training.explainable import explainable_ensemble
 
 MIN_GAIN = 0.01
 MIN_WIN_FRACTION = 0.90
@@ -157,6 +158,7 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
     dense = model.get_layer("logits")
     dense.bias.assign(dense.bias.numpy() + prior_bias(train_y, tau))
     final = with_views(model, config, TTA_CANDIDATES[tta_choice])
+    explained = explainable_ensemble([model], (*config.height_width, 3), TTA_CANDIDATES[tta_choice])
 
     cfg = history["config"]
     training = {
@@ -177,4 +179,4 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
         },
     }
     return export.package(model=final, out=out, version=version, config=config, train=train, val=val, test=test,
-                          args=args, training=training, log=log)
+                          args=args, training=training, log=log, explained=explained)

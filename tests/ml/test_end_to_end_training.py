@@ -17,7 +17,9 @@ from ml.card import render_card  # noqa: E402
 from ml.classes import CLASSES  # noqa: E402
 from ml.data import load_metadata  # noqa: E402
 from ml.errors import ModelIntegrityError  # noqa: E402
+from ml.explain import heat_map  # noqa: E402
 from ml.inference import Classifier  # noqa: E402
+from ml.manifest import OUTPUTS  # noqa: E402
 from ml.preprocessing import PreprocessConfig  # noqa: E402
 from ml.training import endtoend  # noqa: E402
 from ml.training.augment import augment_end_to_end  # noqa: E402
@@ -115,6 +117,12 @@ def test_it_packages_a_non_square_model_with_parity(bundle):
     assert manifest["preprocessing"]["width"] == 64 and manifest["preprocessing"]["size"] == 48
     parity = manifest["checks"]["parity_keras_vs_onnxruntime"]
     assert parity["max_abs_probability_difference"] <= 1e-4 and parity["identical_argmax"]
+    # Format 2: three outputs, the map checked to average to the logits, screening fitted.
+    assert manifest["format"] == 2 and [manifest["outputs"][role]["name"] for role in OUTPUTS] == list(OUTPUTS)
+    assert parity["cam_mean_plus_bias_vs_logits"] <= parity["cam_tolerance"]
+    assert manifest["outputs"]["cam"]["grid"] == [2, 2]  # MobileNetV2 at 48x64: stride 32, rounded up
+    assert manifest["screening"]["ood"]["feature_dimensions"] == 1280
+    assert os.path.isfile(os.path.join(bundle, manifest["screening"]["file"]))
     assert manifest["training"]["fit"]["mode"] == "end-to-end"
     post = manifest["training"]["post_training"]
     assert post["test_time_views"][0] == "none"
@@ -130,6 +138,10 @@ def test_it_serves_portrait_and_landscape_uploads_through_the_non_square_model(b
     for prediction in classifier.predict_batch([landscape, portrait, encode(landscape)]):
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert prediction.top_class in CLASSES
+        assert prediction.cam.shape == (2, 2, len(CLASSES))
+        heat = heat_map(prediction.cam, CLASSES.index(prediction.top_class), prediction.image_size,
+                        classifier.config.height_width)
+        assert heat.shape == prediction.image_size and heat.dtype == np.float32
 
 
 def test_it_leaves_an_int8_copy_below_the_gate_out_and_refuses_to_load_it(bundle):
@@ -163,3 +175,60 @@ def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(bun
     # A model is never better than itself.
     assert "| 0% of resamples | 0% |" in rows[1]
     assert rows[0].split("|")[2] == rows[1].split("|")[2]
+
+
+def test_it_names_the_three_exported_outputs_by_their_shapes_and_orders_them():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ml.training.export import PackagingError, name_outputs
+
+    def graph(outputs):
+        nodes = [helper.make_node("Identity", ["x4"], ["StatefulPartitionedCall:2"]),
+                 helper.make_node("Identity", ["x2"], ["StatefulPartitionedCall:0"]),
+                 helper.make_node("Identity", ["f"], ["StatefulPartitionedCall:1"])]
+        inputs = [helper.make_tensor_value_info("x4", TensorProto.FLOAT, ["N", 2, 3, 7]),
+                  helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 7]),
+                  helper.make_tensor_value_info("f", TensorProto.FLOAT, ["N", 5])]
+        model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs),
+                                  opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 9
+        return model
+
+    cam = helper.make_tensor_value_info("StatefulPartitionedCall:2", TensorProto.FLOAT, ["N", 2, 3, 7])
+    logits = helper.make_tensor_value_info("StatefulPartitionedCall:0", TensorProto.FLOAT, ["N", 7])
+    features = helper.make_tensor_value_info("StatefulPartitionedCall:1", TensorProto.FLOAT, ["N", 5])
+    named = name_outputs(graph([cam, features, logits]), len(CLASSES))
+    onnx.checker.check_model(named)
+    assert [o.name for o in named.graph.output] == list(OUTPUTS)
+    session = ort.InferenceSession(named.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x4": np.full((1, 2, 3, 7), 4, np.float32), "x2": np.full((1, 7), 2, np.float32),
+             "f": np.full((1, 5), 5, np.float32)}
+    out = dict(zip(OUTPUTS, session.run(list(OUTPUTS), feeds)))
+    assert out["cam"].shape == (1, 2, 3, 7) and out["logits"].shape == (1, 7) and out["features"].shape == (1, 5)
+    with pytest.raises(PackagingError, match="expected"):
+        name_outputs(graph([logits, features]), len(CLASSES))
+
+
+def test_it_refuses_a_class_activation_map_that_does_not_average_to_the_logits(tmp_path):
+    from ml.training.explainable import dense_bias, explainable_model
+    from ml.training.export import PackagingError, check_cam_identity
+    from ml.training.onnx_export import keras_to_onnx
+
+    keras.utils.set_random_seed(3)
+    image = keras.Input(shape=(32, 48, 3), name="input")
+    feature_map = keras.layers.Conv2D(6, 3, strides=8, padding="same", activation="relu")(image)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(feature_map)
+    dense = keras.layers.Dense(len(CLASSES), name="logits", bias_initializer="random_normal")
+    model = keras.Model(image, dense(keras.layers.Dropout(0.2)(pooled)))
+    path = str(tmp_path / "model.onnx")
+    with open(path, "wb") as fh:
+        fh.write(keras_to_onnx(explainable_model(model), input_name="input"))
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 48, 3)).astype(np.float32)
+    deviation, grid = check_cam_identity(dense_bias(model), path, images)
+    assert deviation <= 1e-3 and grid == [4, 6]
+    # The same graph checked against a model with another bias: the map would explain another model.
+    dense.bias.assign(dense.bias.numpy() + 1.0)
+    with pytest.raises(PackagingError, match="does not average to the logits"):
+        check_cam_identity(dense_bias(model), path, images)

@@ -157,3 +157,90 @@ def test_it_classifies_the_cpu_for_int8_kernels(monkeypatch):
     assert cpu.int8_kernel_class() == "vnni"
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
     assert cpu.int8_kernel_class() == "avx2"
+
+
+# --- Format 2: three outputs checked against the manifest, screening, class activation maps -----
+
+
+@pytest.mark.parametrize("role", ["logits", "features", "cam"])
+def test_it_fails_closed_when_the_manifest_names_an_output_the_graph_lacks(bundle, role):
+    manifest = load_manifest(bundle)
+    manifest["outputs"][role]["name"] = f"{role}_renamed"
+    write_manifest(bundle, manifest)
+    with pytest.raises(ModelIntegrityError, match=f"{role}_renamed.*not in the graph"):
+        Classifier(bundle)
+
+
+def test_it_fails_closed_when_the_manifest_lacks_an_output_role(bundle):
+    manifest = load_manifest(bundle)
+    del manifest["outputs"]["cam"]
+    write_manifest(bundle, manifest)
+    with pytest.raises(ModelIntegrityError, match="outputs lack cam"):
+        Classifier(bundle)
+
+
+def test_it_fails_closed_when_the_features_differ_in_width_from_the_screening_statistics(bundle):
+    from ml.manifest import sha256_file
+    from ml.screening import SCREENING_FILE
+
+    path = os.path.join(bundle, SCREENING_FILE)
+    np.savez(path, ood_class_means=np.zeros((len(CLASSES), 4), np.float32), ood_whitening=np.eye(4, dtype=np.float32))
+    manifest = load_manifest(bundle)
+    manifest["screening"]["sha256"] = sha256_file(path)  # intact, but fitted on another graph's features
+    write_manifest(bundle, manifest)
+    with pytest.raises(ModelIntegrityError, match="features shape .* screening statistics' 4"):
+        Classifier(bundle)
+
+
+def test_it_refuses_a_format_1_manifest_and_names_the_upgrade(bundle):
+    path = os.path.join(bundle, "manifest.json")
+    with open(path) as fh:
+        manifest = json.load(fh)
+    manifest["format"] = 1
+    del manifest["screening"]
+    manifest["output"] = manifest.pop("outputs")["logits"]  # format 1 had one output
+    with open(path, "w") as fh:
+        json.dump(manifest, fh)
+    for load in (load_manifest, Classifier):
+        with pytest.raises(ModelIntegrityError, match="python -m ml repackage"):
+            load(bundle)
+    manifest["format"] = 3
+    with open(path, "w") as fh:
+        json.dump(manifest, fh)
+    with pytest.raises(ModelIntegrityError, match="format 3 is not 2"):
+        load_manifest(bundle)
+
+
+def test_its_prediction_carries_the_class_activation_map_image_size_and_warnings(bundle):
+    from ml.scores import softmax
+
+    classifier = Classifier(bundle)
+    image = make_image(160, 120, seed=4)
+    prediction = classifier.predict(encode(image, ".png"))
+    assert prediction.cam.shape == (4, 4, len(CLASSES)) and prediction.cam.dtype == np.float32
+    assert prediction.image_size == (120, 160)
+    assert prediction.warnings == ()  # the tiny bundle's default limits warn about nothing
+    assert set(prediction.screening) >= {"brightness", "contrast", "sharpness", "margin", "entropy", "feature_distance"}
+    # The map is the one the logits are the average of (the tiny graph has no bias, temperature 1).
+    probs = softmax(prediction.cam.mean(axis=(0, 1))[None], 1.0)[0]
+    assert [prediction.probabilities[c] for c in CLASSES] == pytest.approx(probs, abs=1e-5)
+    data = prediction.to_dict()
+    json.dumps(data)
+    assert data["warnings"] == [] and np.asarray(data["cam"]).shape == (4, 4, len(CLASSES))
+    assert data["image_size"] == (120, 160)
+    # Each image of a batch gets its own map and size.
+    portrait, landscape = classifier.predict_batch([np.ascontiguousarray(np.rot90(image)), image])
+    assert portrait.image_size == (160, 120) and landscape.image_size == (120, 160)
+    assert not np.array_equal(portrait.cam, landscape.cam)
+
+
+def test_its_prediction_carries_the_warnings_in_their_fixed_order(tmp_path):
+    from ml.screening import WARNING_CODES
+
+    bundle = write_tiny_bundle(
+        str(tmp_path / "strict"), dermoscopic_colours=[(200, 30, 30)], ood_threshold=0.5,
+        confidence={"min_margin": 2.0, "max_entropy": 1.0, "accuracy_below_margin": None, "flagged_validation_rate": 1.0},
+    )
+    prediction = Classifier(bundle).predict(np.full((120, 120, 3), (30, 30, 200), np.uint8))
+    assert prediction.warnings == ("not_dermoscopic", "low_confidence")
+    assert list(prediction.warnings) == [c for c in WARNING_CODES if c in prediction.warnings]

@@ -18,6 +18,8 @@ from ml.classes import CLASSES  # noqa: E402
 from ml.data import load_metadata, read_split_csv  # noqa: E402
 from ml.training.pipeline import cap_per_class  # noqa: E402
 from ml.inference import Classifier  # noqa: E402
+from ml.manifest import OUTPUTS, sha256_file  # noqa: E402
+from ml.screening import WARNING_CODES  # noqa: E402
 from tests.conftest import HAM_IMAGES, HAM_METADATA, WEIGHTS_DIR, encode, make_image  # noqa: E402
 from tests.ml.datasets import generated_dataset  # noqa: E402
 
@@ -47,7 +49,8 @@ def trained(tmp_path_factory):
 
 def test_it_writes_a_complete_bundle(trained):
     out = trained["out"]
-    for name in ("manifest.json", "model.onnx", "model.int8.onnx", "model.keras", "split.csv", "metrics.json"):
+    for name in ("manifest.json", "model.onnx", "model.int8.onnx", "model.keras", "split.csv", "metrics.json",
+                 "screening.npz"):
         assert os.path.isfile(os.path.join(out, name)), name
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["classes"] == list(CLASSES)
@@ -56,6 +59,18 @@ def test_it_writes_a_complete_bundle(trained):
     parity = manifest["checks"]["parity_keras_vs_onnxruntime"]
     assert parity["max_abs_probability_difference"] <= 1e-4 and parity["identical_argmax"]
     assert 0 <= manifest["checks"]["int8"]["agreement"] <= 1
+    # Format 2: three outputs, the map checked to average to the logits, screening fitted on
+    # training and validation and stored with its sha256.
+    assert manifest["format"] == 2 and [manifest["outputs"][role]["name"] for role in OUTPUTS] == list(OUTPUTS)
+    assert parity["cam_mean_plus_bias_vs_logits"] <= parity["cam_tolerance"]
+    assert manifest["outputs"]["cam"]["grid"] == [3, 3]  # MobileNetV2 at 96x96: stride 32
+    screening = manifest["screening"]
+    assert sha256_file(os.path.join(out, screening["file"])) == screening["sha256"]
+    ood = screening["ood"]
+    flagged = (ood["validation_false_alarm_rate"] + ood["validation_views_false_alarm_rate"]) / 2
+    assert flagged <= ood["max_false_alarm_rate"]  # images as they are and their views, in equal numbers
+    assert ood["feature_dimensions"] > 0
+    assert screening["quality"]["min_brightness"] <= screening["quality"]["max_brightness"]
     for variant in ("fp32", "int8"):
         entry = manifest["variants"][variant]
         assert entry["temperature"] > 0
@@ -80,6 +95,8 @@ def test_its_onnx_variants_serve_through_the_inference_library(trained):
         prediction = Classifier(trained["out"], variant=variant).predict(image)
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert prediction.variant == variant
+        assert prediction.cam.shape == (3, 3, len(CLASSES)) and prediction.image_size == (90, 120)
+        assert set(prediction.warnings) <= set(WARNING_CODES)
 
 
 def test_it_evaluates_the_bundle_with_the_cli(trained, tmp_path):
@@ -129,3 +146,9 @@ def test_it_packages_an_ensemble_over_flips(trained, tmp_path):
     straight, mirrored = classifier.predict(image), classifier.predict(np.ascontiguousarray(image[:, ::-1]))
     for c in CLASSES:
         assert straight.probabilities[c] == pytest.approx(mirrored.probabilities[c], abs=1e-4)
+    # Explained from its members: features side by side, the map averaged over the views (each
+    # flipped back), so the mirror's map is the straight map mirrored.
+    member = json.load(open(os.path.join(trained["out"], "manifest.json")))
+    assert manifest["screening"]["ood"]["feature_dimensions"] == 2 * member["screening"]["ood"]["feature_dimensions"]
+    assert manifest["checks"]["parity_keras_vs_onnxruntime"]["cam_mean_plus_bias_vs_logits"] <= 1e-3
+    assert np.allclose(straight.cam, mirrored.cam[:, ::-1], atol=1e-3)
