@@ -100,6 +100,13 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     assert page.locator("svg.plot circle.dot").count() == 1
 
 
+def _log_in(page, live_server, user, next_path: str) -> None:
+    page.goto(f"{live_server.url}/accounts/login/?next={next_path}")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+
+
 def _in_own_thread(work):
     """Database work from a plain thread that closes its connection: inside Playwright's sync API
     the test thread runs an event loop, and Django would open a connection nobody closes."""
@@ -132,10 +139,7 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
         )
     )
     page = browser_page
-    page.goto(f"{live_server.url}/accounts/login/?next=/batches/{batch.pk}/")
-    page.fill("#id_username", colleague.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
+    _log_in(page, live_server, colleague, f"/batches/{batch.pk}/")
     page.wait_for_selector("#batch-progress[data-status=running]")
     assert page.locator('[data-count="queued"]').inner_text() == "3"
 
@@ -155,10 +159,7 @@ def test_it_turns_the_heatmap_on_and_downloads_the_pdf_report(colleague, lesion,
                                                              tmp_path):
     image = _in_own_thread(lambda: upload(image_bytes(RED, size=(320, 240)), user=colleague))
     page = browser_page
-    page.goto(f"{live_server.url}/accounts/login/?next=/images/{image.pk}/")
-    page.fill("#id_username", colleague.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
+    _log_in(page, live_server, colleague, f"/images/{image.pk}/")
     page.wait_for_selector("#classification [data-status=succeeded]")
 
     heatmap = page.locator("img#heatmap")
