@@ -381,6 +381,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The screening warning codes appear in two places (a result's warnings, a batch image's): one name.
+    "ENUM_NAME_OVERRIDES": {"WarningCodeEnum": "ml.screening.WARNING_CODES"},
     # Every operation documents the errors the framework around it can answer (401, 400, 404, 403, 429).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

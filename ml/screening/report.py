@@ -135,10 +135,12 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
     degraded: dict = {}
     for name, (fn, expected, levels) in DEGRADATIONS.items():
         for level in levels:
-            predictions = predictions_of(classifier, transformed(test_images, lambda img: fn(img, level)))
-            degraded[f"{name} {level:g}"] = {"expected": expected, "expected_rate": rate([expected in p.warnings for p in predictions])} \
-                | {f"{code}_rate": rate([code in p.warnings for p in predictions]) for code in WARNING_CODES if code != expected} \
+            predictions = predictions_of(classifier, [fn(image, level) for image in test_images])
+            degraded[f"{name} {level:g}"] = (
+                {"expected": expected, "expected_rate": rate([expected in p.warnings for p in predictions])}
+                | {f"{code}_rate": rate([code in p.warnings for p in predictions]) for code in WARNING_CODES if code != expected}
                 | {"any_rate": rate([bool(p.warnings) for p in predictions])}
+            )
     report["degradations"] = degraded
     log(f"degradations: { {k: v['expected_rate'] for k, v in degraded.items()} }")
 
@@ -169,8 +171,8 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
 def markdown(report: dict) -> str:
     lines = [f"Screening of {report['model']} on {report['test_images']} test images", ""]
     ood = report["non_dermoscopic"]
-    lines += [f"- not_dermoscopic: {report['clean_test']['not_dermoscopic']:.1%} of dermatoscopic test images flagged; "
-              f"{ood['detected_rate']:.1%} of {ood['images']} non-dermatoscopic images flagged", ""]
+    lines += [(f"- not_dermoscopic: {report['clean_test']['not_dermoscopic']:.1%} of dermatoscopic test images flagged; "
+               f"{ood['detected_rate']:.1%} of {ood['images']} non-dermatoscopic images flagged"), ""]
     lines += ["| non-dermatoscopic kind | images | flagged |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['images']} | {v['detected_rate']:.1%} |" for k, v in ood["by_kind"].items()]
     lines += ["", "| other-dermatoscope view of the test images | flagged not_dermoscopic |", "|---|---:|"]
@@ -181,9 +183,9 @@ def markdown(report: dict) -> str:
     lines += [f"| {k} | {v:.1%} |" for k, v in report["clean_test"].items()]
     if "localisation" in report:
         loc = report["localisation"]
-        lines += ["", f"- heatmap localisation ({loc['images']} test images, top class): {loc['mass_inside_lesion_mean']:.1%} "
-                  f"of the map's mass inside the lesion, which covers {loc['lesion_area_share_mean']:.1%} of the image on "
-                  f"average; pointing game {loc['pointing_game']:.1%} (random: {loc['pointing_game_random_baseline']:.1%})"]
+        lines += ["", (f"- heatmap localisation ({loc['images']} test images, top class): {loc['mass_inside_lesion_mean']:.1%} "
+                       f"of the map's mass inside the lesion, which covers {loc['lesion_area_share_mean']:.1%} of the image on "
+                       f"average; pointing game {loc['pointing_game']:.1%} (random: {loc['pointing_game_random_baseline']:.1%})")]
     return "\n".join(lines) + "\n"
 
 

@@ -125,7 +125,7 @@ def _half_and_half(width: int = 160, height: int = 120) -> bytes:
     rgb = np.zeros((height, width, 3), np.uint8)
     rgb[:, : width // 2] = RED
     rgb[:, width // 2 :] = GREEN
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    _, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return data.tobytes()
 
 

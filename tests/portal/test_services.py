@@ -170,7 +170,7 @@ def test_it_stores_pixels_only_under_a_generated_name(upload):
     assert (image.width, image.height, image.source_format, image.size_bytes) == (128, 100, "JPEG", len(stored))
     assert "photo" not in image.file.name and image.file.name.endswith(".jpg")
     decoded = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded.shape == (48, 64, 3)
+    assert decoded.shape == (100, 128, 3)
 
 
 def test_it_uploads_several_images_at_once(owner, lesion, run_on_commit):
