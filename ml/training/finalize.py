@@ -93,6 +93,21 @@ def onnx_batch1_ms(path: str, shape: tuple[int, ...], threads: int = 1) -> list[
     return times
 
 
+def latency_reference(configured: str | None) -> str | None:
+    """The fp32 ONNX file test-time views are timed against: the configured one, else the served
+    bundle's (ml/models/CURRENT); None when there is none."""
+    if configured:
+        return configured
+    from ml.errors import ModelIntegrityError
+    from ml.manifest import shipped_model_dir
+
+    try:
+        path = os.path.join(shipped_model_dir(), "model.onnx")
+    except ModelIntegrityError:
+        return None
+    return path if os.path.isfile(path) else None
+
+
 def latency_ratio(candidate: keras.Model, reference_onnx: str | None, config: PreprocessConfig) -> float | None:
     """Median batch-1 latency of the candidate over the reference bundle's fp32, timed in
     alternating rounds so that background load hits both alike; None without a reference."""
@@ -132,13 +147,16 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
     # 1. Test-time augmentation: kept only if clearly better and no slower than the reference at batch 1.
     tta_logits = {name: np.mean([view_logits[v] for v in views], axis=0) for name, views in TTA_CANDIDATES.items()}
     tta_choice, tta_rows = choose(val_y, tta_logits, "none", resamples)
-    reference = getattr(args, "latency_reference", None)
+    reference = latency_reference(getattr(args, "latency_reference", None))
     while tta_choice != "none":
         ratio = latency_ratio(with_views(model, config, TTA_CANDIDATES[tta_choice]), reference, config)
         next(r for r in tta_rows if r["candidate"] == tta_choice)["batch1_latency_vs_reference"] = ratio
-        if ratio is None or ratio <= 1.0:
+        if ratio is not None and ratio <= 1.0:
             break
-        log(f"test-time augmentation {tta_choice}: {ratio:.2f}x the reference's batch-1 latency: not shipped")
+        # Fail closed: views that cannot be shown to keep within the speed bound are not shipped.
+        log(f"test-time augmentation {tta_choice}: "
+            + (f"{ratio:.2f}x the reference's batch-1 latency" if ratio is not None else "no latency reference to check it against")
+            + ": not shipped")
         tta_logits.pop(tta_choice)
         tta_choice, _ = choose(val_y, tta_logits, "none", resamples)
     for row in tta_rows:

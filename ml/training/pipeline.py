@@ -25,7 +25,6 @@ from ml.data import (
     split_by_lesion,
     write_split_csv,
 )
-from ml.manifest import MODELS_DIR
 from ml.preprocessing import COLOUR_MODES, PreprocessConfig
 
 
@@ -71,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--balance", type=float, default=1.0,
                      help="how far loss weights take the drawn class mix toward balanced (1 all the way, 0 none)")
     e2e.add_argument("--ema-decay", type=float, default=0.999)
-    e2e.add_argument("--latency-reference", default=os.path.join(MODELS_DIR, "mnv2-ham10000-v2", "model.onnx"),
-                     help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed")
+    e2e.add_argument("--latency-reference", default=None,
+                     help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed (default: the "
+                          "served bundle's, ml/models/CURRENT); without one, no test-time views are shipped")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)

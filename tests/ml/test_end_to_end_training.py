@@ -232,3 +232,12 @@ def test_it_refuses_a_class_activation_map_that_does_not_average_to_the_logits(t
     dense.bias.assign(dense.bias.numpy() + 1.0)
     with pytest.raises(PackagingError, match="does not average to the logits"):
         check_cam_identity(dense_bias(model), path, images)
+
+
+def test_it_times_test_time_views_against_the_served_bundle_unless_told_otherwise(tmp_path):
+    from ml.manifest import shipped_model_dir
+    from ml.training.finalize import latency_reference
+
+    assert latency_reference(None) == os.path.join(shipped_model_dir(), "model.onnx")
+    assert os.path.isfile(latency_reference(None))
+    assert latency_reference(str(tmp_path / "other.onnx")) == str(tmp_path / "other.onnx")
