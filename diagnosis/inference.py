@@ -58,6 +58,7 @@ __all__ = [
     "classify_many",
     "display_name",
     "get_classifier",
+    "heatmap_overlay",
     "heatmap_png",
     "model_check",
     "model_performance",
@@ -233,28 +234,37 @@ def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidIma
 HEATMAP_MAX_SIDE = 1024  # the overlay is a picture to look at, not a copy of the upload
 
 
-def heatmap_png(image_data: bytes, activation_map: list, class_code: str) -> bytes:
-    """PNG of the stored image with one class's activation map blended over it (at most
-    HEATMAP_MAX_SIDE pixels on the long side). Raises InvalidImageError for an unreadable image
-    and ValueError for an unknown class or a malformed map."""
-    cv2 = use_one_opencv_thread()
+def heatmap_overlay(rgb, activation_map: list, class_code: str):
+    """An RGB uint8 array: `rgb` with one class's activation map blended over it. Raises
+    ValueError for an unknown class or a malformed map."""
+    use_one_opencv_thread()
     import numpy as np
 
-    from ml.explain import encode_png, heat_map, overlay
-    from ml.preprocessing import decode_image
+    from ml.explain import heat_map, overlay
 
     if class_code not in CLASSES:
         raise ValueError(f"unknown class {class_code!r}; expected one of {', '.join(CLASSES)}")
     cam = np.asarray(activation_map, dtype=np.float32)
     if cam.ndim != 3 or cam.shape[2] != len(CLASSES):
         raise ValueError(f"activation map of shape {cam.shape} is not (rows, columns, {len(CLASSES)})")
+    return overlay(rgb, heat_map(cam, CLASSES.index(class_code), rgb.shape[:2]))
+
+
+def heatmap_png(image_data: bytes, activation_map: list, class_code: str) -> bytes:
+    """PNG of the stored image with one class's activation map blended over it (at most
+    HEATMAP_MAX_SIDE pixels on the long side). Raises InvalidImageError for an unreadable image
+    and ValueError for an unknown class or a malformed map."""
+    cv2 = use_one_opencv_thread()
+    from ml.explain import encode_png
+    from ml.preprocessing import decode_image
+
     rgb = decode_image(image_data)
     height, width = rgb.shape[:2]
     scale = min(1.0, HEATMAP_MAX_SIDE / max(height, width))
     if scale < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-    heat = heat_map(cam, CLASSES.index(class_code), rgb.shape[:2])
-    return encode_png(overlay(rgb, heat))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return encode_png(heatmap_overlay(rgb, activation_map, class_code))
 
 
 def warm_up() -> None:
@@ -335,49 +345,60 @@ class ModelPerformance:
     evaluated_on: str
 
 
-_performance_lock = threading.Lock()
-_performance_cache: dict[tuple, ModelPerformance | None] = {}
+_manifest_lock = threading.Lock()
+_manifest_cache: dict[tuple, dict | None] = {}
+
+
+def _served_manifest() -> dict | None:
+    """The configured bundle's manifest, read again only when the file changes (results pages
+    ask for it once per result shown); None when it cannot be read."""
+    from ml.manifest import MANIFEST_NAME, load_manifest
+
+    try:
+        bundle = configured_model_dir()
+        key = (bundle, os.stat(os.path.join(bundle, MANIFEST_NAME)).st_mtime_ns)
+    except (MLError, OSError):
+        return None
+    with _manifest_lock:
+        if key in _manifest_cache:
+            return _manifest_cache[key]
+    try:
+        manifest = load_manifest(bundle)
+    except MLError:
+        manifest = None
+    with _manifest_lock:
+        _manifest_cache.clear()
+        _manifest_cache[key] = manifest
+    return manifest
 
 
 def model_performance(model_version: str, variant: str = "fp32") -> ModelPerformance | None:
     """The configured bundle's measured test figures when it is the bundle that gave
     `model_version`'s results (None for an older model, or a bundle without them)."""
-    from ml.manifest import MANIFEST_NAME, load_manifest
-
-    try:
-        bundle = configured_model_dir()
-        stat = os.stat(os.path.join(bundle, MANIFEST_NAME))
-    except (MLError, OSError):
-        return None
-    key = (bundle, stat.st_mtime_ns, model_version, variant)
-    with _performance_lock:
-        if key in _performance_cache:
-            return _performance_cache[key]
-    try:
-        manifest = load_manifest(bundle)
-    except MLError:
+    manifest = _served_manifest()
+    if manifest is None or manifest["version"] != model_version:
         return None
     test = manifest.get("metrics", {}).get("test", {}).get(variant or "fp32")
     entry = manifest["variants"].get(variant or "fp32")
-    performance = None
-    if manifest["version"] == model_version and test and entry:
-        intervals = test.get("intervals_95", {})
-        splits = manifest.get("training_data", {})
-        performance = ModelPerformance(
-            model_version=model_version,
-            threshold=float(entry["malignancy_threshold"]),
-            sensitivity=float(test["malignant_sensitivity"]),
-            sensitivity_interval=tuple(intervals["malignant_sensitivity"]) if "malignant_sensitivity" in intervals else None,
-            specificity=float(test["malignant_specificity"]),
-            specificity_interval=tuple(intervals["malignant_specificity"]) if "malignant_specificity" in intervals else None,
-            balanced_accuracy=float(test["balanced_accuracy"]),
-            test_images=int(test["n_images"]),
-            evaluated_on=f"{test['n_images']:,} held-out test images of {splits.get('name', 'the training data set')}",
-        )
-    with _performance_lock:
-        _performance_cache.clear()
-        _performance_cache[key] = performance
-    return performance
+    if not (test and entry):
+        return None
+    intervals = test.get("intervals_95", {})
+    splits = manifest.get("training_data", {})
+
+    def interval(key: str) -> tuple[float, float] | None:
+        return tuple(intervals[key]) if key in intervals else None
+
+    return ModelPerformance(
+        model_version=model_version,
+        threshold=float(entry["malignancy_threshold"]),
+        sensitivity=float(test["malignant_sensitivity"]),
+        sensitivity_interval=interval("malignant_sensitivity"),
+        specificity=float(test["malignant_specificity"]),
+        specificity_interval=interval("malignant_specificity"),
+        balanced_accuracy=float(test["balanced_accuracy"]),
+        test_images=int(test["n_images"]),
+        evaluated_on=f"{test['n_images']:,} held-out test images of {splits.get('name', 'the training data set')}",
+    )
 
 
 def current_model_version() -> str:

@@ -42,8 +42,9 @@ def level_of(*, malignant: bool, warnings: list[str] | tuple[str, ...] | None) -
     return UNCERTAIN if "low_confidence" in codes else REASSURING
 
 
-def _percent(value: float) -> str:
-    return f"{value * 100:.1f}%"
+def percent(value: float | None, digits: int = 1) -> str:
+    """0.2732 -> '27.3%': the one way pages, the API's words, the chart and the PDF write a share."""
+    return "–" if value is None else f"{float(value) * 100:.{int(digits)}f}%"
 
 
 def read_result(classification: Classification) -> Reading | None:
@@ -53,20 +54,20 @@ def read_result(classification: Classification) -> Reading | None:
     warnings = list(classification.warnings or [])
     score, threshold = classification.malignancy_score, classification.threshold
     above = classification.malignant
-    position = (f"The malignancy score {_percent(score)} is {'at or above' if above else 'below'} "
-                f"the threshold of {_percent(threshold)}.")
+    position = (f"The malignancy score {percent(score)} is {'at or above' if above else 'below'} "
+                f"the threshold of {percent(threshold)}.")
     details: list[str] = []
     if classification.malignant_group_decides:
         details.append(
             f"The single most likely class is {display_name(classification.top_class)}, which is benign, "
             f"but the malignant classes together (melanoma, basal cell carcinoma, actinic keratosis) reach "
-            f"{_percent(score)}, at or above the threshold: the flag follows the malignant group, not the top class."
+            f"{percent(score)}, at or above the threshold: the flag follows the malignant group, not the top class."
         )
     runner_up = classification.runner_up
     margin = classification.margin
     if runner_up is not None and margin is not None:
-        details.append(f"Second most likely: {runner_up[1]} at {_percent(runner_up[2])} "
-                       f"(top-two margin {_percent(margin)}).")
+        details.append(f"Second most likely: {runner_up[1]} at {percent(runner_up[2])} "
+                       f"(top-two margin {percent(margin)}).")
     level = level_of(malignant=above, warnings=warnings)
     if level == UNRELIABLE:
         messages = dict(classification.warning_messages)

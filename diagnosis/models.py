@@ -300,23 +300,9 @@ class Classification(models.Model):
     # --- How far to trust it (see ml/screening) ---------------------------------------------
 
     @property
-    def has_warnings(self) -> bool:
-        return self.succeeded and bool(self.warnings)
-
-    @property
     def warning_messages(self) -> list[tuple[str, str]]:
         """(code, plain words) of each warning, most fundamental first."""
         return [(code, warning_text(code)) for code in self.warnings or []]
-
-    @property
-    def not_dermoscopic(self) -> bool:
-        return "not_dermoscopic" in (self.warnings or [])
-
-    @property
-    def reassuring(self) -> bool:
-        """Below the threshold with nothing to doubt: the only case shown in green. A result with
-        any warning is never a reassurance, whatever its score."""
-        return self.succeeded and not self.malignant and not self.warnings
 
     @property
     def margin(self) -> float | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from diagnosis.interpretation import UNRELIABLE, read_result
+from diagnosis.interpretation import UNRELIABLE, level_of, percent
 from diagnosis.progress import warning_badges
 from diagnosis.selectors import TimelinePoint
 
@@ -86,19 +86,15 @@ def _y(score: float) -> float:
     return TOP + (1.0 - score) * (HEIGHT - TOP - BOTTOM)
 
 
-def _percent(value: float) -> str:
-    return f"{value * 100:.1f}%"
-
-
 def _tooltip(point: TimelinePoint, level: str) -> str:
     c = point.classification
     score = float(c.malignancy_score)
     position = "at or above" if c.malignant else "below"
-    parts = [f"{point.image.captured_at:%Y-%m-%d}", f"score {_percent(score)} ({position} the threshold)"]
+    parts = [f"{point.image.captured_at:%Y-%m-%d}", f"score {percent(score)} ({position} the threshold)"]
     if c.top_class_name:
         parts.append(f"top class {c.top_class_name}")
     if c.margin is not None:
-        parts.append(f"top-two margin {_percent(c.margin)}")
+        parts.append(f"top-two margin {percent(c.margin)}")
     if c.warnings:
         parts.append("warnings: " + ", ".join(badge.label for badge in warning_badges(c.warnings)))
     if level == UNRELIABLE:
@@ -157,8 +153,7 @@ def malignancy_plot(timeline: list[TimelinePoint]) -> PlotGeometry | None:
         else:  # every image from the same day: spread them evenly
             fraction = index / (len(scored) - 1) if len(scored) > 1 else 0.5
         classification = point.classification
-        reading = read_result(classification)  # succeeded: never None
-        level = reading.level if reading is not None else UNRELIABLE
+        level = level_of(malignant=classification.malignant, warnings=classification.warnings)
         points.append(
             PlotPoint(
                 x=round(LEFT + fraction * plot_width, 1),

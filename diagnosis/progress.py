@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from diagnosis.inference import IMAGE_WARNINGS, WARNING_CODES, warning_label, warning_text
-from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, level_of, read_result
+from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, level_of
 from diagnosis.models import Classification, ClassificationStatus
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -127,12 +127,12 @@ class ResultBadge:
 
 def result_badge(classification: Classification | None) -> ResultBadge | None:
     """The badge of a succeeded classification; None otherwise (the page shows its status)."""
-    reading = read_result(classification) if classification is not None else None
-    if reading is None:
+    if classification is None or not classification.succeeded:
         return None
+    level = level_of(malignant=classification.malignant, warnings=classification.warnings)
     return ResultBadge(
-        level=reading.level,
-        label=LEVEL_LABELS[reading.level],
+        level=level,
+        label=LEVEL_LABELS[level],
         score=classification.malignancy_score,
         warnings=warning_badges(classification.warnings),
     )

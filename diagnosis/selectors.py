@@ -402,9 +402,10 @@ def batch_image_statuses(*, batch: Batch) -> list[BatchImageStatus]:
     )
     statuses = []
     for *head, status, warnings, malignant in rows:
-        done = image_bucket(status) == DONE  # a queued re-run's empty warnings say nothing yet
+        bucket = image_bucket(status)
+        done = bucket == DONE  # a queued re-run's empty warnings say nothing yet
         statuses.append(BatchImageStatus(
-            *head, status=image_bucket(status),
+            *head, status=bucket,
             warnings=tuple(warnings or ()) if done else (), malignant=bool(malignant) if done else None,
         ))
     return statuses

@@ -32,7 +32,7 @@ from ml.errors import InvalidImageError, ModelIntegrityError
 from ml.manifest import OUTPUTS, VARIANTS, default_model_dir, load_manifest, variant_file
 from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess_views
 from ml.scores import malignancy_scores, softmax
-from ml.screening.screen import Screening, load_screening
+from ml.screening.screen import Screening, ScreeningResult, load_screening
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +174,8 @@ class Classifier:
         """Calibrated class probabilities for a preprocessed (N, height, width, 3) batch."""
         return self.run(batch)[0]
 
-    def _to_prediction(self, probs: np.ndarray, features: np.ndarray, cam: np.ndarray, prepared: _Prepared) -> Prediction:
+    def _to_prediction(self, probs: np.ndarray, cam: np.ndarray, prepared: _Prepared, screened: ScreeningResult) -> Prediction:
         score = float(malignancy_scores(probs))
-        screened = self.screening.screen(prepared.resized, probs, features)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
             top_class=CLASSES[int(np.argmax(probs))],
@@ -202,7 +201,8 @@ class Classifier:
         for start in range(0, len(images), batch_size):
             prepared = [self._prepare(image) for image in images[start : start + batch_size]]
             probs, features, cams = self.run(np.stack([p.tensor for p in prepared]))
-            results.extend(self._to_prediction(*row, p) for *row, p in zip(probs, features, cams, prepared))
+            screened = self.screening.screen_batch([p.resized for p in prepared], probs, features)
+            results.extend(map(self._to_prediction, probs, cams, prepared, screened))
         return results
 
 

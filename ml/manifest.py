@@ -84,14 +84,18 @@ def variant_file(model_dir: str, manifest: dict[str, Any], variant: str) -> str:
     entry = manifest["variants"].get(variant)
     if entry is None:
         raise ModelIntegrityError(f"model {manifest['version']} has no {variant!r} variant; it has {sorted(manifest['variants'])}")
+    return verified_file(model_dir, entry, "model file")
+
+
+def verified_file(model_dir: str, entry: dict[str, Any], what: str) -> str:
+    """Path of a bundle file named by a manifest entry ({"file", "sha256"}) after checking that it
+    is there and has that sha256; ModelIntegrityError otherwise (fail closed)."""
     path = os.path.join(model_dir, entry["file"])
     if not os.path.isfile(path):
-        raise ModelIntegrityError(f"model file missing: {path}")
+        raise ModelIntegrityError(f"{what} missing: {path}")
     actual = sha256_file(path)
     if actual != entry["sha256"]:
-        raise ModelIntegrityError(
-            f"model file {path} has sha256 {actual}, manifest says {entry['sha256']}: refusing to load it"
-        )
+        raise ModelIntegrityError(f"{what} {path} has sha256 {actual}, manifest says {entry['sha256']}: refusing to load it")
     return path
 
 

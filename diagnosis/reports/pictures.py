@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from diagnosis import inference
@@ -54,10 +55,9 @@ def visit_pictures(*, image: LesionImage, classification: Classification | None)
     try:
         # The map is drawn over the print copy, not the stored file: it is scaled to whatever
         # image it is given, and decoding a large upload a second time would cost far more.
-        overlay = inference.heatmap_png(_png(small), classification.activation_map, classification.top_class)
-        with Image.open(io.BytesIO(overlay)) as drawn:
-            heatmap = _print_jpeg(drawn.convert("RGB"))
-    except (inference.InvalidImageError, ValueError, OSError):
+        drawn = inference.heatmap_overlay(np.asarray(small), classification.activation_map, classification.top_class)
+        heatmap = _print_jpeg(Image.fromarray(drawn))
+    except ValueError:
         return Pictures(photo, None, "", MAP_UNREADABLE)
     return Pictures(photo, heatmap, "", f"Heatmap for {classification.top_class_name}")
 
@@ -68,12 +68,6 @@ def _downscaled(data: bytes) -> Image.Image:
         rgb = picture.convert("RGB")
     rgb.thumbnail((PRINT_MAX_SIDE, PRINT_MAX_SIDE), Image.Resampling.LANCZOS)
     return rgb
-
-
-def _png(picture: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=0)  # read once, right away: no time spent compressing
-    return buffer.getvalue()
 
 
 def _print_jpeg(picture: Image.Image) -> PrintImage:

@@ -16,7 +16,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Paragraph, Table, TableStyle
 
 from diagnosis.inference import MALIGNANT_CLASSES
-from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE
+from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, percent
 from diagnosis.models import ClinicianReview
 from diagnosis.reports.content import IMAGE, ReportContent, Visit
 from diagnosis.reports.styles import FLAG, INK, LEVEL_COLOURS, LINE, MUTED, OK, STYLES
@@ -39,10 +39,6 @@ SHORT_LEVEL_LABELS: dict[str, str] = {
     REASSURING: "Below threshold",
 }
 MALIGNANT_GROUP = "melanoma + basal cell carcinoma + actinic keratosis"
-
-
-def percent(value: float | None) -> str:
-    return "–" if value is None else f"{float(value) * 100:.1f}%"
 
 
 def _when(value) -> str:

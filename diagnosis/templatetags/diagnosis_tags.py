@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import template
 
 from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance, warning_label, warning_text
-from diagnosis.interpretation import Reading, level_of, read_result
+from diagnosis.interpretation import Reading, level_of, percent, read_result
 
 register = template.Library()
 
@@ -14,11 +14,7 @@ def class_name(code: str) -> str:
     return display_name(code) if code in CLASSES else (code or "")
 
 
-@register.filter
-def percent(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    return f"{float(value) * 100:.{int(digits)}f}%"
+register.filter("percent", percent)
 
 
 @register.filter

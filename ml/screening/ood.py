@@ -17,6 +17,7 @@ matrix W with precision = W W^T, so the score is one matrix product per image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -27,11 +28,16 @@ class FeatureDistance:
     whitening: np.ndarray  # (K, K): ||(f - mu) @ whitening||^2 is the squared Mahalanobis distance
     threshold: float  # distance above which an image is flagged not_dermoscopic
 
+    @cached_property
+    def _centres(self) -> np.ndarray:
+        """The class means in whitened space (C, K): fixed, so computed once, not per image."""
+        return self.class_means @ self.whitening
+
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance (not squared) of each row to the nearest class mean."""
         f = np.asarray(features, dtype=np.float32)
         projected = f @ self.whitening  # (N, K)
-        centres = self.class_means @ self.whitening  # (C, K)
+        centres = self._centres
         squared = (projected**2).sum(1)[:, None] - 2 * projected @ centres.T + (centres**2).sum(1)[None, :]
         return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
 
