@@ -43,29 +43,36 @@ def with_views(images: Iterable[np.ndarray], views: int, seed: int) -> Iterator[
 
 
 def run_images(session: ort.InferenceSession, output_names: list[str], images: Iterable[np.ndarray],
-               config: PreprocessConfig, *, batch: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict]]]:
-    """(logits, features, quality measures) per batch of RGB uint8 images."""
+               config: PreprocessConfig, *, measure_every: int | None = 1,
+               batch: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict]]]:
+    """(logits, features, quality measures) per batch of RGB uint8 images; the quality of every
+    `measure_every`-th image only (the images as they are, not their views), none when None."""
     input_name = session.get_inputs()[0].name
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    pending: list[np.ndarray] = []
+    measures: list[dict] = []
 
     def flush():
-        tensors = np.stack([t for t, _ in pending])
+        tensors = np.stack(pending)
         logits, features = session.run(output_names[:2], {input_name: tensors})
-        measures = [quality_measures(resized) for _, resized in pending]
+        done = (logits, features, list(measures))
         pending.clear()
-        return logits, features, measures
+        measures.clear()
+        return done
 
-    for image in images:
-        pending.append(preprocess_views(image, config))
+    for index, image in enumerate(images):
+        tensor, resized = preprocess_views(image, config)
+        pending.append(tensor)
+        if measure_every and index % measure_every == 0:
+            measures.append(quality_measures(resized))
         if len(pending) == batch:
             yield flush()
     if pending:
         yield flush()
 
 
-def collect(session, output_names, images, config) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def collect(session, output_names, images, config, *, measure_every: int | None = 1) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     logits, features, measures = [], [], []
-    for lg, ft, ms in run_images(session, output_names, images, config):
+    for lg, ft, ms in run_images(session, output_names, images, config, measure_every=measure_every):
         logits.append(lg)
         features.append(ft)
         measures.extend(ms)
@@ -94,19 +101,21 @@ def fit_screening(
     options.intra_op_num_threads = os.cpu_count() or 1
     session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
 
-    _, train_features, train_measures = collect(session, output_names, with_views(train_images, views, seed), config)
+    # Quality limits come from the images as they are, the first of each 1 + views.
+    _, train_features, train_measures = collect(session, output_names, with_views(train_images, views, seed), config,
+                                                measure_every=1 + views)
     train_labels = np.asarray(train_labels)
     if len(train_features) != len(train_labels) * (1 + views):
         raise ValueError(f"{len(train_features) // (1 + views)} training images but {len(train_labels)} labels")
-    own = slice(None, None, 1 + views)  # the images as they are: quality limits come from these alone
     means, whitening = fit_feature_distance(train_features, np.repeat(train_labels, 1 + views), len(CLASSES),
                                             shrinkage=shrinkage)
 
-    val_logits, val_features, _ = collect(session, output_names, with_views(val_images, 1, seed + 1), config)
+    val_logits, val_features, _ = collect(session, output_names, with_views(val_images, 1, seed + 1), config,
+                                          measure_every=None)
     val_distances = FeatureDistance(means, whitening, 0.0).distances(val_features)
     threshold = threshold_for_false_alarms(val_distances, max_false_alarm_rate)
     confidence = fit_confidence_limits(softmax(val_logits[::2], temperature), np.asarray(val_labels))
-    quality = fit_quality_thresholds(train_measures[own], percentile=quality_percentile)
+    quality = fit_quality_thresholds(train_measures, percentile=quality_percentile)
 
     path = os.path.join(out_dir, SCREENING_FILE)
     tmp = path + ".tmp.npz"
