@@ -40,15 +40,6 @@ from ml.preprocessing import read_image
 from ml.screening import WARNING_CODES
 from ml.screening.perturb import DEGRADATIONS, DERMATOSCOPE_SHIFTS
 
-CHUNK = 64
-
-
-def predictions_of(classifier, images: Sequence[np.ndarray]):
-    out = []
-    for i in range(0, len(images), CHUNK):
-        out.extend(classifier.predict_batch(list(images[i : i + CHUNK])))
-    return out
-
 
 def rate(flags: Sequence[bool]) -> float:
     return round(float(np.mean(flags)), 4) if len(flags) else float("nan")
@@ -58,10 +49,6 @@ def warning_rates(predictions) -> dict[str, float]:
     rates = {code: rate([code in p.warnings for p in predictions]) for code in WARNING_CODES}
     rates["any"] = rate([bool(p.warnings) for p in predictions])
     return rates
-
-
-def transformed(images: Sequence[np.ndarray], fn: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
-    return [fn(image) for image in images]
 
 
 def localisation(predictions, masks: Sequence[np.ndarray | None], input_shape: tuple[int, int] | None = None) -> dict:
@@ -115,7 +102,7 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
     report: dict = {"test_images": len(test), "model": classifier.model_version}
 
     started = time.time()
-    clean = predictions_of(classifier, test_images)
+    clean = classifier.predict_batch(test_images)
     correct = np.array([CLASSES.index(p.top_class) for p in clean]) == labels
     low = np.array(["low_confidence" in p.warnings for p in clean])
     report["clean_test"] = warning_rates(clean)
@@ -127,7 +114,7 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
     log(f"clean test: {report['clean_test']} ({time.time() - started:.0f}s)")
 
     report["dermatoscope_views"] = {
-        name: rate(["not_dermoscopic" in p.warnings for p in predictions_of(classifier, transformed(test_images, fn))])
+        name: rate(["not_dermoscopic" in p.warnings for p in classifier.predict_batch([fn(image) for image in test_images])])
         for name, fn in DERMATOSCOPE_SHIFTS.items()
     }
     log(f"other-dermatoscope views, not_dermoscopic: {report['dermatoscope_views']}")
@@ -135,7 +122,7 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
     degraded: dict = {}
     for name, (fn, expected, levels) in DEGRADATIONS.items():
         for level in levels:
-            predictions = predictions_of(classifier, [fn(image, level) for image in test_images])
+            predictions = classifier.predict_batch([fn(image, level) for image in test_images])
             degraded[f"{name} {level:g}"] = (
                 {"expected": expected, "expected_rate": rate([expected in p.warnings for p in predictions])}
                 | {f"{code}_rate": rate([code in p.warnings for p in predictions]) for code in WARNING_CODES if code != expected}
@@ -145,7 +132,7 @@ def build_report(classifier, model_dir: str, *, metadata: str, images: Sequence[
     log(f"degradations: { {k: v['expected_rate'] for k, v in degraded.items()} }")
 
     corpus = list(generate(per_kind=nonderm_per_kind))
-    corpus_predictions = predictions_of(classifier, [item.image for item in corpus])
+    corpus_predictions = classifier.predict_batch([item.image for item in corpus])
     by_kind: dict[str, list[bool]] = defaultdict(list)
     for item, prediction in zip(corpus, corpus_predictions):
         by_kind[item.kind].append("not_dermoscopic" in prediction.warnings)

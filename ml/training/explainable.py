@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-OUTPUT_NAMES: tuple[str, str, str] = ("logits", "features", "cam")
-
 
 class NotExplainable(ValueError):
     """The model is not a backbone -> pooling -> dense graph that this module knows how to open."""
