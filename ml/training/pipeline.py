@@ -70,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--balance", type=float, default=1.0,
                      help="how far loss weights take the drawn class mix toward balanced (1 all the way, 0 none)")
     e2e.add_argument("--ema-decay", type=float, default=0.999)
+    e2e.add_argument("--mixup", type=float, default=0.0,
+                     help="Beta(a, a) mixup of image pairs within a batch (targets and loss weights alike); 0 = off")
+    e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
+                     help="what picks the kept epoch (raw or averaged weights) on validation")
     e2e.add_argument("--latency-reference", default=None,
                      help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed (default: the "
                           "served bundle's, ml/models/CURRENT); without one, no test-time views are shipped")
@@ -221,7 +225,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, head_lr=args.head_lr, backbone_lr=args.backbone_lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, dropout=args.dropout,
         label_smoothing=args.label_smoothing, sampling=args.sampling, balance=args.balance, ema_decay=args.ema_decay,
-        patience=args.patience, seed=args.seed,
+        patience=args.patience, seed=args.seed, mixup=args.mixup, selection=args.select,
     )
     keras.utils.set_random_seed(args.seed)
     base = backbone.build_backbone(args.alpha, config.height_width, weights)

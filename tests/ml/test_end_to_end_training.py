@@ -241,3 +241,32 @@ def test_it_times_test_time_views_against_the_served_bundle_unless_told_otherwis
     assert latency_reference(None) == os.path.join(shipped_model_dir(), "model.onnx")
     assert os.path.isfile(latency_reference(None))
     assert latency_reference(str(tmp_path / "other.onnx")) == str(tmp_path / "other.onnx")
+
+
+def test_it_mixes_image_pairs_with_their_targets_and_weights_by_one_share():
+    rng = np.random.default_rng(0)
+    views = rng.normal(size=(8, 4, 4, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 0])
+    weights = np.linspace(0.5, 2.0, len(CLASSES)).astype(np.float32)
+    plain = endtoend.batch_targets(views, labels, class_weights=weights, cfg=endtoend.EndToEndConfig(), seed=(1, 2))
+    np.testing.assert_array_equal(plain[0], views)
+    np.testing.assert_array_equal(plain[1].argmax(1), labels)
+    np.testing.assert_array_equal(plain[2], weights[labels])
+
+    cfg = endtoend.EndToEndConfig(mixup=0.4, label_smoothing=0.1)
+    x, targets, w = endtoend.batch_targets(views, labels, class_weights=weights, cfg=cfg, seed=(1, 2))
+    again = endtoend.batch_targets(views, labels, class_weights=weights, cfg=cfg, seed=(1, 2))
+    np.testing.assert_array_equal(x, again[0])  # a pure function of the seed: resumable
+    np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
+    assert not np.allclose(x, views)
+    # The image's own label keeps the larger share of its target, and the weight lies between the pair's.
+    own = targets[np.arange(len(labels)), labels]
+    assert np.all(own >= 0.5 * 0.9 + 0.1 / len(CLASSES) - 1e-6)
+    assert np.all((w >= weights.min() - 1e-6) & (w <= weights.max() + 1e-6))
+
+
+def test_it_refuses_unknown_selection_rules_and_negative_mixup():
+    with pytest.raises(ValueError, match="selection"):
+        endtoend.EndToEndConfig(selection="auc")
+    with pytest.raises(ValueError, match="mixup"):
+        endtoend.EndToEndConfig(mixup=-0.1)
