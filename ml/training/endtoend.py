@@ -5,8 +5,9 @@ would wreck the ImageNet statistics); each epoch draws a new random view of ever
 thread pool (OpenCV releases the GIL, so both cores stay busy beside TensorFlow). Two AdamW
 optimizers give the backbone a lower learning rate than the head; both warm up linearly, then
 follow a cosine decay. An exponential moving average (EMA) of the weights is kept, and each
-epoch both the raw and the averaged weights are scored on validation; the best by balanced
-accuracy is kept, with early stopping.
+epoch both the raw and the averaged weights are scored on validation; the best by the selection
+rule (balanced accuracy, or balanced accuracy plus malignant ROC AUC) is kept, with early stopping.
+Optional mixup blends image pairs within a batch, their targets and loss weights by the same share.
 
 Class imbalance is handled in two halves: images are drawn with per-class probability
 proportional to sqrt(class count), and each image's loss is weighted by 1/sqrt(class count)
