@@ -1,11 +1,17 @@
 """The audit trail: one append-only AuditEvent per access to patient data, and per denied attempt.
 
 * Pages, API and admin: `AuditMiddleware` records one event per request to a route listed in
-  `AUDITED_ROUTES` (whatever the method and the outcome: a 404 for another organisation's id is
-  a denied attempt, a 400 a refused one), after the response is built, so the status is known.
+  `AUDITED_ROUTES` or `AUDITED_ORGANISATION_ROUTES` (whatever the method and the outcome: a 404
+  for another organisation's id is a denied attempt, a 400 a refused one), after the response is
+  built, so the status is known; an exception in the view is a 500 there, so an "error" event.
+  A write (POST, PUT, PATCH, DELETE) first records a `started` event, committed before the view
+  runs: a worker killed mid-way (timeout, SIGKILL, lost machine) leaves that trace.
 * Background tasks: `audit_classifications_record` records one event per image classified;
   `import_images` one per image it imports (`audit_command_record`).
-* Sign-in: failed logins and lockouts (signals, connected in apps.py).
+* Sign-in: failed logins and lockouts, filed under every organisation of the username tried
+  (signals, connected in apps.py).
+* Members: every membership added, changed or removed, whoever did it (page, admin, command),
+  in the same transaction as the change (signals).
 
 Events hold ids, the route's name and the outcome, never patient data (no names, no search
 text: the path is not stored because a query string may hold a patient's name).
@@ -17,10 +23,13 @@ import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 
 from diagnosis.models import (
@@ -33,6 +42,7 @@ from diagnosis.models import (
     Lesion,
     LesionImage,
     Membership,
+    Organisation,
     Patient,
 )
 from diagnosis.scoping import ORGANISATION_PATHS
@@ -98,6 +108,14 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-review-detail": AuditedRoute("review", DETAIL),
 }
 
+# Organisation pages: who reads or manages the members and the audit log, and every attempt by
+# someone who may not (an outsider's 404, a non-admin's 403). Not patient data, so counted apart.
+AUDITED_ORGANISATION_ROUTES: dict[str, AuditedRoute] = {
+    "organisation-detail": AuditedRoute("organisation", DETAIL, "member_set"),
+    "organisation-member-remove": AuditedRoute("membership", DETAIL, "member_remove"),
+    "organisation-audit": AuditedRoute("organisation", DETAIL),
+}
+
 # Admin: changelist, add, change, delete and history pages of these models.
 AUDITED_ADMIN_MODELS: dict[str, str] = {
     "patient": "patient",
@@ -112,6 +130,8 @@ _ADMIN_ROUTE = re.compile(r"^diagnosis_(?P<model>[a-z]+)_(?P<page>changelist|add
 # Unscoped lookups of a target's organisation, only to file a denied attempt under the
 # organisation whose data was aimed at (its admins see it in their log).
 _MODELS_BY_TYPE = {
+    "organisation": Organisation,
+    "membership": Membership,
     "patient": Patient,
     "lesion": Lesion,
     "image": LesionImage,
@@ -121,13 +141,31 @@ _MODELS_BY_TYPE = {
 }
 
 MAX_OBJECT_ID = 2**63 - 1  # BigIntegerField
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# A proxy's request id (to correlate logs): letters, digits, dot, dash and underscore, starting
+# with a letter or digit, so it can never be read as a spreadsheet formula ("-A1-B1", "=1+1").
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+STARTED = "started"  # the action of the event a write records before its view runs
+
+# The request being served, for events written below the view (membership signals) that have no
+# request of their own; set by AuditMiddleware for the length of one request.
+_current_request: ContextVar[HttpRequest | None] = ContextVar("audit_current_request", default=None)
+
+
+@contextmanager
+def request_context(request: HttpRequest) -> Iterator[None]:
+    token = _current_request.set(request)
+    try:
+        yield
+    finally:
+        _current_request.reset(token)
 
 
 def request_id_for(request: HttpRequest) -> str:
-    """The caller's X-Request-ID when it is a sane token (a proxy's, to correlate logs), else a new one."""
+    """The caller's X-Request-ID when it is a sane token, else a new one (never an error: the
+    header is the caller's to send, and a bad one must not cost them their answer)."""
     incoming = request.headers.get("X-Request-ID", "")
-    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -144,6 +182,12 @@ def note(request: Any, instance: Any, object_type: str) -> None:
     """Tell the audit trail which object a request created (its id is not in the URL)."""
     django_request = getattr(request, "_request", request)  # a DRF Request wraps Django's
     django_request.audit_object = (object_type, instance.pk, _organisation_of(object_type, instance.pk))
+
+
+def note_action(request: Any, action: str) -> None:
+    """Tell the audit trail what a request did when the route's method does not say it (a GET that
+    downloads the audit log as CSV is an export, not a view)."""
+    getattr(request, "_request", request).audit_action = action
 
 
 def _organisation_of(object_type: str, pk: Any) -> int | None:
@@ -193,7 +237,7 @@ def _route_for(request: HttpRequest) -> tuple[str, str, AuditedRoute, str | None
         post = {"changelist": "update", "add": "create", "change": "update", "delete": "delete"}.get(page, "other")
         route = AuditedRoute(AUDITED_ADMIN_MODELS[admin_route["model"]], kind, post)
         return AuditSurface.ADMIN, f"admin:{match.url_name}", route, match.kwargs.get("object_id")
-    route = AUDITED_ROUTES.get(match.url_name)
+    route = AUDITED_ROUTES.get(match.url_name) or AUDITED_ORGANISATION_ROUTES.get(match.url_name)
     if route is None:
         return None
     surface = AuditSurface.API if match.url_name.startswith("api-") else AuditSurface.PAGE
@@ -201,13 +245,13 @@ def _route_for(request: HttpRequest) -> tuple[str, str, AuditedRoute, str | None
     return surface, match.url_name, route, object_id
 
 
-def audit_request_record(*, request: HttpRequest, response: HttpResponse) -> AuditEvent | None:
-    """Record the one event of an audited request (None for routes that are not audited)."""
+def _event_for(request: HttpRequest, user: Any) -> AuditEvent | None:
+    """An unsaved event of an audited request, filled in but for its action and outcome (None for
+    routes that are not audited)."""
     found = _route_for(request)
     if found is None:
         return None
     surface, route_name, route, url_object_id = found
-    user = getattr(request, "user", None)
     authenticated = bool(user is not None and user.is_authenticated)
     object_type, object_id, organisation_id = route.object_type, url_object_id, None
     noted = getattr(request, "audit_object", None)  # set by scoping or by a view that created something
@@ -224,21 +268,45 @@ def audit_request_record(*, request: HttpRequest, response: HttpResponse) -> Aud
         object_id = None
     if object_id is not None and not 0 < object_id <= MAX_OBJECT_ID:
         object_id = None  # a made-up id larger than the column: the route and outcome still say what was tried
-    return AuditEvent.objects.create(
+    return AuditEvent(
         actor_id=user.pk if authenticated else None,
         actor_username=user.get_username() if authenticated else "",
         organisation_id=organisation_id,
-        action=_action(route, request.method or ""),
+        action=getattr(request, "audit_action", None) or _action(route, request.method or ""),
         object_type=object_type,
         object_id=object_id,
         surface=surface,
         route=route_name,
         method=request.method or "",
-        status_code=response.status_code,
-        outcome=_outcome(response.status_code),
         ip=client_ip(request),
         request_id=getattr(request, "request_id", ""),
     )
+
+
+def audit_request_record(*, request: HttpRequest, response: HttpResponse) -> AuditEvent | None:
+    """Record the one event of an audited request (None for routes that are not audited)."""
+    event = _event_for(request, getattr(request, "user", None))
+    if event is None:
+        return None
+    event.status_code = response.status_code
+    event.outcome = _outcome(response.status_code)
+    event.save()
+    return event
+
+
+def audit_request_started(*, request: HttpRequest, user: Any) -> AuditEvent | None:
+    """Before a write's view runs: who is about to do what to which object. Committed at once
+    (outside any transaction of the view), so a request that never finishes still left a trace;
+    its outcome is the request's second event, with the same request id. `user` is the caller as
+    far as is known before the view (a session's user, or an API token's owner)."""
+    if (request.method or "") not in WRITE_METHODS:
+        return None
+    event = _event_for(request, user)
+    if event is None:
+        return None
+    event.action = STARTED  # no status, no outcome yet
+    event.save()
+    return event
 
 
 def audit_classifications_record(*, classifications: Sequence[Classification], request_id: str = "") -> None:
@@ -277,24 +345,69 @@ def audit_command_record(*, command: str, action: str, instance: LesionImage, or
     )
 
 
-def audit_sign_in_record(*, request: HttpRequest | None, username: str, action: str) -> AuditEvent:
-    """A failed login or a lockout (the username tried is kept: it is not patient data)."""
-    path = request.path if request is not None else ""
-    surface = (
-        AuditSurface.API
-        if path.startswith("/api/")
-        else AuditSurface.ADMIN
-        if path.startswith("/admin/")
-        else AuditSurface.PAGE
+def _route_name(request: HttpRequest | None) -> str:
+    """The URL name of what the request reached ("organisation-detail", "admin:login"), if any."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or not match.url_name:
+        return ""
+    return f"{match.namespace}:{match.url_name}" if match.namespace else match.url_name
+
+
+def _surface_of(request: HttpRequest | None) -> str:
+    if request is None:
+        return AuditSurface.COMMAND
+    path = request.path
+    if path.startswith("/api/"):
+        return AuditSurface.API
+    if path.startswith("/admin/"):
+        return AuditSurface.ADMIN
+    return AuditSurface.PAGE
+
+
+def audit_sign_in_record(*, request: HttpRequest | None, username: str, action: str) -> list[AuditEvent]:
+    """A failed login or a lockout (the username tried is kept: it is not patient data): one event
+    per organisation the username belongs to, so each one's admins see the attempts on their
+    members; one without an organisation (staff see it in the admin) for an unknown username."""
+    username = (username or "")[:150]
+    user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first() if username else None
+    organisations: list[int | None] = []
+    if user is not None:
+        organisations = list(Membership.objects.filter(user=user).values_list("organisation_id", flat=True))
+    return AuditEvent.objects.bulk_create(
+        AuditEvent(
+            actor_username=username,
+            organisation_id=organisation_id,
+            action=action,
+            object_type="user",
+            object_id=user.pk if user is not None else None,
+            surface=_surface_of(request) if request is not None else AuditSurface.PAGE,
+            route=_route_name(request),
+            method=getattr(request, "method", "") or "",
+            outcome=AuditOutcome.DENIED,
+            ip=client_ip(request) if request is not None else None,
+            request_id=getattr(request, "request_id", ""),
+        )
+        for organisation_id in organisations or [None]
     )
+
+
+def audit_membership_record(*, organisation_id: int, user_id: int, action: str) -> AuditEvent:
+    """A member added, given another role, or removed (`action`: "add:<role>", "role:<role>",
+    "remove:<role they had>"; object "member", the user's id). Whoever changed it and from where
+    come from the request being served; outside a request it was an operator's command."""
+    request = _current_request.get()
+    actor = getattr(request, "user", None)
+    authenticated = bool(actor is not None and actor.is_authenticated)
     return AuditEvent.objects.create(
-        actor_username=(username or "")[:150],
-        action=action,
-        object_type="user",
-        surface=surface,
-        route=getattr(getattr(request, "resolver_match", None), "url_name", "") or "",
+        actor_id=actor.pk if authenticated else None,
+        actor_username=actor.get_username() if authenticated else "",
+        organisation_id=organisation_id,
+        action=action[:20],
+        object_type="member",
+        object_id=user_id,
+        surface=_surface_of(request),
+        route=_route_name(request),
         method=getattr(request, "method", "") or "",
-        outcome=AuditOutcome.DENIED,
         ip=client_ip(request) if request is not None else None,
         request_id=getattr(request, "request_id", ""),
     )

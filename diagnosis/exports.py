@@ -1,10 +1,13 @@
-"""Read-only exports of patient data (nothing here writes to the database)."""
+"""Read-only exports (nothing here writes to the database): a patient's record as a ZIP, and the
+one CSV writer every CSV the portal sends goes through."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.utils import timezone
@@ -12,6 +15,39 @@ from django.utils import timezone
 from diagnosis.models import LesionImage, Patient
 
 EXPORT_FORMAT = 1
+
+# A spreadsheet reads a cell that starts with one of these as a formula (or, tab and CR, as the
+# start of one once trimmed): "=HYPERLINK(...)" in a username, "-A1-B1" in a request id.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str | int | float:
+    """A value as a CSV cell that no spreadsheet runs: text starting like a formula gets a leading
+    apostrophe (OWASP's advice; the spreadsheet shows the text as written). Numbers stay numbers,
+    None is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return value
+    text = str(value)
+    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
+
+
+class _Echo:
+    """A file-like object whose write returns the line, so csv.writer can feed a streaming response."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """The lines of a CSV file, header first, every cell through `csv_cell` (stream them)."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow([csv_cell(name) for name in header])
+    for row in rows:
+        yield writer.writerow([csv_cell(value) for value in row])
 
 
 def _iso(value: Any) -> str | None:

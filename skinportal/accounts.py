@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import logging
 from typing import Any
 
 from axes.helpers import get_client_username, get_cool_off, get_failure_limit, get_lockout_message
@@ -16,17 +19,54 @@ from django.shortcuts import render
 
 from skinportal.errors import error_response
 
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(addresses: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(address, strict=False) for address in addresses)
+
+
+def _is_trusted_proxy(address: str | None) -> bool:
+    try:
+        peer = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if peer.version == 6 and peer.ipv4_mapped is not None:  # ::ffff:127.0.0.1 from a dual-stack socket
+        peer = peer.ipv4_mapped
+    return any(peer in network for network in _networks(tuple(settings.SKINPORTAL_TRUSTED_PROXY_ADDRESSES)))
+
+
+_untrusted_forwarders_logged: set[str] = set()
+
 
 def client_ip(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or behind SKINPORTAL_TRUSTED_PROXIES reverse proxies the address the outermost
-    trusted proxy saw. X-Forwarded-For is read from the right: entries further left were written
-    by the client and can be anything. Same rule as DRF's NUM_PROXIES, so throttles agree."""
+    """The client's address, the one lockouts, throttles and the audit trail key on.
+
+    REMOTE_ADDR, unless the connection comes from a trusted proxy (SKINPORTAL_TRUSTED_PROXY_ADDRESSES)
+    and SKINPORTAL_TRUSTED_PROXIES > 0: then the address the outermost trusted proxy saw, read
+    from X-Forwarded-For from the right (entries further left were written by the client and can
+    be anything). A header from any other peer is the client's own invention and is ignored, so
+    whoever reaches gunicorn directly cannot pick their address."""
+    remote = request.META.get("REMOTE_ADDR")
     proxies: int = settings.SKINPORTAL_TRUSTED_PROXIES
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if not proxies or not forwarded:
+        return remote
+    if not _is_trusted_proxy(remote):
+        # Once per peer and process: a proxy that is not listed (everyone would share its address).
+        if remote not in _untrusted_forwarders_logged and len(_untrusted_forwarders_logged) < 100:
+            _untrusted_forwarders_logged.add(remote or "")
+            logger.warning(
+                "X-Forwarded-For from %s ignored: not in SKINPORTAL_TRUSTED_PROXY_ADDRESSES. If it is your "
+                "reverse proxy, list its address there.",
+                remote,
+            )
+        return remote
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    if proxies and hops:
-        return hops[-min(proxies, len(hops))]
-    return request.META.get("REMOTE_ADDR")
+    if not hops:
+        return remote
+    return hops[-min(proxies, len(hops))]
 
 
 def lockout_response(

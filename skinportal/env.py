@@ -6,6 +6,7 @@ with a message an operator can act on, not with a stack trace deep inside Django
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -78,6 +79,20 @@ def env_list(name: str, default: list[str] | None = None, *, required: bool = Fa
     if required and not items:
         raise ImproperlyConfigured(f"{name} must list at least one value.")
     return items
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated IP addresses or networks (`10.0.0.5`, `10.0.0.0/24`, `::1`), checked now
+    and returned as their canonical text (e.g. for a list of trusted proxies)."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks (e.g. 127.0.0.1, 10.0.0.0/24), got {item!r}."
+            ) from exc
+    return networks
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:

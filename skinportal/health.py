@@ -1,11 +1,16 @@
 """Probes for load balancers and orchestrators, and the queue figures shown to staff.
 
     GET /healthz   200 "ok" while the process answers (no dependencies checked: liveness)
-    GET /readyz    200 when the database, the broker and the model are usable, else 503;
-                   a JSON body says which check failed and why (readiness)
+    GET /readyz    200 when the database, the cache, the broker and the model are usable, else
+                   503; the JSON body is {"status": "ready" | "not ready"} for anyone, and says
+                   which check failed and why only to staff or to a monitor that sends
+                   `Authorization: Bearer <SKINPORTAL_MONITORING_TOKEN>` (readiness)
 
-Both are unauthenticated and cheap: the model check reads the manifest and re-hashes the
-ONNX file only when it changes; the broker check opens one connection with a short timeout.
+Both answer without a login, because load balancers probe them (over plain HTTP inside the
+network), so an anonymous caller learns nothing but the status: the details name the database
+engine, the broker, the model version and, on a failure, file paths. Both are cheap: the model
+check reads the manifest and re-hashes the ONNX file only when it changes; the broker check
+opens one connection with a short timeout.
 
 The project's own checks are the database and the broker; an app adds its own with
 `readiness_check_register` when it is ready (diagnosis adds the model's), so this module
@@ -14,11 +19,13 @@ imports no app.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -43,6 +50,16 @@ def database_check() -> Check:
     except Exception as exc:  # noqa: BLE001 - any driver error means: not ready
         return Check(False, f"database unreachable: {type(exc).__name__}: {exc}")
     return Check(True, connection.vendor)
+
+
+def cache_check() -> Check:
+    """The cache holds the rate counters; a database cache's table missing (no `migrate` since
+    CACHE_URL changed) or Redis away would fail every throttled request."""
+    try:
+        cache.get("skinportal:readyz")
+    except Exception as exc:  # noqa: BLE001 - any backend error means: not ready
+        return Check(False, f"cache unusable: {type(exc).__name__}: {exc}")
+    return Check(True, settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1])
 
 
 def _broker_connection():
@@ -96,7 +113,11 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
-_READINESS_CHECKS: dict[str, Callable[[], Check]] = {"database": database_check, "broker": broker_check}
+_READINESS_CHECKS: dict[str, Callable[[], Check]] = {
+    "database": database_check,
+    "cache": cache_check,
+    "broker": broker_check,
+}
 
 
 def readiness_check_register(name: str, check: Callable[[], Check]) -> None:
@@ -109,6 +130,18 @@ def readiness_checks() -> dict[str, Check]:
     return {name: check() for name, check in _READINESS_CHECKS.items()}
 
 
+def may_see_details(request: HttpRequest) -> bool:
+    """Staff (a session), or a monitor with the configured token (`Authorization: Bearer ...`)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    expected: str | None = settings.SKINPORTAL_MONITORING_TOKEN
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not sent:
+        return False
+    return hmac.compare_digest(sent.strip().encode(), expected.encode())
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
@@ -116,7 +149,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     ready = all(check.ok for check in checks.values())
     if not ready:
         logger.warning("not ready: %s", {name: c.detail for name, c in checks.items() if not c.ok})
-    return JsonResponse(
-        {"status": "ready" if ready else "not ready", "checks": {name: asdict(c) for name, c in checks.items()}},
-        status=200 if ready else 503,
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "not ready"}
+    if may_see_details(request):
+        body["checks"] = {name: asdict(c) for name, c in checks.items()}
+    return JsonResponse(body, status=200 if ready else 503)

@@ -24,6 +24,7 @@ from skinportal.env import (
     env_choice,
     env_int,
     env_list,
+    env_networks,
     env_optional_int,
     env_optional_str,
     env_str,
@@ -62,6 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc assets served locally: no CDN
     "axes",  # brute-force lockout of logins (see "Accounts and sessions" below)
+    "skinportal.apps.SkinPortalConfig",  # start-up checks (skinportal/checks.py); the cache table at migrate
     "diagnosis",
 ]
 
@@ -136,12 +138,13 @@ LOGOUT_REDIRECT_URL = "login"
 
 # --- Accounts and sessions (docs/portal.md#accounts-and-sessions) ---------------------------
 # Reverse proxies in front of the portal that append the client's address to X-Forwarded-For
-# (nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for). Login lockouts and API
-# throttles key on the address the outermost trusted proxy saw; with 0, on REMOTE_ADDR (behind a
-# proxy that is the proxy itself, so everyone would share one lockout and one rate).
-SKINPORTAL_TRUSTED_PROXIES = env_int(
-    "SKINPORTAL_TRUSTED_PROXIES", 1 if env_bool("SECURE_PROXY_SSL_HEADER", False) else 0, minimum=0
-)
+# (nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for). Login lockouts, API
+# throttles and the audit trail key on the address the outermost trusted proxy saw, but only for a
+# connection from one of SKINPORTAL_TRUSTED_PROXY_ADDRESSES: anyone else who reaches gunicorn
+# could write the header themselves. Default: no proxy is trusted (REMOTE_ADDR; behind a proxy that
+# is the proxy itself, so everyone would share one lockout and one rate: skinportal/checks.py warns).
+SKINPORTAL_TRUSTED_PROXIES = env_int("SKINPORTAL_TRUSTED_PROXIES", 0, minimum=0)
+SKINPORTAL_TRUSTED_PROXY_ADDRESSES = env_networks("SKINPORTAL_TRUSTED_PROXY_ADDRESSES", ["127.0.0.1", "::1"])
 # django-axes: after AXES_FAILURE_LIMIT failed logins for one username from one address, that
 # pair is locked out for the cool-off (0: until an admin deletes the attempt in the admin or runs
 # `manage.py axes_reset_username NAME`). Attempts are kept in the database, shared by all workers.
@@ -323,6 +326,14 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):  # behind a TLS-terminating proxy
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
 # Load balancers probe these over plain HTTP inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# /readyz tells anyone only "ready" or "not ready"; its checks' details (database engine, broker,
+# model version, file paths) go to staff and to a monitor sending `Authorization: Bearer <this>`.
+SKINPORTAL_MONITORING_TOKEN = env_optional_str("SKINPORTAL_MONITORING_TOKEN")
+if SKINPORTAL_MONITORING_TOKEN is not None and len(SKINPORTAL_MONITORING_TOKEN) < 32:
+    raise ImproperlyConfigured(
+        "SKINPORTAL_MONITORING_TOKEN must be at least 32 characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+    )
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
@@ -337,16 +348,35 @@ for _name, _rate in (
     if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
         raise ImproperlyConfigured(f"{_name} must look like 10/minute (per s, min, hour or day), not {_rate!r}.")
 
-# Cache: holds the API's throttle counters. The default is per process, so each gunicorn worker
-# would count alone (and allow the full rate); with several workers or machines set
-# CACHE_URL=redis://host:6379/1 so they share one count.
-_cache_url = env_optional_str("CACHE_URL")
-if _cache_url:
-    if not _cache_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ImproperlyConfigured(f"CACHE_URL must be a redis://, rediss:// or unix:// URL, got {_cache_url!r}.")
+# Cache: holds the rate counters (API throttles, password-reset limits). They must be shared by
+# every process, or each gunicorn worker counts alone and allows the full rate (3 workers: 30
+# token attempts a minute instead of 10). CACHE_URL: redis://host:6379/1 (or rediss://, unix://),
+# dbcache://TABLE (the database, shared by every node), locmemcache:// (this process only).
+# Unset: the database in production (`migrate` creates its table), this process in development
+# (runserver is one process). skinportal/checks.py warns about a per-process cache in production.
+CACHE_TABLE = "skinportal_cache"
+_cache_url = env_optional_str("CACHE_URL") or ("dbcache://" + CACHE_TABLE if PRODUCTION else "locmemcache://")
+if _cache_url.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
-else:
+elif _cache_url.startswith("dbcache://"):
+    _table = _cache_url.removeprefix("dbcache://") or CACHE_TABLE
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", _table):
+        raise ImproperlyConfigured(f"CACHE_URL's table must be a plain name (dbcache://skinportal_cache), got {_table!r}.")
+    # Many entries allowed: culling would drop live counters (each address has its own).
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": _table,
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+elif _cache_url.startswith("locmemcache://"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "skinportal"}}
+else:
+    raise ImproperlyConfigured(
+        "CACHE_URL must be a redis://, rediss:// or unix:// URL, dbcache://TABLE or locmemcache://, "
+        f"got {_cache_url!r}."
+    )
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -358,14 +388,15 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "diagnosis.api.schema.PortalAutoSchema",  # descriptions never from docstrings
     "EXCEPTION_HANDLER": "diagnosis.api.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "diagnosis.api.pagination.StandardPagination",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Scopes used by diagnosis.api.throttling.ScopedWriteRateThrottle: a 429 with Retry-After beyond them.
     "DEFAULT_THROTTLE_RATES": {"token": SKINPORTAL_THROTTLE_TOKEN, "uploads": SKINPORTAL_THROTTLE_UPLOADS},
-    # Client address for per-IP rates: REMOTE_ADDR, or X-Forwarded-For behind trusted proxies.
-    # (Unset, DRF would take a client-supplied X-Forwarded-For as is: a fresh rate per forged header.)
+    # Per-IP rates key on skinportal.accounts.client_ip (ScopedWriteRateThrottle.get_ident), which
+    # also checks that the peer is a trusted proxy; this is for any other DRF throttle. (Unset, DRF
+    # would take a client-supplied X-Forwarded-For as is: a fresh rate per forged header.)
     "NUM_PROXIES": SKINPORTAL_TRUSTED_PROXIES,
 }
 

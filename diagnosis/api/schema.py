@@ -1,5 +1,15 @@
-"""OpenAPI declarations shared by every API operation: the one error body, and the error responses
-each operation can give, so the schema documents every status code a client can receive.
+"""OpenAPI declarations shared by every API operation: the one error body, the error responses
+each operation can give (so the schema documents every status code a client can receive), the
+and the operations' descriptions (the views serving the schema and its pages: diagnosis/api/docs.py).
+
+Descriptions are written for integrators. drf-spectacular would fall back on the view's class
+docstring, inherited ones included, and so published ScopedApiView's note on how scoping works as
+the description of every operation that had none. `PortalAutoSchema` takes an operation's
+description from its view's `extend_schema(description=...)`, else from the docstring of the
+handler method itself or of the view class itself (so such a docstring is public text: write it
+for integrators, as the token views do), else from `OPERATION_DESCRIPTIONS` below (by operation
+id); never from an inherited docstring. tests/portal/test_api_docs.py fails for an operation
+without a description, or one that repeats a base class's docstring.
 
 Views declare the errors their own logic raises (`ERROR` for a 400 on a bad reference, a 403 for a
 read-only role, ...). `add_error_responses`, a drf-spectacular post-processing hook, adds the ones
@@ -16,8 +26,10 @@ that come from the framework around them, which are easy to forget per view:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import SAFE_METHODS
@@ -138,3 +150,57 @@ def _error_component() -> dict[str, Any]:
         },
         "required": ["error"],
     }
+
+
+# --- Descriptions -----------------------------------------------------------------------------
+
+_PAGED = " Paginated: `page` and `page_size` (at most 100); `next` and `previous` link the pages."
+# Operation id -> what an integrator reads, for operations whose view says nothing itself.
+OPERATION_DESCRIPTIONS: dict[str, str] = {
+    "auth_token_create": "A new API token for a username and password (a JSON body). Wrong passwords count "
+    "towards the login lockout, and the endpoint is rate-limited per client address.",
+    "me_retrieve": "Who you are: your user id, username and, for each organisation you belong to, your role "
+    "and whether you may write there.",
+    "patients_list": "The patients of your organisations, by name. `q` matches the name or the external id; "
+    "`organisation` keeps one organisation's." + _PAGED,
+    "patients_create": "Add a patient to an organisation where you are a clinician or admin. `organisation` "
+    "may be left out when you can write to exactly one. A read-only role gets 403.",
+    "patients_retrieve": "One patient of your organisations. Another organisation's patient is a 404, "
+    "exactly like one that does not exist.",
+    "patients_partial_update": "Change some of a patient's details; fields left out stay as they are "
+    "(clinician or admin role).",
+    "lesions_list": "The lesions of your organisations' patients, each with its latest image and result; "
+    "`patient` keeps one patient's." + _PAGED,
+    "lesions_create": "Add a lesion (a body site and a label) to one of your patients (clinician or admin role).",
+    "lesions_retrieve": "One lesion, with its latest image and that image's result.",
+    "lesions_partial_update": "Change a lesion's label, body site or notes; fields left out stay as they are "
+    "(clinician or admin role).",
+    "images_list": "The images of your organisations, newest capture first, each with its current "
+    "classification; filter by `lesion`, `patient` or `batch`." + _PAGED,
+    "classifications_list": "Classifications of your organisations' images, newest first, every model "
+    "version's included. Filter by patient, lesion, image, status, capture date, or `flagged` (true: at or "
+    "above the model's threshold). Decision support, not a diagnosis." + _PAGED,
+    "classifications_retrieve": "One classification: the seven class probabilities, the malignancy score "
+    "against the model's threshold, the warnings about the image, the reading in words and the model's "
+    "measured performance. Decision support, not a diagnosis.",
+    "reviews_list": "Clinicians' reviews of your organisations' images, newest first; filter by `image`, "
+    "`lesion` or `patient`." + _PAGED,
+    "reviews_create": "Record your own diagnosis of an image (one of the seven classes or `other`), whether "
+    "histopathology confirmed it, and a comment; it is kept beside the model's result (clinician or admin role).",
+    "reviews_retrieve": "One clinician's review of an image.",
+    "batches_list": "Your organisations' batches (uploads of several images, and bulk imports), newest first, "
+    "each with its progress." + _PAGED,
+}
+
+
+class PortalAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema with descriptions as the module docstring says (an explicit
+    extend_schema(description=...) replaces this method)."""
+
+    def get_description(self) -> str:
+        own = vars(self.view.__class__)  # the class's own handler and docstring, never a base class's
+        handler = own.get(self.method.lower())
+        for doc in (getattr(handler, "__doc__", None), own.get("__doc__")):
+            if doc:
+                return inspect.cleandoc(doc)
+        return OPERATION_DESCRIPTIONS.get(self.get_operation_id(), "")

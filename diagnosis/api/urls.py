@@ -1,6 +1,6 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from diagnosis.api import docs
 from diagnosis.api import reports as report_api
 from diagnosis.api import views
 from diagnosis.api.errors import api_not_found
@@ -29,10 +29,11 @@ urlpatterns = [
     ),
     path("reviews/", views.ReviewListApi.as_view(), name="api-review-list"),
     path("reviews/<int:review_id>/", views.ReviewDetailApi.as_view(), name="api-review-detail"),
-    # OpenAPI 3 schema and interactive docs; all assets are served locally (drf-spectacular-sidecar),
-    # and the Swagger UI page loads its set-up script from a URL, not inline (Content-Security-Policy).
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # OpenAPI 3 schema and interactive docs, for signed-in users (diagnosis/api/docs.py says why);
+    # all assets are served locally (drf-spectacular-sidecar), and the Swagger UI page loads its
+    # set-up script from a URL, not inline (Content-Security-Policy).
+    path("schema/", docs.SchemaApi.as_view(), name="api-schema"),
+    path("docs/", docs.docs_page, name="api-docs"),
+    path("redoc/", docs.redoc_page, name="api-redoc"),
     re_path(r"^.*$", api_not_found),
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -12,7 +10,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from diagnosis import selectors, services
+from diagnosis import audit, selectors, services
+from diagnosis.exports import csv_lines
 from diagnosis.forms import (
     AuditFilterForm,
     MemberForm,
@@ -90,6 +89,7 @@ def organisation_audit(request: HttpRequest, organisation_id: int) -> HttpRespon
     filters = form.cleaned_data if form.is_valid() else {}
     events = selectors.audit_event_list(organisation=organisation, filters=filters)
     if request.GET.get("format") == "csv":
+        audit.note_action(request, "export")
         return _audit_csv(events, organisation_id=organisation.pk)
     page = Paginator(events, AUDIT_EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -103,19 +103,15 @@ def organisation_audit(request: HttpRequest, organisation_id: int) -> HttpRespon
 
 
 def _audit_csv(events, *, organisation_id: int) -> StreamingHttpResponse:
-    class _Echo:
-        def write(self, value: str) -> str:
-            return value
-
-    writer = csv.writer(_Echo())
-
     def rows():
-        yield writer.writerow(AUDIT_CSV_COLUMNS)
         for event in events.iterator(chunk_size=2000):
             values = [getattr(event, column) for column in AUDIT_CSV_COLUMNS]
             values[0] = event.at.isoformat()
-            yield writer.writerow(["" if v is None else v for v in values])
+            if event.action == audit.STARTED:  # no outcome yet: its request's next event has it
+                values[AUDIT_CSV_COLUMNS.index("outcome")] = ""
+            yield values
 
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    # csv_lines neutralises cells a spreadsheet would run as formulas (usernames, request ids).
+    response = StreamingHttpResponse(csv_lines(AUDIT_CSV_COLUMNS, rows()), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="audit-organisation-{organisation_id}.csv"'
     return response

@@ -142,6 +142,7 @@ def test_it_locks_until_an_administrator_unlocks_when_there_is_no_cool_off(clien
 )
 def test_it_reads_the_client_address_behind_trusted_proxies(settings, proxies, meta, expected):
     settings.SKINPORTAL_TRUSTED_PROXIES = proxies
+    settings.SKINPORTAL_TRUSTED_PROXY_ADDRESSES = ["10.0.0.0/24"]  # the proxies' addresses (tests/portal/test_proxy_trust.py)
     request = RequestFactory().post("/accounts/login/", **meta)
     assert accounts.client_ip(request) == expected
 
@@ -320,6 +321,7 @@ def test_it_configures_accounts_and_sessions_for_production_from_the_environment
             "ALLOWED_HOSTS": "skin.example",
             "MEDIA_ROOT": str(tmp_path / "media"),
             "SECURE_PROXY_SSL_HEADER": "true",
+            "SKINPORTAL_TRUSTED_PROXIES": "1",  # no longer implied by SECURE_PROXY_SSL_HEADER
             "CACHE_URL": "redis://redis:6379/1",
             "PASSWORD_MIN_LENGTH": "16",
             "SKINPORTAL_LOGIN_FAILURE_LIMIT": "3",

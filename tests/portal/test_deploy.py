@@ -150,3 +150,66 @@ def test_it_answers_unknown_pages_with_the_sites_404_page_and_api_paths_in_json(
     assert page.status_code == 404 and "text/html" in page["Content-Type"]
     api = client.get("/api/v1/no-such-endpoint/")
     assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
+# --- Start-up warnings: a recipe unsafe as configured says so (skinportal/checks.py) -------------
+
+
+def test_it_keeps_rate_counters_in_a_shared_cache_in_production(tmp_path):
+    """Without CACHE_URL, production used each process's memory: 3 gunicorn workers allowed 30 token
+    attempts a minute instead of 10. The default is now the database, shared by every process."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+         "print(settings.CACHES['default']['BACKEND'], settings.CACHES['default']['LOCATION'])"],
+        cwd=REPO_ROOT, env=_production_env(tmp_path), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.core.cache.backends.db.DatabaseCache", "skinportal_cache"]
+
+
+@pytest.mark.parametrize(
+    ("env", "warning"),
+    [
+        ({"CACHE_URL": "locmemcache://"}, "skinportal.W001"),  # per-process rate counters
+        ({"SECURE_PROXY_SSL_HEADER": "true"}, "skinportal.W002"),  # behind TLS, every client the proxy
+        ({"SKINPORTAL_TRUSTED_PROXIES": "1", "SKINPORTAL_TRUSTED_PROXY_ADDRESSES": "0.0.0.0/0"}, "skinportal.W003"),
+    ],
+)
+def test_it_fails_the_deploy_check_for_an_unsafe_proxy_or_cache_setting(tmp_path, env, warning):
+    result = _deploy_check(_production_env(tmp_path) | env)
+    assert result.returncode != 0 and warning in result.stdout + result.stderr
+
+
+def test_it_passes_the_deploy_check_with_the_documented_proxy_recipe(tmp_path):
+    env = _production_env(tmp_path) | {"SECURE_PROXY_SSL_HEADER": "true", "SKINPORTAL_TRUSTED_PROXIES": "1"}
+    result = _deploy_check(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_logs_the_warnings_when_gunicorn_loads_the_application(tmp_path):
+    """gunicorn runs no system checks: skinportal/wsgi.py logs them."""
+    env = _production_env(tmp_path) | {"CACHE_URL": "locmemcache://"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import skinportal.wsgi"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "WARNING skinportal.checks: skinportal.W001" in result.stderr
+
+
+@pytest.mark.django_db
+def test_it_creates_the_database_caches_table_at_migrate():
+    from django.db import connection
+    from django.test import override_settings
+
+    from skinportal.apps import _create_cache_table
+
+    cache = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "test_migrate_cache"}}
+    with override_settings(CACHES=cache):
+        _create_cache_table(sender=None, using="default")  # migrate's post_migrate signal
+        try:
+            assert "test_migrate_cache" in connection.introspection.table_names()
+            _create_cache_table(sender=None, using="default")  # again: nothing to do, no error
+        finally:
+            with connection.cursor() as cursor:  # inside the test's transaction: rolled back anyway
+                cursor.execute(f"DROP TABLE {connection.ops.quote_name('test_migrate_cache')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ROUTES
+from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ORGANISATION_ROUTES, AUDITED_ROUTES
 from tests.portal import hostile_corpus, test_api_fuzz, test_csrf, test_isolation
 from tests.portal.helpers import REPO_ROOT
 
@@ -19,6 +19,7 @@ def _figures() -> dict[str, int]:
         "upload requests with them (page and API)": 2 * hostile_corpus.HOSTILE_CASE_COUNT,
         "patient-data routes with exactly one audit event each": len(AUDITED_ROUTES),
         "admin pages of patient models audited": len(AUDITED_ADMIN_MODELS),
+        "organisation routes audited (members, audit log)": len(AUDITED_ORGANISATION_ROUTES),
         "POST forms checked for CSRF": len(test_csrf.FORMS),
         "API operations fuzzed": len(test_api_fuzz.OPERATIONS),
         "fuzz examples at most per operation": test_api_fuzz.MAX_EXAMPLES,

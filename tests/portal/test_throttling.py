@@ -68,7 +68,8 @@ def test_it_ignores_a_forged_forwarded_for_header(tiny_rates, owner):
 
 
 def test_it_counts_the_forwarded_client_behind_a_trusted_proxy(tiny_rates, settings, owner):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.SKINPORTAL_TRUSTED_PROXIES = 1
+    settings.SKINPORTAL_TRUSTED_PROXY_ADDRESSES = ["10.0.0.2"]
     api = APIClient(REMOTE_ADDR="10.0.0.2")  # the proxy
     for _ in range(3):
         assert _token(api, HTTP_X_FORWARDED_FOR="203.0.113.7").status_code == 200
