@@ -33,7 +33,7 @@ class SchemaApi(SpectacularAPIView):
     """GET /api/v1/schema/ (YAML, or JSON with ?format=json): for signed-in users and token holders.
     Errors are the API's JSON, whatever format was asked for."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = (IsAuthenticated,)
 
     @extend_schema(exclude=True)  # as drf-spectacular's own view: the schema does not describe itself
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -390,10 +390,17 @@ def test_it_records_an_error_event_when_a_view_raises(owner, patient, api_for, c
     assert (_outcome_event(response).outcome, _outcome_event(response).status_code) == ("error", 500)
     page = client_for(owner)
     page.raise_request_exception = False
-    response = page.post(reverse("patient-edit", args=[patient.pk]), {"external_id": "MRN-001", "name": "Y", "sex": "female"})
+    response = page.post(
+        reverse("patient-edit", args=[patient.pk]), {"external_id": "MRN-001", "name": "Y", "sex": "female"}
+    )
     assert response.status_code == 500
     event = _outcome_event(response)
-    assert (event.route, event.action, event.outcome, event.actor_username) == ("patient-edit", "update", "error", "alice")
+    assert (event.route, event.action, event.outcome, event.actor_username) == (
+        "patient-edit",
+        "update",
+        "error",
+        "alice",
+    )
 
 
 def test_it_leaves_a_started_event_when_a_write_is_killed_mid_way(owner, patient, api_for, monkeypatch):
@@ -410,8 +417,17 @@ def test_it_leaves_a_started_event_when_a_write_is_killed_mid_way(owner, patient
             f"/api/v1/patients/{patient.pk}/", {"name": "X"}, format="json", HTTP_X_REQUEST_ID="killed-1"
         )
     (event,) = _new_events(before)
-    assert (event.action, event.route, event.method, event.request_id) == ("started", "api-patient-detail", "PATCH", "killed-1")
-    assert (event.actor_username, event.organisation_id, event.object_id) == ("alice", patient.organisation_id, patient.pk)
+    assert (event.action, event.route, event.method, event.request_id) == (
+        "started",
+        "api-patient-detail",
+        "PATCH",
+        "killed-1",
+    )
+    assert (event.actor_username, event.organisation_id, event.object_id) == (
+        "alice",
+        patient.organisation_id,
+        patient.pk,
+    )
     assert event.status_code is None
 
 
@@ -458,3 +474,13 @@ def test_it_keeps_only_a_sane_request_id(owner, patient, client_for):
     for bad in ("-A1-B1", "=1+1", "@x", ".hidden", "a" * 65, "a b", "é"):
         answered = client.get(url, HTTP_X_REQUEST_ID=bad)["X-Request-ID"]
         assert answered != bad and len(answered) == 32, bad  # a fresh uuid instead, never an error
+
+
+@pytest.mark.parametrize("header", ["Token " + "0" * 64, "Token caf\xe9", "Token", "Bearer x"])
+def test_it_records_a_write_with_a_bad_token_as_an_anonymous_attempt(header, patient, client):
+    response = client.patch(
+        f"/api/v1/patients/{patient.pk}/", "{}", content_type="application/json", HTTP_AUTHORIZATION=header
+    )
+    assert response.status_code == 401, response.content
+    started, outcome = AuditEvent.objects.filter(request_id=response["X-Request-ID"]).order_by("pk")
+    assert (started.action, started.actor_id, outcome.outcome, outcome.status_code) == ("started", None, "denied", 401)

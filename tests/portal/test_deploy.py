@@ -158,9 +158,12 @@ def test_it_answers_unknown_pages_with_the_sites_404_page_and_api_paths_in_json(
 def test_it_keeps_rate_counters_in_a_shared_cache_in_production(tmp_path):
     """Without CACHE_URL, production used each process's memory: 3 gunicorn workers allowed 30 token
     attempts a minute instead of 10. The default is now the database, shared by every process."""
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.CACHES['default']['BACKEND'], settings.CACHES['default']['LOCATION'])"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
-         "print(settings.CACHES['default']['BACKEND'], settings.CACHES['default']['LOCATION'])"],
+        [sys.executable, "-c", code],
         cwd=REPO_ROOT, env=_production_env(tmp_path), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

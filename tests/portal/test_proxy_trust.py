@@ -58,9 +58,12 @@ def test_it_locks_out_the_peer_whatever_forwarded_for_it_forges(behind_one_proxy
     assert locked.status_code == 429
     assert set(AuditEvent.objects.filter(action="login_failed").values_list("ip", flat=True)) == {ATTACKER}
     # The real user behind the real proxy is not locked out with the attacker.
-    assert Client(REMOTE_ADDR="127.0.0.1").post(
-        login, {"username": "alice", "password": PASSWORD}, HTTP_X_FORWARDED_FOR=_forged(7)
-    ).status_code == 302
+    assert (
+        Client(REMOTE_ADDR="127.0.0.1")
+        .post(login, {"username": "alice", "password": PASSWORD}, HTTP_X_FORWARDED_FOR=_forged(7))
+        .status_code
+        == 302
+    )
 
 
 def test_it_throttles_token_requests_per_peer_whatever_forwarded_for_it_forges(behind_one_proxy, settings, owner):
@@ -149,4 +152,7 @@ def test_it_reads_trusted_proxy_addresses_and_refuses_a_bad_one():
     assert result.stdout.strip() == "['10.0.0.5/32', '10.1.0.0/16', 'fd00::/8']"
     bad = _settings({"SKINPORTAL_TRUSTED_PROXY_ADDRESSES": "10.0.0.5,my-proxy"}, "1")
     assert bad.returncode != 0
-    assert "SKINPORTAL_TRUSTED_PROXY_ADDRESSES must list IP addresses or networks" in bad.stderr and "'my-proxy'" in bad.stderr
+    assert (
+        "SKINPORTAL_TRUSTED_PROXY_ADDRESSES must list IP addresses or networks" in bad.stderr
+        and "'my-proxy'" in bad.stderr
+    )
