@@ -396,6 +396,7 @@ def test_it_validates_reviews(api_for, colleague, reader, outsider, upload):
 
 
 def test_it_serves_the_openapi_schema_and_offline_docs(client, owner):
+    client.force_login(owner)  # schema and docs are for signed-in users (tests/portal/test_api_docs.py)
     schema = client.get(f"{API}/schema/", {"format": "json"})
     assert schema.status_code == 200
     paths = schema.json()["paths"]
