@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,8 @@ from typing import IO, Self
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+
+from diagnosis.budget import UploadBudget
 
 CSV_MAX_BYTES = 5 * 1024 * 1024
 BATCH_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -117,20 +120,41 @@ class Member:
     error: str = ""
 
 
+# ZIP bombs, refused from the central directory before anything is inflated. JPEG and PNG are
+# compressed already: a ZIP shrinks them by a few percent, so a member that inflates more than
+# ZIP_MAX_RATIO times is built to expand (zeros), not a photograph. Under ZIP_RATIO_FLOOR a member
+# cannot amplify much whatever its ratio (a small CSV may compress 20 times).
+ZIP_MAX_RATIO = 100
+ZIP_RATIO_FLOOR = 64 * 1024
+# Entries besides the images: a folder and a __MACOSX companion per image, and a few more.
+ZIP_ENTRIES_PER_IMAGE = 3
+ZIP_EXTRA_ENTRIES = 100
+
+
 class ZipMembers:
     """The image members of a ZIP, each read (size-capped) only when iterated, and its CSV.
 
     Only one member is in memory at a time, whatever the archive's size. Use as a context
     manager; the archive stays open while iterating.
+
+    A ZIP bomb is refused from the central directory before any member is inflated: too many
+    entries, entries whose data overlap (one member inflated many times over), a member that
+    inflates more than ZIP_MAX_RATIO times, or members that together unpack to more than the
+    request's budget of file bytes (diagnosis.budget). Each member read pays its size first.
     """
 
-    def __init__(self, archive: IO[bytes], *, max_bytes: int, max_files: int) -> None:
+    def __init__(
+        self, archive: IO[bytes], *, max_bytes: int, max_files: int, budget: UploadBudget | None = None
+    ) -> None:
         self.max_bytes = max_bytes
+        self.budget = budget if budget is not None else UploadBudget.for_request()
+        _check_entry_count(archive, max_files=max_files)
         try:
             self.zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise ValidationError({"archive": "The file is not a readable ZIP archive."}) from exc
         try:
+            self._check_no_overlap()
             self._scan(max_files)
         except Exception:
             self.zf.close()
@@ -154,14 +178,68 @@ class ZipMembers:
             raise ValidationError(
                 {"archive": f"At most {max_files} images per batch; the ZIP holds {len(self.images)}."}
             )
+        if csvs and csvs[0].file_size > CSV_MAX_BYTES:
+            raise ValidationError({"archive": "The CSV in the ZIP is larger than 5 MiB."})
+        # Members over the size cap are refused without being read, so they cost nothing.
+        self._check_declared_sizes([*csvs, *(info for info in self.images if info.file_size <= self.max_bytes)])
         self.csv_bytes = None
         if csvs:
-            if csvs[0].file_size > CSV_MAX_BYTES:
-                raise ValidationError({"archive": "The CSV in the ZIP is larger than 5 MiB."})
+            self.budget.charge_file_bytes(csvs[0].file_size, what="the CSV")  # fits: checked just above
             data, error = self._read(csvs[0], CSV_MAX_BYTES)
             if data is None:
                 raise ValidationError({"archive": f"The CSV {error}."})
             self.csv_bytes = data
+
+    def _check_no_overlap(self) -> None:
+        """Each entry's local header and data must lie apart from every other's and before the
+        central directory; zipfile (before Python 3.12) does not check. Entries that share their
+        bytes let a small archive inflate one member hundreds of times."""
+        spans: list[tuple[int, int]] = []
+        fp = self.zf.fp
+        for info in self.zf.infolist():
+            start = info.header_offset
+            fp.seek(start)
+            header = fp.read(zipfile.sizeFileHeader)
+            if len(header) == zipfile.sizeFileHeader and header[:4] == zipfile.stringFileHeader:
+                fields = struct.unpack(zipfile.structFileHeader, header)
+                name_length, extra_length = fields[zipfile._FH_FILENAME_LENGTH], fields[zipfile._FH_EXTRA_FIELD_LENGTH]
+            else:  # not a local header: reading this member fails on its own, and is reported so
+                name_length, extra_length = 0, 0
+            spans.append((start, start + zipfile.sizeFileHeader + name_length + extra_length + info.compress_size))
+        spans.sort()
+        ends = [start for start, _ in spans[1:]] + [self.zf.start_dir]
+        for (start, end), next_start in zip(spans, ends):
+            if end > next_start:
+                raise ValidationError(
+                    {
+                        "archive": "The ZIP's entries overlap (several of them share the same compressed data, "
+                        "so it would unpack the same bytes many times over): it is refused. Make a new ZIP of "
+                        "the images."
+                    }
+                )
+
+    def _check_declared_sizes(self, to_read: Sequence[zipfile.ZipInfo]) -> None:
+        """Refuse, before inflating anything, a member that expands like a bomb and members that
+        together would unpack to more than the request's budget."""
+        for info in to_read:
+            if info.file_size > ZIP_RATIO_FLOOR and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+                ratio = info.file_size / max(info.compress_size, 1)
+                raise ValidationError(
+                    {
+                        "archive": f"{normalise_member_name(info.filename)} would inflate {ratio:,.0f} times "
+                        f"({human_size(info.compress_size)} to {human_size(info.file_size)}), more than the "
+                        f"{ZIP_MAX_RATIO} times a ZIP bomb is refused at; JPEG and PNG files barely compress."
+                    }
+                )
+        total = sum(info.file_size for info in to_read)
+        if total > self.budget.file_bytes_left:
+            raise ValidationError(
+                {
+                    "archive": f"The ZIP's files unpack to {human_size(total)}, more than the "
+                    f"{human_size(self.budget.max_file_bytes, unit='MiB')} of image files one upload or batch may "
+                    "hold; nothing was stored: split it into smaller ZIPs."
+                }
+            )
 
     def _read(self, info: zipfile.ZipInfo, limit: int) -> tuple[bytes | None, str]:
         try:
@@ -174,11 +252,15 @@ class ZipMembers:
         return len(self.images)
 
     def __iter__(self) -> Iterator[Member]:
+        """Each image member, read when its turn comes. Raises BudgetExceeded (the whole request
+        is refused) when a member would take the request past its budget."""
         for info in self.images:
             name = normalise_member_name(info.filename)
             if info.file_size > self.max_bytes:
                 yield Member(name, None, too_large(self.max_bytes))
                 continue
+            # zipfile stops at the declared size (and checks the CRC there): it is what may inflate.
+            self.budget.charge_file_bytes(info.file_size, what=name)
             data, error = self._read(info, self.max_bytes)
             if data is not None and len(data) > self.max_bytes:
                 data, error = None, too_large(self.max_bytes)
@@ -189,3 +271,23 @@ class ZipMembers:
 
     def __exit__(self, *exc_info: object) -> None:
         self.zf.close()
+
+
+def _check_entry_count(archive: IO[bytes], *, max_files: int) -> None:
+    """Refuse an archive with absurdly many entries from its end record, before zipfile builds
+    an object per entry (a 50 MB central directory of a million entries is a few GB of them).
+    Anything unreadable here is left to zipfile, which says the file is not a ZIP."""
+    limit = ZIP_ENTRIES_PER_IMAGE * max_files + ZIP_EXTRA_ENTRIES
+    try:
+        end_record = zipfile._EndRecData(archive)  # zipfile's own reader of the end record
+        archive.seek(0)
+    except (OSError, ValueError, struct.error):
+        return
+    entries = end_record[zipfile._ECD_ENTRIES_TOTAL] if end_record is not None else 0
+    if entries > limit:
+        raise ValidationError(
+            {
+                "archive": f"The ZIP has {entries:,} entries; a batch of at most "
+                f"{max_files} images may have {limit:,} (folders and other files included)."
+            }
+        )

@@ -14,15 +14,18 @@ SKINPORTAL_ORT_THREADS (skinportal/settings.py), passed in explicitly: ml/ reads
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from diagnosis.archives import human_size
+from diagnosis.budget import BudgetExceeded, UploadBudget
 from ml.classes import CLASS_NAMES, CLASSES, MALIGNANT_CLASSES, display_name
 from ml.errors import ImageTooLargeError, InvalidImageError, MLError, ModelIntegrityError
 from ml.screening import (
@@ -47,6 +50,7 @@ __all__ = [
     "MIN_IMAGE_SIDE",
     "WARNING_CODES",
     "WARNING_TEXT",
+    "BudgetExceeded",
     "ImageTooLargeError",
     "InvalidImageError",
     "MLError",
@@ -54,6 +58,7 @@ __all__ = [
     "ModelPerformance",
     "PortalPrediction",
     "SanitisedImage",
+    "UploadBudget",
     "check_minimum_size",
     "classify_many",
     "display_name",
@@ -62,6 +67,7 @@ __all__ = [
     "heatmap_png",
     "model_check",
     "model_performance",
+    "png_inflated_size",
     "sanitise_upload",
     "use_one_opencv_thread",
     "warm_up",
@@ -71,6 +77,9 @@ __all__ = [
 
 # Formats a clinician may upload, judged from the bytes, never from the file name.
 ACCEPTED_UPLOAD_FORMATS = frozenset({"JPEG", "PNG"})
+# Scans a JPEG may have: encoders write one to three (baseline) or about ten (progressive); each is
+# a pass of the decoder over the whole image, so thousands of tiny repeated scans are a bomb.
+JPEG_MAX_SCANS = 100
 
 
 @dataclass(frozen=True)
@@ -121,41 +130,120 @@ def use_one_opencv_thread() -> ModuleType:
     return cv2
 
 
-def sanitise_upload(data: bytes) -> SanitisedImage:
+def sanitise_upload(data: bytes, *, budget: UploadBudget | None = None, name: str = "the file") -> SanitisedImage:
     """Check an upload, remove its metadata and prove that what will be stored decodes.
 
     The format is judged from the bytes (never the name or declared type); a truncated or
     corrupt file, or one with data after the image's end (a polyglot), is refused before any
-    pixel is decoded (ml.preprocessing.check_image_header). The stored file keeps the upload's
-    own compressed pixel data and nothing else (ml.preprocessing.without_metadata): EXIF (GPS,
-    device, dates), XMP, ICC, comments and text chunks are gone, nothing is re-encoded (a JPEG
-    keeps its size and exact pixels) and the worker decodes exactly what was checked here. A
-    file with an EXIF orientation is decoded upright and stored as PNG (lossless) instead,
-    because the orientation tag goes with the rest of the EXIF.
+    pixel is decoded (ml.preprocessing.check_image_header), and so is an image over the budget's
+    per-image pixel cap or a JPEG of more than JPEG_MAX_SCANS scans. The image then pays its
+    pixels (and a PNG the bytes its image data inflates to) to `budget`, the request's
+    decompression budget shared by all its files (diagnosis/budget.py; a fresh one when None):
+    BudgetExceeded refuses the whole request.
+
+    The stored file keeps the upload's own compressed pixel data and nothing else
+    (ml.preprocessing.without_metadata): EXIF (GPS, device, dates), XMP, ICC, comments and text
+    chunks are gone, nothing is re-encoded (a JPEG keeps its size and exact pixels) and the
+    worker decodes exactly what was checked here. A JPEG with an EXIF orientation keeps it in
+    an EXIF block of that one tag, written here (_jpeg_with_orientation): its stored file is no
+    larger than the upload (a PNG re-encoding of a 7 MB photo was 105 MB). A PNG with one (rare:
+    browsers ignore it in PNG) is decoded upright and re-encoded as PNG, refused if that comes
+    out over the upload cap. The stored file is decoded before it is accepted (_check_decodes).
     An image under ml.screening.MIN_IMAGE_SIDE pixels on a side is refused as too small to
-    classify. Raises InvalidImageError (ImageTooLargeError for decompression bombs).
+    classify. Raises InvalidImageError (ImageTooLargeError over the pixel cap) or BudgetExceeded.
     """
     cv2 = use_one_opencv_thread()
-    from ml.preprocessing import check_image_header, decode_image, exif_orientation, without_metadata
+    from ml.preprocessing import check_image_header, decode_image, exif_orientation, jpeg_scan_count, without_metadata
 
-    source_format, header_width, header_height = check_image_header(data)
+    budget = budget if budget is not None else UploadBudget.for_request()
+    source_format, width, height = check_image_header(data, max_pixels=budget.max_image_pixels)
     if source_format not in ACCEPTED_UPLOAD_FORMATS:
         raise InvalidImageError(f"unsupported image format {source_format}: upload a JPEG or PNG file")
-    too_small = check_minimum_size(header_width, header_height)
+    too_small = check_minimum_size(width, height)
     if too_small:  # refused before decoding: a thumbnail or a 1x1 pixel gets no diagnosis
         raise InvalidImageError(too_small.rstrip("."))
-    if exif_orientation(data) == 1:
-        stored = without_metadata(data, source_format)
-        rgb = decode_image(stored)  # the whole file decodes: corrupt image data is refused now
-        extension = "jpg" if source_format == "JPEG" else "png"
-    else:
-        rgb = decode_image(data)  # OpenCV turns the pixels by the orientation tag
-        ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise InvalidImageError("the image could not be re-encoded")
-        stored, extension = encoded.tobytes(), "png"
-    height, width = rgb.shape[:2]
+    if source_format == "JPEG" and (scans := jpeg_scan_count(data)) > JPEG_MAX_SCANS:
+        raise ImageTooLargeError(
+            f"the image is too large to decode safely: the JPEG has {scans:,} scans, each a pass over the whole "
+            f"image (the limit is {JPEG_MAX_SCANS}; a progressive JPEG has about ten)"
+        )
+    # Paid before any pixel is decoded: the request's files share the one budget.
+    budget.charge_pixels(width * height, what=name)
+    if source_format == "PNG":
+        budget.charge_inflated(png_inflated_size(data), what=name)
+    extension = "jpg" if source_format == "JPEG" else "png"
+    stored = without_metadata(data, source_format)
+    orientation = exif_orientation(data)
+    if orientation != 1:
+        if orientation >= 5:  # turned by 90 degrees: upright, the sides swap
+            width, height = height, width
+        if source_format == "JPEG":
+            stored = _jpeg_with_orientation(stored, orientation)
+        else:
+            rgb = decode_image(data, max_pixels=budget.max_image_pixels)  # OpenCV turns it by the tag
+            ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            del rgb
+            if not ok:
+                raise InvalidImageError("the image could not be re-encoded")
+            stored = encoded.tobytes()
+            max_bytes = settings.SKINPORTAL_MAX_UPLOAD_BYTES
+            if len(stored) > max_bytes:
+                raise InvalidImageError(
+                    f"turned upright by its EXIF orientation the PNG is {human_size(len(stored))}, over the "
+                    f"{human_size(max_bytes, unit='MiB')} limit: save it upright without an orientation tag"
+                )
+    _check_decodes(stored, source_format)
     return SanitisedImage(data=stored, extension=extension, source_format=source_format, width=width, height=height)
+
+
+def _check_decodes(stored: bytes, source_format: str) -> None:
+    """Decode the file that will be stored, so corrupt image data is refused now, not in the
+    worker. Every byte of it is decoded, with little held: a PNG's rows are all inflated and
+    unfiltered (to grey, a byte a pixel), and a JPEG's every coefficient is entropy-decoded at
+    1/8 scale (libjpeg skips the full-size inverse DCT: a fraction of the time and 1/64 of the
+    memory). Raises InvalidImageError."""
+    cv2 = use_one_opencv_thread()
+    import numpy as np
+
+    flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 if source_format == "JPEG" else cv2.IMREAD_GRAYSCALE
+    try:
+        decoded = cv2.imdecode(np.frombuffer(stored, dtype=np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:  # a decoder that throws instead of returning None
+        raise InvalidImageError("the image data is corrupt and could not be decoded") from exc
+    if decoded is None or decoded.size == 0:
+        raise InvalidImageError("the image data is corrupt or truncated and could not be decoded")
+
+
+def _jpeg_with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """`jpeg` (without metadata) with one EXIF block, written here, that holds the orientation
+    tag and nothing else (no bytes of the upload's own EXIF are kept). Browsers, OpenCV (the
+    worker, the heatmap) and the PDF report turn the picture upright by it."""
+    ifd_entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)  # Orientation, SHORT, 1 value
+    payload = b"Exif\x00\x00" + b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + ifd_entry + struct.pack(">I", 0)
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    position = 2  # after the start-of-image marker, and after a JFIF header (it comes first)
+    if jpeg[2:4] == b"\xff\xe0":
+        position = 4 + int.from_bytes(jpeg[4:6], "big")
+    return jpeg[:position] + segment + jpeg[position:]
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey+alpha, RGBA
+_ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_inflated_size(data: bytes) -> int:
+    """The bytes a PNG's image data inflates to (each row a filter byte and its pixels' bits;
+    an interlaced image's seven passes), from its IHDR: what zlib produces when it is decoded.
+    `data` must have passed check_image_header (IHDR is its first chunk)."""
+    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = _PNG_CHANNELS.get(colour_type, 4) * depth
+
+    def rows(w: int, h: int) -> int:
+        return h * (1 + (w * bits + 7) // 8) if w > 0 and h > 0 else 0
+
+    if interlace != 1:
+        return rows(width, height)
+    return sum(rows(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in _ADAM7_PASSES)
 
 
 def configured_model_dir() -> str:
@@ -185,34 +273,47 @@ def loaded_model_version() -> str:
     return get_classifier().model_version
 
 
-def classify_many(images: Sequence[bytes]) -> list[PortalPrediction | InvalidImageError]:
+ImageSource = bytes | Callable[[], bytes]  # the bytes, or a reader called when the image's turn comes
+
+
+def classify_many(images: Sequence[ImageSource]) -> list[PortalPrediction | InvalidImageError | OSError]:
     """Classify images in one onnxruntime call per 32 (a micro-batch; one image is a list of one).
 
+    Each image is read (a reader is called only when its turn comes), decoded and at once
+    reduced to the model's input size, before the next: a micro-batch holds one full-size image
+    at a time and model-sized ones otherwise (16 decoded 36 MP images were 1.7 GB). The
+    reduction is the one preprocess_views applies, so the results are the same.
     Returns one entry per input, in order: a prediction, or the InvalidImageError of an image
-    that could not be decoded (the others still get their results). Raises MLError for a model
-    problem. `inference_ms` is the image's decode time plus its share of the batched model time.
+    that could not be decoded, or the OSError of one that could not be read (the others still
+    get their results). Raises MLError for a model problem. `inference_ms` is the image's
+    decode time plus its share of the batched model time.
     """
     use_one_opencv_thread()
     import numpy as np
 
-    from ml.preprocessing import decode_image
+    from ml.preprocessing import decode_image, resize
 
     classifier = get_classifier()
-    results: list[PortalPrediction | InvalidImageError | None] = [None] * len(images)
-    decoded, positions, decode_ms = [], [], []
-    for index, data in enumerate(images):
+    model_size = classifier.config.height_width
+    results: list[PortalPrediction | InvalidImageError | OSError | None] = [None] * len(images)
+    reduced, positions, decode_ms = [], [], []
+    for index, source in enumerate(images):
         started = time.perf_counter()
         try:
-            decoded.append(decode_image(bytes(data), max_pixels=classifier.max_pixels))
-        except InvalidImageError as exc:
+            data = source() if callable(source) else source
+            rgb = decode_image(bytes(data), max_pixels=classifier.max_pixels)
+        except (InvalidImageError, OSError) as exc:
             results[index] = exc
             continue
+        del data
+        reduced.append(resize(rgb, model_size))
+        del rgb  # before the next image is decoded
         positions.append(index)
         decode_ms.append((time.perf_counter() - started) * 1000.0)
-    if decoded:
+    if reduced:
         started = time.perf_counter()
-        predictions = classifier.predict_batch(decoded)
-        share_ms = (time.perf_counter() - started) * 1000.0 / len(decoded)
+        predictions = classifier.predict_batch(reduced)
+        share_ms = (time.perf_counter() - started) * 1000.0 / len(reduced)
         for index, prediction, own_ms in zip(positions, predictions, decode_ms):
             results[index] = PortalPrediction(
                 probabilities=dict(prediction.probabilities),

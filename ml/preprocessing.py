@@ -202,6 +202,13 @@ def jpeg_end(data: bytes, start: int = 0) -> int:
     return max(end for _, _, end in _jpeg_parts(data, start))  # the parts come in order: EOI is last
 
 
+def jpeg_scan_count(data: bytes) -> int:
+    """Scans (SOS segments) of the JPEG that starts `data`, up to its EOI: one per component or
+    one in all for a baseline file, about ten for a progressive one. A decoder makes a pass over
+    the image for each, so a few KB of repeated scans can cost minutes (see _jpeg_parts)."""
+    return sum(1 for marker, _, _ in _jpeg_parts(data) if marker == 0xDA)
+
+
 def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
     """(type, begin, end) of each chunk up to IEND; every chunk's length, type and CRC are checked."""
     n = len(data)

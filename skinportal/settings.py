@@ -225,6 +225,14 @@ SKINPORTAL_MAX_FILES_PER_UPLOAD = env_int("SKINPORTAL_MAX_FILES_PER_UPLOAD", 20,
 # A batch (several files, or the images inside one ZIP) holds at most this many images.
 SKINPORTAL_MAX_FILES_PER_BATCH = env_int("SKINPORTAL_MAX_FILES_PER_BATCH", 500, minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = max(SKINPORTAL_MAX_FILES_PER_UPLOAD, SKINPORTAL_MAX_FILES_PER_BATCH) + 5
+# Decompression budget (diagnosis/budget.py; SECURITY.md says why these figures): pixels of one
+# image (25 MP: a 6000x4000 dermatoscope camera), and per request (an upload or a whole batch) the
+# decoded pixels, the image files' bytes (as sent or unpacked from a ZIP) and the bytes PNG image
+# data inflates to, so that any upload is answered within seconds on 2 cores.
+SKINPORTAL_MAX_IMAGE_PIXELS = env_int("SKINPORTAL_MAX_IMAGE_PIXELS", 25_000_000, minimum=10_000)
+SKINPORTAL_UPLOAD_PIXEL_BUDGET = env_int("SKINPORTAL_UPLOAD_PIXEL_BUDGET", 200_000_000, minimum=10_000)
+SKINPORTAL_UPLOAD_FILE_BUDGET = env_int("SKINPORTAL_UPLOAD_FILE_BUDGET", 40 * 1024 * 1024, minimum=1024)
+SKINPORTAL_UPLOAD_INFLATE_BUDGET = env_int("SKINPORTAL_UPLOAD_INFLATE_BUDGET", 160 * 1024 * 1024, minimum=1024)
 
 # E-mail (password reset): printed to the console unless an SMTP host is configured.
 EMAIL_HOST = env_optional_str("EMAIL_HOST")

@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from diagnosis import inference
 from diagnosis.models import Classification, LesionImage
@@ -65,7 +65,9 @@ def visit_pictures(*, image: LesionImage, classification: Classification | None)
 def _downscaled(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as picture:
         picture.draft("RGB", (PRINT_MAX_SIDE, PRINT_MAX_SIDE))  # a JPEG decodes at 1/2, 1/4 or 1/8 scale
-        rgb = picture.convert("RGB")
+        # A stored JPEG may keep its EXIF orientation (inference.sanitise_upload): turned upright
+        # as the browser and OpenCV turn it, so the heatmap drawn over it lines up.
+        rgb = ImageOps.exif_transpose(picture).convert("RGB")
     rgb.thumbnail((PRINT_MAX_SIDE, PRINT_MAX_SIDE), Image.Resampling.LANCZOS)
     return rgb
 

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -254,32 +255,24 @@ def _model_unavailable(exc: Exception) -> str:
 
 
 def _classify(claims: Sequence[Claim], *, model_version: str) -> list[_Outcome]:
-    """Read each claimed image's file and classify them together; one outcome per claim."""
-    outcomes: list[_Outcome] = []
-    readable: list[tuple[Claim, bytes]] = []
-    for claim in claims:
-        try:
-            with claim.image.file.open("rb") as fh:
-                readable.append((claim, fh.read()))
-        except OSError as exc:
-            logger.error("image %s: stored file unreadable: %s", claim.image.pk, exc)
-            outcomes.append(
-                _failure(
-                    claim.image.pk,
-                    model_version,
-                    "The stored image file could not be read; upload it again.",
-                    claim.started_at,
-                )
-            )
-    if not readable:
-        return outcomes
-    predictions = _predict([data for _, data in readable], image_ids=[claim.image.pk for claim, _ in readable])
-    for (claim, _), prediction in zip(readable, predictions):
-        outcomes.append(_outcome(claim, prediction, model_version=model_version))
-    return outcomes
+    """Classify the claimed images together; one outcome per claim. Each stored file is read
+    only when inference.classify_many comes to it, so a micro-batch holds one file at a time."""
+    if not claims:
+        return []
+    predictions = _predict(
+        [partial(_stored_bytes, claim.image) for claim in claims], image_ids=[c.image.pk for c in claims]
+    )
+    return [_outcome(claim, prediction, model_version=model_version) for claim, prediction in zip(claims, predictions)]
 
 
-def _predict(images: list[bytes], *, image_ids: list[int]) -> list[inference.PortalPrediction | Exception]:
+def _stored_bytes(image: LesionImage) -> bytes:
+    with image.file.open("rb") as fh:
+        return fh.read()
+
+
+def _predict(
+    images: list[inference.ImageSource], *, image_ids: list[int]
+) -> list[inference.PortalPrediction | Exception]:
     """The model's answer for each image, or the error that stands in for it."""
     try:
         return list(inference.classify_many(images))
@@ -293,6 +286,11 @@ def _predict(images: list[bytes], *, image_ids: list[int]) -> list[inference.Por
 
 def _outcome(claim: Claim, prediction: inference.PortalPrediction | Exception, *, model_version: str) -> _Outcome:
     image_id = claim.image.pk
+    if isinstance(prediction, OSError):
+        logger.error("image %s: stored file unreadable: %s", image_id, prediction)
+        return _failure(
+            image_id, model_version, "The stored image file could not be read; upload it again.", claim.started_at
+        )
     if isinstance(prediction, inference.InvalidImageError):
         return _failure(image_id, model_version, f"The image could not be analysed: {prediction}.", claim.started_at)
     if isinstance(prediction, inference.MLError):

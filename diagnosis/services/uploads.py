@@ -2,7 +2,9 @@
 optional CSV saying where each goes) with an error per refused file.
 
 Every image is checked and stripped of its metadata (inference.sanitise_upload) before it is
-stored, then queued for classification once its transaction commits.
+stored, then queued for classification once its transaction commits. Each request (one upload,
+one batch) gets one decompression budget (diagnosis/budget.py) that all its files share: over
+it, the whole request is refused and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from django.utils import timezone
 
 from diagnosis import inference
 from diagnosis.archives import Member, ZipMembers, csv_rows, parse_date, read_capped, too_large
+from diagnosis.budget import BudgetExceeded, UploadBudget
 from diagnosis.models import Batch, BatchKind, BodySite, Lesion, LesionImage, Organisation, Patient
 from diagnosis.permissions import require_write
 from diagnosis.services.classification import classification_enqueue_on_commit
@@ -45,8 +48,12 @@ class ImageUpload:
         return cls(name=uploaded.name or "", data=read_capped(uploaded, settings.SKINPORTAL_MAX_UPLOAD_BYTES))
 
 
-def _prepare_uploads(files: Sequence[ImageUpload]) -> list[inference.SanitisedImage]:
-    """Check every file before anything is stored: one bad file rejects the whole upload."""
+def _prepare_uploads(
+    files: Sequence[ImageUpload], *, budget: UploadBudget | None = None
+) -> list[inference.SanitisedImage]:
+    """Check every file before anything is stored: one bad file rejects the whole upload, and so
+    does going over the request's decompression budget (at once: no further file is decoded)."""
+    budget = budget if budget is not None else UploadBudget.for_request()
     max_files = settings.SKINPORTAL_MAX_FILES_PER_UPLOAD
     max_bytes = settings.SKINPORTAL_MAX_UPLOAD_BYTES
     if not files:
@@ -55,15 +62,23 @@ def _prepare_uploads(files: Sequence[ImageUpload]) -> list[inference.SanitisedIm
         raise ValidationError({"image": f"At most {max_files} images per upload; you sent {len(files)}."})
     prepared: list[inference.SanitisedImage] = []
     errors: list[str] = []
+    try:  # the files' bytes, all paid before any is decoded
+        for upload in files:
+            if len(upload.data) <= max_bytes:
+                budget.charge_file_bytes(len(upload.data), what=upload.name or "the file")
+    except BudgetExceeded as exc:
+        raise ValidationError({"image": f"{exc}."}) from exc
     for upload in files:
         label = upload.name or "the file"
         if len(upload.data) > max_bytes:
             errors.append(f"{label}: {too_large(max_bytes)}.")
             continue
         try:
-            prepared.append(inference.sanitise_upload(upload.data))
+            prepared.append(inference.sanitise_upload(upload.data, budget=budget, name=label))
         except inference.InvalidImageError as exc:
             errors.append(f"{label}: {exc}.")
+        except BudgetExceeded as exc:
+            raise ValidationError({"image": [*errors, f"{exc}."]}) from exc
     if errors:
         raise ValidationError({"image": errors})
     return prepared
@@ -91,7 +106,7 @@ def lesion_image_upload(
     """
     require_write(user=user, organisation_id=lesion.patient.organisation_id)
     captured_at = _check_captured_at(captured_at)
-    prepared = _prepare_uploads(files)
+    prepared = _prepare_uploads(files, budget=UploadBudget.for_request())
     with stored_files_removed_on_failure() as images:
         for upload, item in zip(files, prepared):
             images.append(
@@ -261,8 +276,11 @@ def batch_create(
     reported in `batch.rejected` and the valid ones go on; only when no file is valid is nothing
     stored (ValidationError listing every file).
 
-    Images are committed and queued SKINPORTAL_MICRO_BATCH at a time, so workers start on the
-    first ones while the rest are still being stored (the batch page shows them as they come).
+    All or nothing: the batch, its images and the lesions its CSV creates are written in one
+    transaction once every file has been checked, and queued SKINPORTAL_MICRO_BATCH at a time
+    when it commits. A ZIP bomb, or files that together go over the request's decompression
+    budget, refuse the whole batch (ValidationError); a request that fails leaves no batch
+    behind, and no file.
     """
     if lesion is not None:
         organisation = lesion.patient.organisation
@@ -274,9 +292,12 @@ def batch_create(
     max_files = settings.SKINPORTAL_MAX_FILES_PER_BATCH
     if files and archive is not None:
         raise ValidationError({"archive": "Send either image files or one ZIP archive, not both."})
-    store = partial(_batch_store, user=user, organisation=organisation, lesion=lesion, captured_at=captured_at)
+    budget = UploadBudget.for_request()
+    store = partial(
+        _batch_store, user=user, organisation=organisation, lesion=lesion, captured_at=captured_at, budget=budget
+    )
     if archive is not None:
-        with ZipMembers(archive, max_bytes=max_bytes, max_files=max_files) as members:
+        with ZipMembers(archive, max_bytes=max_bytes, max_files=max_files, budget=budget) as members:
             return store(
                 members=members,
                 csv_bytes=members.csv_bytes,
@@ -285,7 +306,7 @@ def batch_create(
                 error_field="archive",
             )
     return store(
-        members=_file_members(files, max_bytes=max_bytes, max_files=max_files),
+        members=_file_members(files, max_bytes=max_bytes, max_files=max_files, budget=budget),
         csv_bytes=None,
         kind=BatchKind.FILES,
         name=f"{len(files)} file{'s' if len(files) != 1 else ''}",
@@ -293,12 +314,21 @@ def batch_create(
     )
 
 
-def _file_members(files: Sequence[ImageUpload], *, max_bytes: int, max_files: int) -> list[Member]:
-    """Single uploads as batch members; one too large is refused alone, the others go on."""
+def _file_members(
+    files: Sequence[ImageUpload], *, max_bytes: int, max_files: int, budget: UploadBudget
+) -> list[Member]:
+    """Single uploads as batch members; one too large is refused alone, the others go on. The
+    files' bytes are paid to the budget here, before any is decoded."""
     if not files:
         raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
     if len(files) > max_files:
         raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
+    try:
+        for upload in files:
+            if len(upload.data) <= max_bytes:
+                budget.charge_file_bytes(len(upload.data), what=upload.name or "a file")
+    except BudgetExceeded as exc:
+        raise ValidationError({"images": f"{exc}."}) from exc
     return [
         Member(f.name or f"file {i + 1}", *((f.data, "") if len(f.data) <= max_bytes else (None, too_large(max_bytes))))
         for i, f in enumerate(files)
@@ -311,6 +341,7 @@ def _batch_store(
     organisation: Organisation,
     lesion: Lesion | None,
     captured_at: dt.date,
+    budget: UploadBudget,
     members: Sequence[Member] | ZipMembers,
     csv_bytes: bytes | None,
     kind: str,
@@ -321,70 +352,80 @@ def _batch_store(
         raise ValidationError(
             {"lesion": "Choose the lesion these images show, or put a CSV in the ZIP saying where each one goes."}
         )
-    targets = _BatchTargets(
-        user=user, organisation=organisation, lesion=lesion, captured_at=captured_at, csv_bytes=csv_bytes
-    )
-    with transaction.atomic():
-        batch = Batch.objects.create(
-            organisation=organisation, kind=kind, name=name[:255], lesion=lesion, received=len(members), created_by=user
+    # One transaction for the whole batch (its rows, and the lesions the CSV creates), entered
+    # inside the file cleanup: a refusal or an error rolls the rows back, then deletes the files.
+    with stored_files_removed_on_failure() as images, transaction.atomic():
+        targets = _BatchTargets(
+            user=user, organisation=organisation, lesion=lesion, captured_at=captured_at, csv_bytes=csv_bytes
         )
-    rejected: list[dict[str, str]] = []
-    pending: list[tuple[Member, _Target, inference.SanitisedImage]] = []
-    stored = 0
-    for member in members:
         try:
-            pending.append((member, *_batch_member_check(member, targets)))
-        except ValidationError as exc:
-            rejected.append({"name": member.name, "error": "; ".join(exc.messages)})
-            continue
-        if len(pending) >= settings.SKINPORTAL_MICRO_BATCH:
-            stored += _batch_images_store(batch=batch, user=user, pending=pending)
-            pending = []
-    stored += _batch_images_store(batch=batch, user=user, pending=pending)
-    rejected += [
-        {"name": missing, "error": "listed in the CSV but not in the ZIP"} for missing in targets.unused_rows()
-    ]
-    if not stored:
-        batch.delete()
-        raise ValidationError(
-            {error_field: [f"{r['name']}: {r['error']}." for r in rejected] or ["No image could be stored."]}
+            rejected = _batch_members_write(members=members, targets=targets, budget=budget, user=user, images=images)
+        except BudgetExceeded as exc:
+            raise ValidationError({error_field: f"{exc}."}) from exc
+        rejected += [
+            {"name": missing, "error": "listed in the CSV but not in the ZIP"} for missing in targets.unused_rows()
+        ]
+        if not images:
+            raise ValidationError(
+                {error_field: [f"{r['name']}: {r['error']}." for r in rejected] or ["No image could be stored."]}
+            )
+        batch = Batch.objects.create(
+            organisation=organisation,
+            kind=kind,
+            name=name[:255],
+            lesion=lesion,
+            received=len(members),
+            created_by=user,
+            rejected=rejected,
         )
-    batch.rejected = rejected
-    batch.save(update_fields=["rejected"])
+        for image in images:
+            image.batch = batch
+        LesionImage.objects.bulk_create(images)  # one INSERT for the batch
+        classification_enqueue_on_commit(image_ids=[image.pk for image in images])  # sent in micro-batches
     return batch
 
 
-def _batch_member_check(member: Member, targets: _BatchTargets) -> tuple[_Target, inference.SanitisedImage]:
-    """Where a file goes and what of it is stored; ValidationError says why it is refused."""
+def _batch_members_write(
+    *,
+    members: Sequence[Member] | ZipMembers,
+    targets: _BatchTargets,
+    budget: UploadBudget,
+    user: AbstractBaseUser,
+    images: list[LesionImage],
+) -> list[dict[str, str]]:
+    """Check each member and write the file of each valid one, its row built (not saved) into
+    `images`: one member's bytes in memory at a time. Returns the refused files with the reason.
+    Raises BudgetExceeded when the members go over the request's budget."""
+    rejected: list[dict[str, str]] = []
+    for member in members:
+        try:
+            target, item = _batch_member_check(member, targets, budget=budget)
+        except ValidationError as exc:
+            rejected.append({"name": member.name, "error": "; ".join(exc.messages)})
+            continue
+        images.append(
+            lesion_image_build(
+                lesion=target.lesion,
+                item=item,
+                source=member.data,
+                name=member.name,
+                captured_at=target.captured_at,
+                user=user,
+                batch=None,
+            )
+        )
+    return rejected
+
+
+def _batch_member_check(
+    member: Member, targets: _BatchTargets, *, budget: UploadBudget
+) -> tuple[_Target, inference.SanitisedImage]:
+    """Where a file goes and what of it is stored; ValidationError says why it is refused, and
+    BudgetExceeded that the whole batch is."""
     if member.data is None:
         raise ValidationError(member.error)
     target = targets.target(member.name)
     try:
-        return target, inference.sanitise_upload(member.data)
+        return target, inference.sanitise_upload(member.data, budget=budget, name=member.name)
     except inference.InvalidImageError as exc:
         raise ValidationError(str(exc)) from exc
-
-
-def _batch_images_store(
-    *, batch: Batch, user: AbstractBaseUser, pending: Sequence[tuple[Member, _Target, inference.SanitisedImage]]
-) -> int:
-    """Store one micro-batch in its own transaction and queue it once that commits, so workers
-    start on it while the rest of the batch is still being stored. Returns the images stored."""
-    if not pending:
-        return 0
-    with stored_files_removed_on_failure() as images, transaction.atomic():
-        for member, target, item in pending:
-            images.append(
-                lesion_image_build(
-                    lesion=target.lesion,
-                    item=item,
-                    source=member.data,
-                    name=member.name,
-                    captured_at=target.captured_at,
-                    user=user,
-                    batch=batch,
-                )
-            )
-        LesionImage.objects.bulk_create(images)  # one INSERT per micro-batch
-        classification_enqueue_on_commit(image_ids=[image.pk for image in images])
-    return len(images)

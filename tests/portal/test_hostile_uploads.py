@@ -2,7 +2,8 @@
 
 Every refused case must answer 400 with a clear message and leave nothing behind: no image row,
 no classification, no file under MEDIA_ROOT. Accepted cases are real JPEG/PNG content under a
-misleading name or type, stored as the PNG re-encoding of their pixels.
+misleading name or type, stored as their own compressed data, never larger than the upload.
+The hostile archives (ZIP bombs) are refused whole as batches, on the page and through the API.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from diagnosis.models import Batch, Classification, LesionImage
 from ml import preprocessing
@@ -25,10 +26,12 @@ from tests.conftest import make_image
 from tests.portal.helpers import GREEN, image_bytes
 from tests.portal.hostile_corpus import (
     ACCEPTED_FILES,
+    HOSTILE_ARCHIVES,
     HOSTILE_CASE_COUNT,
     HOSTILE_FILES,
     REFUSED_FILES,
     TOO_LARGE,
+    HostileArchive,
     HostileFile,
 )
 
@@ -38,7 +41,7 @@ API_IMAGES = "/api/v1/images/"
 BOMBS = [case for case in REFUSED_FILES if case.message == TOO_LARGE]
 
 
-def _ids(case: HostileFile) -> str:
+def _ids(case: HostileFile | HostileArchive) -> str:
     return case.name
 
 
@@ -88,8 +91,20 @@ def test_it_covers_every_case_the_issue_names():
         "jpeg-magic-then-html",
         "over-the-size-cap",
         "png-named-jpg",
+        "bomb-png-1bit-5100x5100",
+        "bomb-jpeg-3000-scans",
+        "jpeg-exif-rotated-large",
     ):
         assert expected in names
+    archives = {case.name for case in HOSTILE_ARCHIVES}
+    assert len(archives) == len(HOSTILE_ARCHIVES)
+    assert {
+        "zip-of-60-zero-pngs-deflated",
+        "zip-of-zero-pngs-over-the-pixel-budget",
+        "zip-of-500-overlapping-entries",
+        "zip-member-inflating-1000-times",
+        "zip-declaring-more-than-the-file-budget",
+    } <= archives
     assert len(BOMBS) >= 2 and ACCEPTED_FILES
     assert all(case.message for case in REFUSED_FILES) and not any(case.message for case in ACCEPTED_FILES)
 
@@ -121,10 +136,14 @@ def test_it_stores_real_image_content_whatever_the_name_says(case, client_for, a
     assert _post_api(api_for(colleague), lesion, _file(case)).status_code == 201
     images = list(LesionImage.objects.all())
     assert [image.source_format for image in images] == [case.accepted_as] * 2
+    with Image.open(io.BytesIO(case.data)) as sent:
+        sent_size, upright_size = sent.size, ImageOps.exif_transpose(sent).size
     for image in images:  # stored in its real format, whatever the name or the declared type
         with image.file.open("rb") as fh, Image.open(io.BytesIO(fh.read())) as stored:
-            assert stored.format == case.accepted_as and stored.size == (128, 100)
+            assert stored.format == case.accepted_as and stored.size == sent_size
+            assert ImageOps.exif_transpose(stored).size == upright_size == (image.width, image.height)
         assert image.stored_extension == {"JPEG": "jpg", "PNG": "png"}[case.accepted_as]
+        assert image.size_bytes == image.file.size <= len(case.data)  # never amplified (issue 13)
 
 
 @pytest.mark.parametrize("case", BOMBS, ids=_ids)
@@ -206,3 +225,57 @@ def test_it_reports_each_hostile_member_of_a_zip_batch_and_stores_the_others(api
     assert {image["name"] for image in body["images"]} == expected_stored
     assert LesionImage.objects.filter(batch_id=body["id"]).count() == len(expected_stored)
     assert Batch.objects.get().received == len(hostile) + 1
+
+
+# --- Hostile archives: refused whole, as batches --------------------------------------------
+
+
+def _archive(case: HostileArchive) -> SimpleUploadedFile:
+    return SimpleUploadedFile(f"{case.name}.zip", case.data, content_type="application/zip")
+
+
+def _assert_no_batch_left(settings) -> None:
+    assert not Batch.objects.exists()
+    _assert_nothing_stored(settings)
+
+
+@pytest.fixture
+def no_inflating(monkeypatch):
+    """Fails the test if a ZIP member is opened (inflated); yields a switch to arm it."""
+    import zipfile
+
+    armed = []
+    real_open = zipfile.ZipFile.open
+
+    def guarded(self, name, mode="r", *args, **kwargs):
+        if armed and mode == "r":
+            raise AssertionError(f"a ZIP member was inflated: {getattr(name, 'filename', name)}")
+        return real_open(self, name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", guarded)
+    return armed
+
+
+@pytest.mark.parametrize("case", HOSTILE_ARCHIVES, ids=_ids)
+def test_it_refuses_a_hostile_archive_whole_through_the_api(case, api_for, colleague, lesion, settings, no_inflating):
+    for name, value in case.settings:
+        setattr(settings, name, value)
+    if case.before_inflating:
+        no_inflating.append(True)
+    response = api_for(colleague).post(
+        "/api/v1/batches/", {"lesion": lesion.pk, "archive": _archive(case)}, format="multipart"
+    )
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert case.message in error["message"] and any(case.message in m for m in error["fields"]["archive"])
+    _assert_no_batch_left(settings)
+
+
+@pytest.mark.parametrize("case", HOSTILE_ARCHIVES, ids=_ids)
+def test_it_refuses_a_hostile_archive_whole_on_the_batch_page(case, client_for, colleague, lesion, settings):
+    for name, value in case.settings:
+        setattr(settings, name, value)
+    response = client_for(colleague).post(reverse("batch-create"), {"lesion": lesion.pk, "archive": _archive(case)})
+    assert response.status_code == 400
+    assert case.message in html.unescape(response.content.decode())
+    _assert_no_batch_left(settings)

@@ -17,6 +17,7 @@ def _figures() -> dict[str, int]:
         "hostile files in the upload corpus": hostile_corpus.HOSTILE_CASE_COUNT,
         "hostile files refused": len(hostile_corpus.REFUSED_FILES),
         "upload requests with them (page and API)": 2 * hostile_corpus.HOSTILE_CASE_COUNT,
+        "hostile ZIP archives, each refused whole (page and API)": hostile_corpus.HOSTILE_ARCHIVE_COUNT,
         "patient-data routes with exactly one audit event each": len(AUDITED_ROUTES),
         "admin pages of patient models audited": len(AUDITED_ADMIN_MODELS),
         "organisation routes audited (members, audit log)": len(AUDITED_ORGANISATION_ROUTES),
