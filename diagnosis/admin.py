@@ -1,6 +1,10 @@
 """Django admin for staff: every model, read-mostly where the data comes from the model."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from knox.models import AuthToken
 
 from diagnosis.models import (
     AuditEvent,
@@ -13,6 +17,7 @@ from diagnosis.models import (
     Organisation,
     Patient,
 )
+from skinportal.accounts import validate_username
 
 
 class MembershipInline(admin.TabularInline):
@@ -114,4 +119,51 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# --- Logins and their API tokens -----------------------------------------------------------
+
+
+class PortalUserCreationForm(AdminUserCreationForm):
+    def clean_username(self) -> str:
+        username = super().clean_username()
+        validate_username(username)  # the portal's one username rule (skinportal.accounts)
+        return username
+
+
+class PortalUserChangeForm(UserChangeForm):
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        if username != self.instance.get_username():  # a rename; a login from before the rule keeps its name
+            validate_username(username)
+        return username
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class PortalUserAdmin(UserAdmin):
+    add_form = PortalUserCreationForm
+    form = PortalUserChangeForm
+
+
+admin.site.unregister(AuthToken)
+
+
+@admin.register(AuthToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff see API tokens and revoke them; keys come from the user's own page or the API, always
+    with an expiry (knox's own admin would add tokens that never expire). Only digests are stored."""
+
+    list_display = ["token_key", "user", "created", "expiry"]
+    search_fields = ["token_key", "user__username"]
+    fields = ["token_key", "user", "created", "expiry"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -10,6 +10,7 @@ class DiagnosisConfig(AppConfig):
         # Nothing here loads OpenCV, NumPy or onnxruntime: diagnosis/inference.py imports them on
         # first use (and sets OpenCV to one thread then), so loading the app stays light.
         from diagnosis import signals  # noqa: F401  (connects the audit trail's sign-in receivers)
+        from diagnosis import credentials  # noqa: F401  (API tokens end with the password that issued them)
         from skinportal.health import readiness_check_register
 
         readiness_check_register("model", model_readiness)

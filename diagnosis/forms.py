@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib.auth import authenticate
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from diagnosis.models import DIAGNOSIS_CHOICES, AuditOutcome, BodySite, Organisation, Role, Sex
+from diagnosis.services.accounts import API_TOKEN_KEY_ID
+from skinportal.accounts import login_authenticate
 
 
 class DateInput(forms.DateInput):
@@ -114,7 +115,7 @@ class BatchForm(forms.Form):
 
 
 class ReauthForm(forms.Form):
-    """Re-authentication before an irreversible or data-releasing step (delete, export)."""
+    """Re-authentication before an irreversible or data-releasing step (delete, export, a new API key)."""
 
     password = forms.CharField(
         label="Your password",
@@ -129,10 +130,20 @@ class ReauthForm(forms.Form):
     def clean_password(self) -> str:
         password = self.cleaned_data["password"]
         user = self.request.user
-        # authenticate(), not check_password(): wrong passwords count towards the django-axes lockout.
-        if authenticate(self.request, username=user.get_username(), password=password) is None:
+        # Not check_password(): wrong passwords count towards the django-axes lockout (serialised).
+        if login_authenticate(self.request, username=user.get_username(), password=password) is None:
             raise forms.ValidationError("That is not your password.")
         return password
+
+
+class ApiTokenKeyForm(forms.Form):
+    """Names one of the user's API tokens by the first 15 characters of its key."""
+
+    key = forms.RegexField(regex=rf"^{API_TOKEN_KEY_ID.pattern}$", widget=forms.HiddenInput)
+
+
+class ApiTokenRotateForm(ApiTokenKeyForm, ReauthForm):
+    """Rotation hands out a new key: the password first, as for a new token."""
 
 
 class AuditFilterForm(forms.Form):

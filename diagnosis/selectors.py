@@ -31,6 +31,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast
 from django.http import Http404
+from django.utils import timezone
+from knox.models import AuthToken
 
 from diagnosis.inference import IMAGE_WARNINGS
 from diagnosis.models import (
@@ -455,6 +457,14 @@ def image_ids_missing_classification(*, model_version: str, organisation: Organi
     if organisation is not None:
         images = images.filter(lesion__patient__organisation=organisation)
     return images.order_by("id").values_list("id", flat=True)
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def api_token_list(*, user: AbstractBaseUser) -> QuerySet[AuthToken]:
+    """The user's own unexpired API tokens, newest first (rows hold digests, never keys)."""
+    return AuthToken.objects.filter(user=user, expiry__gt=timezone.now()).order_by("-created", "token_key")
 
 
 # --- Bulk import --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from diagnosis.views import batches, home, lesions, organisations, patients
+from diagnosis.views import batches, home, lesions, organisations, patients, tokens
 from diagnosis.views import reports as report_views
 
 urlpatterns = [
@@ -23,6 +23,9 @@ urlpatterns = [
     path("images/<int:image_id>/classify/", lesions.image_classify, name="image-classify"),
     path("images/<int:image_id>/report.pdf", report_views.image_report, name="image-report"),
     path("ops/", home.ops, name="ops"),
+    path("account/api-tokens/", tokens.api_tokens, name="account-api-tokens"),
+    path("account/api-tokens/revoke/", tokens.api_token_revoke, name="account-api-token-revoke"),
+    path("account/api-tokens/rotate/", tokens.api_token_rotate, name="account-api-token-rotate"),
     path("batches/", batches.batch_list, name="batch-list"),
     path("batches/new/", batches.batch_create, name="batch-create"),
     path("batches/<int:batch_id>/", batches.batch_detail, name="batch-detail"),

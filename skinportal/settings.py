@@ -59,7 +59,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: hashed at rest, with an expiry (see "API tokens" below)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc assets served locally: no CDN
     "axes",  # brute-force lockout of logins (see "Accounts and sessions" below)
@@ -156,11 +156,26 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("SKINPORTAL_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 _login_cool_off = env_int("SKINPORTAL_LOGIN_COOLOFF", 15 * 60, minimum=0)  # seconds
 AXES_COOLOFF_TIME = dt.timedelta(seconds=_login_cool_off) if _login_cool_off else None
-AXES_RESET_ON_SUCCESS = True
+# A success resets the count, inside the login lock (skinportal.accounts.login_authenticate), not at login().
+AXES_RESET_ON_SUCCESS = False
 AXES_CLIENT_IP_CALLABLE = "skinportal.accounts.client_ip"
 AXES_LOCKOUT_CALLABLE = "skinportal.accounts.lockout_response"  # HTML page, or JSON under /api/
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_SENSITIVE_PARAMETERS: list[str] = []  # lockout logs name the username and address; passwords stay masked
+# Refuses a lockout check made outside skinportal.accounts.login_attempt_serialised, which makes
+# the check, the password check and the failure count one atomic step per username.
+AXES_HANDLER = "skinportal.accounts.SerialisedAxesHandler"
+# API tokens (django-rest-knox): each key is stored as a SHA-512 digest, lives
+# SKINPORTAL_API_TOKEN_TTL seconds (30 days), and dies sooner with a password change or reset or
+# a deactivation (diagnosis/credentials.py). A user holds at most SKINPORTAL_API_TOKEN_LIMIT.
+SKINPORTAL_API_TOKEN_TTL = env_int("SKINPORTAL_API_TOKEN_TTL", 30 * 24 * 3600, minimum=300)  # seconds
+SKINPORTAL_API_TOKEN_LIMIT = env_int("SKINPORTAL_API_TOKEN_LIMIT", 10, minimum=1)
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",  # the header integrators already send: Authorization: Token <key>
+    "TOKEN_TTL": dt.timedelta(seconds=SKINPORTAL_API_TOKEN_TTL),
+    "TOKEN_LIMIT_PER_USER": SKINPORTAL_API_TOKEN_LIMIT,
+    "AUTO_REFRESH": False,  # a token in use does not live longer
+}
 # Sessions: a new key at every login (django.contrib.auth.login), an idle timeout (the cookie
 # age, renewed by each request, and checked again by skinportal.sessions) and an absolute
 # lifetime from the login, whatever the activity.
@@ -349,9 +364,15 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
 # API rates ("number/second|minute|hour|day"): token creation per client address, uploads per user.
 SKINPORTAL_THROTTLE_TOKEN = env_str("SKINPORTAL_THROTTLE_TOKEN", "10/minute")
 SKINPORTAL_THROTTLE_UPLOADS = env_str("SKINPORTAL_THROTTLE_UPLOADS", "60/minute")
+# Password-reset requests (skinportal.accounts.PasswordResetView): per client address, and per
+# e-mail address entered (whether an account has it or not).
+SKINPORTAL_THROTTLE_PASSWORD_RESET = env_str("SKINPORTAL_THROTTLE_PASSWORD_RESET", "5/hour")
+SKINPORTAL_THROTTLE_PASSWORD_RESET_EMAIL = env_str("SKINPORTAL_THROTTLE_PASSWORD_RESET_EMAIL", "3/hour")
 for _name, _rate in (
     ("SKINPORTAL_THROTTLE_TOKEN", SKINPORTAL_THROTTLE_TOKEN),
     ("SKINPORTAL_THROTTLE_UPLOADS", SKINPORTAL_THROTTLE_UPLOADS),
+    ("SKINPORTAL_THROTTLE_PASSWORD_RESET", SKINPORTAL_THROTTLE_PASSWORD_RESET),
+    ("SKINPORTAL_THROTTLE_PASSWORD_RESET_EMAIL", SKINPORTAL_THROTTLE_PASSWORD_RESET_EMAIL),
 ):
     if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
         raise ImproperlyConfigured(f"{_name} must look like 10/minute (per s, min, hour or day), not {_rate!r}.")
@@ -388,7 +409,7 @@ else:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "diagnosis.api.authentication.ApiTokenAuthentication",  # knox, `Authorization: Token <key>`
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -416,6 +437,8 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # An API token in a path: the first 15 hex digits of its key (diagnosis/api/urls.py).
+    "PATH_CONVERTER_OVERRIDES": {"apitokenkey": {"type": "string", "pattern": "^[0-9a-f]{15}$"}},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -429,10 +452,23 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# One handler for every logger, with a formatter that escapes control characters: a newline in
+# a username tried at the login (or in a path) cannot forge a log line (skinportal/logging.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "skinportal.logging.EscapingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Django's defaults give these loggers handlers of their own, with unescaped formats (runserver's
+    # request lines, errors in DEBUG): they write through the root's console handler instead.
+    "loggers": {
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+    },
 }

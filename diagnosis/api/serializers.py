@@ -41,7 +41,27 @@ class TokenInput(serializers.Serializer):
 
 
 class TokenOutput(serializers.Serializer):
-    token = serializers.CharField()
+    token = serializers.CharField(
+        source="key",
+        help_text="The key: send it as `Authorization: Token <key>`. Shown this once: only its digest is stored.",
+    )
+    expiry = serializers.DateTimeField(
+        help_text="When the key stops working; a password change or reset ends it sooner."
+    )
+
+
+class ApiTokenOutput(serializers.Serializer):
+    key = serializers.CharField(
+        source="token_key", help_text="The key's first 15 characters: name the token when you revoke or rotate it."
+    )
+    created = serializers.DateTimeField()
+    expiry = serializers.DateTimeField()
+    current = serializers.SerializerMethodField(help_text="Whether this request was authenticated with it.")
+
+    def get_current(self, token: Any) -> bool:
+        request = self.context.get("request")
+        used = getattr(request, "auth", None)
+        return getattr(used, "digest", None) == token.digest
 
 
 class MembershipOutput(serializers.Serializer):

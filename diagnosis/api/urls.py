@@ -1,12 +1,32 @@
-from django.urls import path, re_path
+from django.urls import path, re_path, register_converter
 
-from diagnosis.api import docs
+from diagnosis.api import docs, views
 from diagnosis.api import reports as report_api
-from diagnosis.api import views
 from diagnosis.api.errors import api_not_found
+from diagnosis.services.accounts import API_TOKEN_KEY_ID
+
+
+class ApiTokenKeyConverter:
+    """An API token in a URL: the first 15 hex digits of its key; anything else falls through to
+    the JSON 404 below (SPECTACULAR_SETTINGS documents the pattern)."""
+
+    regex = API_TOKEN_KEY_ID.pattern
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(ApiTokenKeyConverter, "apitokenkey")
+
 
 urlpatterns = [
     path("auth/token/", views.AuthTokenApi.as_view(), name="api-token"),
+    path("auth/tokens/", views.ApiTokenListApi.as_view(), name="api-token-list"),
+    path("auth/tokens/<apitokenkey:token_key>/", views.ApiTokenDetailApi.as_view(), name="api-token-detail"),
+    path("auth/tokens/<apitokenkey:token_key>/rotate/", views.ApiTokenRotateApi.as_view(), name="api-token-rotate"),
     path("me/", views.MeApi.as_view(), name="api-me"),
     path("patients/", views.PatientListApi.as_view(), name="api-patient-list"),
     path("patients/<int:patient_id>/", views.PatientDetailApi.as_view(), name="api-patient-detail"),

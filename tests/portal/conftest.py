@@ -215,10 +215,14 @@ def client_for(client: Client) -> Callable[[User], Client]:
 
 @pytest.fixture
 def api_for() -> Callable[[User], APIClient]:
+    keys: dict[int, str] = {}  # one API token per user and test (a user may hold only so many)
+
     def _api(user: User | None) -> APIClient:
         api = APIClient()
         if user is not None:
-            api.credentials(HTTP_AUTHORIZATION=f"Token {services.accounts.api_token_get_or_create(user=user).key}")
+            if user.pk not in keys:
+                keys[user.pk] = services.accounts.api_token_create(user=user).key
+            api.credentials(HTTP_AUTHORIZATION=f"Token {keys[user.pk]}")
         return api
 
     return _api

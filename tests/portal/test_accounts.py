@@ -16,12 +16,14 @@ from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db.models import F
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from diagnosis import services
+from diagnosis.models import Organisation
 from skinportal import accounts, sessions
 from tests.portal.helpers import PASSWORD
 from tests.portal.test_settings import _settings_in_subprocess
@@ -292,6 +294,67 @@ def test_it_lets_the_token_decide_when_a_stale_session_cookie_rides_along(
     assert response.status_code == 200 and response.json()["username"] == "alice"
 
 
+# --- Usernames (issue 13, defect 8) --------------------------------------------------------
+
+FORMULA_USERNAMES = ['=HYPERLINK("http://evil.example","Click")', "=1+1", "+cmd", "-2+3", "@SUM(A1)", "x" * 151, "a b"]
+
+
+def test_it_refuses_a_formula_username_in_createclinician_and_the_services(db):
+    for username in FORMULA_USERNAMES:
+        with pytest.raises(CommandError, match="A username has 1 to 150 letters"):
+            call_command(
+                "createclinician", "--org", "Formula Clinic", f"--username={username}", "--password", PASSWORD,
+                stdout=io.StringIO(),
+            )  # fmt: skip
+        with pytest.raises(ValidationError) as refused:
+            services.accounts.clinician_create(organisation_name="Formula Clinic", username=username, password=PASSWORD)
+        assert "username" in refused.value.message_dict
+    assert not User.objects.exists() and not Organisation.objects.exists()  # nothing written
+    for username in ("dr_who", "a.b@clinic", "jane-doe", "O'Brien"[:1] + "brien", "zoë"):
+        services.accounts.clinician_create(organisation_name="Formula Clinic", username=username, password=PASSWORD)
+    assert User.objects.count() == 5
+
+
+def test_it_keeps_updating_a_login_created_before_the_rule(db):
+    User.objects.create_user("-legacy", password=PASSWORD)
+    account = services.accounts.clinician_create(organisation_name="X", username="-legacy", password=PASSWORD + "-2")
+    assert not account.user_created and account.user.check_password(PASSWORD + "-2")
+
+
+def test_it_refuses_a_formula_username_in_the_admin(client):
+    staff = User.objects.create_superuser("root", "root@example.org", "a-long-admin-passphrase")
+    client.force_login(staff)
+    for username in ("@SUM(A1)", "=cmd", "+1"):
+        response = client.post(
+            reverse("admin:auth_user_add"),
+            {"username": username, "password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"},
+        )
+        assert response.status_code == 200 and "A username has 1 to 150 letters" in response.content.decode()
+    assert not User.objects.filter(username__in=["@SUM(A1)", "=cmd", "+1"]).exists()
+    ok = client.post(
+        reverse("admin:auth_user_add"),
+        {"username": "new_clinician", "password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"},
+    )
+    assert ok.status_code == 302 and User.objects.filter(username="new_clinician").exists()
+    user = User.objects.get(username="new_clinician")
+    renamed = client.post(
+        reverse("admin:auth_user_change", args=[user.pk]),
+        {"username": "=evil", "date_joined_0": "2024-01-01", "date_joined_1": "00:00:00", "is_active": "on"},
+    )
+    assert renamed.status_code == 200 and "A username has 1 to 150 letters" in renamed.content.decode()
+    user.refresh_from_db()
+    assert user.username == "new_clinician"
+
+
+def test_it_refuses_a_formula_username_in_the_demo_command(db, monkeypatch):
+    from diagnosis.management.commands import demo
+
+    monkeypatch.setattr(demo, "DEMO_USERNAME", "=demo")
+    with pytest.raises(CommandError, match="A username has"):
+        call_command("demo", stdout=io.StringIO())
+    assert not User.objects.exists()
+
+
 # --- Settings ------------------------------------------------------------------------------
 
 
@@ -308,7 +371,7 @@ def test_it_configures_accounts_and_sessions_safely_by_default():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "axes.backends.AxesStandaloneBackend axes.middleware.AxesMiddleware [['username', 'ip_address']] "
-        "5 900 True 1800 43200 True True False 0 0 {'token': '10/minute', 'uploads': '60/minute'} "
+        "5 900 False 1800 43200 True True False 0 0 {'token': '10/minute', 'uploads': '60/minute'} "
         "django.core.cache.backends.locmem.LocMemCache {'min_length': 12}"
     )
 

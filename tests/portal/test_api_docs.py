@@ -53,7 +53,7 @@ SAMPLE_BLOCK = re.compile(r"(<!-- sample: (?P<name>[a-z0-9-]+) -->\n```json\n)(?
 
 # --- What changes from run to run, and the fixed example value the page shows instead ---------
 
-EXAMPLE_TOKEN = "6f9a2ed73b6d92026edcef4e9258379bcedb4ef7"
+EXAMPLE_TOKEN = "6f9a2ed73b6d92026edcef4e9258379bcedb4ef7a81c3d05e6f1b2a9c4d7e8f0"
 EXAMPLE_SHA256 = "cb4a5e0f" * 8
 EXAMPLE_UUID = "3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"
 EXAMPLE_MS = 9.5

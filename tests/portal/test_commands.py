@@ -6,19 +6,19 @@ import io
 import re
 
 import pytest
-from django.contrib.auth import authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 
 from diagnosis.models import Membership, Organisation
+from skinportal.accounts import login_authenticate
 
 pytestmark = pytest.mark.django_db
 
 
 def _log_in(username: str, password: str) -> AbstractBaseUser | None:
-    """authenticate() as a login does: django-axes refuses a call without the request."""
-    return authenticate(RequestFactory().post("/accounts/login/"), username=username, password=password)
+    """authenticate() as a login does: with the request (django-axes refuses a call without), serialised."""
+    return login_authenticate(RequestFactory().post("/accounts/login/"), username=username, password=password)
 
 
 def _run(*args: str) -> str:

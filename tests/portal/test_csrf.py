@@ -26,7 +26,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from diagnosis import services
@@ -62,6 +62,7 @@ class Ctx:
     batch: Batch
     membership: Membership  # the colleague's, for removal
     url_values: dict[str, Any] = field(default_factory=dict)
+    api_token_key: str = ""  # the first 15 characters of one of the owner's API keys
 
 
 @pytest.fixture
@@ -72,6 +73,7 @@ def ctx(owner, colleague, outsider, org, patient, lesion, upload) -> Ctx:
     )
     membership = Membership.objects.get(user=colleague, organisation=org)
     context = Ctx(owner, outsider, org, patient, lesion, image, batch, membership)
+    context.api_token_key = services.accounts.api_token_create(user=owner).key[:15]
     context.url_values = {
         "patient_id": patient.pk,
         "lesion_id": lesion.pk,
@@ -93,7 +95,7 @@ def _state() -> dict[str, Any]:
     """Everything a form could change: the domain rows, logins and passwords, tokens, e-mail."""
     state: dict[str, Any] = {m.__name__: list(m.objects.order_by("pk").values()) for m in DOMAIN_MODELS}
     state["users"] = list(User.objects.order_by("pk").values())
-    state["tokens"] = list(Token.objects.order_by("pk").values_list("key", flat=True))
+    state["tokens"] = list(AuthToken.objects.order_by("pk").values_list("digest", flat=True))
     state["mail"] = len(mail.outbox)
     return state
 
@@ -200,6 +202,21 @@ def _done_member_added(c: Ctx, client: Client, r: HttpResponse) -> None:
 
 def _done_member_removed(c: Ctx, client: Client, r: HttpResponse) -> None:
     assert r.status_code == 302 and not Membership.objects.filter(pk=c.membership.pk).exists()
+
+
+def _done_api_token_created(c: Ctx, client: Client, r: HttpResponse) -> None:
+    assert r.status_code == 200 and AuthToken.objects.filter(user=c.owner).count() == 2
+    assert "Your new API key" in r.content.decode()
+
+
+def _done_api_token_revoked(c: Ctx, client: Client, r: HttpResponse) -> None:
+    assert r.status_code == 302 and not AuthToken.objects.filter(token_key=c.api_token_key).exists()
+
+
+def _done_api_token_rotated(c: Ctx, client: Client, r: HttpResponse) -> None:
+    assert r.status_code == 200 and "Your new API key" in r.content.decode()
+    assert not AuthToken.objects.filter(token_key=c.api_token_key).exists()
+    assert AuthToken.objects.filter(user=c.owner).count() == 1
 
 
 FORMS: dict[str, Form] = {
@@ -315,6 +332,24 @@ FORMS: dict[str, Form] = {
         action=lambda c: reverse("organisation-member-remove", args=[c.org.pk, c.membership.pk]),
         data=lambda c: {},
         done=_done_member_removed,
+    ),
+    "account-api-tokens": Form(
+        page=lambda c: reverse("account-api-tokens"),
+        action=lambda c: reverse("account-api-tokens"),
+        data=lambda c: {"password": PASSWORD},
+        done=_done_api_token_created,
+    ),
+    "account-api-token-revoke": Form(
+        page=lambda c: reverse("account-api-tokens"),
+        action=lambda c: reverse("account-api-token-revoke"),
+        data=lambda c: {"key": c.api_token_key},
+        done=_done_api_token_revoked,
+    ),
+    "account-api-token-rotate": Form(
+        page=lambda c: reverse("account-api-token-rotate") + f"?key={c.api_token_key}",
+        action=lambda c: reverse("account-api-token-rotate"),
+        data=lambda c: {"key": c.api_token_key, "password": PASSWORD},
+        done=_done_api_token_rotated,
     ),
 }
 
