@@ -204,6 +204,12 @@ class _BatchTargets:
             return base, self.rows[base]
         return None
 
+    def seen(self, name: str) -> None:
+        """The file is in the batch: its CSV row (if any) is not one "listed but not in the ZIP"."""
+        found = self.row_for(name)
+        if found is not None:
+            self.used.add(found[0])
+
     def _patient(self, external_id: str) -> Patient | None:
         if external_id not in self._patients:
             self._patients[external_id] = Patient.objects.filter(
@@ -421,11 +427,13 @@ def _batch_member_check(
     member: Member, targets: _BatchTargets, *, budget: UploadBudget
 ) -> tuple[_Target, inference.SanitisedImage]:
     """Where a file goes and what of it is stored; ValidationError says why it is refused, and
-    BudgetExceeded that the whole batch is."""
+    BudgetExceeded that the whole batch is. The image is checked first: finding the target may
+    create the lesion its CSV row names, which a refused file must not leave behind."""
+    targets.seen(member.name)  # its CSV row is accounted for, whether the file is stored or refused
     if member.data is None:
         raise ValidationError(member.error)
-    target = targets.target(member.name)
     try:
-        return target, inference.sanitise_upload(member.data, budget=budget, name=member.name)
+        item = inference.sanitise_upload(member.data, budget=budget, name=member.name)
     except inference.InvalidImageError as exc:
         raise ValidationError(str(exc)) from exc
+    return targets.target(member.name), item

@@ -313,3 +313,21 @@ def test_it_refuses_an_oversized_member_of_a_zip_and_keeps_the_rest(owner, lesio
     assert batch.rejected == [{"name": "big.png", "error": "the file is larger than the 0.1 MiB limit"}]
     assert [image.source_name for image in batch.images.all()] == ["small.png"]
     assert selectors.batch_progress(batch=batch).finished
+
+
+def test_it_creates_no_lesion_for_a_refused_file_and_reports_it_once(owner, org, patient, settings, run_on_commit):
+    settings.SKINPORTAL_MAX_UPLOAD_BYTES = 60_000
+    csv_text = (
+        "file,patient,lesion\ngood.png,MRN-001,Left calf\ncut.png,MRN-001,New spot\nbig.png,MRN-001,Another spot\n"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("map.csv", csv_text)
+        zf.writestr("good.png", image_bytes(GREEN))
+        zf.writestr("cut.png", image_bytes(RED)[:300])
+        zf.writestr("big.png", image_bytes(RED, size=(400, 400)))
+    buffer.seek(0)
+    with run_on_commit():
+        batch = services.uploads.batch_create(user=owner, organisation=org, archive=buffer, archive_name="s.zip")
+    assert [r["name"] for r in batch.rejected] == ["cut.png", "big.png"]  # not also "listed but not in the ZIP"
+    assert set(Lesion.objects.filter(patient=patient).values_list("label", flat=True)) == {"Left calf"}
