@@ -81,6 +81,17 @@ def _phone_jpeg(seed: int) -> bytes:
     return data.tobytes()
 
 
+def _noisy_progressive_jpeg() -> bytes:
+    """Noise, progressive, quality 95: about 8 MB for 7.7 MP, the slowest JPEG to decode per byte."""
+    import cv2
+    import numpy as np
+
+    noise = np.random.default_rng(5).integers(0, 256, (2400, 3200, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    return data.tobytes()
+
+
 def payloads() -> list[Payload]:
     from tests.portal.hostile_corpus import jpeg_exif_rotated, jpeg_scan_bomb, png_of_zeros, zip_of, zip_overlapping
 
@@ -89,6 +100,7 @@ def payloads() -> list[Payload]:
     png_5000 = png_of_zeros(5000, 5000, level=9)  # 25 MP: at the per-image cap
     png_5000_deep = png_of_zeros(5000, 5000, depth=16, colour_type=6, level=9)  # 200 MB of image data
     phone = [_phone_jpeg(seed) for seed in range(2)]
+    noisy = _noisy_progressive_jpeg()
     return [
         Payload(
             "ZIP of 60 zero-filled 6000x6000 PNGs (deflated)",
@@ -117,6 +129,26 @@ def payloads() -> list[Payload]:
             "ZIP of 500 overlapping entries -> one 10 MiB member",
             "batch-zip",
             [("overlap.zip", zip_overlapping(500, 10 * 1024 * 1024))],
+        ),
+        Payload(
+            "ZIP of 5 noisy progressive 8 MB JPEGs (the file budget's slowest)",
+            "batch-zip",
+            [("noise.zip", zip_of([(f"{i}.jpg", noisy) for i in range(5)], deflated=False))],
+        ),
+        Payload(  # each budget nearly spent: only the clock stops the sum
+            "ZIP mixing the slowest of each budget: 4 noisy JPEGs, 2 PNGs at the cap, 150 small JPEGs",
+            "batch-zip",
+            [
+                (
+                    "mixed.zip",
+                    zip_of(
+                        [(f"noise-{i}.jpg", noisy) for i in range(4)]
+                        + [(f"zeros-{i}.png", png_5000) for i in range(2)]
+                        + _normal_jpegs(150),
+                        deflated=False,
+                    ),
+                )
+            ],
         ),
         Payload(
             "progressive JPEG 5000x5000 with 100,000 scans",
@@ -261,7 +293,8 @@ def _outcome(status: int, body: dict) -> str:
         if "images" in body:
             refused = len(body.get("rejected") or [])
             return f"stored {len(body['images'])}" + (f", {refused} refused" if refused else "")
-        return f"stored ({body.get('width')}x{body.get('height')} {body.get('source_format', '')}, {body.get('size_bytes', '?')} bytes)"
+        size = f"{body.get('width')}x{body.get('height')} {body.get('source_format', '')}"
+        return f"stored ({size}, {body.get('size_bytes', '?')} bytes)"
     error = body.get("error", {})
     message = error.get("message") or str(body)[:200]
     fields = error.get("fields") or {}

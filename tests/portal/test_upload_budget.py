@@ -23,6 +23,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image, ImageOps
 
+from diagnosis import budget as budget_module
 from diagnosis import inference, services
 from diagnosis.archives import ZIP_MAX_RATIO, ZipMembers
 from diagnosis.budget import BudgetExceeded, UploadBudget
@@ -96,6 +97,7 @@ def test_it_has_the_figures_security_md_states(settings):
     assert budget.max_pixels == 200_000_000
     assert budget.max_file_bytes == 40 * 1024 * 1024
     assert budget.max_inflated_bytes == 160 * 1024 * 1024
+    assert budget.max_seconds == 4
 
 
 def test_it_refuses_a_page_upload_over_the_pixel_budget_before_decoding_the_file_that_crosses_it(
@@ -202,6 +204,19 @@ def test_it_leaves_no_batch_running_when_a_batch_fails_after_storing_files(owner
     files = [ImageUpload(f"{i}.png", image_bytes()) for i in range(24)]
     with pytest.raises(RuntimeError):
         services.uploads.batch_create(user=owner, lesion=lesion, files=files)
+    _assert_nothing_stored(settings)
+
+
+def test_it_refuses_a_batch_that_runs_past_its_seconds_and_stores_nothing(owner, lesion, settings, monkeypatch):
+    # The budgets add up (slow JPEG bytes, then slow PNG rows, then many small files): the clock
+    # backs them. Here each look at it is 0.3 s later; the second image would start at 1.2 s.
+    ticks = iter(range(100))
+    monkeypatch.setattr(budget_module.time, "monotonic", lambda: 0.3 * next(ticks))
+    settings.SKINPORTAL_UPLOAD_SECONDS = 1
+    archive = zip_of([(f"{i}.png", image_bytes(RED, size=(200, 200))) for i in range(4)], deflated=True)
+    with pytest.raises(ValidationError) as refused:
+        services.uploads.batch_create(user=owner, lesion=lesion, archive=io.BytesIO(archive))
+    assert "1.png: this upload has taken 1.2 s to check, over the 1 s" in str(refused.value.message_dict["archive"])
     _assert_nothing_stored(settings)
 
 
