@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -16,12 +17,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Self
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from diagnosis.budget import UploadBudget
 
 CSV_MAX_BYTES = 5 * 1024 * 1024
+# The longest value a batch CSV's cell may hold: a file name (255 on common file systems); every
+# other column (external id, lesion label, body site, date) is shorter.
+CSV_MAX_CELL_CHARS = 255
+# C0 control characters (NUL among them: PostgreSQL refuses it in text) and DEL. Tab and the line
+# feed are text; a CR is one only as part of a CRLF line end, which is read as LF first.
+CSV_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 BATCH_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "file": ("file", "filename", "file_name", "image", "image_file"),
     "patient": ("patient", "patient_external_id", "patient_id", "external_id"),
@@ -77,28 +85,76 @@ def csv_header_map(fieldnames: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def csv_rows(csv_bytes: bytes) -> dict[str, dict[str, str]]:
-    """The batch CSV's rows by normalised file name, each with our column names."""
+def _csv_error(message: str) -> ValidationError:
+    return ValidationError({"archive": f"The CSV {message}."})
+
+
+def _csv_text(csv_bytes: bytes) -> str:
+    """The CSV as text with LF line ends, or a ValidationError naming the line of the first
+    character no cell may hold (a NUL, another control character, a CR that ends no line)."""
     try:
         text = csv_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValidationError({"archive": "The CSV is not UTF-8 text."}) from exc
-    reader = csv.DictReader(io.StringIO(text))
-    columns = csv_header_map(reader.fieldnames or [])
-    if "file" not in columns:
-        raise ValidationError(
-            {
-                "archive": "The CSV needs a 'file' column naming each image (and optionally patient, lesion, "
-                "body_site, captured_at)."
-            }
+    text = text.replace("\r\n", "\n")
+    found = CSV_CONTROL_CHARACTERS.search(text)
+    if found is not None:
+        char = found.group()
+        what = (
+            "a carriage return (CR) that does not end a line"
+            if char == "\r"
+            else f"a control character (U+{ord(char):04X})"
         )
+        line = text.count("\n", 0, found.start()) + 1
+        raise _csv_error(f"has {what} on line {line}; save it as plain UTF-8 text with ordinary line ends")
+    return text
+
+
+def csv_rows(csv_bytes: bytes, *, max_rows: int | None = None) -> dict[str, dict[str, str]]:
+    """The batch CSV's rows by normalised file name, each with our column names.
+
+    Every way a CSV can be unreadable is a ValidationError naming the line (never csv.Error): a
+    control character, a cell longer than CSV_MAX_CELL_CHARS or over several lines, a quote the
+    csv module cannot read, more rows than a batch may hold files (`max_rows`, default
+    SKINPORTAL_MAX_FILES_PER_BATCH: each row not matched is reported and stored as refused).
+    """
+    text = _csv_text(csv_bytes)
+    if max_rows is None:
+        max_rows = settings.SKINPORTAL_MAX_FILES_PER_BATCH
+    # strict: a stray quote is an error, not a guess (an unclosed one swallowed the rest of the file).
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows: dict[str, dict[str, str]] = {}
-    for raw in reader:
-        row = {column: (raw.get(header) or "").strip() for column, header in columns.items()}
-        name = normalise_member_name(row["file"])
-        if name:
-            rows[name] = row
+    try:
+        columns = csv_header_map(reader.fieldnames or [])
+        if "file" not in columns:
+            raise ValidationError(
+                {
+                    "archive": "The CSV needs a 'file' column naming each image (and optionally patient, lesion, "
+                    "body_site, captured_at)."
+                }
+            )
+        for count, raw in enumerate(reader, start=1):
+            if count > max_rows:
+                raise _csv_error(f"lists more than {max_rows} files; a batch holds at most {max_rows}")
+            row = {column: (raw.get(header) or "").strip() for column, header in columns.items()}
+            _csv_cells_check(row, line=reader.line_num)  # the row's last line
+            name = normalise_member_name(row["file"])
+            if name:
+                rows[name] = row
+    except csv.Error as exc:
+        line = reader.reader.line_num  # the DictReader's own count stops at the last good row
+        if "field larger than field limit" in str(exc):  # the csv module's own cap (131,072)
+            raise _csv_error(f"has a cell longer than {CSV_MAX_CELL_CHARS} characters on line {line}") from exc
+        raise _csv_error(f"could not be read at line {line} ({exc})") from exc
     return rows
+
+
+def _csv_cells_check(row: dict[str, str], *, line: int) -> None:
+    for column, value in row.items():
+        if len(value) > CSV_MAX_CELL_CHARS:
+            raise _csv_error(f"has a {column} cell longer than {CSV_MAX_CELL_CHARS} characters on line {line}")
+        if "\n" in value:  # a quoted cell over several lines: no file name, id or label is
+            raise _csv_error(f"has a {column} cell that runs over several lines, ending on line {line}")
 
 
 def parse_date(value: str, *, what: str) -> dt.date:

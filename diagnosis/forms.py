@@ -6,6 +6,7 @@ from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
 from diagnosis.models import DIAGNOSIS_CHOICES, AuditOutcome, BodySite, Organisation, Role, Sex
 from diagnosis.services.accounts import API_TOKEN_KEY_ID
 from skinportal.accounts import login_authenticate
@@ -21,7 +22,7 @@ class PatientForm(forms.Form):
     name = forms.CharField(max_length=200)
     date_of_birth = forms.DateField(required=False, widget=DateInput)
     sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN, required=False)
-    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    notes = forms.CharField(required=False, max_length=LONG_TEXT_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
 
     def clean_sex(self) -> str:
         return self.cleaned_data.get("sex") or Sex.UNKNOWN
@@ -40,7 +41,7 @@ class PatientForm(forms.Form):
 class LesionForm(forms.Form):
     label = forms.CharField(max_length=200, help_text="e.g. 'left shoulder, 2 cm below the acromion'")
     body_site = forms.ChoiceField(choices=BodySite.choices, initial=BodySite.UNKNOWN, label="Body site")
-    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    notes = forms.CharField(required=False, max_length=LONG_TEXT_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -69,11 +70,11 @@ class UploadForm(forms.Form):
 class ReviewForm(forms.Form):
     diagnosis = forms.ChoiceField(choices=[("", "Choose…"), *DIAGNOSIS_CHOICES], label="Your diagnosis")
     histopathology_confirmed = forms.BooleanField(required=False, label="Confirmed by histopathology")
-    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    comment = forms.CharField(required=False, max_length=LONG_TEXT_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
 
 
 class PatientSearchForm(forms.Form):
-    q = forms.CharField(required=False, max_length=200, label="Search")
+    q = forms.CharField(required=False, max_length=SEARCH_MAX_CHARS, label="Search")
 
 
 class MemberForm(forms.Form):
@@ -120,6 +121,7 @@ class ReauthForm(forms.Form):
     password = forms.CharField(
         label="Your password",
         strip=False,
+        max_length=PASSWORD_MAX_CHARS,
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password", "autofocus": True}),
     )
 

@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Content-Security-Policy, Cache-Control: no-store and friends (static files never reach here).
     "skinportal.security.SecurityHeadersMiddleware",
+    # A body in a charset that is no text encoding ('rot13'): a 400 before the CSRF check reads it.
+    "skinportal.errors.RequestCharsetMiddleware",
     # One audit event per patient-data request; wraps the scoping below so its 404s are recorded.
     "diagnosis.middleware.AuditMiddleware",
     # Another organisation's id in a page URL is a 404 before the view runs, whatever the method.
@@ -414,6 +416,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's parsers, the JSON one with a nesting limit (100,000 `[` were a RecursionError 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "diagnosis.api.parsers.JSONParser",
+        "diagnosis.api.parsers.FormParser",
+        "diagnosis.api.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -1,6 +1,7 @@
 """The API's errors in the project's one envelope (skinportal/errors.py: error_body):
-services' Django ValidationError and PermissionDenied, Http404 from the scoped selectors and
-DRF's own exceptions all map onto the same shape.
+services' Django ValidationError and PermissionDenied, Http404 from the scoped selectors, the
+bodies Django refuses to read (too large, too many fields or files) and DRF's own exceptions all
+map onto the same shape.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
-from skinportal.errors import error_body, error_response
+from skinportal.errors import error_body, error_response, unreadable_body_message
 
 
 def _first_message(fields: dict[str, Any]) -> str:
@@ -30,7 +31,10 @@ def _first_message(fields: dict[str, Any]) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, DjangoValidationError):
+    unreadable = unreadable_body_message(exc)  # Django's refusals of a body: a 400 naming the reason
+    if unreadable is not None:
+        exc = exceptions.ParseError(unreadable)
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")

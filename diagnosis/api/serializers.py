@@ -12,6 +12,7 @@ from rest_framework import serializers
 from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
 from diagnosis.interpretation import LEVELS, read_result
+from diagnosis.limits import LONG_TEXT_MAX_CHARS, SEARCH_MAX_CHARS
 from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Role, Sex
 from diagnosis.selectors import image_latest_classification
 
@@ -81,7 +82,9 @@ class MeOutput(serializers.Serializer):
 
 
 class PatientFilter(serializers.Serializer):
-    q = serializers.CharField(required=False, allow_blank=True, help_text="Matches name or external id.")
+    q = serializers.CharField(
+        required=False, allow_blank=True, max_length=SEARCH_MAX_CHARS, help_text="Matches name or external id."
+    )
     organisation = IdField(required=False)
 
 
@@ -93,7 +96,7 @@ class PatientCreateInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     date_of_birth = serializers.DateField(required=False, allow_null=True)
     sex = serializers.ChoiceField(choices=Sex.choices, required=False, default=Sex.UNKNOWN)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=LONG_TEXT_MAX_CHARS)
 
 
 class PatientUpdateInput(serializers.Serializer):
@@ -101,7 +104,7 @@ class PatientUpdateInput(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     date_of_birth = serializers.DateField(required=False, allow_null=True)
     sex = serializers.ChoiceField(choices=Sex.choices, required=False)
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=LONG_TEXT_MAX_CHARS)
 
 
 class PatientOutput(serializers.Serializer):
@@ -128,13 +131,13 @@ class LesionCreateInput(serializers.Serializer):
     patient = IdField()
     body_site = serializers.ChoiceField(choices=BodySite.choices, help_text="HAM10000 anatomic-site vocabulary.")
     label = serializers.CharField(max_length=200)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=LONG_TEXT_MAX_CHARS)
 
 
 class LesionUpdateInput(serializers.Serializer):
     body_site = serializers.ChoiceField(choices=BodySite.choices, required=False)
     label = serializers.CharField(max_length=200, required=False)
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=LONG_TEXT_MAX_CHARS)
 
 
 class LesionOutput(serializers.Serializer):
@@ -357,7 +360,7 @@ class ReviewCreateInput(serializers.Serializer):
     image = IdField()
     diagnosis = serializers.ChoiceField(choices=DIAGNOSIS_CHOICES)
     histopathology_confirmed = serializers.BooleanField(required=False, default=False)
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=LONG_TEXT_MAX_CHARS)
 
 
 class ReviewOutput(serializers.Serializer):

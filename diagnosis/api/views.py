@@ -16,7 +16,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,6 +24,7 @@ from rest_framework.views import APIView
 from diagnosis import audit, selectors, services
 from diagnosis.api import serializers as s
 from diagnosis.api.pagination import StandardPagination
+from diagnosis.api.parsers import FormParser, JSONParser, MultiPartParser
 from diagnosis.api.schema import ERROR
 from diagnosis.api.throttling import ScopedWriteRateThrottle
 from diagnosis.api.waiting import wait_for

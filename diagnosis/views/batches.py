@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from diagnosis import audit, selectors, services
+from diagnosis.api.throttling import page_upload_throttled
 from diagnosis.forms import (
     BatchForm,
 )
@@ -45,13 +46,20 @@ def batch_create(request: HttpRequest) -> HttpResponse:
     if lesion_id:  # named in the form or the query string, not the URL: fetched here
         lesion = selectors.lesion_get(user=request.user, lesion_id=lesion_id)
         require_page_write(request, lesion.patient.organisation_id)
-    form = BatchForm(
-        request.POST or None,
-        request.FILES or None,
-        organisations=organisations,
-        has_lesion=lesion is not None,
-        initial={"lesion": lesion.pk if lesion else None},
-    )
+    context = {"lesion": lesion, "patient": lesion.patient if lesion else None}
+    form_options = {
+        "organisations": organisations,
+        "has_lesion": lesion is not None,
+        "initial": {"lesion": lesion.pk if lesion else None},
+    }
+    throttled = page_upload_throttled(request)  # the API's per-user bucket: uploads add up
+    if throttled is not None:
+        messages.error(request, throttled.message)
+        form = BatchForm(**form_options)
+        response = render(request, "diagnosis/batch_form.html", {**context, "form": form}, status=429)
+        response["Retry-After"] = str(throttled.wait)
+        return response
+    form = BatchForm(request.POST or None, request.FILES or None, **form_options)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         archive = data.get("archive")
@@ -76,12 +84,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, text)
             return redirect("batch-detail", batch_id=batch.pk)
-    return render(
-        request,
-        "diagnosis/batch_form.html",
-        {"form": form, "lesion": lesion, "patient": lesion.patient if lesion else None},
-        status=form_status(request),
-    )
+    return render(request, "diagnosis/batch_form.html", {**context, "form": form}, status=form_status(request))
 
 
 @login_required

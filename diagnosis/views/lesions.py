@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from diagnosis import audit, inference, selectors, services
+from diagnosis.api.throttling import page_upload_throttled
 from diagnosis.forms import (
     LesionForm,
     ReviewForm,
@@ -95,6 +96,13 @@ def lesion_detail(request: HttpRequest, lesion_id: int) -> HttpResponse:
 def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
     lesion = url_object(request, "lesion_id")
     require_page_write(request, lesion.patient.organisation_id)
+    context = {"lesion": lesion, "patient": lesion.patient}
+    throttled = page_upload_throttled(request)  # the API's per-user bucket: uploads add up
+    if throttled is not None:
+        messages.error(request, throttled.message)
+        response = render(request, "diagnosis/upload.html", {**context, "form": UploadForm()}, status=429)
+        response["Retry-After"] = str(throttled.wait)
+        return response
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         files = [services.uploads.ImageUpload.from_file(f) for f in form.cleaned_data["images"]]
@@ -109,12 +117,7 @@ def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
                 return redirect("image-detail", image_id=images[0].pk)
             messages.success(request, f"{len(images)} images uploaded and classified.")
             return redirect("lesion-detail", lesion_id=lesion.pk)
-    return render(
-        request,
-        "diagnosis/upload.html",
-        {"form": form, "lesion": lesion, "patient": lesion.patient},
-        status=form_status(request),
-    )
+    return render(request, "diagnosis/upload.html", {**context, "form": form}, status=form_status(request))
 
 
 # --- Images, results, reviews --------------------------------------------------------------

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 
 from diagnosis.audit import AUDITED_ADMIN_MODELS, AUDITED_ORGANISATION_ROUTES, AUDITED_ROUTES
-from tests.portal import hostile_corpus, test_api_fuzz, test_csrf, test_isolation
+from tests.portal import (
+    hostile_corpus,
+    test_api_fuzz,
+    test_archive_fuzz,
+    test_csrf,
+    test_input_bounds,
+    test_isolation,
+    test_malformed_input,
+)
 from tests.portal.helpers import REPO_ROOT
 
 
@@ -24,6 +32,12 @@ def _figures() -> dict[str, int]:
         "POST forms checked for CSRF": len(test_csrf.FORMS),
         "API operations fuzzed": len(test_api_fuzz.OPERATIONS),
         "fuzz examples at most per operation": test_api_fuzz.MAX_EXAMPLES,
+        "API operations sent malformed bodies (JSON, form, multipart)": len(test_malformed_input.MALFORMED_OPERATIONS),
+        "pages sent malformed form bodies": len(test_malformed_input.PAGES),
+        "malformed-body examples per fuzz test (Hypothesis)": test_malformed_input.MAX_EXAMPLES,
+        "unreadable batch CSVs, each refused whole (page and API)": len(test_malformed_input.BAD_CSVS),
+        "generated ZIP archives sent to the batch endpoint": test_archive_fuzz.MAX_EXAMPLES,
+        "free-text fields bounded and NUL-free (page and API)": len(test_input_bounds.FIELDS),
     }
 
 
