@@ -53,6 +53,10 @@ class UnsupportedCharset(ValueError):
     """The Content-Type names a codec that is no text encoding ('hex', 'rot13', 'bz2_codec')."""
 
 
+class NulInHeader(ValueError):
+    """A request header holds a NUL (RFC 9110 forbids it; PostgreSQL cannot store it)."""
+
+
 def _mib(n_bytes: int) -> str:
     return f"{n_bytes / 1024 / 1024:.1f} MiB"
 
@@ -70,6 +74,8 @@ def unreadable_body_message(exception: BaseException | None) -> str | None:
         return f"The multipart form could not be read: {exception}."
     if isinstance(exception, UnsupportedCharset):
         return f"Unsupported charset {str(exception)!r} in the Content-Type header; send UTF-8."
+    if isinstance(exception, NulInHeader):
+        return f"The {exception} header holds a NUL character."
     return None
 
 
@@ -100,15 +106,22 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
-class RequestCharsetMiddleware:
-    """A request whose Content-Type names a charset that is no text encoding is a 400 before
-    anything reads its body. Django accepts any codec Python knows for request.encoding, then
-    fails with LookupError (a 500) when the CSRF check or a form decodes the body with it."""
+class MalformedRequestMiddleware:
+    """Two requests no view should see, refused with a 400 before anything reads them:
+    * a Content-Type charset that is no text encoding: Django accepts any codec Python knows for
+      request.encoding, then fails with LookupError (a 500) when the CSRF check or a form decodes
+      the body with it;
+    * a header holding a NUL: headers reach the database (django-axes stores a failed login's
+      User-Agent), and PostgreSQL refuses NUL in text (a DataError 500). Servers and proxies
+      usually refuse such a header already; this does not depend on them."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        for key, value in request.META.items():
+            if key.startswith("HTTP_") and isinstance(value, str) and "\x00" in value:
+                return bad_request(request, NulInHeader(key[5:].replace("_", "-").title()))
         encoding = request.encoding
         if encoding:
             try:

@@ -79,8 +79,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Content-Security-Policy, Cache-Control: no-store and friends (static files never reach here).
     "skinportal.security.SecurityHeadersMiddleware",
-    # A body in a charset that is no text encoding ('rot13'): a 400 before the CSRF check reads it.
-    "skinportal.errors.RequestCharsetMiddleware",
+    # A body in a charset that is no text encoding ('rot13'), a NUL in a header: a 400 before the
+    # CSRF check reads the body or django-axes stores the User-Agent.
+    "skinportal.errors.MalformedRequestMiddleware",
     # One audit event per patient-data request; wraps the scoping below so its 404s are recorded.
     "diagnosis.middleware.AuditMiddleware",
     # Another organisation's id in a page URL is a 404 before the view runs, whatever the method.

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from axes.models import AccessAttempt
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.test import Client
@@ -236,6 +237,17 @@ def test_it_answers_a_malformed_page_form_with_a_4xx_page(client_for, owner, ids
         assert 400 <= response.status_code < 500, (name, response.status_code)
         assert response["Content-Type"].startswith("text/html"), (name, response["Content-Type"])
     assert _stored() == before
+
+
+def test_it_refuses_a_nul_in_a_header_before_anything_stores_it(client, owner) -> None:
+    """django-axes stores a failed login's User-Agent: with a NUL in it, PostgreSQL answered 500."""
+    before = _stored()
+    page = client.post(reverse("login"), {"username": "alice", "password": "wrong"}, HTTP_USER_AGENT="evil\x00agent")
+    assert page.status_code == 400 and "The User-Agent header holds a NUL character." in page.content.decode()
+    api = APIClient().post(f"{API}/auth/token/", {"username": "alice", "password": "wrong"}, format="json",
+                           HTTP_USER_AGENT="evil\x00agent")
+    assert _assert_api_error(api, 400)["message"] == "The User-Agent header holds a NUL character."
+    assert _stored() == before and not AccessAttempt.objects.exists()
 
 
 # --- Batch CSVs --------------------------------------------------------------------------------
