@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db import models
 from knox.models import AuthToken
 
 from diagnosis.models import (
@@ -17,6 +18,7 @@ from diagnosis.models import (
     Organisation,
     Patient,
 )
+from diagnosis.limits import LONG_TEXT_MAX_CHARS
 from skinportal.accounts import validate_username
 
 
@@ -41,8 +43,15 @@ class MembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "organisation"]
 
 
+class BoundedTextAdmin(admin.ModelAdmin):
+    """The admin's forms bound free text as the portal's forms and the API do (TextFields have
+    no database limit, so the form is where the limit lives)."""
+
+    formfield_overrides = {models.TextField: {"max_length": LONG_TEXT_MAX_CHARS}}
+
+
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(BoundedTextAdmin):
     list_display = ["name", "external_id", "organisation", "date_of_birth", "sex", "created_at"]
     list_filter = ["organisation", "sex"]
     search_fields = ["name", "external_id"]
@@ -50,7 +59,7 @@ class PatientAdmin(admin.ModelAdmin):
 
 
 @admin.register(Lesion)
-class LesionAdmin(admin.ModelAdmin):
+class LesionAdmin(BoundedTextAdmin):
     list_display = ["label", "patient", "body_site", "created_at"]
     list_filter = ["body_site", "patient__organisation"]
     search_fields = ["label", "patient__name", "patient__external_id"]
@@ -81,7 +90,7 @@ class ClassificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClinicianReview)
-class ClinicianReviewAdmin(admin.ModelAdmin):
+class ClinicianReviewAdmin(BoundedTextAdmin):
     list_display = ["id", "image", "diagnosis", "histopathology_confirmed", "author", "created_at"]
     list_filter = ["diagnosis", "histopathology_confirmed"]
     readonly_fields = ["author", "created_at"]

@@ -283,6 +283,8 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "skinportal")
 # that dies (SIGKILL, out of memory, hard time limit) puts its message back on the queue.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# The worker keeps Django's LOGGING (its escaping formatter) instead of installing its own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
 # One pool process per core, each with one onnxruntime thread (skinportal/celery.py sizes the
 # threads): processes overlap one another's decoding and database waits with inference, which

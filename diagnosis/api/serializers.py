@@ -12,7 +12,7 @@ from rest_framework import serializers
 from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
 from diagnosis.interpretation import LEVELS, read_result
-from diagnosis.limits import LONG_TEXT_MAX_CHARS, SEARCH_MAX_CHARS
+from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
 from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Role, Sex
 from diagnosis.selectors import image_latest_classification
 
@@ -37,8 +37,9 @@ class IdField(serializers.IntegerField):
 
 
 class TokenInput(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False,
+                                     max_length=PASSWORD_MAX_CHARS)
 
 
 class TokenOutput(serializers.Serializer):

@@ -46,6 +46,7 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
         raise ValidationError(f"unknown body site {row.body_site!r}")
     if not row.patient_external_id or not row.lesion_label:
         raise ValidationError("the row has no patient or lesion id")
+    _check_row_text(row)
     try:
         item = inference.sanitise_upload(row.data)
     except inference.InvalidImageError as exc:
@@ -69,6 +70,18 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
         command="import_images", action="create", instance=image, organisation_id=organisation.pk
     )
     return image
+
+
+def _check_row_text(row: ImportRow) -> None:
+    """An operator's CSV is checked like a clinician's: no control characters (PostgreSQL cannot
+    store a NUL: it was a DataError for the whole command) and the model's lengths."""
+    limits = {"patient id": (row.patient_external_id, Patient._meta.get_field("external_id").max_length),
+              "lesion id": (row.lesion_label, Lesion._meta.get_field("label").max_length)}
+    for what, (value, max_length) in limits.items():
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValidationError(f"the {what} holds a control character")
+        if len(value) > max_length:
+            raise ValidationError(f"the {what} is longer than {max_length} characters")
 
 
 def _lesion_get_or_create(*, organisation: Organisation, row: ImportRow, body_site: str) -> Lesion:

@@ -30,7 +30,8 @@ from diagnosis.views.common import PATIENTS_PER_PAGE, add_service_errors, form_s
 @require_GET
 def patient_list(request: HttpRequest) -> HttpResponse:
     search = PatientSearchForm(request.GET)
-    query = search.cleaned_data["q"] if search.is_valid() else ""
+    valid = search.is_valid()
+    query = search.cleaned_data["q"] if valid else ""
     page = Paginator(selectors.patient_list(user=request.user, query=query), PATIENTS_PER_PAGE).get_page(
         request.GET.get("page")
     )
@@ -43,6 +44,8 @@ def patient_list(request: HttpRequest) -> HttpResponse:
             "query": query,
             "can_write": selectors.user_can_write_anywhere(user=request.user),
         },
+        # A search that cannot be run (too long, a NUL) says so instead of silently listing everyone.
+        status=200 if valid else 400,
     )
 
 

@@ -20,6 +20,7 @@ from diagnosis.models import (
     Batch,
     Classification,
     ClassificationStatus,
+    Lesion,
     LesionImage,
     Organisation,
     Patient,
@@ -114,6 +115,17 @@ def test_it_uses_the_lesion_as_patient_without_a_patient_column(tmp_path):
     image = LesionImage.objects.select_related("lesion__patient").get()
     assert (image.lesion.patient.external_id, image.lesion.label, image.lesion.body_site) == ("HAM_9", "HAM_9", "scalp")
     assert not Classification.objects.exists()
+
+
+def test_it_reports_a_row_holding_a_control_character_as_bad_and_imports_the_rest(tmp_path):
+    # A NUL was a DataError on PostgreSQL that ended the whole command.
+    (tmp_path / "ISIC_1.jpg").write_bytes(image_bytes(fmt="jpg"))
+    (tmp_path / "ISIC_2.jpg").write_bytes(image_bytes(GREEN, fmt="jpg"))
+    (tmp_path / "meta.csv").write_text("lesion_id,image_id,localization\nHAM\x00_1,ISIC_1,scalp\nHAM_2,ISIC_2,back\n")
+    out, err = _run("import_images", "--org", "X", "--metadata", str(tmp_path / "meta.csv"), "--images", str(tmp_path),
+                    "--no-classify")
+    assert "Imported 1 image(s)" in out and "control character" in err
+    assert list(Lesion.objects.values_list("label", flat=True)) == ["HAM_2"]
 
 
 def test_it_refuses_a_csv_without_the_ham10000_columns(tmp_path):

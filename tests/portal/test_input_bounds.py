@@ -141,8 +141,31 @@ def test_it_bounds_and_cleans_the_search_text(client_for, api_for, owner, patien
         response = api.get(f"{API}/patients/", {"q": bad})
         assert response.status_code == 400 and "q" in response.json()["error"]["fields"]
         page = client_for(owner).get(reverse("patient-list"), {"q": bad})
-        assert page.status_code == 200  # the page drops an invalid search (PatientSearchForm): nothing is stored
+        assert page.status_code == 400 and "Search not run" in page.content.decode()
     assert api.get(f"{API}/patients/", {"q": "q" * SEARCH_MAX_CHARS}).status_code == 200
+    assert client_for(owner).get(reverse("patient-list"), {"q": "q" * SEARCH_MAX_CHARS}).status_code == 200
+
+
+def test_it_bounds_free_text_in_the_admin_site_too(client, patient) -> None:
+    from django.contrib.auth import get_user_model
+
+    staff = get_user_model().objects.create_superuser("site-admin", "admin@example.org", "a long admin password 1")
+    client.force_login(staff)
+    url = reverse("admin:diagnosis_patient_change", args=[patient.pk])
+    form = {"organisation": patient.organisation_id, "external_id": patient.external_id, "name": patient.name,
+            "sex": patient.sex, "date_of_birth": "", "notes": "x" * (LONG_TEXT_MAX_CHARS + 1)}
+    response = client.post(url, form)
+    assert response.status_code == 200 and f"at most {LONG_TEXT_MAX_CHARS} characters" in response.content.decode()
+    patient.refresh_from_db()
+    assert len(patient.notes) <= LONG_TEXT_MAX_CHARS
+
+
+def test_it_bounds_the_token_endpoints_password(api_for) -> None:
+    from rest_framework.test import APIClient
+
+    response = APIClient().post(f"{API}/auth/token/", {"username": "nobody", "password": "p" * (PASSWORD_MAX_CHARS + 1)},
+                                format="json")
+    assert response.status_code == 400 and "password" in response.json()["error"]["fields"]
 
 
 def test_it_bounds_the_password_typed_to_confirm_a_step(client_for, owner, patient) -> None:
