@@ -82,6 +82,11 @@ def patient_export_zip(*, patient: Patient) -> bytes:
                 "id": lesion.pk,
                 "label": lesion.label,
                 "body_site": lesion.body_site,
+                "laterality": lesion.laterality,
+                "follow_up_on": lesion.follow_up_on.isoformat() if lesion.follow_up_on else None,
+                "closed_on": lesion.closed_on.isoformat() if lesion.closed_on else None,
+                "outcome": lesion.outcome,
+                "outcome_note": lesion.outcome_note,
                 "notes": lesion.notes,
                 "images": [],
             }

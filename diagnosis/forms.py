@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
-from diagnosis.models import DIAGNOSIS_CHOICES, AuditOutcome, BodySite, Organisation, Role, Sex
+from diagnosis.models import DIAGNOSIS_CHOICES, AuditOutcome, BodySite, Laterality, Organisation, Role, Sex
 from diagnosis.services.accounts import API_TOKEN_KEY_ID
 from skinportal.accounts import login_authenticate
 
@@ -41,6 +41,7 @@ class PatientForm(forms.Form):
 class LesionForm(forms.Form):
     label = forms.CharField(max_length=200, help_text="e.g. 'left shoulder, 2 cm below the acromion'")
     body_site = forms.ChoiceField(choices=BodySite.choices, initial=BodySite.UNKNOWN, label="Body site")
+    laterality = forms.ChoiceField(choices=Laterality.choices, initial=Laterality.UNKNOWN, label="Side")
     notes = forms.CharField(required=False, max_length=LONG_TEXT_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
 
 

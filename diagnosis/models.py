@@ -53,6 +53,26 @@ class BodySite(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+class Laterality(models.TextChoices):
+    """Which side of the body the lesion is on (the body site says where)."""
+
+    LEFT = "left", "Left"
+    RIGHT = "right", "Right"
+    MIDLINE = "midline", "Midline"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class LesionOutcome(models.TextChoices):
+    """How a closed lesion ended; an open one has none."""
+
+    EXCISED = "excised", "Excised, with histopathology"
+    DISCHARGED = "discharged", "Discharged"
+
+
+# Months after a flagged result at which a follow-up is suggested (the clinician may change it).
+FOLLOW_UP_SUGGESTED_MONTHS = 3
+
+
 # A clinician's diagnosis: one of the model's seven classes, or something else entirely.
 OTHER_DIAGNOSIS = "other"
 DIAGNOSIS_CHOICES: list[tuple[str, str]] = [(code, display_name(code)) for code in CLASSES] + [
@@ -117,16 +137,36 @@ class Patient(models.Model):
 class Lesion(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="lesions")
     body_site = models.CharField(max_length=20, choices=BodySite.choices, default=BodySite.UNKNOWN)
+    laterality = models.CharField(max_length=10, choices=Laterality.choices, default=Laterality.UNKNOWN)
     label = models.CharField(
         max_length=200, help_text="How the clinic refers to it, e.g. 'left shoulder, 2 cm below acromion'."
     )
     notes = models.TextField(blank=True)
+    follow_up_on = models.DateField(
+        null=True, blank=True, help_text="When to see the lesion again; empty when none is planned."
+    )
+    closed_on = models.DateField(null=True, blank=True, help_text="When the lesion was closed; empty while open.")
+    outcome = models.CharField(
+        max_length=12, choices=LesionOutcome.choices, blank=True, help_text="How a closed lesion ended."
+    )
+    outcome_note = models.TextField(blank=True, help_text="e.g. the histopathology report's conclusion.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["patient_id", "label", "id"]
+        indexes = [models.Index(fields=["follow_up_on"], name="lesion_follow_up_on")]
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_on is not None
+
+    @property
+    def side_and_site(self) -> str:
+        """'Left · Upper extremity'; the site alone while the side is unknown."""
+        site = self.get_body_site_display()
+        return site if self.laterality == Laterality.UNKNOWN else f"{self.get_laterality_display()} · {site}"
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_body_site_display()})"

@@ -13,7 +13,7 @@ from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
 from diagnosis.interpretation import LEVELS, read_result
 from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
-from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Role, Sex
+from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Laterality, Role, Sex
 from diagnosis.selectors import image_latest_classification
 
 NOTICE = (
@@ -131,12 +131,16 @@ class LesionFilter(serializers.Serializer):
 class LesionCreateInput(serializers.Serializer):
     patient = IdField()
     body_site = serializers.ChoiceField(choices=BodySite.choices, help_text="HAM10000 anatomic-site vocabulary.")
+    laterality = serializers.ChoiceField(
+        choices=Laterality.choices, required=False, default=Laterality.UNKNOWN, help_text="Side of the body."
+    )
     label = serializers.CharField(max_length=200)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=LONG_TEXT_MAX_CHARS)
 
 
 class LesionUpdateInput(serializers.Serializer):
     body_site = serializers.ChoiceField(choices=BodySite.choices, required=False)
+    laterality = serializers.ChoiceField(choices=Laterality.choices, required=False)
     label = serializers.CharField(max_length=200, required=False)
     notes = serializers.CharField(required=False, allow_blank=True, max_length=LONG_TEXT_MAX_CHARS)
 
@@ -145,6 +149,7 @@ class LesionOutput(serializers.Serializer):
     id = serializers.IntegerField()
     patient = serializers.IntegerField(source="patient_id")
     body_site = serializers.ChoiceField(choices=BodySite.choices)
+    laterality = serializers.ChoiceField(choices=Laterality.choices, help_text="Side of the body.")
     label = serializers.CharField()
     notes = serializers.CharField()
     latest_image = serializers.IntegerField(source="latest_image_id", allow_null=True, default=None)

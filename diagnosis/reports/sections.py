@@ -59,7 +59,7 @@ def details_rows(content: ReportContent) -> list[tuple[str, str]]:
         ("Patient", escape(patient.name)),
         ("Patient identifier", f"<b>{escape(patient.external_id)}</b>"),
         ("Lesion", f"<b>{escape(lesion.label)}</b>"),
-        ("Body site", escape(lesion.get_body_site_display())),
+        ("Body site", escape(lesion.side_and_site)),
         what,
         ("Organisation", escape(content.organisation.name)),
         ("Generated", f"{generated} by {escape(content.generated_by)}"),

@@ -11,13 +11,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from diagnosis.models import Lesion, LesionImage, Organisation, Patient
+from diagnosis.models import Laterality, Lesion, LesionImage, Organisation, Patient
 from diagnosis.permissions import ADMIN_ONLY_DELETE, require_admin, require_write
 
 logger = logging.getLogger(__name__)
 
 PATIENT_FIELDS = ("external_id", "name", "date_of_birth", "sex", "notes")
-LESION_FIELDS = ("body_site", "label", "notes")
+LESION_FIELDS = ("body_site", "laterality", "label", "notes")
 
 
 def patient_check(patient: Patient) -> None:
@@ -113,9 +113,19 @@ def patient_delete(*, user: AbstractBaseUser, patient: Patient) -> int:
 
 
 @transaction.atomic
-def lesion_create(*, user: AbstractBaseUser, patient: Patient, body_site: str, label: str, notes: str = "") -> Lesion:
+def lesion_create(
+    *,
+    user: AbstractBaseUser,
+    patient: Patient,
+    body_site: str,
+    label: str,
+    notes: str = "",
+    laterality: str = Laterality.UNKNOWN,
+) -> Lesion:
     require_write(user=user, organisation_id=patient.organisation_id)
-    lesion = Lesion(patient=patient, body_site=body_site, label=label.strip(), notes=notes, created_by=user)
+    lesion = Lesion(
+        patient=patient, body_site=body_site, laterality=laterality, label=label.strip(), notes=notes, created_by=user
+    )
     lesion.full_clean(exclude=["created_by"])
     lesion.save()
     return lesion
