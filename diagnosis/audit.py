@@ -88,6 +88,8 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "batch-list": AuditedRoute("batch", LIST),
     "batch-create": AuditedRoute("batch", FORM, "upload"),
     "batch-detail": AuditedRoute("batch", DETAIL),
+    # the organisation's figures counted from its reviews and results (no patient named; CSV: export)
+    "organisation-agreement": AuditedRoute("organisation", DETAIL),
     # API
     "api-patient-list": AuditedRoute("patient", LIST, "create"),
     "api-patient-detail": AuditedRoute("patient", DETAIL),
@@ -102,6 +104,8 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-image-report": AuditedRoute("image", DETAIL, read="export"),
     "api-batch-list": AuditedRoute("batch", LIST, "upload"),
     "api-batch-detail": AuditedRoute("batch", DETAIL),
+    "api-organisation-agreement": AuditedRoute("organisation", DETAIL),
+    "api-organisation-agreement-csv": AuditedRoute("organisation", DETAIL, read="export"),
     "api-classification-list": AuditedRoute("classification", LIST),
     "api-classification-detail": AuditedRoute("classification", DETAIL),
     "api-review-list": AuditedRoute("review", LIST, "review"),

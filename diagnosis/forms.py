@@ -156,3 +156,19 @@ class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, max_length=150, label="User")
     date_from = forms.DateField(required=False, widget=DateInput, label="From")
     date_to = forms.DateField(required=False, widget=DateInput, label="To")
+
+
+ALL_MODEL_VERSIONS = ""
+
+
+class AgreementFilterForm(forms.Form):
+    """The agreement page's model version: all (each image's latest result), or one of those with
+    a result on a reviewed image (`versions`: selectors.agreement_model_versions)."""
+
+    model_version = forms.ChoiceField(required=False, label="Model version")
+
+    def __init__(self, *args, versions=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model_version"].choices = [(ALL_MODEL_VERSIONS, "All versions: each image's latest result")] + [
+            (v.model_version, f"{v.model_version} ({v.pairs} reviewed images)") for v in versions
+        ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404, HttpResponse
+import re
 
-from diagnosis import inference, selectors
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+
+from diagnosis import agreement, inference, selectors
+from diagnosis.exports import csv_lines
 from diagnosis.models import LesionImage
 
 
@@ -39,3 +42,14 @@ def heatmap_response(image: LesionImage, class_code: str | None) -> HttpResponse
     except (OSError, inference.InvalidImageError) as exc:
         raise Http404("The image file is missing or unreadable.") from exc
     return HttpResponse(png, content_type="image/png")
+
+
+def agreement_csv_response(report: agreement.AgreementReport, *, organisation_id: int) -> StreamingHttpResponse:
+    """The agreement figures as a CSV download (one row per figure, agreement.CSV_COLUMNS), every
+    cell through exports.csv_lines, which writes formula-like text as text."""
+    rows = agreement.csv_rows(report, notice=agreement.NOTICE)
+    response = StreamingHttpResponse(csv_lines(agreement.CSV_COLUMNS, rows), content_type="text/csv; charset=utf-8")
+    version = re.sub(r"[^A-Za-z0-9._-]", "_", report.model_version)[:60] if report.model_version else "all"
+    filename = f"agreement-organisation-{organisation_id}-{version}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -34,7 +34,8 @@ from django.http import Http404
 from django.utils import timezone
 from knox.models import AuthToken
 
-from diagnosis.inference import IMAGE_WARNINGS
+from diagnosis import agreement
+from diagnosis.inference import CLASSES, IMAGE_WARNINGS, MALIGNANT_CLASSES
 from diagnosis.models import (
     WRITE_ROLES,
     AuditEvent,
@@ -342,6 +343,82 @@ def review_list(
 
 def review_get(*, user: User, review_id: int | str) -> ClinicianReview:
     return _get_or_404(review_list(user=user), review_id, "review")
+
+
+# --- Agreement: the model against the organisation's reviews -----------------------------------
+
+
+def _reviewed_images(organisation: Organisation) -> QuerySet[LesionImage]:
+    return LesionImage.objects.filter(lesion__patient__organisation=organisation).filter(
+        Exists(ClinicianReview.objects.filter(image=OuterRef("pk")))
+    )
+
+
+def _latest_review(image_ref: str) -> QuerySet[ClinicianReview]:
+    return ClinicianReview.objects.filter(image=OuterRef(image_ref)).order_by("-created_at", "-id")
+
+
+def agreement_model_versions(*, organisation: Organisation) -> list[agreement.VersionCount]:
+    """Each model version with a succeeded result on a reviewed image of the organisation: how many
+    such images it classified, and how many of those have a histopathology-confirmed latest review
+    (one query)."""
+    rows = (
+        Classification.objects.filter(
+            image__in=_reviewed_images(organisation).values("pk"), status=ClassificationStatus.SUCCEEDED
+        )
+        .annotate(confirmed=Subquery(_latest_review("image_id").values("histopathology_confirmed")[:1]))
+        .values_list("model_version", "image_id", "confirmed")
+    )
+    images: dict[str, set[int]] = {}
+    confirmed: dict[str, set[int]] = {}
+    for version, image_id, is_confirmed in rows:
+        images.setdefault(version, set()).add(image_id)
+        if is_confirmed:
+            confirmed.setdefault(version, set()).add(image_id)
+    return [
+        agreement.VersionCount(version, len(ids), len(confirmed.get(version, ())))
+        for version, ids in sorted(images.items())
+    ]
+
+
+def agreement_report(
+    *,
+    organisation: Organisation,
+    model_version: str | None = None,
+    versions: Sequence[agreement.VersionCount] | None = None,
+) -> agreement.AgreementReport:
+    """The model's top class and malignancy flag against the organisation's clinician reviews
+    (diagnosis/agreement.py has the maths). Each reviewed image counts once: its latest review
+    against the model's latest succeeded classification of it (of `model_version` when given).
+    Pass `versions` when the caller has them already (agreement_model_versions)."""
+    review = _latest_review("pk")
+    result = Classification.objects.filter(image=OuterRef("pk"), status=ClassificationStatus.SUCCEEDED)
+    if model_version:
+        result = result.filter(model_version=model_version)
+    result = result.order_by("-created_at", "-id")
+    rows = (
+        _reviewed_images(organisation)
+        .annotate(
+            diagnosis=Subquery(review.values("diagnosis")[:1]),
+            confirmed=Subquery(review.values("histopathology_confirmed")[:1]),
+            top=Subquery(result.values("top_class")[:1]),
+            flagged=Subquery(result.values("malignant")[:1]),
+            version=Subquery(result.values("model_version")[:1]),
+        )
+        .order_by("id")
+        .values_list("diagnosis", "confirmed", "top", "flagged", "version")
+    )
+    pairs = [
+        agreement.Pair(diagnosis, bool(confirmed), top or None, None if flagged is None else bool(flagged), version)
+        for diagnosis, confirmed, top, flagged, version in rows
+    ]
+    return agreement.agreement_report(
+        pairs,
+        classes=CLASSES,
+        malignant=MALIGNANT_CLASSES,
+        model_version=model_version or None,
+        versions=agreement_model_versions(organisation=organisation) if versions is None else versions,
+    )
 
 
 # --- Batches ----------------------------------------------------------------------------------

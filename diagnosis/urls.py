@@ -32,6 +32,11 @@ urlpatterns = [
     path("organisations/<int:organisation_id>/", organisations.organisation_detail, name="organisation-detail"),
     path("organisations/<int:organisation_id>/audit/", organisations.organisation_audit, name="organisation-audit"),
     path(
+        "organisations/<int:organisation_id>/agreement/",
+        organisations.organisation_agreement,
+        name="organisation-agreement",
+    ),
+    path(
         "organisations/<int:organisation_id>/members/<int:membership_id>/remove/",
         organisations.organisation_member_remove,
         name="organisation-member-remove",

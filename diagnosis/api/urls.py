@@ -1,5 +1,6 @@
 from django.urls import path, re_path, register_converter
 
+from diagnosis.api import agreement as agreement_api
 from diagnosis.api import docs, views
 from diagnosis.api import reports as report_api
 from diagnosis.api.errors import api_not_found
@@ -41,6 +42,16 @@ urlpatterns = [
     path("images/<int:image_id>/report.pdf", report_api.ImageReportApi.as_view(), name="api-image-report"),
     path("batches/", views.BatchListApi.as_view(), name="api-batch-list"),
     path("batches/<int:batch_id>/", views.BatchDetailApi.as_view(), name="api-batch-detail"),
+    path(
+        "organisations/<int:organisation_id>/agreement/",
+        agreement_api.OrganisationAgreementApi.as_view(),
+        name="api-organisation-agreement",
+    ),
+    path(
+        "organisations/<int:organisation_id>/agreement.csv",
+        agreement_api.OrganisationAgreementCsvApi.as_view(),
+        name="api-organisation-agreement-csv",
+    ),
     path("classifications/", views.ClassificationListApi.as_view(), name="api-classification-list"),
     path(
         "classifications/<int:classification_id>/",

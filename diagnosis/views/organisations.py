@@ -1,4 +1,5 @@
-"""An organisation's page (its members, managed by its admins) and its audit log."""
+"""An organisation's page (its members, managed by its admins), its audit log, and how the model
+agrees with its clinicians' reviews."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from diagnosis import audit, selectors, services
+from diagnosis import agreement, audit, selectors, services
 from diagnosis.exports import csv_lines
 from diagnosis.forms import (
+    AgreementFilterForm,
     AuditFilterForm,
     MemberForm,
 )
 from diagnosis.permissions import ADMIN_ONLY_AUDIT, require_admin
+from diagnosis.responses import agreement_csv_response
 from diagnosis.scoping import url_object
 from diagnosis.views.common import add_service_errors
 
@@ -115,3 +118,45 @@ def _audit_csv(events, *, organisation_id: int) -> StreamingHttpResponse:
     response = StreamingHttpResponse(csv_lines(AUDIT_CSV_COLUMNS, rows()), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="audit-organisation-{organisation_id}.csv"'
     return response
+
+
+# --- Agreement: the model against this organisation's reviews ----------------------------------
+
+
+@login_required
+@require_GET
+def organisation_agreement(request: HttpRequest, organisation_id: int) -> HttpResponse:
+    """The model's top class against the organisation's clinician reviews, and its malignancy flag
+    against histopathology-confirmed diagnoses, for every member of the organisation: each of them
+    already reads every review and result the figures are counted from. `?format=csv` downloads
+    them; an unknown model version is the page again with the error (400), figures for all versions."""
+    organisation = url_object(request, "organisation_id")
+    versions = selectors.agreement_model_versions(organisation=organisation)
+    form = AgreementFilterForm(request.GET, versions=versions)
+    valid = form.is_valid()
+    model_version = form.cleaned_data.get("model_version") if valid else None
+    report = selectors.agreement_report(organisation=organisation, model_version=model_version, versions=versions)
+    if valid and request.GET.get("format") == "csv":
+        audit.note_action(request, "export")
+        return agreement_csv_response(report, organisation_id=organisation.pk)
+    query = request.GET.copy()
+    query.pop("format", None)
+    return render(
+        request,
+        "diagnosis/organisation_agreement.html",
+        {
+            "organisation": organisation,
+            "form": form,
+            "report": report,
+            "sections": [
+                ("all_reviews", "All reviews", report.all_reviews),
+                ("confirmed", "Histopathology-confirmed reviews only", report.confirmed),
+            ],
+            "notice": agreement.NOTICE,
+            "pairing": agreement.PAIRING,
+            "malignant_group": agreement.MALIGNANT_GROUP_NOTE,
+            "small_sample": agreement.SMALL_SAMPLE,
+            "query": query.urlencode(),
+        },
+        status=200 if valid else 400,
+    )

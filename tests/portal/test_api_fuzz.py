@@ -228,6 +228,7 @@ def world(colleague, org, outsider, other_org, run_on_commit) -> Iterator[World]
 # --- Steering the generated data towards real objects ----------------------------------------
 
 ID_PARAMETERS = {
+    "organisation_id": "organisation",
     "patient_id": "patient",
     "lesion_id": "lesion",
     "image_id": "image",

@@ -126,8 +126,9 @@ def test_it_answers_404_to_an_outsider_on_every_object_route_and_method(victim, 
 
 def test_it_answers_404_to_an_outsider_whose_organisation_id_is_real_but_not_theirs(victim, outsider, client):
     client.force_login(outsider)
-    response = client.get(reverse("organisation-audit", kwargs={"organisation_id": victim["organisation_id"]}))
-    assert response.status_code == 404
+    for name in ("organisation-audit", "organisation-agreement"):
+        response = client.get(reverse(name, kwargs={"organisation_id": victim["organisation_id"]}), {"format": "csv"})
+        assert response.status_code == 404, name
 
 
 def test_it_lets_the_read_only_role_write_nowhere(victim, reader, api_for):
