@@ -79,6 +79,8 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "lesion-edit": AuditedRoute("lesion", DETAIL, "update"),
     "lesion-upload": AuditedRoute("lesion", DETAIL, "upload"),
     "lesion-report": AuditedRoute("lesion", DETAIL, read="export"),
+    "lesion-follow-up": AuditedRoute("lesion", DETAIL, "follow_up"),
+    "lesion-close": AuditedRoute("lesion", DETAIL, "close"),
     "image-detail": AuditedRoute("image", DETAIL),
     "image-file": AuditedRoute("image", DETAIL),
     "image-heatmap": AuditedRoute("image", DETAIL),
@@ -110,6 +112,9 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-classification-detail": AuditedRoute("classification", DETAIL),
     "api-review-list": AuditedRoute("review", LIST, "review"),
     "api-review-detail": AuditedRoute("review", DETAIL),
+    "api-review-queue": AuditedRoute("image", LIST),
+    "api-follow-up-list": AuditedRoute("lesion", LIST),
+    "api-lesion-close": AuditedRoute("lesion", DETAIL, "close"),
 }
 
 # Organisation pages: who reads or manages the members and the audit log, and every attempt by

@@ -7,13 +7,28 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
-from diagnosis.models import DIAGNOSIS_CHOICES, AuditOutcome, BodySite, Laterality, Organisation, Role, Sex
+from diagnosis.models import (
+    DIAGNOSIS_CHOICES,
+    AuditOutcome,
+    BodySite,
+    Laterality,
+    LesionOutcome,
+    Organisation,
+    Role,
+    Sex,
+)
 from diagnosis.services.accounts import API_TOKEN_KEY_ID
 from skinportal.accounts import login_authenticate
 
 
 class DateInput(forms.DateInput):
+    """A browser date picker. Its value must be written YYYY-MM-DD whatever the locale's format
+    (an <input type="date"> shows nothing for "12/03/2026": the capture date looked empty)."""
+
     input_type = "date"
+
+    def __init__(self, attrs=None, format: str | None = None) -> None:
+        super().__init__(attrs, format=format or "%Y-%m-%d")
 
 
 class PatientForm(forms.Form):
@@ -41,8 +56,26 @@ class PatientForm(forms.Form):
 class LesionForm(forms.Form):
     label = forms.CharField(max_length=200, help_text="e.g. 'left shoulder, 2 cm below the acromion'")
     body_site = forms.ChoiceField(choices=BodySite.choices, initial=BodySite.UNKNOWN, label="Body site")
-    laterality = forms.ChoiceField(choices=Laterality.choices, initial=Laterality.UNKNOWN, label="Side")
+    laterality = forms.ChoiceField(choices=Laterality.choices, initial=Laterality.UNKNOWN, label="Side", required=False)
     notes = forms.CharField(required=False, max_length=LONG_TEXT_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean_laterality(self) -> str:
+        return self.cleaned_data.get("laterality") or Laterality.UNKNOWN
+
+
+class FollowUpForm(forms.Form):
+    follow_up_on = forms.DateField(
+        required=False, widget=DateInput, label="Follow-up date", help_text="Leave empty when none is planned."
+    )
+
+
+class LesionCloseForm(forms.Form):
+    outcome = forms.ChoiceField(choices=[("", "Choose…"), *LesionOutcome.choices])
+    closed_on = forms.DateField(widget=DateInput, label="Closed on", initial=timezone.localdate)
+    outcome_note = forms.CharField(
+        required=False, max_length=LONG_TEXT_MAX_CHARS, label="Note", widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="e.g. the histopathology report's conclusion.",
+    )
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -74,6 +74,10 @@ class BatchImageStatus:
     status: str  # queued, running, done or failed
     warnings: tuple[str, ...] = ()  # of the newest classification (empty until it is done)
     malignant: bool | None = None  # None until done
+    top_class: str | None = None  # None until done
+    malignancy_score: float | None = None  # None until done
+    reviewed: bool = False  # a clinician reviewed the image
+    confirmed_diagnosis: str | None = None  # the diagnosis histopathology confirmed, if any
 
     @property
     def level(self) -> str | None:

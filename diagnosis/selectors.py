@@ -7,9 +7,10 @@ not exist, so an outsider learns nothing. List selectors never return another or
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from django.db.models import (
     Case,
     Count,
     Exists,
+    F,
     Model,
     OuterRef,
     Prefetch,
@@ -36,7 +38,9 @@ from knox.models import AuthToken
 
 from diagnosis import agreement
 from diagnosis.inference import CLASSES, IMAGE_WARNINGS, MALIGNANT_CLASSES
+from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE
 from diagnosis.models import (
+    FOLLOW_UP_SUGGESTED_MONTHS,
     WRITE_ROLES,
     AuditEvent,
     Batch,
@@ -216,6 +220,59 @@ def lesion_list_needing_image(*, user: User, limit: int = 20) -> list[Lesion]:
     bright, low contrast), above the threshold or not: the picture should be taken again."""
     lesions = with_latest_warnings(lesion_list(user=user)).filter(latest_image_doubt=True)
     return list(lesions.order_by("-latest_captured_at", "-id")[:limit])
+
+
+# --- Follow-up ------------------------------------------------------------------------------
+
+# A planned follow-up is "due" from this many days before its date, "overdue" the day after it.
+FOLLOW_UP_DUE_DAYS = 14
+DUE, OVERDUE = "due", "overdue"
+FOLLOW_UP_STATES: tuple[str, ...] = (DUE, OVERDUE)
+
+
+def follow_up_state(*, lesion: Lesion, today: dt.date | None = None) -> str | None:
+    """overdue (the date has passed), due (within FOLLOW_UP_DUE_DAYS), or None (none planned,
+    later, or the lesion is closed)."""
+    if lesion.closed_on is not None or lesion.follow_up_on is None:
+        return None
+    today = today or timezone.localdate()
+    if lesion.follow_up_on < today:
+        return OVERDUE
+    return DUE if lesion.follow_up_on <= today + dt.timedelta(days=FOLLOW_UP_DUE_DAYS) else None
+
+
+def follow_up_suggestion(*, lesion: Lesion) -> dt.date | None:
+    """The follow-up date to suggest for an open lesion with none planned whose latest result is
+    flagged: FOLLOW_UP_SUGGESTED_MONTHS after that visit (never before today). Needs the
+    annotations of with_latest_result (lesion_get, lesion_list)."""
+    if lesion.closed_on is not None or lesion.follow_up_on is not None:
+        return None
+    if not getattr(lesion, "latest_malignant", False) or getattr(lesion, "latest_captured_at", None) is None:
+        return None
+    return max(_months_later(lesion.latest_captured_at, FOLLOW_UP_SUGGESTED_MONTHS), timezone.localdate())
+
+
+def _months_later(day: dt.date, months: int) -> dt.date:
+    """The same day of the month `months` later (the month's last day when it has no such day)."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    last = calendar.monthrange(year, month)[1]
+    return dt.date(year, month, min(day.day, last))
+
+
+def follow_up_list(*, user: User, state: str | None = None, today: dt.date | None = None) -> QuerySet[Lesion]:
+    """Open lesions of the user's organisations whose follow-up is overdue or due (`state`: one of
+    them, None: both), earliest date first, each with its latest result."""
+    today = today or timezone.localdate()
+    horizon = today + dt.timedelta(days=FOLLOW_UP_DUE_DAYS)
+    lesions = lesion_list(user=user).filter(closed_on__isnull=True, follow_up_on__isnull=False)
+    if state == OVERDUE:
+        lesions = lesions.filter(follow_up_on__lt=today)
+    elif state == DUE:
+        lesions = lesions.filter(follow_up_on__gte=today, follow_up_on__lte=horizon)
+    else:
+        lesions = lesions.filter(follow_up_on__lte=horizon)
+    return lesions.order_by("follow_up_on", "id")
 
 
 # --- Images ----------------------------------------------------------------------------------
@@ -444,10 +501,23 @@ def _latest_status() -> Subquery:
     return Subquery(_newest_classification().values("status")[:1])
 
 
+def with_review_state(images: QuerySet[LesionImage]) -> QuerySet[LesionImage]:
+    """Annotate each image with `reviewed` (a clinician reviewed it) and `confirmed_diagnosis` (the
+    diagnosis of its newest review confirmed by histopathology; None without one)."""
+    confirmed = ClinicianReview.objects.filter(image=OuterRef("pk"), histopathology_confirmed=True).order_by(
+        "-created_at", "-id"
+    )
+    return images.annotate(
+        reviewed=Exists(ClinicianReview.objects.filter(image=OuterRef("pk"))),
+        confirmed_diagnosis=Subquery(confirmed.values("diagnosis")[:1]),
+    )
+
+
 def batch_images(*, batch: Batch) -> QuerySet[LesionImage]:
-    """The batch's images, each annotated with `latest_status` and prefetched classifications."""
+    """The batch's images, each annotated with `latest_status`, the review state
+    (with_review_state) and prefetched classifications."""
     return (
-        LesionImage.objects.filter(batch=batch)
+        with_review_state(LesionImage.objects.filter(batch=batch))
         .select_related("lesion", "lesion__patient")
         .annotate(latest_status=_latest_status())
         .prefetch_related(Prefetch("classifications", queryset=Classification.objects.order_by("-created_at", "-id")))
@@ -470,43 +540,149 @@ def batch_image_statuses(*, batch: Batch) -> list[BatchImageStatus]:
     size, so a client polling a 500-image batch costs the server little."""
     newest = _newest_classification()
     rows = (
-        LesionImage.objects.filter(batch=batch)
+        with_review_state(LesionImage.objects.filter(batch=batch))
         .annotate(
             s=_latest_status(),
             w=Subquery(newest.values("warnings")[:1]),
             m=Subquery(newest.values("malignant")[:1]),
+            t=Subquery(newest.values("top_class")[:1]),
+            score=Subquery(newest.values("malignancy_score")[:1]),
         )
         .order_by("id")
-        .values_list("id", "source_name", "lesion_id", "lesion__patient_id", "captured_at", "s", "w", "m")
+        .values_list("id", "source_name", "lesion_id", "lesion__patient_id", "captured_at", "s", "w", "m", "t",
+                     "score", "reviewed", "confirmed_diagnosis")
     )
     statuses = []
-    for *head, status, warnings, malignant in rows:
+    for *head, status, warnings, malignant, top_class, score, reviewed, confirmed in rows:
         bucket = image_bucket(status)
         done = bucket == DONE  # a queued re-run's empty warnings say nothing yet
         statuses.append(BatchImageStatus(
             *head, status=bucket,
             warnings=tuple(warnings or ()) if done else (), malignant=bool(malignant) if done else None,
+            top_class=(top_class or None) if done else None, malignancy_score=score if done else None,
+            reviewed=bool(reviewed), confirmed_diagnosis=confirmed,
         ))
     return statuses
 
 
 @dataclass(frozen=True)
 class BatchImageRow:
-    """One image of the batch page: its bucket and, once done, its result's badge."""
+    """One image of the batch page: its bucket, once done its result and badge, and whether a
+    clinician reviewed it (confirmed: the diagnosis histopathology confirmed)."""
 
     image: LesionImage
     status: str  # queued, running, done or failed
     badge: ResultBadge | None
+    classification: Classification | None = None  # the newest, once done
+    reviewed: bool = False
+    confirmed_diagnosis: str | None = None
+
+    @property
+    def level(self) -> str | None:
+        return self.badge.level if self.badge else None
+
+    @property
+    def score(self) -> float | None:
+        return self.badge.score if self.badge else None
 
 
-def batch_image_rows(*, batch: Batch) -> list[BatchImageRow]:
-    """The batch page's images (batch_images: a fixed number of queries), each with its badge."""
+# The batch page's orders and filters (?sort=, ?show=); the first of each is the default.
+BATCH_SORTS: dict[str, str] = {
+    "flagged": "Flagged first",
+    "score": "Highest score first",
+    "name": "File name",
+    "captured": "Capture date",
+}
+BATCH_FILTERS: dict[str, str] = {
+    "all": "All images",
+    "flagged": "Flagged",
+    "warnings": "With a warning",
+    "unreviewed": "Not reviewed",
+}
+# Flagged first, then the image in doubt, then the unsure, then the reassuring; unfinished last.
+_LEVEL_RANK = {FLAGGED: 0, UNRELIABLE: 1, UNCERTAIN: 2, REASSURING: 3}
+
+
+def _batch_row_key(sort: str) -> Callable[[BatchImageRow], tuple]:
+    def score_desc(row: BatchImageRow) -> float:
+        return -(row.score if row.score is not None else -1.0)
+
+    if sort == "score":
+        return lambda row: (score_desc(row), row.image.pk)
+    if sort == "name":
+        return lambda row: ((row.image.source_name or "").lower(), row.image.pk)
+    if sort == "captured":
+        return lambda row: (row.image.captured_at, row.image.pk)
+    return lambda row: (_LEVEL_RANK.get(row.level, len(_LEVEL_RANK)), score_desc(row), row.image.pk)
+
+
+def _batch_row_shown(row: BatchImageRow, show: str) -> bool:
+    if show == "flagged":
+        return row.level == FLAGGED
+    if show == "warnings":
+        return bool(row.badge and row.badge.warnings)
+    if show == "unreviewed":
+        return not row.reviewed
+    return True
+
+
+def batch_image_rows(*, batch: Batch, sort: str = "flagged", show: str = "all") -> list[BatchImageRow]:
+    """The batch page's images (batch_images: a fixed number of queries), each with its result,
+    badge and review state, ordered by `sort` and filtered by `show` (BATCH_SORTS, BATCH_FILTERS;
+    anything else: the default). Sorted here: a batch holds at most a few hundred images."""
     rows = []
     for image in batch_images(batch=batch):
         status = image_bucket(image.latest_status)
         newest = next(iter(image.classifications.all()), None)  # the prefetch, newest first
-        rows.append(BatchImageRow(image=image, status=status, badge=result_badge(newest) if status == DONE else None))
-    return rows
+        done = status == DONE
+        rows.append(BatchImageRow(
+            image=image, status=status, badge=result_badge(newest) if done else None,
+            classification=newest if done else None, reviewed=image.reviewed,
+            confirmed_diagnosis=image.confirmed_diagnosis,
+        ))
+    show = show if show in BATCH_FILTERS else "all"
+    rows = [row for row in rows if _batch_row_shown(row, show)]
+    return sorted(rows, key=_batch_row_key(sort if sort in BATCH_SORTS else "flagged"))
+
+
+# --- Triage: the review queue ------------------------------------------------------------------
+
+
+def _latest_succeeded_of_image() -> QuerySet[Classification]:
+    return Classification.objects.filter(image=OuterRef("pk"), status=ClassificationStatus.SUCCEEDED).order_by(
+        "-created_at", "-id"
+    )
+
+
+def review_queue(*, user: User) -> QuerySet[LesionImage]:
+    """Images of the user's organisations whose latest successful result is flagged or carries a
+    warning (any level but reassuring), that no clinician has reviewed yet and whose lesion is
+    still open: highest malignancy score first. A review takes the image out of the queue.
+
+    Each image is annotated with its result: `queue_classification_id`, `queue_top_class`,
+    `queue_score`, `queue_malignant`, `queue_warnings`, `queue_threshold`."""
+    latest = _latest_succeeded_of_image()
+    warned = latest.annotate(warnings_text=Cast("warnings", TextField())).exclude(warnings_text="[]").exclude(
+        warnings_text=""
+    )
+    images = (
+        LesionImage.objects.filter(
+            lesion__patient__organisation__in=_organisation_ids(user), lesion__closed_on__isnull=True
+        )
+        .select_related("lesion", "lesion__patient")
+        .annotate(
+            queue_classification_id=Subquery(latest.values("id")[:1]),
+            queue_top_class=Subquery(latest.values("top_class")[:1]),
+            queue_score=Subquery(latest.values("malignancy_score")[:1]),
+            queue_malignant=Subquery(latest.values("malignant")[:1]),
+            queue_warnings=Subquery(latest.values("warnings")[:1]),
+            queue_threshold=Subquery(latest.values("threshold")[:1]),
+            queue_warned=Exists(warned.filter(pk=Subquery(latest.values("pk")[:1]))),
+        )
+        .filter(Q(queue_malignant=True) | Q(queue_warned=True))
+        .exclude(Exists(ClinicianReview.objects.filter(image=OuterRef("pk"))))
+    )
+    return images.order_by(F("queue_score").desc(nulls_last=True), "-captured_at", "-id")
 
 
 def batch_settled(*, batch_id: int) -> bool:

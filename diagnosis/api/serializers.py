@@ -12,10 +12,10 @@ from rest_framework import serializers
 from diagnosis import agreement
 from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
-from diagnosis.interpretation import LEVELS, read_result
+from diagnosis.interpretation import LEVELS, level_of, read_result
 from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
-from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Laterality, Role, Sex
-from diagnosis.selectors import image_latest_classification
+from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Laterality, LesionOutcome, Role, Sex
+from diagnosis.selectors import FOLLOW_UP_STATES, follow_up_state, follow_up_suggestion, image_latest_classification
 
 NOTICE = (
     "Decision support, not a diagnosis. SkinPortal is research and education software, not a certified medical device."
@@ -144,6 +144,10 @@ class LesionUpdateInput(serializers.Serializer):
     laterality = serializers.ChoiceField(choices=Laterality.choices, required=False)
     label = serializers.CharField(max_length=200, required=False)
     notes = serializers.CharField(required=False, allow_blank=True, max_length=LONG_TEXT_MAX_CHARS)
+    follow_up_on = serializers.DateField(
+        required=False, allow_null=True,
+        help_text="When to see the lesion again (YYYY-MM-DD, today or later; null: none planned). Refused on a "
+        "closed lesion.")
 
 
 class LesionOutput(serializers.Serializer):
@@ -158,8 +162,40 @@ class LesionOutput(serializers.Serializer):
     latest_top_class = serializers.CharField(allow_null=True, default=None)
     latest_malignancy_score = serializers.FloatField(allow_null=True, default=None)
     latest_malignant = serializers.BooleanField(allow_null=True, default=None)
+    follow_up_on = serializers.DateField(allow_null=True, help_text="The planned follow-up; null when none.")
+    follow_up_state = serializers.SerializerMethodField(
+        help_text="overdue (the date has passed), due (within 14 days), or null (none planned, later, or closed).")
+    suggested_follow_up_on = serializers.SerializerMethodField(
+        help_text="Suggested when none is planned and the latest result is flagged: 3 months after that visit.")
+    closed_on = serializers.DateField(allow_null=True, help_text="When the lesion was closed; null while open.")
+    outcome = serializers.ChoiceField(
+        choices=LesionOutcome.choices, allow_blank=True, help_text="How a closed lesion ended; empty while open.")
+    outcome_note = serializers.CharField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.ChoiceField(choices=list(FOLLOW_UP_STATES), allow_null=True))
+    def get_follow_up_state(self, obj) -> str | None:
+        return follow_up_state(lesion=obj)
+
+    @extend_schema_field(serializers.DateField(allow_null=True))
+    def get_suggested_follow_up_on(self, obj) -> str | None:
+        suggestion = follow_up_suggestion(lesion=obj)
+        return suggestion.isoformat() if suggestion else None
+
+
+class LesionCloseInput(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=LesionOutcome.choices)
+    closed_on = serializers.DateField(required=False, help_text="YYYY-MM-DD, not in the future; default today.")
+    outcome_note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=LONG_TEXT_MAX_CHARS,
+        help_text="e.g. the histopathology report's conclusion.")
+
+
+class FollowUpFilter(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=list(FOLLOW_UP_STATES), required=False,
+        help_text="overdue: the date has passed; due: today or within 14 days; absent: both.")
 
 
 # --- Classifications -----------------------------------------------------------------------
@@ -539,6 +575,19 @@ class BatchImageOutput(serializers.Serializer):
     level = serializers.ChoiceField(
         choices=list(LEVELS), allow_null=True,
         help_text="How far to trust the result once done: unreliable, flagged, uncertain or reassuring; null before.")
+    top_class = serializers.CharField(allow_null=True, help_text="Class code of the newest result; null until done.")
+    malignancy_score = serializers.FloatField(allow_null=True, help_text="Of the newest result; null until done.")
+    reviewed = serializers.BooleanField(help_text="A clinician has reviewed the image.")
+    confirmed_diagnosis = serializers.CharField(
+        allow_null=True, help_text="The diagnosis a review confirmed by histopathology; null without one.")
+    url = serializers.SerializerMethodField(help_text="The image's result page.")
+    file_url = serializers.SerializerMethodField(help_text="The image itself (GET /api/v1/images/{id}/file/).")
+
+    def get_url(self, obj) -> str:
+        return reverse("image-detail", args=[obj.id])
+
+    def get_file_url(self, obj) -> str:
+        return reverse("api-image-file", args=[obj.id])
 
 
 class BatchOutput(serializers.Serializer):
@@ -561,3 +610,37 @@ class BatchOutput(serializers.Serializer):
 
 class BatchDetailOutput(BatchOutput):
     images = BatchImageOutput(many=True, help_text="Each image's progress; the results are at `images_url`.")
+
+
+# --- Triage and follow-up ------------------------------------------------------------------
+
+
+class ReviewQueueOutput(serializers.Serializer):
+    image = serializers.IntegerField(source="pk")
+    lesion = serializers.IntegerField(source="lesion_id")
+    lesion_label = serializers.CharField(source="lesion.label")
+    patient = serializers.IntegerField(source="lesion.patient_id")
+    patient_name = serializers.CharField(source="lesion.patient.name")
+    captured_at = serializers.DateField()
+    classification = serializers.IntegerField(source="queue_classification_id")
+    top_class = serializers.CharField(source="queue_top_class", help_text="Class code, e.g. 'mel'.")
+    malignancy_score = serializers.FloatField(source="queue_score", allow_null=True)
+    threshold = serializers.FloatField(source="queue_threshold", allow_null=True)
+    level = serializers.SerializerMethodField(
+        help_text="flagged (at or above the threshold), unreliable (the image is in doubt) or uncertain (below, "
+        "but the top classes are close): never reassuring here.")
+    warnings = serializers.ListField(
+        source="queue_warnings", child=serializers.ChoiceField(choices=list(WARNING_CODES)),
+        help_text="Screening warnings of the result, most fundamental first.")
+    url = serializers.SerializerMethodField(help_text="The image's result page, where the review is written.")
+    notice = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ChoiceField(choices=list(LEVELS)))
+    def get_level(self, obj) -> str:
+        return level_of(malignant=bool(obj.queue_malignant), warnings=obj.queue_warnings)
+
+    def get_url(self, obj) -> str:
+        return reverse("image-detail", args=[obj.pk])
+
+    def get_notice(self, obj) -> str:
+        return NOTICE

@@ -34,6 +34,7 @@ urlpatterns = [
     path("lesions/", views.LesionListApi.as_view(), name="api-lesion-list"),
     path("lesions/<int:lesion_id>/", views.LesionDetailApi.as_view(), name="api-lesion-detail"),
     path("lesions/<int:lesion_id>/report.pdf", report_api.LesionReportApi.as_view(), name="api-lesion-report"),
+    path("lesions/<int:lesion_id>/close/", views.LesionCloseApi.as_view(), name="api-lesion-close"),
     path("images/", views.ImageListApi.as_view(), name="api-image-list"),
     path("images/<int:image_id>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:image_id>/file/", views.ImageFileApi.as_view(), name="api-image-file"),
@@ -60,6 +61,8 @@ urlpatterns = [
     ),
     path("reviews/", views.ReviewListApi.as_view(), name="api-review-list"),
     path("reviews/<int:review_id>/", views.ReviewDetailApi.as_view(), name="api-review-detail"),
+    path("review-queue/", views.ReviewQueueApi.as_view(), name="api-review-queue"),
+    path("follow-ups/", views.FollowUpListApi.as_view(), name="api-follow-up-list"),
     # OpenAPI 3 schema and interactive docs, for signed-in users (diagnosis/api/docs.py says why);
     # all assets are served locally (drf-spectacular-sidecar), and the Swagger UI page loads its
     # set-up script from a URL, not inline (Content-Security-Policy).

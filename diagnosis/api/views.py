@@ -272,7 +272,37 @@ class LesionDetailApi(ScopedApiView):
         return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
 
 
+class LesionCloseApi(ScopedApiView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(
+        request=s.LesionCloseInput,
+        responses={200: s.LesionOutput, 400: ERROR, 403: ERROR, 404: ERROR},
+        tags=["lesions"],
+        description="Close the lesion with its outcome: `excised` (with histopathology; put its conclusion in "
+        "`outcome_note`) or `discharged`. A closed lesion leaves the follow-up lists and the review queue and its "
+        "follow-up date is cleared; its images and results stay. A lesion already closed: 400.",
+    )
+    def post(self, request: Request, lesion_id: int) -> Response:
+        data = _input(s.LesionCloseInput, request)
+        services.patients.lesion_close(user=request.user, lesion=self.url_object("lesion_id"), **data)
+        return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
+
+
 # --- Images --------------------------------------------------------------------------------
+
+
+class DuplicateImage(drf_exceptions.APIException):
+    """409: the file is byte for byte an image the lesion already has; the message names its URL."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "duplicate_image"
+
+    def __init__(self, exc: services.uploads.DuplicateUpload, request: Request) -> None:
+        _, image = exc.existing[0]
+        url = request.build_absolute_uri(reverse("api-image-detail", kwargs={"image_id": image.pk}))
+        super().__init__(f"This exact file is already image {image.pk} of this lesion "
+                         f"(captured {image.captured_at:%Y-%m-%d}): {url}")
 
 
 class ImageListApi(PaginatedListMixin, ScopedApiView):
@@ -293,11 +323,12 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
 
     @extend_schema(
         request={"multipart/form-data": s.ImageCreateInput},
-        responses={201: s.ImageOutput, 400: ERROR, 403: ERROR, 429: ERROR},
+        responses={201: s.ImageOutput, 400: ERROR, 403: ERROR, 409: ERROR, 429: ERROR},
         tags=["images"],
         description="Upload one image of a lesion. With the embedded (eager) worker the response already "
         "carries the classification; with a separate worker `classification` is null until it finishes: "
-        "poll GET /api/v1/images/{id}/.",
+        "poll GET /api/v1/images/{id}/. A file byte for byte the same (sha256) as an image the lesion already "
+        "has is refused with 409 `duplicate_image`, its message ending with that image's URL.",
     )
     def post(self, request: Request) -> Response:
         data = _input(s.ImageCreateInput, request)
@@ -305,9 +336,12 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
             selectors.lesion_get, "lesion", user=request.user, lesion_id=data["lesion"], with_latest_result=False
         )
         files = [services.uploads.ImageUpload.from_file(data["image"])]
-        (image,) = services.uploads.lesion_image_upload(
-            user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
-        )
+        try:
+            (image,) = services.uploads.lesion_image_upload(
+                user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
+            )
+        except services.uploads.DuplicateUpload as exc:
+            raise DuplicateImage(exc, request) from exc
         audit.note(request, image, "image")
         image = selectors.image_get(user=request.user, image_id=image.pk)  # with its classification
         return Response(s.ImageOutput(image, context={"request": request}).data, status=status.HTTP_201_CREATED)
@@ -520,3 +554,35 @@ class BatchDetailApi(ScopedApiView):
         if _waited(request, lambda: selectors.batch_settled(batch_id=batch.pk)):
             batch = selectors.batch_get(user=request.user, batch_id=batch.pk)  # the state now
         return Response(s.BatchDetailOutput(batch_data(batch, with_images=True)).data)
+
+
+# --- Triage --------------------------------------------------------------------------------
+
+
+class ReviewQueueApi(PaginatedListMixin, ScopedApiView):
+    @extend_schema(
+        responses={200: s.ReviewQueueOutput(many=True)},
+        tags=["triage"],
+        description="The review queue: images of your organisations whose latest successful result is flagged "
+        "(at or above the threshold) or carries a screening warning, that no clinician has reviewed yet, on "
+        "lesions still open; highest malignancy score first. Reviewing an image (POST /api/v1/reviews/) takes it "
+        "out of the queue. Decision support, not a diagnosis.",
+    )
+    def get(self, request: Request) -> Response:
+        return self.paginate(request, selectors.review_queue(user=request.user), s.ReviewQueueOutput)
+
+
+class FollowUpListApi(PaginatedListMixin, ScopedApiView):
+    @extend_schema(
+        parameters=[s.FollowUpFilter],
+        responses={200: s.LesionOutput(many=True), 400: ERROR},
+        tags=["triage"],
+        description="Open lesions of your organisations whose follow-up is overdue (`state=overdue`: the date "
+        "has passed) or due (`state=due`: today or within the next 14 days); both without `state`. Earliest date "
+        "first. Plan or change a lesion's date with PATCH /api/v1/lesions/{id}/ (`follow_up_on`); close it with "
+        "POST /api/v1/lesions/{id}/close/.",
+    )
+    def get(self, request: Request) -> Response:
+        filters = _filters(s.FollowUpFilter, request)
+        return self.paginate(request, selectors.follow_up_list(user=request.user, state=filters.get("state")),
+                             s.LesionOutput)

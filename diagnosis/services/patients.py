@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from diagnosis.models import Laterality, Lesion, LesionImage, Organisation, Patient
+from diagnosis.models import Laterality, Lesion, LesionImage, LesionOutcome, Organisation, Patient
 from diagnosis.permissions import ADMIN_ONLY_DELETE, require_admin, require_write
 
 logger = logging.getLogger(__name__)
@@ -133,13 +133,64 @@ def lesion_create(
 
 @transaction.atomic
 def lesion_update(*, user: AbstractBaseUser, lesion: Lesion, data: dict[str, Any]) -> Lesion:
+    """Change any of LESION_FIELDS, and `follow_up_on` (by the rules of lesion_follow_up_set)."""
     require_write(user=user, organisation_id=lesion.patient.organisation_id)
-    unknown = set(data) - set(LESION_FIELDS)
+    unknown = set(data) - set(LESION_FIELDS) - {"follow_up_on"}
     if unknown:
         raise ValidationError(f"These lesion fields cannot be changed: {', '.join(sorted(unknown))}.")
     updated = Lesion.objects.select_for_update().get(pk=lesion.pk)
+    if "follow_up_on" in data:
+        _follow_up_check(updated, data["follow_up_on"])
     for field, value in data.items():
         setattr(updated, field, value.strip() if field == "label" else value)
+    updated.full_clean(exclude=["created_by"])
+    updated.save()
+    return updated
+
+
+# --- Follow-up and closing -----------------------------------------------------------------------
+
+
+def _follow_up_check(lesion: Lesion, follow_up_on: dt.date | None) -> None:
+    if follow_up_on is None or follow_up_on == lesion.follow_up_on:
+        return  # clearing it, or keeping an overdue date as it is
+    if lesion.closed_on is not None:
+        raise ValidationError({"follow_up_on": "This lesion is closed: it needs no follow-up."})
+    if follow_up_on < timezone.localdate():
+        raise ValidationError({"follow_up_on": "The follow-up date cannot be in the past."})
+
+
+@transaction.atomic
+def lesion_follow_up_set(*, user: AbstractBaseUser, lesion: Lesion, follow_up_on: dt.date | None) -> Lesion:
+    """Plan when to see the lesion again (None: no follow-up planned). Today or later, and only
+    while the lesion is open."""
+    return lesion_update(user=user, lesion=lesion, data={"follow_up_on": follow_up_on})
+
+
+@transaction.atomic
+def lesion_close(
+    *,
+    user: AbstractBaseUser,
+    lesion: Lesion,
+    outcome: str,
+    closed_on: dt.date | None = None,
+    outcome_note: str = "",
+) -> Lesion:
+    """Close a lesion with its outcome (excised with histopathology, or discharged): it leaves the
+    follow-up lists and the review queue, and its planned follow-up is cleared."""
+    require_write(user=user, organisation_id=lesion.patient.organisation_id)
+    if outcome not in LesionOutcome.values:
+        raise ValidationError({"outcome": f"Choose one of {', '.join(LesionOutcome.values)}."})
+    closed_on = closed_on or timezone.localdate()
+    if closed_on > timezone.localdate():
+        raise ValidationError({"closed_on": "The closing date cannot be in the future."})
+    updated = Lesion.objects.select_for_update().get(pk=lesion.pk)
+    if updated.closed_on is not None:
+        raise ValidationError(f"This lesion was closed on {updated.closed_on:%Y-%m-%d}.")
+    updated.closed_on = closed_on
+    updated.outcome = outcome
+    updated.outcome_note = outcome_note.strip()
+    updated.follow_up_on = None
     updated.full_clean(exclude=["created_by"])
     updated.save()
     return updated

@@ -91,6 +91,31 @@ def _check_captured_at(captured_at: dt.date | None) -> dt.date:
     return captured_at
 
 
+class DuplicateUpload(ValidationError):
+    """A file byte for byte the same (sha256) as an image already stored on the lesion: refused,
+    with the images it repeats (`existing`, one per repeated file) so the caller can link to them."""
+
+    def __init__(self, existing: list[tuple[str, LesionImage]]) -> None:
+        self.existing = existing
+        super().__init__({"image": [
+            f"{name or 'the file'}: this exact file is already image {image.pk} of this lesion "
+            f"(captured {image.captured_at:%Y-%m-%d})."
+            for name, image in existing
+        ]})
+
+
+def _refuse_repeats(lesion: Lesion, files: Sequence[ImageUpload]) -> None:
+    """Refuse the upload when any file is byte-identical to an image of the lesion (one query)."""
+    digests = {hashlib.sha256(upload.data).hexdigest(): upload.name for upload in files}
+    stored = {
+        image.source_sha256: image
+        for image in LesionImage.objects.filter(lesion=lesion, source_sha256__in=digests).order_by("-id")
+    }
+    repeated = [(name, stored[digest]) for digest, name in digests.items() if digest in stored]
+    if repeated:
+        raise DuplicateUpload(repeated)
+
+
 @transaction.atomic
 def lesion_image_upload(
     *,
@@ -103,9 +128,11 @@ def lesion_image_upload(
 
     Classification is sent after the transaction commits; with Celery eager (the embedded
     default) it runs before this returns to the caller's caller, so pages show the result.
+    A file byte-identical to an image already on the lesion refuses the upload (DuplicateUpload).
     """
     require_write(user=user, organisation_id=lesion.patient.organisation_id)
     captured_at = _check_captured_at(captured_at)
+    _refuse_repeats(lesion, files)  # before anything is decoded: a repeat costs no budget
     prepared = _prepare_uploads(files, budget=UploadBudget.for_request())
     with stored_files_removed_on_failure() as images:
         for upload, item in zip(files, prepared):

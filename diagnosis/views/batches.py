@@ -91,13 +91,21 @@ def batch_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = url_object(request, "batch_id")
+    sort = request.GET.get("sort", "")
+    sort = sort if sort in selectors.BATCH_SORTS else next(iter(selectors.BATCH_SORTS))
+    show = request.GET.get("show", "")
+    show = show if show in selectors.BATCH_FILTERS else next(iter(selectors.BATCH_FILTERS))
     return render(
         request,
         "diagnosis/batch_detail.html",
         {
             "batch": batch,
             "progress": selectors.batch_progress(batch=batch),
-            "rows": selectors.batch_image_rows(batch=batch),
+            "rows": selectors.batch_image_rows(batch=batch, sort=sort, show=show),
+            "sort": sort,
+            "show": show,
+            "sorts": selectors.BATCH_SORTS.items(),
+            "filters": selectors.BATCH_FILTERS.items(),
             # The words batch.js needs for images that finish while the page is open.
             "warning_vocabulary": warning_badges(WARNING_CODES),
             "level_labels": LEVEL_LABELS.items(),

@@ -9,8 +9,12 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from diagnosis import selectors
-from diagnosis.progress import result_badge, warning_badges
+from diagnosis.interpretation import level_of
+from diagnosis.progress import LEVEL_LABELS, result_badge, warning_badges
 from skinportal import health
+
+REVIEW_QUEUE_SHOWN = 20  # the dashboard's share of the queue; the API pages through all of it
+FOLLOW_UPS_SHOWN = 20  # of each follow-up list (GET /api/v1/follow-ups/ has them all)
 
 
 @login_required
@@ -21,6 +25,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     flagged = selectors.lesion_list_flagged(user=request.user)
     needing_image = selectors.lesion_list_needing_image(user=request.user)
     recent = selectors.classification_list_recent(user=request.user, limit=10)
+    queue = selectors.review_queue(user=request.user)
+    queued = list(queue[:REVIEW_QUEUE_SHOWN])
     return render(
         request,
         "diagnosis/dashboard.html",
@@ -28,8 +34,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "recent": [(c, result_badge(c)) for c in recent],
             "flagged": [(lesion, warning_badges(lesion.latest_warnings)) for lesion in flagged],
             "needing_image": [(lesion, warning_badges(lesion.latest_warnings)) for lesion in needing_image],
+            "review_queue": [
+                (image, level_of(malignant=bool(image.queue_malignant), warnings=image.queue_warnings),
+                 warning_badges(image.queue_warnings))
+                for image in queued
+            ],
+            "review_queue_total": len(queued) if len(queued) < REVIEW_QUEUE_SHOWN else queue.count(),
+            "overdue": list(selectors.follow_up_list(user=request.user, state=selectors.OVERDUE)[:FOLLOW_UPS_SHOWN]),
+            "due": list(selectors.follow_up_list(user=request.user, state=selectors.DUE)[:FOLLOW_UPS_SHOWN]),
+            "due_days": selectors.FOLLOW_UP_DUE_DAYS,
             "organisations": selectors.organisation_list_for_user(user=request.user),
             "can_write": selectors.user_can_write_anywhere(user=request.user),
+            "level_labels": LEVEL_LABELS,
         },
     )
 

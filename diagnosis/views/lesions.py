@@ -13,11 +13,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from diagnosis import audit, inference, selectors, services
 from diagnosis.api.throttling import page_upload_throttled
 from diagnosis.forms import (
+    FollowUpForm,
+    LesionCloseForm,
     LesionForm,
     ReviewForm,
     UploadForm,
 )
-from diagnosis.models import Lesion, LesionImage, Patient
+from diagnosis.models import FOLLOW_UP_SUGGESTED_MONTHS, Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
 from diagnosis.responses import heatmap_response, image_file_response
 from diagnosis.scoping import url_object
@@ -86,8 +88,65 @@ def lesion_detail(request: HttpRequest, lesion_id: int) -> HttpResponse:
             "patient": lesion.patient,
             "timeline": timeline,
             "plot": malignancy_plot(timeline),
+            "follow_up_state": selectors.follow_up_state(lesion=lesion),
+            "follow_up_suggestion": selectors.follow_up_suggestion(lesion=lesion),
             "can_write": selectors.user_can_write(user=request.user, organisation_id=lesion.patient.organisation_id),
         },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_follow_up(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    """Plan (or change, or clear) the lesion's follow-up date; a flagged latest result suggests one."""
+    lesion = url_object(request, "lesion_id")
+    require_page_write(request, lesion.patient.organisation_id)
+    suggested = selectors.follow_up_suggestion(lesion=lesion)
+    form = FollowUpForm(request.POST or None, initial={"follow_up_on": lesion.follow_up_on or suggested})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.patients.lesion_follow_up_set(
+                user=request.user, lesion=lesion, follow_up_on=form.cleaned_data["follow_up_on"]
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            date = form.cleaned_data["follow_up_on"]
+            messages.success(request, f"Follow-up planned for {date:%Y-%m-%d}." if date else "No follow-up planned.")
+            return redirect("lesion-detail", lesion_id=lesion.pk)
+    intro = (f"Its latest result is above the threshold: a follow-up is suggested on {suggested:%Y-%m-%d}, "
+             f"{FOLLOW_UP_SUGGESTED_MONTHS} months after that visit. Change it as you see fit."
+             if suggested else "The lesion appears in the dashboard's follow-up lists when it is due.")
+    return _lesion_step(request, lesion, form, heading="Follow-up", intro=intro, button="Save the follow-up date")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_close(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    """Close the lesion with its outcome: excised (with histopathology) or discharged."""
+    lesion = url_object(request, "lesion_id")
+    require_page_write(request, lesion.patient.organisation_id)
+    form = LesionCloseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.patients.lesion_close(user=request.user, lesion=lesion, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, "Lesion closed.")
+            return redirect("lesion-detail", lesion_id=lesion.pk)
+    intro = ("A closed lesion leaves the follow-up lists and the review queue; its images and results stay. "
+             "Its follow-up date is cleared.")
+    return _lesion_step(request, lesion, form, heading="Close the lesion", intro=intro, button="Close the lesion")
+
+
+def _lesion_step(request: HttpRequest, lesion: Lesion, form, *, heading: str, intro: str, button: str) -> HttpResponse:
+    return render(
+        request,
+        "diagnosis/lesion_step.html",
+        {"lesion": lesion, "patient": lesion.patient, "form": form, "heading": heading, "intro": intro,
+         "button": button},
+        status=form_status(request),
     )
 
 
@@ -110,6 +169,9 @@ def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
             images = services.uploads.lesion_image_upload(
                 user=request.user, lesion=lesion, files=files, captured_at=form.cleaned_data["captured_at"]
             )
+        except services.uploads.DuplicateUpload as exc:
+            add_service_errors(form, exc, field_map={"image": "images"})
+            context["repeated"] = [image for _, image in exc.existing]  # linked on the page
         except ValidationError as exc:
             add_service_errors(form, exc, field_map={"image": "images"})
         else:

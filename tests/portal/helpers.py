@@ -59,11 +59,16 @@ def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION, busy
 
 
 def image_bytes(
-    colour: tuple[int, int, int] = (220, 30, 30), *, size: tuple[int, int] = (128, 100), fmt: str = "png"
+    colour: tuple[int, int, int] = (220, 30, 30),
+    *,
+    size: tuple[int, int] = (128, 100),
+    fmt: str = "png",
+    seed: int = 0,
 ) -> bytes:
-    """A solid RGB image with a little noise, encoded as PNG or JPEG."""
+    """A solid RGB image with a little noise, encoded as PNG or JPEG. Another `seed`: another
+    file of the same colour (a lesion refuses a file it already has)."""
     width, height = size
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     rgb = np.clip(np.array(colour, dtype=np.int16) + rng.integers(-8, 9, (height, width, 3)), 0, 255).astype(np.uint8)
     ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert ok

@@ -185,7 +185,7 @@ def _populate(user, organisation, run_on_commit, *, tag: str) -> dict[str, list[
     queued, failed = services.uploads.lesion_image_upload(
         user=user,
         lesion=lesion,
-        files=[services.uploads.ImageUpload(name=f"{c}.png", data=image_bytes(c)) for c in (GREEN, RED)],
+        files=[services.uploads.ImageUpload(name=f"{c}.png", data=image_bytes(c, seed=1)) for c in (GREEN, RED)],
     )
     services.classification.classification_fail_unqueued(
         image_ids=[failed.pk], message="The worker could not be reached."

@@ -52,6 +52,7 @@ POSTED = {
     "image-review": {"diagnosis": "nv"},
     "image-classify": {},
     "api-image-classify": {},
+    "api-lesion-close": {"outcome": "discharged"},
 }
 
 

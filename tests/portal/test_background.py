@@ -140,7 +140,7 @@ def test_it_refuses_a_csv_without_the_ham10000_columns(tmp_path):
 def test_it_reclassifies_exactly_the_images_missing_a_result_by_the_new_version(
     upload, owner, lesion, tmp_path, settings
 ):
-    images = [upload(image_bytes(RED)) for _ in range(3)]
+    images = [upload(image_bytes(RED, seed=i)) for i in range(3)]  # three files: a repeat is refused
     failed = upload(image_bytes(GREEN))
     Classification.objects.filter(image=failed).update(status=ClassificationStatus.FAILED, error_message="x")
 

@@ -92,7 +92,7 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     assert page.locator("#model-version").inner_text() == STAND_IN_VERSION
     assert "Decision support, not a diagnosis." in page.locator(".disclaimer").inner_text()
     assert (
-        page.locator("figure.image img:not(.heatmap)").evaluate("img => img.naturalWidth") == 320
+        page.locator("figure.image .zoom-open img").evaluate("img => img.naturalWidth") == 320
     )  # served through the checked view
 
     page.click("nav.crumbs >> text=Right forearm, dorsal")
@@ -170,11 +170,19 @@ def test_it_turns_the_heatmap_on_and_downloads_the_pdf_report(colleague, lesion,
     # laid over the image.
     page.wait_for_function("() => { const img = document.querySelector('#heatmap'); return img.complete && img.naturalWidth > 0; }")
     assert heatmap.evaluate("img => img.naturalWidth") == 320
-    box, under = heatmap.bounding_box(), page.locator("figure.image img:not(.heatmap)").bounding_box()
+    box, under = heatmap.bounding_box(), page.locator("figure.image .zoom-open img").bounding_box()
     assert abs(box["x"] - under["x"]) < 1 and abs(box["width"] - under["width"]) < 1
     page.screenshot(path=str(tmp_path / "result-heatmap.png"))
     page.click("label[for=show-heatmap]")
     heatmap.wait_for(state="hidden")
+
+    # A click on the picture opens it enlarged (CSS :target, no script); a click on that closes it.
+    enlarged = page.locator(f"#zoom-{image.pk}")
+    assert not enlarged.is_visible()
+    page.click("figure.image .zoom-open")
+    enlarged.wait_for(state="visible")
+    enlarged.click()
+    enlarged.wait_for(state="hidden")
 
     with page.expect_download() as download_info:
         page.click("#report-pdf")

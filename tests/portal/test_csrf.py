@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from knox.models import AuthToken
@@ -87,8 +89,12 @@ def ctx(owner, colleague, outsider, org, patient, lesion, upload) -> Ctx:
     return context
 
 
+_files = itertools.count(1)
+
+
 def _png() -> SimpleUploadedFile:
-    return SimpleUploadedFile("photo.png", image_bytes(), content_type="image/png")
+    """A new file each time: the lesion refuses one it already has."""
+    return SimpleUploadedFile("photo.png", image_bytes(seed=next(_files)), content_type="image/png")
 
 
 def _state() -> dict[str, Any]:
@@ -178,6 +184,16 @@ def _done_lesion_created(c: Ctx, client: Client, r: HttpResponse) -> None:
 def _done_lesion_edited(c: Ctx, client: Client, r: HttpResponse) -> None:
     c.lesion.refresh_from_db()
     assert r.status_code == 302 and c.lesion.label == "Upper back, right"
+
+
+def _done_follow_up(c: Ctx, client: Client, r: HttpResponse) -> None:
+    c.lesion.refresh_from_db()
+    assert r.status_code == 302 and c.lesion.follow_up_on == timezone.localdate()
+
+
+def _done_lesion_closed(c: Ctx, client: Client, r: HttpResponse) -> None:
+    c.lesion.refresh_from_db()
+    assert r.status_code == 302 and c.lesion.outcome == "discharged"
 
 
 def _done_uploaded(c: Ctx, client: Client, r: HttpResponse) -> None:
@@ -296,6 +312,18 @@ FORMS: dict[str, Form] = {
         action=lambda c: reverse("lesion-edit", args=[c.lesion.pk]),
         data=lambda c: {"label": "Upper back, right", "body_site": "back", "notes": "6 mm"},
         done=_done_lesion_edited,
+    ),
+    "lesion-follow-up": Form(
+        page=lambda c: reverse("lesion-follow-up", args=[c.lesion.pk]),
+        action=lambda c: reverse("lesion-follow-up", args=[c.lesion.pk]),
+        data=lambda c: {"follow_up_on": timezone.localdate().isoformat()},
+        done=_done_follow_up,
+    ),
+    "lesion-close": Form(
+        page=lambda c: reverse("lesion-close", args=[c.lesion.pk]),
+        action=lambda c: reverse("lesion-close", args=[c.lesion.pk]),
+        data=lambda c: {"outcome": "discharged", "closed_on": timezone.localdate().isoformat()},
+        done=_done_lesion_closed,
     ),
     "lesion-upload": Form(
         page=lambda c: reverse("lesion-upload", args=[c.lesion.pk]),

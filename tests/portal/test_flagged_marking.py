@@ -239,8 +239,8 @@ def test_it_shows_a_clear_visit_green_and_a_flagged_one_red(client_for, colleagu
 def test_it_thins_date_labels_that_would_print_over_each_other(upload, lesion):
     dates = [dt.date(2024, 1, 1), dt.date(2024, 1, 3), dt.date(2024, 1, 6), dt.date(2024, 6, 1),
              dt.date(2024, 12, 28), dt.date(2024, 12, 31)]
-    for day in dates:
-        upload(image_bytes(GREEN), captured_at=day)
+    for seed, day in enumerate(dates):
+        upload(image_bytes(GREEN, seed=seed), captured_at=day)
     plot = malignancy_plot(selectors.lesion_timeline(lesion=lesion))
     texts = [label.text for label in plot.x_labels]
     assert len(plot.points) == 6 and len(texts) < 6

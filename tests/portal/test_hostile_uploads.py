@@ -19,7 +19,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image, ImageFile, ImageOps
 
-from diagnosis.models import Batch, Classification, LesionImage
+from diagnosis import services
+from diagnosis.models import Batch, Classification, Lesion, LesionImage
 from ml import preprocessing
 from ml.preprocessing import decode_image
 from tests.conftest import make_image
@@ -130,10 +131,15 @@ def test_it_refuses_a_hostile_file_through_the_api(case, api_for, colleague, les
     _assert_nothing_stored(settings)
 
 
+def _another(lesion: Lesion, user) -> Lesion:
+    """A second lesion of the patient: the first one refuses a file it already has."""
+    return services.patients.lesion_create(user=user, patient=lesion.patient, body_site="back", label="Second")
+
+
 @pytest.mark.parametrize("case", ACCEPTED_FILES, ids=_ids)
 def test_it_stores_real_image_content_whatever_the_name_says(case, client_for, api_for, colleague, lesion):
     assert _post_page(client_for(colleague), lesion, _file(case)).status_code == 302
-    assert _post_api(api_for(colleague), lesion, _file(case)).status_code == 201
+    assert _post_api(api_for(colleague), _another(lesion, colleague), _file(case)).status_code == 201
     images = list(LesionImage.objects.all())
     assert [image.source_format for image in images] == [case.accepted_as] * 2
     with Image.open(io.BytesIO(case.data)) as sent:
@@ -181,7 +187,7 @@ def test_it_stores_no_exif_or_gps_from_an_upload(client_for, api_for, colleague,
     upload = SimpleUploadedFile("gps.jpg", data, content_type="image/jpeg")
     assert _post_page(client_for(colleague), lesion, upload).status_code == 302
     upload = SimpleUploadedFile("gps.jpg", data, content_type="image/jpeg")
-    assert _post_api(api_for(colleague), lesion, upload).status_code == 201
+    assert _post_api(api_for(colleague), _another(lesion, colleague), upload).status_code == 201
     images = list(LesionImage.objects.all())
     assert len(images) == 2
     for image in images:

@@ -3,6 +3,7 @@ the API's error format. (conftest clears the cache, where the counters live, aro
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -42,8 +43,12 @@ def _assert_throttled(response) -> int:
     return retry_after
 
 
+_files = itertools.count()
+
+
 def _png() -> SimpleUploadedFile:
-    return SimpleUploadedFile("lesion.png", image_bytes(), content_type="image/png")
+    """A new file each time: the lesion refuses one it already has."""
+    return SimpleUploadedFile("lesion.png", image_bytes(seed=next(_files)), content_type="image/png")
 
 
 def test_it_has_rates_for_tokens_and_uploads_by_default(settings):

@@ -5,6 +5,8 @@ Retry-After and its form again with a message, and stores nothing."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -25,8 +27,12 @@ def two_a_minute(settings) -> None:
     }
 
 
+_files = itertools.count()
+
+
 def _png() -> SimpleUploadedFile:
-    return SimpleUploadedFile("lesion.png", image_bytes(RED), content_type="image/png")
+    """A new file each time: the lesion refuses one it already has."""
+    return SimpleUploadedFile("lesion.png", image_bytes(RED, seed=next(_files)), content_type="image/png")
 
 
 def _page_upload(client, lesion):

@@ -229,7 +229,7 @@ LESION_PAGE_QUERIES = 10
 @pytest.mark.parametrize("images", [2, 5])
 def test_it_shows_the_lesion_page_in_a_fixed_number_of_queries(client_for, colleague, upload, lesion, images):
     for i in range(images):
-        upload(image_bytes(RED if i % 2 else GREEN))
+        upload(image_bytes(RED if i % 2 else GREEN, size=(128 + i, 100)))  # each a new file: repeats are refused
     client = client_for(colleague)
     client.get(reverse("dashboard"))  # the first request after a login is not the point
     with CaptureQueriesContext(connection) as captured:
