@@ -662,9 +662,8 @@ def review_queue(*, user: User) -> QuerySet[LesionImage]:
     Each image is annotated with its result: `queue_classification_id`, `queue_top_class`,
     `queue_score`, `queue_malignant`, `queue_warnings`, `queue_threshold`."""
     latest = _latest_succeeded_of_image()
-    warned = latest.annotate(warnings_text=Cast("warnings", TextField())).exclude(warnings_text="[]").exclude(
-        warnings_text=""
-    )
+    # The warnings as JSON text: "[]" when there are none (SQLite has no JSON length lookup).
+    warnings_text = latest.annotate(warnings_text=Cast("warnings", TextField())).values("warnings_text")[:1]
     images = (
         LesionImage.objects.filter(
             lesion__patient__organisation__in=_organisation_ids(user), lesion__closed_on__isnull=True
@@ -677,9 +676,11 @@ def review_queue(*, user: User) -> QuerySet[LesionImage]:
             queue_malignant=Subquery(latest.values("malignant")[:1]),
             queue_warnings=Subquery(latest.values("warnings")[:1]),
             queue_threshold=Subquery(latest.values("threshold")[:1]),
-            queue_warned=Exists(warned.filter(pk=Subquery(latest.values("pk")[:1]))),
+            queue_warnings_text=Subquery(warnings_text),
         )
-        .filter(Q(queue_malignant=True) | Q(queue_warned=True))
+        .filter(
+            Q(queue_malignant=True) | (Q(queue_warnings_text__isnull=False) & ~Q(queue_warnings_text__in=("[]", "")))
+        )
         .exclude(Exists(ClinicianReview.objects.filter(image=OuterRef("pk"))))
     )
     return images.order_by(F("queue_score").desc(nulls_last=True), "-captured_at", "-id")

@@ -3,10 +3,13 @@ images with thumbnail, top class, score, warnings and review state (page and API
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
 
 from diagnosis import selectors, services
+from diagnosis.models import Classification
 from tests.portal.helpers import BLUE, GREEN, RED, image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +31,19 @@ def test_it_queues_flagged_and_warned_images_not_yet_reviewed_highest_score_firs
     assert scores == sorted(scores, reverse=True)
     result = orange.classifications.get()
     assert (orange.pk in ids) == bool(result.malignant or result.warnings)
+
+
+def test_it_reads_each_images_own_latest_result(owner, upload):
+    """Image and classification ids apart (an image classified twice): each image's warnings are its own."""
+    green = upload(image_bytes(GREEN))
+    first = green.classifications.get()
+    first.pk, first.model_version = None, "older-model"
+    first.save()
+    first.refresh_from_db()
+    Classification.objects.filter(pk=first.pk).update(created_at=first.created_at - dt.timedelta(days=1))
+    blue, red = upload(image_bytes(BLUE)), upload(image_bytes(RED))
+    assert blue.classifications.get().pk != blue.pk
+    assert set(_queue_ids(owner)) == {blue.pk, red.pk}
 
 
 def test_it_takes_a_reviewed_image_out_of_the_queue(owner, colleague, upload):
