@@ -60,8 +60,8 @@ class PatientAdmin(BoundedTextAdmin):
 
 @admin.register(Lesion)
 class LesionAdmin(BoundedTextAdmin):
-    list_display = ["label", "patient", "body_site", "created_at"]
-    list_filter = ["body_site", "patient__organisation"]
+    list_display = ["label", "patient", "body_site", "laterality", "follow_up_on", "closed_on", "created_at"]
+    list_filter = ["body_site", "laterality", "outcome", "patient__organisation"]
     search_fields = ["label", "patient__name", "patient__external_id"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from diagnosis import selectors, services
+from diagnosis.limits import LONG_TEXT_MAX_CHARS
 from diagnosis.models import Lesion
 from tests.portal.helpers import GREEN, RED, image_bytes
 
@@ -92,6 +93,20 @@ def test_it_refuses_an_unknown_outcome_and_a_future_closing_date(owner, lesion):
         services.patients.lesion_close(
             user=owner, lesion=lesion, outcome="discharged", closed_on=_today() + dt.timedelta(days=1)
         )
+
+
+def test_it_bounds_the_closing_note_on_the_page_and_in_the_api(owner, lesion, client_for, api_for):
+    too_long = "x" * (LONG_TEXT_MAX_CHARS + 1)
+    url = f"/api/v1/lesions/{lesion.pk}/close/"
+    page = client_for(owner).post(
+        reverse("lesion-close", kwargs={"lesion_id": lesion.pk}),
+        {"outcome": "discharged", "closed_on": _today().isoformat(), "outcome_note": too_long},
+    )
+    api = api_for(owner).post(url, {"outcome": "discharged", "outcome_note": too_long}, format="json")
+    nul = api_for(owner).post(url, {"outcome": "discharged", "outcome_note": "a\x00b"}, format="json")
+    assert (page.status_code, api.status_code, nul.status_code) == (400, 400, 400)
+    lesion.refresh_from_db()
+    assert lesion.closed_on is None
 
 
 def test_it_plans_a_follow_up_on_the_page_with_the_suggestion_filled_in(owner, lesion, upload, client_for):
