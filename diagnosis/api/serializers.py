@@ -461,7 +461,9 @@ class KappaOutput(serializers.Serializer):
 
 
 class ClassAgreementOutput(serializers.Serializer):
-    diagnosis = serializers.ChoiceField(choices=list(CLASSES), source="code", help_text="The clinician's class.")
+    clinician_class = serializers.ChoiceField(
+        choices=list(CLASSES), source="code", help_text="The clinician's diagnosis: one of the seven classes."
+    )
     agreement = ProportionOutput(help_text="Of the images with this diagnosis, those whose top class it was too.")
     model_count = serializers.IntegerField(help_text="Images whose top class this was, whatever the diagnosis.")
 

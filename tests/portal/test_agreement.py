@@ -146,7 +146,7 @@ def test_it_answers_the_api_with_the_figures_and_kappa_scikit_learn_gives(org, o
     # kappa (35/49 - 13/49) / (36/49) = 11/18 (scikit-learn's cohen_kappa_score agrees).
     assert section["kappa"]["value"] == pytest.approx(11 / 18)
     assert section["kappa"]["ci95_low"] < section["kappa"]["value"] < section["kappa"]["ci95_high"]
-    mel = next(row for row in section["per_class"] if row["diagnosis"] == "mel")
+    mel = next(row for row in section["per_class"] if row["clinician_class"] == "mel")
     assert (mel["agreement"]["count"], mel["agreement"]["total"], mel["model_count"]) == (1, 2, 1)
     assert 0 < mel["agreement"]["ci95_low"] < 0.5 < mel["agreement"]["ci95_high"] < 1
     assert data["confirmed"]["pairs"] == 0 and "not a diagnosis" in data["notice"]
