@@ -346,12 +346,15 @@ def train_end_to_end(
     checkpoint_dir: str,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    finish_now: bool = False,
     workers: int = 2,
 ) -> dict:
     """Train `model` in place; leave the best epoch's weights in it and return the loop state.
 
     `stop_after` ends this call after that many epochs (the checkpoint is written as usual):
-    it is how the tests interrupt a run.
+    it is how the tests interrupt a run. `finish_now` ends a resumed run where it stands, as an
+    early stop would: no further epoch, the best epoch so far is the result (recorded in the
+    state as `ended_by_operator_after`).
     """
     cv2.setNumThreads(1)  # parallelism comes from the worker threads, one image each
     os.makedirs(checkpoint_dir, exist_ok=True)
@@ -382,6 +385,12 @@ def train_end_to_end(
         else:
             log("checkpoint found for other settings: starting afresh")
 
+    if finish_now:
+        if state["best"] is None:
+            raise ValueError("--finish-now needs at least one finished epoch to keep")
+        state.setdefault("ended_by_operator_after", state["next_epoch"])
+        log(f"ending the run after epoch {state['next_epoch']} as asked (--finish-now)")
+        stop_after = 0
     images = load_images(train, log)
     val_x = np.stack([preprocess(read_image(r.path), config) for r in val])
     run_epochs = 0
@@ -434,5 +443,6 @@ def train_end_to_end(
         best = state["best"]
         log(f"best epoch {best['epoch']} ({best['weights']} weights, by {best.get('selection', 'balanced_accuracy')}): "
             f"val balanced accuracy {best['balanced_accuracy']:.4f}, malignant AUC {best.get('malignant_auc') or 0:.4f}")
-    state["finished"] = state["next_epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
+    state["finished"] = (state["next_epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
+                         or "ended_by_operator_after" in state)
     return state

@@ -184,7 +184,8 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
                      "init": backbone.WEIGHT_DESCRIPTIONS[args.alpha] if args.weights != "none" else "random",
                      "frozen_through": None},
         "fit": cfg | {"mode": "end-to-end", "cpu_cores": os.cpu_count(), "best_epoch": history["best"]["epoch"],
-                      "best_weights": history["best"]["weights"], "epochs_run": history["next_epoch"]},
+                      "best_weights": history["best"]["weights"], "epochs_run": history["next_epoch"],
+                      "ended_by_operator_after": history.get("ended_by_operator_after")},
         "history": history["history"],
         "probe": [],
         "post_training": {

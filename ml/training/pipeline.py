@@ -78,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed (default: the "
                           "served bundle's, ml/models/CURRENT); without one, no test-time views are shipped")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
+    e2e.add_argument("--finish-now", action="store_true",
+                     help="end a resumed run where it stands (as an early stop) and package its best epoch")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     parser.add_argument("--max-per-class", type=int, help="cap images per class (quick runs and tests)")
@@ -233,7 +235,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     log(f"end-to-end fine-tuning at {config.describe()} ({config.colour}): {cfg}")
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=config, cfg=cfg,
                                       checkpoint_dir=os.path.join(work, "end_to_end"), log=log,
-                                      stop_after=args.stop_after)
+                                      stop_after=args.stop_after, finish_now=args.finish_now)
     if not state["finished"]:
         log(f"stopped after epoch {state['next_epoch']}; re-run the same command to continue")
         return None

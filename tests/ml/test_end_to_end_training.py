@@ -69,7 +69,7 @@ def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced
     assert len(order) == len(labels)
 
 
-def _tiny_run(records, checkpoint_dir, *, stop_after=None):
+def _tiny_run(records, checkpoint_dir, *, stop_after=None, finish_now=False):
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(5)
     base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
@@ -77,7 +77,8 @@ def _tiny_run(records, checkpoint_dir, *, stop_after=None):
     cfg = endtoend.EndToEndConfig(epochs=2, warmup_epochs=1, batch_size=8, patience=5, seed=5)
     train, val = records[::2], records[1::2]
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=CONFIG, cfg=cfg,
-                                      checkpoint_dir=str(checkpoint_dir), log=lambda _: None, stop_after=stop_after)
+                                      checkpoint_dir=str(checkpoint_dir), log=lambda _: None, stop_after=stop_after,
+                                      finish_now=finish_now)
     return model, state
 
 
@@ -91,6 +92,19 @@ def test_it_resumes_an_interrupted_run_to_the_same_weights(tmp_path):
     assert resumed_state["finished"] and resumed_state["next_epoch"] == 2
     assert [r["loss"] for r in resumed_state["history"]] == pytest.approx([r["loss"] for r in straight_state["history"]])
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_it_ends_a_resumed_run_where_it_stands_when_told_to_finish_now(tmp_path):
+    metadata, images = generated_dataset(str(tmp_path / "data"), per_class=4)
+    records = load_metadata(metadata, [images])
+    with pytest.raises(ValueError, match="at least one finished epoch"):
+        _tiny_run(records, tmp_path / "empty", finish_now=True)
+    interrupted, _ = _tiny_run(records, tmp_path / "run", stop_after=1)
+    finished_model, state = _tiny_run(records, tmp_path / "run", finish_now=True)
+    assert state["finished"] and state["next_epoch"] == 1 and state["ended_by_operator_after"] == 1
+    assert len(state["history"]) == 1  # no further epoch was trained
+    for a, b in zip(interrupted.get_weights(), finished_model.get_weights()):  # epoch 1 was the best: its weights
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
