@@ -20,6 +20,8 @@ commands:
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
   int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
   nonderm   write a labelled corpus of non-dermatoscopic images: python -m ml nonderm --out DIR
+  segment   write a lesion mask (<image_id>.png, 0/255) per image, optionally a CSV of descriptors (no TensorFlow)
+  segment-report  Dice and IoU of the segmenter on the classifier's lesion-level split (needs ../shared data)
 """
 
 # command -> module whose main(argv) runs it; imported only when asked for, so the
@@ -37,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "card": "ml.card",
     "int8-check": "ml.int8_check",
     "nonderm": "ml.nonderm",
+    "segment": "ml.segmentation.cli",
+    "segment-report": "ml.segmentation.report",
 }
 
 
