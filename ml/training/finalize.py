@@ -6,7 +6,9 @@ the final pipeline, test metrics, manifest).
 Noise guard: validation holds 14 df and 25 vasc images, so one image moves balanced accuracy
 by about 0.01. A candidate replaces the plain model only if it beats it in at least
 `MIN_WIN_FRACTION` of paired bootstrap resamples of the validation lesions, and by at least
-`MIN_GAIN` on the full validation split.
+`MIN_GAIN` on the full validation split, and only if it does not lower the malignant ROC AUC
+by more than `MAX_AUC_LOSS` (a prior shift moves probability between classes unevenly, so it can
+buy balanced accuracy by reordering the malignancy score: v3-b and v3c lost 0.02-0.03 that way).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import keras
 import numpy as np
 
 from ml.data import Record
-from ml.metrics import balanced_accuracy, bootstrap_resamples
+from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc, softmax
 from ml.preprocessing import PreprocessConfig
 from ml.training.endtoend import PRIOR_TAUS, prior_bias
 from ml.training.explainable import explainable_ensemble
 
 MIN_GAIN = 0.01
+MAX_AUC_LOSS = 0.005
 MIN_WIN_FRACTION = 0.90
 BOOTSTRAP_RESAMPLES = 500
 # Test-time views: flips only. A 90-degree turn would change the shape of a non-square input.
@@ -51,17 +54,24 @@ def paired_win_fraction(labels: np.ndarray, base_preds: np.ndarray, preds: np.nd
 
 def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
            resamples: list[np.ndarray]) -> tuple[str, list[dict]]:
-    """The candidate (name -> logits) to use: the baseline unless another clearly beats it."""
+    """The candidate (name -> logits) to use: the baseline unless another clearly beats it on
+    balanced accuracy without costing malignant AUC."""
+    malignant = is_malignant(labels)
+
+    def auc(logits: np.ndarray) -> float:
+        return roc_auc(malignant, malignancy_scores(softmax(logits))) or 0.0
+
     base_preds = candidates[baseline].argmax(1)
-    base_score = balanced_accuracy(labels, base_preds)
+    base_score, base_auc = balanced_accuracy(labels, base_preds), auc(candidates[baseline])
     rows, best, best_score = [], baseline, base_score
     for name, logits in candidates.items():
         preds = logits.argmax(1)
-        score = balanced_accuracy(labels, preds)
+        score, candidate_auc = balanced_accuracy(labels, preds), auc(logits)
         wins = 1.0 if name == baseline else paired_win_fraction(labels, base_preds, preds, resamples)
         rows.append({"candidate": name, "val_balanced_accuracy": round(score, 4), "gain": round(score - base_score, 4),
-                     "bootstrap_win_fraction": round(wins, 3)})
-        if name != baseline and score - base_score >= MIN_GAIN and wins >= MIN_WIN_FRACTION and score > best_score:
+                     "bootstrap_win_fraction": round(wins, 3), "val_malignant_auc": round(candidate_auc, 4)})
+        if (name != baseline and score - base_score >= MIN_GAIN and wins >= MIN_WIN_FRACTION and score > best_score
+                and candidate_auc >= base_auc - MAX_AUC_LOSS):
             best, best_score = name, score
     return best, rows
 
@@ -194,6 +204,7 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
             "prior_adjustment_tau": tau,
             "prior_candidates": prior_rows,
             "guard": {"min_gain": MIN_GAIN, "min_bootstrap_win_fraction": MIN_WIN_FRACTION,
+                      "max_malignant_auc_loss": MAX_AUC_LOSS,
                       "resamples": BOOTSTRAP_RESAMPLES, "unit": "lesion"},
         },
     }

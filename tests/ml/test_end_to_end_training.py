@@ -284,3 +284,28 @@ def test_it_refuses_unknown_selection_rules_and_negative_mixup():
         endtoend.EndToEndConfig(selection="auc")
     with pytest.raises(ValueError, match="mixup"):
         endtoend.EndToEndConfig(mixup=-0.1)
+
+
+def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
+    from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc, softmax
+    from ml.training import finalize
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(len(CLASSES)), 60)
+    onehot = np.eye(len(CLASSES))[labels]
+    base = rng.normal(size=onehot.shape) + 1.0 * onehot  # mediocre argmax...
+    malignant_columns = [CLASSES.index(c) for c in ("akiec", "bcc", "mel")]
+    base[:, malignant_columns] += 2.0 * is_malignant(labels)[:, None]  # ...a well-ranked malignancy score
+    better = base + 1.5 * onehot * (rng.random(len(labels)) < 0.5)[:, None]
+    # Same decisions as `better`, but the malignancy score carries nothing beyond the argmax.
+    scrambled = 10.0 * np.eye(len(CLASSES))[better.argmax(1)] + rng.uniform(0, 9, size=onehot.shape)
+    resamples = list(bootstrap_resamples(len(labels), groups=list(range(len(labels))), n_resamples=200, seed=1))
+
+    def auc(logits):
+        return roc_auc(is_malignant(labels), malignancy_scores(softmax(logits)))
+
+    assert balanced_accuracy(labels, scrambled.argmax(1)) - balanced_accuracy(labels, base.argmax(1)) >= finalize.MIN_GAIN
+    assert auc(scrambled) < auc(base) - finalize.MAX_AUC_LOSS <= auc(better)
+    assert finalize.choose(labels, {"base": base, "scrambled": scrambled}, "base", resamples)[0] == "base"
+    chosen, rows = finalize.choose(labels, {"base": base, "better": better}, "base", resamples)
+    assert chosen == "better" and all("val_malignant_auc" in row for row in rows)
