@@ -13,6 +13,7 @@ from diagnosis.models import (
     BodySite,
     Laterality,
     LesionOutcome,
+    MapView,
     Organisation,
     Role,
     Sex,
@@ -58,9 +59,25 @@ class LesionForm(forms.Form):
     body_site = forms.ChoiceField(choices=BodySite.choices, initial=BodySite.UNKNOWN, label="Body site")
     laterality = forms.ChoiceField(choices=Laterality.choices, initial=Laterality.UNKNOWN, label="Side", required=False)
     notes = forms.CharField(required=False, max_length=LONG_TEXT_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+    # The body map place: static/js/body_map.js fills these from a click on the drawing; without
+    # script they are typed. Whether they make a whole place is the service's call.
+    map_view = forms.ChoiceField(choices=[("", "Not placed"), *MapView.choices], required=False, label="Drawing")
+    map_x = forms.FloatField(
+        required=False, min_value=0, max_value=1, label="Across", widget=forms.NumberInput(attrs={"step": "any"})
+    )
+    map_y = forms.FloatField(
+        required=False, min_value=0, max_value=1, label="Down", widget=forms.NumberInput(attrs={"step": "any"})
+    )
+    MAP_FIELDS = ("map_view", "map_x", "map_y")
 
     def clean_laterality(self) -> str:
         return self.cleaned_data.get("laterality") or Laterality.UNKNOWN
+
+    def main_fields(self) -> list[forms.BoundField]:
+        return [field for field in self.visible_fields() if field.name not in self.MAP_FIELDS]
+
+    def map_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.MAP_FIELDS]
 
 
 class FollowUpForm(forms.Form):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -31,6 +32,13 @@ class Sex(models.TextChoices):
     MALE = "male", "Male"
     OTHER = "other", "Other"
     UNKNOWN = "unknown", "Unknown"
+
+
+class MapView(models.TextChoices):
+    """Which drawing of the body map a lesion is placed on (diagnosis/body_map.py)."""
+
+    FRONT = "front", "Front"
+    BACK = "back", "Back"
 
 
 class BodySite(models.TextChoices):
@@ -150,6 +158,19 @@ class Lesion(models.Model):
         max_length=12, choices=LesionOutcome.choices, blank=True, help_text="How a closed lesion ended."
     )
     outcome_note = models.TextField(blank=True, help_text="e.g. the histopathology report's conclusion.")
+    # Its place on the body map: 0-1 across and down the chosen drawing; all empty while not placed
+    # (the service keeps the three together).
+    map_view = models.CharField(
+        max_length=5, choices=MapView.choices, blank=True, help_text="Body map drawing; empty when not placed."
+    )
+    map_x = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="0 (left edge of the drawing) to 1 (right edge).",
+    )
+    map_y = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="0 (top of the drawing) to 1 (bottom).",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -161,6 +182,10 @@ class Lesion(models.Model):
     @property
     def closed(self) -> bool:
         return self.closed_on is not None
+
+    @property
+    def placed_on_map(self) -> bool:
+        return bool(self.map_view) and self.map_x is not None and self.map_y is not None
 
     @property
     def side_and_site(self) -> str:

@@ -14,7 +14,16 @@ from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
 from diagnosis.interpretation import LEVELS, level_of, read_result
 from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
-from diagnosis.models import DIAGNOSIS_CHOICES, BodySite, ClassificationStatus, Laterality, LesionOutcome, Role, Sex
+from diagnosis.models import (
+    DIAGNOSIS_CHOICES,
+    BodySite,
+    ClassificationStatus,
+    Laterality,
+    LesionOutcome,
+    MapView,
+    Role,
+    Sex,
+)
 from diagnosis.selectors import FOLLOW_UP_STATES, follow_up_state, follow_up_suggestion, image_latest_classification
 
 NOTICE = (
@@ -129,6 +138,22 @@ class LesionFilter(serializers.Serializer):
     patient = IdField(required=False)
 
 
+MAP_VIEW_HELP = "Body map drawing the lesion is placed on; null (or empty) when not placed."
+MAP_X_HELP = "Place on the drawing, 0 (its left edge) to 1 (its right edge); null when not placed."
+MAP_Y_HELP = "Place on the drawing, 0 (its top) to 1 (its bottom); null when not placed."
+MAP_RULE = " map_view, map_x and map_y go together: all three, or none."
+
+
+def _map_view_field(**kwargs) -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=MapView.choices, allow_blank=True, allow_null=True, help_text=MAP_VIEW_HELP + MAP_RULE, **kwargs
+    )
+
+
+def _map_coordinate_field(help_text: str, **kwargs) -> serializers.FloatField:
+    return serializers.FloatField(allow_null=True, min_value=0.0, max_value=1.0, help_text=help_text, **kwargs)
+
+
 class LesionCreateInput(serializers.Serializer):
     patient = IdField()
     body_site = serializers.ChoiceField(choices=BodySite.choices, help_text="HAM10000 anatomic-site vocabulary.")
@@ -137,6 +162,9 @@ class LesionCreateInput(serializers.Serializer):
     )
     label = serializers.CharField(max_length=200)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=LONG_TEXT_MAX_CHARS)
+    map_view = _map_view_field(required=False, default="")
+    map_x = _map_coordinate_field(MAP_X_HELP, required=False, default=None)
+    map_y = _map_coordinate_field(MAP_Y_HELP, required=False, default=None)
 
 
 class LesionUpdateInput(serializers.Serializer):
@@ -148,6 +176,9 @@ class LesionUpdateInput(serializers.Serializer):
         required=False, allow_null=True,
         help_text="When to see the lesion again (YYYY-MM-DD, today or later; null: none planned). Refused on a "
         "closed lesion.")
+    map_view = _map_view_field(required=False)
+    map_x = _map_coordinate_field(MAP_X_HELP, required=False)
+    map_y = _map_coordinate_field(MAP_Y_HELP, required=False)
 
 
 class LesionOutput(serializers.Serializer):
@@ -157,6 +188,11 @@ class LesionOutput(serializers.Serializer):
     laterality = serializers.ChoiceField(choices=Laterality.choices, help_text="Side of the body.")
     label = serializers.CharField()
     notes = serializers.CharField()
+    map_view = serializers.ChoiceField(
+        choices=MapView.choices, allow_null=True, help_text="Body map drawing the lesion is placed on; null if not placed."
+    )
+    map_x = serializers.FloatField(allow_null=True, help_text=MAP_X_HELP)
+    map_y = serializers.FloatField(allow_null=True, help_text=MAP_Y_HELP)
     latest_image = serializers.IntegerField(source="latest_image_id", allow_null=True, default=None)
     latest_captured_at = serializers.DateField(allow_null=True, default=None)
     latest_top_class = serializers.CharField(allow_null=True, default=None)
@@ -173,6 +209,11 @@ class LesionOutput(serializers.Serializer):
     outcome_note = serializers.CharField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    def to_representation(self, instance) -> dict:
+        data = super().to_representation(instance)
+        data["map_view"] = data["map_view"] or None  # stored blank: "not placed" reads null, like x and y
+        return data
 
     @extend_schema_field(serializers.ChoiceField(choices=list(FOLLOW_UP_STATES), allow_null=True))
     def get_follow_up_state(self, obj) -> str | None:

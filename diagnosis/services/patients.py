@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -17,7 +18,7 @@ from diagnosis.permissions import ADMIN_ONLY_DELETE, require_admin, require_writ
 logger = logging.getLogger(__name__)
 
 PATIENT_FIELDS = ("external_id", "name", "date_of_birth", "sex", "notes")
-LESION_FIELDS = ("body_site", "laterality", "label", "notes")
+LESION_FIELDS = ("body_site", "laterality", "label", "notes", "map_view", "map_x", "map_y")
 
 
 def patient_check(patient: Patient) -> None:
@@ -121,11 +122,16 @@ def lesion_create(
     label: str,
     notes: str = "",
     laterality: str = Laterality.UNKNOWN,
+    map_view: str = "",
+    map_x: float | None = None,
+    map_y: float | None = None,
 ) -> Lesion:
     require_write(user=user, organisation_id=patient.organisation_id)
     lesion = Lesion(
-        patient=patient, body_site=body_site, laterality=laterality, label=label.strip(), notes=notes, created_by=user
+        patient=patient, body_site=body_site, laterality=laterality, label=label.strip(), notes=notes,
+        map_view=map_view or "", map_x=map_x, map_y=map_y, created_by=user,
     )
+    _map_position_check(lesion)
     lesion.full_clean(exclude=["created_by"])
     lesion.save()
     return lesion
@@ -143,9 +149,28 @@ def lesion_update(*, user: AbstractBaseUser, lesion: Lesion, data: dict[str, Any
         _follow_up_check(updated, data["follow_up_on"])
     for field, value in data.items():
         setattr(updated, field, value.strip() if field == "label" else value)
+    updated.map_view = updated.map_view or ""  # null from the API means "not placed", stored blank
+    _map_position_check(updated)
     updated.full_clean(exclude=["created_by"])
     updated.save()
     return updated
+
+
+def _map_position_check(lesion: Lesion) -> None:
+    """The body map place is all or nothing: a view with both coordinates, each 0-1 (a change to
+    one of them is judged with the others as they stand). NaN and infinities fail the range test."""
+    x, y = lesion.map_x, lesion.map_y
+    if x is None and y is None:
+        if lesion.map_view:
+            raise ValidationError({"map_view": "Place the lesion on the drawing, or leave the view empty."})
+        return
+    if x is None or y is None:
+        raise ValidationError({"map_x" if x is None else "map_y": "Give both coordinates, or neither."})
+    for field, value in (("map_x", x), ("map_y", y)):
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValidationError({field: "A position on the drawing runs from 0 to 1."})
+    if not lesion.map_view:
+        raise ValidationError({"map_view": "Say which drawing (front or back) the position is on."})
 
 
 # --- Follow-up and closing -----------------------------------------------------------------------

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import template
 
+from diagnosis.body_map import form_map, patient_map
 from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance, warning_label, warning_text
 from diagnosis.interpretation import Reading, level_of, percent, read_result
 
@@ -56,3 +57,15 @@ def warning_sentence(code: str) -> str:
 def level_of_latest(lesion) -> str:
     """Reading level of a lesion's latest result from the annotations of selectors.with_latest_warnings."""
     return level_of(malignant=bool(lesion.latest_malignant), warnings=lesion.latest_warnings)
+
+
+@register.inclusion_tag("diagnosis/_body_map.html")
+def body_map(lesions) -> dict:
+    """The patient page's body map: a marker per placed lesion, coloured by its latest result."""
+    return patient_map(list(lesions))
+
+
+@register.inclusion_tag("diagnosis/_body_map.html")
+def body_map_input(form) -> dict:
+    """The lesion form's body map, with the marker body_map.js moves when the drawing is clicked."""
+    return form_map(form)

@@ -190,3 +190,24 @@ def test_it_turns_the_heatmap_on_and_downloads_the_pdf_report(colleague, lesion,
     path = tmp_path / download.suggested_filename
     download.save_as(path)
     assert download.suggested_filename.endswith(".pdf") and path.read_bytes().startswith(b"%PDF")
+
+
+def test_it_places_a_lesion_by_clicking_the_body_map(colleague, lesion, live_server, browser_page):
+    page = browser_page
+    console = []  # a Content-Security-Policy refusal shows here
+    page.on("console", lambda message: console.append(message.text))
+    _log_in(page, live_server, colleague, f"/lesions/{lesion.pk}/edit/")
+    drawing = page.locator('#body-map-field svg[data-view="back"]')
+    box = drawing.bounding_box()
+    # A quarter across and a third down the back drawing (its box is the viewBox: same aspect).
+    drawing.click(position={"x": box["width"] * 0.25, "y": box["height"] / 3})
+    assert page.input_value("#id_map_view") == "back"
+    assert abs(float(page.input_value("#id_map_x")) - 0.25) < 0.02
+    assert abs(float(page.input_value("#id_map_y")) - 1 / 3) < 0.02
+    assert page.locator('svg[data-view="back"] .map-marker:not(.off)').count() == 1
+    assert page.locator('svg[data-view="front"] .map-marker.off').count() == 1
+    page.click("button[type=submit].primary")
+    page.wait_for_url(f"**/lesions/{lesion.pk}/")
+    lesion.refresh_from_db()
+    assert lesion.map_view == "back" and abs(lesion.map_x - 0.25) < 0.02 and abs(lesion.map_y - 1 / 3) < 0.02
+    assert not [text for text in console if "Content Security Policy" in text]
