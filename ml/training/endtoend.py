@@ -385,6 +385,8 @@ def train_end_to_end(
         else:
             log("checkpoint found for other settings: starting afresh")
 
+    if not finish_now:
+        state.pop("ended_by_operator_after", None)  # run again without it: training goes on
     if finish_now:
         if state["best"] is None:
             raise ValueError("--finish-now needs at least one finished epoch to keep")

@@ -106,6 +106,9 @@ def test_it_ends_a_resumed_run_where_it_stands_when_told_to_finish_now(tmp_path)
     assert len(state["history"]) == 1  # no further epoch was trained
     for a, b in zip(interrupted.get_weights(), finished_model.get_weights()):  # epoch 1 was the best: its weights
         np.testing.assert_allclose(a, b, atol=1e-6)
+    # The same command without --finish-now goes on training to the planned end.
+    _, continued = _tiny_run(records, tmp_path / "run")
+    assert continued["finished"] and continued["next_epoch"] == 2 and "ended_by_operator_after" not in continued
 
 
 @pytest.fixture(scope="module")
