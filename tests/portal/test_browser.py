@@ -91,9 +91,9 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     assert page.locator("tr.prob").count() == 7
     assert page.locator("#model-version").inner_text() == STAND_IN_VERSION
     assert "Decision support, not a diagnosis." in page.locator(".disclaimer").inner_text()
-    assert (
-        page.locator("figure.image .zoom-open img").evaluate("img => img.naturalWidth") == 320
-    )  # served through the checked view
+    picture = page.locator("figure.image .zoom-open img")
+    picture.evaluate("img => img.complete || new Promise(done => img.addEventListener('load', done))")
+    assert picture.evaluate("img => img.naturalWidth") == 320  # served through the checked view
 
     page.click("nav.crumbs >> text=Right forearm, dorsal")
     page.wait_for_selector("svg.plot")
