@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test install-serve install-test browser clean
+.PHONY: run test install-serve install-test browser dicom-tools clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,18 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium not installed: the browser test will be skipped"; }
 
+# dicom3tools' dciodvfy, the DICOM validator the DICOM export test runs when it is present.
+dicom-tools:
+	@command -v dciodvfy >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null) || \
+		echo "dicom3tools not installed: the DICOM validator test will be skipped"; }
+
 run: install-serve
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo
 	$(PY) manage.py runserver 127.0.0.1:8000
 
-test: install-test browser
+test: install-test browser dicom-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
