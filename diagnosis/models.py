@@ -250,6 +250,12 @@ class Batch(models.Model):
         return f"Batch {self.pk} ({self.get_kind_display()}, {self.received} files)"
 
 
+# An image's scale, pixels per millimetre: 1 is a wide clinical photo, 1000 beyond any dermatoscope
+# (about 100 at 20x magnification on a phone); outside this range it is a typing mistake.
+PIXELS_PER_MM_MIN = 1.0
+PIXELS_PER_MM_MAX = 1000.0
+
+
 class LesionImage(models.Model):
     lesion = models.ForeignKey(Lesion, on_delete=models.CASCADE, related_name="images")
     batch = models.ForeignKey(Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="images")
@@ -271,6 +277,12 @@ class LesionImage(models.Model):
     source_format = models.CharField(max_length=10, help_text="Format of the upload as judged from its bytes.")
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     uploaded_at = models.DateTimeField(auto_now_add=True)
+    # The image's scale when the uploader gives one (a dermatoscope's known field, a ruler): the
+    # lesion's area and diameter are then also stored in mm.
+    pixels_per_mm = models.FloatField(
+        null=True, blank=True, help_text="Image scale, pixels per millimetre.",
+        validators=[MinValueValidator(PIXELS_PER_MM_MIN), MaxValueValidator(PIXELS_PER_MM_MAX)],
+    )
 
     class Meta:
         ordering = ["captured_at", "uploaded_at", "id"]
@@ -326,6 +338,11 @@ class Classification(models.Model):
     activation_map = models.JSONField(
         null=True, blank=True,
         help_text="Class activation map as nested lists [row][column][class], in the model input's orientation.",
+    )
+    segmentation = models.JSONField(
+        null=True, blank=True,
+        help_text="The lesion's outline and ABCD-style descriptors, computed with the classification "
+                  "(diagnosis.inference.segment_image); null before it existed or when it failed.",
     )
     # Delivery bookkeeping: the request being served ("<celery task id>:<retry number>") and how
     # many times a worker has started it (a redelivery after a crash keeps the key). Capped by
