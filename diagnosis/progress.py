@@ -1,6 +1,6 @@
 """How a batch's progress is shown: each image in one of four buckets, from the status of its
 newest classification, and the counts of a batch by bucket. No queries here: the selectors
-(diagnosis/selectors.py) fetch the statuses; pages and the API show what this makes of them.
+(diagnosis/selectors/) fetch the statuses; pages and the API show what this makes of them.
 
 Also the short badges that lists (dashboard, batch page, lesion timeline) show for one result:
 its reading level (diagnosis/interpretation.py) and each screening warning in a few words."""

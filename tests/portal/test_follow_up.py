@@ -13,6 +13,7 @@ from django.utils import timezone
 from diagnosis import selectors, services
 from diagnosis.limits import LONG_TEXT_MAX_CHARS
 from diagnosis.models import Lesion
+from diagnosis.selectors.records import _months_later
 from tests.portal.helpers import GREEN, RED, image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -55,8 +56,8 @@ def test_it_suggests_three_months_after_a_flagged_visit_only(owner, lesion, uplo
 
 
 def test_it_adds_months_to_the_last_day_of_a_shorter_month():
-    assert selectors._months_later(dt.date(2025, 11, 30), 3) == dt.date(2026, 2, 28)
-    assert selectors._months_later(dt.date(2024, 1, 31), 1) == dt.date(2024, 2, 29)
+    assert _months_later(dt.date(2025, 11, 30), 3) == dt.date(2026, 2, 28)
+    assert _months_later(dt.date(2024, 1, 31), 1) == dt.date(2024, 2, 29)
 
 
 def test_it_lists_due_and_overdue_open_lesions_of_the_users_organisations(owner, outsider, patient, lesion):
