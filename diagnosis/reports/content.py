@@ -42,6 +42,7 @@ class ReportContent:
     visits: list[Visit]
     generated_at: dt.datetime
     generated_by: str
+    follow_up_state: str | None = None  # due or overdue (selectors.follow_up_state); None otherwise
 
     @property
     def title(self) -> str:
@@ -76,6 +77,7 @@ def _content(kind: str, *, user: User, lesion: Lesion, visits: list[Visit]) -> R
         visits=visits,
         generated_at=timezone.localtime(),
         generated_by=user.get_username(),
+        follow_up_state=selectors.follow_up_state(lesion=lesion),
     )
 
 

@@ -61,9 +61,24 @@ def details_rows(content: ReportContent) -> list[tuple[str, str]]:
         ("Lesion", f"<b>{escape(lesion.label)}</b>"),
         ("Body site", escape(lesion.side_and_site)),
         what,
+        ("Follow-up", _follow_up(content)),
         ("Organisation", escape(content.organisation.name)),
         ("Generated", f"{generated} by {escape(content.generated_by)}"),
     ]
+
+
+def _follow_up(content: ReportContent) -> str:
+    """Closed with its outcome (and the outcome's note), the planned follow-up date (and whether
+    it is due), or none planned."""
+    lesion = content.lesion
+    if lesion.closed_on is not None:
+        outcome = f": {escape(lesion.get_outcome_display())}" if lesion.outcome else ""
+        note = f"<br/>{escape(lesion.outcome_note)}" if lesion.outcome_note else ""
+        return f"<b>Closed {lesion.closed_on.isoformat()}</b>{outcome}{note}"
+    if lesion.follow_up_on is None:
+        return "None planned"
+    state = f" <b>({content.follow_up_state})</b>" if content.follow_up_state else ""
+    return lesion.follow_up_on.isoformat() + state
 
 
 def lesion_notes(content: ReportContent) -> str:

@@ -19,11 +19,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from pypdf import PdfReader
 
 from diagnosis import inference, reports, selectors, services
 from diagnosis.inference import CLASSES, ModelPerformance, display_name, warning_text
-from diagnosis.models import AuditEvent, AuditOutcome, Classification, ClassificationStatus
+from diagnosis.models import AuditEvent, AuditOutcome, Classification, ClassificationStatus, Lesion
 from tests.portal.helpers import BLUE, GREEN, RED, REPO_ROOT, STAND_IN_VERSION, image_bytes
 
 NOTE = "Decision support, not a diagnosis."
@@ -105,6 +106,28 @@ def test_it_reports_every_visit_of_a_lesion_in_words(owner, lesion, three_visits
     assert visits == sorted(visits)  # oldest first, whatever the upload order
     # Every page says what the report is not, and which page of how many it is.
     assert all(NOTE in page and f"Page {n} of {len(pages)}" in page for n, page in enumerate(pages, start=1))
+
+
+def test_it_says_when_the_lesion_is_followed_up_or_how_it_was_closed(owner, lesion, upload, client_for):
+    upload(image_bytes(RED), captured_at=dt.date(2024, 1, 1))
+    client = client_for(owner)
+    assert "Follow-up None planned" in all_text(_get(client, "lesion-report", lesion.pk).content)
+
+    due = timezone.localdate() + dt.timedelta(days=3)
+    services.patients.lesion_follow_up_set(user=owner, lesion=lesion, follow_up_on=due)
+    assert f"Follow-up {due.isoformat()} (due)" in all_text(_get(client, "lesion-report", lesion.pk).content)
+    overdue = timezone.localdate() - dt.timedelta(days=3)
+    Lesion.objects.filter(pk=lesion.pk).update(follow_up_on=overdue)  # the date has passed since
+    assert f"Follow-up {overdue.isoformat()} (overdue)" in all_text(_get(client, "lesion-report", lesion.pk).content)
+
+    services.patients.lesion_close(
+        user=owner, lesion=lesion, outcome="excised", outcome_note="Compound naevus on histology."
+    )
+    lesion.refresh_from_db()
+    text = all_text(_get(client, "lesion-report", lesion.pk).content)
+    assert f"Closed {lesion.closed_on.isoformat()}: {lesion.get_outcome_display()}" in text
+    assert "Compound naevus on histology." in text
+    assert "overdue" not in text
 
 
 def test_it_never_calls_a_result_with_a_warning_reassuring(owner, lesion, upload, client_for):
