@@ -81,6 +81,7 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "lesion-report": AuditedRoute("lesion", DETAIL, read="export"),
     "lesion-follow-up": AuditedRoute("lesion", DETAIL, "follow_up"),
     "lesion-close": AuditedRoute("lesion", DETAIL, "close"),
+    "lesion-reopen": AuditedRoute("lesion", DETAIL, "reopen"),
     "image-detail": AuditedRoute("image", DETAIL),
     "image-file": AuditedRoute("image", DETAIL),
     "image-heatmap": AuditedRoute("image", DETAIL),
@@ -115,6 +116,7 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-review-queue": AuditedRoute("image", LIST),
     "api-follow-up-list": AuditedRoute("lesion", LIST),
     "api-lesion-close": AuditedRoute("lesion", DETAIL, "close"),
+    "api-lesion-reopen": AuditedRoute("lesion", DETAIL, "reopen"),
 }
 
 # Organisation pages: who reads or manages the members and the audit log, and every attempt by

@@ -17,6 +17,7 @@ urlpatterns = [
     path("lesions/<int:lesion_id>/upload/", lesions.lesion_upload, name="lesion-upload"),
     path("lesions/<int:lesion_id>/follow-up/", lesions.lesion_follow_up, name="lesion-follow-up"),
     path("lesions/<int:lesion_id>/close/", lesions.lesion_close, name="lesion-close"),
+    path("lesions/<int:lesion_id>/reopen/", lesions.lesion_reopen, name="lesion-reopen"),
     path("lesions/<int:lesion_id>/report.pdf", report_views.lesion_report, name="lesion-report"),
     path("images/<int:image_id>/", lesions.image_detail, name="image-detail"),
     path("images/<int:image_id>/file/", lesions.image_file, name="image-file"),

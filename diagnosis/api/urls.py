@@ -35,6 +35,7 @@ urlpatterns = [
     path("lesions/<int:lesion_id>/", views.LesionDetailApi.as_view(), name="api-lesion-detail"),
     path("lesions/<int:lesion_id>/report.pdf", report_api.LesionReportApi.as_view(), name="api-lesion-report"),
     path("lesions/<int:lesion_id>/close/", views.LesionCloseApi.as_view(), name="api-lesion-close"),
+    path("lesions/<int:lesion_id>/reopen/", views.LesionReopenApi.as_view(), name="api-lesion-reopen"),
     path("images/", views.ImageListApi.as_view(), name="api-image-list"),
     path("images/<int:image_id>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:image_id>/file/", views.ImageFileApi.as_view(), name="api-image-file"),

@@ -219,3 +219,25 @@ def lesion_close(
     updated.full_clean(exclude=["created_by"])
     updated.save()
     return updated
+
+
+@transaction.atomic
+def lesion_reopen(*, user: AbstractBaseUser, lesion: Lesion) -> Lesion:
+    """Open a closed lesion again (closed by mistake, or it needs watching after all). The outcome
+    is not thrown away: a line with the closing date, outcome and note goes to the end of the
+    lesion's notes, and the audit trail has the event."""
+    require_write(user=user, organisation_id=lesion.patient.organisation_id)
+    updated = Lesion.objects.select_for_update().get(pk=lesion.pk)
+    if updated.closed_on is None:
+        raise ValidationError("This lesion is open.")
+    closed = f"Closed {updated.closed_on:%Y-%m-%d}"
+    if updated.outcome:
+        closed += f" ({updated.get_outcome_display()})"
+    if updated.outcome_note:
+        closed += f": {updated.outcome_note}"
+    record = f"{closed}; reopened {timezone.localdate():%Y-%m-%d}."
+    updated.notes = f"{updated.notes.rstrip()}\n{record}" if updated.notes.strip() else record
+    updated.closed_on, updated.outcome, updated.outcome_note = None, "", ""
+    updated.full_clean(exclude=["created_by"])
+    updated.save()
+    return updated

@@ -3,6 +3,7 @@ re-classification."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -138,6 +139,25 @@ def lesion_close(request: HttpRequest, lesion_id: int) -> HttpResponse:
     intro = ("A closed lesion leaves the follow-up lists and the review queue; its images and results stay. "
              "Its follow-up date is cleared.")
     return _lesion_step(request, lesion, form, heading="Close the lesion", intro=intro, button="Close the lesion")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lesion_reopen(request: HttpRequest, lesion_id: int) -> HttpResponse:
+    """Open a closed lesion again; its outcome is kept as a line of the lesion's notes."""
+    lesion = url_object(request, "lesion_id")
+    require_page_write(request, lesion.patient.organisation_id)
+    if lesion.closed_on is None:
+        messages.info(request, "This lesion is open.")
+        return redirect("lesion-detail", lesion_id=lesion.pk)
+    form = forms.Form()  # nothing to fill in: the page only asks to confirm
+    if request.method == "POST":
+        services.patients.lesion_reopen(user=request.user, lesion=lesion)
+        messages.success(request, "Lesion reopened. Its outcome is kept in the lesion's notes.")
+        return redirect("lesion-detail", lesion_id=lesion.pk)
+    intro = ("The lesion goes back to the follow-up lists and the review queue. Its outcome "
+             f"({lesion.get_outcome_display()}, closed {lesion.closed_on:%Y-%m-%d}) is kept as a line of its notes.")
+    return _lesion_step(request, lesion, form, heading="Reopen the lesion", intro=intro, button="Reopen the lesion")
 
 
 def _lesion_step(request: HttpRequest, lesion: Lesion, form, *, heading: str, intro: str, button: str) -> HttpResponse:

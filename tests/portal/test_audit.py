@@ -53,6 +53,7 @@ POSTED = {
     "image-classify": {},
     "api-image-classify": {},
     "api-lesion-close": {"outcome": "discharged"},
+    "api-lesion-reopen": {},  # after api-lesion-close above closed it
 }
 
 

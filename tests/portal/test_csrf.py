@@ -196,6 +196,17 @@ def _done_lesion_closed(c: Ctx, client: Client, r: HttpResponse) -> None:
     assert r.status_code == 302 and c.lesion.outcome == "discharged"
 
 
+def _reopen_page(c: Ctx) -> str:
+    """The reopen form shows only for a closed lesion: close it first."""
+    services.patients.lesion_close(user=c.owner, lesion=c.lesion, outcome="discharged")
+    return reverse("lesion-reopen", args=[c.lesion.pk])
+
+
+def _done_lesion_reopened(c: Ctx, client: Client, r: HttpResponse) -> None:
+    c.lesion.refresh_from_db()
+    assert r.status_code == 302 and c.lesion.closed_on is None and "Discharged" in c.lesion.notes
+
+
 def _done_uploaded(c: Ctx, client: Client, r: HttpResponse) -> None:
     assert r.status_code == 302 and LesionImage.objects.filter(lesion=c.lesion, batch__isnull=True).count() == 2
 
@@ -324,6 +335,12 @@ FORMS: dict[str, Form] = {
         action=lambda c: reverse("lesion-close", args=[c.lesion.pk]),
         data=lambda c: {"outcome": "discharged", "closed_on": timezone.localdate().isoformat()},
         done=_done_lesion_closed,
+    ),
+    "lesion-reopen": Form(
+        page=_reopen_page,
+        action=lambda c: reverse("lesion-reopen", args=[c.lesion.pk]),
+        data=lambda c: {},
+        done=_done_lesion_reopened,
     ),
     "lesion-upload": Form(
         page=lambda c: reverse("lesion-upload", args=[c.lesion.pk]),

@@ -160,3 +160,34 @@ def test_it_lists_follow_ups_plans_and_closes_through_the_api(owner, outsider, l
     again = api.post(f"/api/v1/lesions/{lesion.pk}/close/", {"outcome": "discharged"}, format="json")
     assert again.status_code == 400
     assert api.get("/api/v1/follow-ups/").json()["count"] == 0
+
+
+def test_it_reopens_a_closed_lesion_keeping_its_outcome_in_the_notes(owner, reader, outsider, lesion, client_for,
+                                                                        api_for):
+    services.patients.lesion_close(user=owner, lesion=lesion, outcome="excised", outcome_note="Naevus, benign.")
+    page_url = reverse("lesion-reopen", kwargs={"lesion_id": lesion.pk})
+    api_url = f"/api/v1/lesions/{lesion.pk}/reopen/"
+    assert client_for(reader).post(page_url).status_code == 403
+    assert api_for(reader).post(api_url).status_code == 403
+    assert api_for(outsider).post(api_url).status_code == 404
+    lesion.refresh_from_db()
+    assert lesion.closed_on is not None  # nothing changed by the refused requests
+
+    client = client_for(owner)
+    detail = client.get(reverse("lesion-detail", kwargs={"lesion_id": lesion.pk})).content.decode()
+    assert f'href="{page_url}"' in detail
+    assert client.post(page_url).status_code == 302
+    lesion.refresh_from_db()
+    assert (lesion.closed_on, lesion.outcome, lesion.outcome_note) == (None, "", "")
+    assert "Excised, with histopathology" in lesion.notes and "Naevus, benign." in lesion.notes
+    assert f"reopened {_today():%Y-%m-%d}" in lesion.notes
+    # Open now: the page goes back to the lesion, the API refuses with a 400 and changes nothing.
+    assert client.get(page_url).status_code == 302
+    refused = api_for(owner).post(api_url)
+    assert refused.status_code == 400 and refused.json()["error"]["message"]
+
+    services.patients.lesion_close(user=owner, lesion=lesion, outcome="discharged")
+    reopened = api_for(owner).post(api_url)
+    assert reopened.status_code == 200 and reopened.json()["closed_on"] is None
+    lesion.refresh_from_db()
+    assert lesion.notes.count("reopened") == 2  # both closings kept, one line each

@@ -35,6 +35,7 @@ from diagnosis.api.views.records import (  # noqa: F401
     LesionCloseApi,
     LesionDetailApi,
     LesionListApi,
+    LesionReopenApi,
     PatientDetailApi,
     PatientListApi,
 )

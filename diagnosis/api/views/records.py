@@ -123,6 +123,19 @@ class LesionCloseApi(ScopedApiView):
         return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
 
 
+class LesionReopenApi(ScopedApiView):
+    @extend_schema(
+        request=None,
+        responses={200: s.LesionOutput, 400: ERROR, 403: ERROR, 404: ERROR},
+        tags=["lesions"],
+        description="Open a closed lesion again. Its outcome is kept: a line with the closing date, outcome and "
+        "note is added to the lesion's `notes`. A lesion that is open: 400.",
+    )
+    def post(self, request: Request, lesion_id: int) -> Response:
+        services.patients.lesion_reopen(user=request.user, lesion=self.url_object("lesion_id"))
+        return Response(s.LesionOutput(selectors.lesion_get(user=request.user, lesion_id=lesion_id)).data)
+
+
 class FollowUpListApi(PaginatedListMixin, ScopedApiView):
     @extend_schema(
         parameters=[s.FollowUpFilter],
