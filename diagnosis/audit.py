@@ -116,6 +116,18 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-review-queue": AuditedRoute("image", LIST),
     "api-follow-up-list": AuditedRoute("lesion", LIST),
     "api-lesion-close": AuditedRoute("lesion", DETAIL, "close"),
+    # FHIR R4 (diagnosis/fhir): every read is an export to another system
+    "api-fhir-patient-search": AuditedRoute("patient", LIST, read="export"),
+    "api-fhir-patient-read": AuditedRoute("patient", DETAIL, read="export"),
+    "api-fhir-patient-everything": AuditedRoute("patient", DETAIL, read="export"),
+    "api-fhir-bodystructure-search": AuditedRoute("lesion", LIST, read="export"),
+    "api-fhir-bodystructure-read": AuditedRoute("lesion", DETAIL, read="export"),
+    "api-fhir-media-search": AuditedRoute("image", LIST, read="export"),
+    "api-fhir-media-read": AuditedRoute("image", DETAIL, read="export"),
+    "api-fhir-observation-search": AuditedRoute("classification", LIST, read="export"),
+    "api-fhir-observation-read": AuditedRoute("classification", DETAIL, read="export"),
+    "api-fhir-diagnosticreport-search": AuditedRoute("classification", LIST, read="export"),
+    "api-fhir-diagnosticreport-read": AuditedRoute("classification", DETAIL, read="export"),
     "api-lesion-reopen": AuditedRoute("lesion", DETAIL, "reopen"),
 }
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("diagnosis.api.urls")),
+    path("api/fhir/r4/", include("diagnosis.fhir.urls")),  # FHIR R4, read-only (docs/interop.md)
     # Django's account pages, two of them with our forms: these come first, so they win.
     path("accounts/login/", auth_views.LoginView.as_view(authentication_form=LoginForm), name="login"),
     path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),

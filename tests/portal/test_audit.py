@@ -43,6 +43,7 @@ NOT_PATIENT_DATA = {
     "api-schema",
     "api-docs",
     "api-redoc",
+    "api-fhir-metadata",  # the FHIR CapabilityStatement
 }
 # What a clinician does on each route in the walk: the method, and form data for POSTs.
 POSTED = {
