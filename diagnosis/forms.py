@@ -18,6 +18,7 @@ from diagnosis.models import (
     Role,
     Sex,
 )
+from diagnosis.models import PIXELS_PER_MM_MAX, PIXELS_PER_MM_MIN
 from diagnosis.services.accounts import API_TOKEN_KEY_ID
 from skinportal.accounts import login_authenticate
 
@@ -116,6 +117,11 @@ class MultipleImageField(forms.FileField):
 class UploadForm(forms.Form):
     images = MultipleImageField(label="Images (JPEG or PNG; several allowed)")
     captured_at = forms.DateField(widget=DateInput, label="Capture date", initial=timezone.localdate)
+    pixels_per_mm = forms.FloatField(
+        required=False, min_value=PIXELS_PER_MM_MIN, max_value=PIXELS_PER_MM_MAX, label="Scale (pixels per mm)",
+        help_text="Optional: the images' scale (from the dermatoscope or a ruler), so the lesion's area is also "
+                  "given in mm². Without it the area is in pixels and changes with the zoom.",
+    )
 
 
 class ReviewForm(forms.Form):

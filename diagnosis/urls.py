@@ -1,6 +1,7 @@
 from django.urls import path
 
 from diagnosis.views import batches, home, lesions, organisations, patients, tokens
+from diagnosis.views import compare as compare_views
 from diagnosis.views import reports as report_views
 
 urlpatterns = [
@@ -19,9 +20,11 @@ urlpatterns = [
     path("lesions/<int:lesion_id>/close/", lesions.lesion_close, name="lesion-close"),
     path("lesions/<int:lesion_id>/reopen/", lesions.lesion_reopen, name="lesion-reopen"),
     path("lesions/<int:lesion_id>/report.pdf", report_views.lesion_report, name="lesion-report"),
+    path("lesions/<int:lesion_id>/compare/", compare_views.lesion_compare, name="lesion-compare"),
     path("images/<int:image_id>/", lesions.image_detail, name="image-detail"),
     path("images/<int:image_id>/file/", lesions.image_file, name="image-file"),
     path("images/<int:image_id>/heatmap/", lesions.image_heatmap, name="image-heatmap"),
+    path("images/<int:image_id>/mask/", compare_views.image_mask, name="image-mask"),
     path("images/<int:image_id>/review/", lesions.image_review, name="image-review"),
     path("images/<int:image_id>/classify/", lesions.image_classify, name="image-classify"),
     path("images/<int:image_id>/report.pdf", report_views.image_report, name="image-report"),

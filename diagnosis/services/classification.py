@@ -40,6 +40,7 @@ _FAILURE_CLEARS = {
     "warnings": [],
     "screening": {},
     "activation_map": None,
+    "segmentation": None,
 }
 
 
@@ -312,12 +313,24 @@ def _outcome(claim: Claim, prediction: inference.PortalPrediction | Exception, *
             "warnings": list(prediction.warnings),
             "screening": prediction.screening,
             "activation_map": prediction.activation_map,
+            "segmentation": _segmentation(claim.image),
             "error_message": "",
             "started_at": claim.started_at,
             "finished_at": timezone.now(),
             "inference_ms": prediction.inference_ms,
         },
     )
+
+
+def _segmentation(image: LesionImage) -> dict | None:
+    """The lesion's outline and descriptors (inference.segment_image), computed after the
+    classifier's run from the stored file. A segmentation problem never fails the classification:
+    it is logged and stored as None (the result page then shows no outline)."""
+    try:
+        return inference.segment_image(_stored_bytes(image), pixels_per_mm=image.pixels_per_mm)
+    except Exception:  # noqa: BLE001 - the classification stands without it
+        logger.exception("image %s: segmentation failed; the classification is stored without it", image.pk)
+        return None
 
 
 def _failure(image_id: int, model_version: str, message: str, started_at: dt.datetime) -> _Outcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from diagnosis import inference
 from diagnosis.archives import Member, ZipMembers, csv_rows, parse_date, read_capped, too_large
 from diagnosis.budget import BudgetExceeded, UploadBudget
 from diagnosis.models import Batch, BatchKind, BodySite, Lesion, LesionImage, Organisation, Patient
+from diagnosis.models import PIXELS_PER_MM_MAX, PIXELS_PER_MM_MIN
 from diagnosis.permissions import require_write
 from diagnosis.services.classification import classification_enqueue_on_commit
 from diagnosis.services.patients import lesion_create
@@ -91,6 +93,17 @@ def _check_captured_at(captured_at: dt.date | None) -> dt.date:
     return captured_at
 
 
+def _check_pixels_per_mm(pixels_per_mm: float | None) -> float | None:
+    if pixels_per_mm is None:
+        return None
+    if not (math.isfinite(pixels_per_mm) and PIXELS_PER_MM_MIN <= pixels_per_mm <= PIXELS_PER_MM_MAX):
+        raise ValidationError({"pixels_per_mm": (
+            f"The scale must be between {PIXELS_PER_MM_MIN:g} and {PIXELS_PER_MM_MAX:g} pixels per mm; "
+            "leave it empty when it is not known."
+        )})
+    return float(pixels_per_mm)
+
+
 class DuplicateUpload(ValidationError):
     """A file byte for byte the same (sha256) as an image already stored on the lesion: refused,
     with the images it repeats (`existing`, one per repeated file) so the caller can link to them."""
@@ -123,8 +136,10 @@ def lesion_image_upload(
     lesion: Lesion,
     files: Sequence[ImageUpload],
     captured_at: dt.date | None = None,
+    pixels_per_mm: float | None = None,
 ) -> list[LesionImage]:
     """Store one or more images of a lesion (pixels only) and queue each for classification.
+    `pixels_per_mm`, the images' scale when known, gives the lesion's area in mm² too.
 
     Classification is sent after the transaction commits; with Celery eager (the embedded
     default) it runs before this returns to the caller's caller, so pages show the result.
@@ -132,6 +147,7 @@ def lesion_image_upload(
     """
     require_write(user=user, organisation_id=lesion.patient.organisation_id)
     captured_at = _check_captured_at(captured_at)
+    pixels_per_mm = _check_pixels_per_mm(pixels_per_mm)
     _refuse_repeats(lesion, files)  # before anything is decoded: a repeat costs no budget
     prepared = _prepare_uploads(files, budget=UploadBudget.for_request())
     with stored_files_removed_on_failure() as images:
@@ -147,6 +163,7 @@ def lesion_image_upload(
                     batch=None,
                 )
             )
+            images[-1].pixels_per_mm = pixels_per_mm
         LesionImage.objects.bulk_create(images)  # one INSERT for them all
     classification_enqueue_on_commit(image_ids=[image.pk for image in images])
     return images

@@ -187,7 +187,8 @@ def lesion_upload(request: HttpRequest, lesion_id: int) -> HttpResponse:
         files = [services.uploads.ImageUpload.from_file(f) for f in form.cleaned_data["images"]]
         try:
             images = services.uploads.lesion_image_upload(
-                user=request.user, lesion=lesion, files=files, captured_at=form.cleaned_data["captured_at"]
+                user=request.user, lesion=lesion, files=files, captured_at=form.cleaned_data["captured_at"],
+                pixels_per_mm=form.cleaned_data.get("pixels_per_mm"),
             )
         except services.uploads.DuplicateUpload as exc:
             add_service_errors(form, exc, field_map={"image": "images"})

@@ -10,12 +10,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from diagnosis.api.serializers.common import NOTICE, IdField, _absolute
+from diagnosis.api.serializers.segmentation import SegmentationOutput, segmentation_data
 from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
 from diagnosis.interpretation import LEVELS, read_result
 from diagnosis.models import (
     ClassificationStatus,
 )
+from diagnosis.models import PIXELS_PER_MM_MAX, PIXELS_PER_MM_MIN
 from diagnosis.selectors import image_latest_classification
 
 
@@ -105,6 +107,9 @@ class ClassificationOutput(serializers.Serializer):
         "images, with 95% intervals over lesions (null for results of another model version).")
     heatmap_url = serializers.SerializerMethodField(
         help_text="PNG of the class activation map over the image (null when this result has none).")
+    segmentation = serializers.SerializerMethodField(
+        help_text="The lesion's outline and ABCD-style measurements, computed with this result (null for results "
+        "from before outlines were stored, or when the segmentation failed).")
     notice = serializers.SerializerMethodField()
 
     @extend_schema_field({"type": "object", "properties": {c: {"type": "number"} for c in CLASSES}})
@@ -140,6 +145,10 @@ class ClassificationOutput(serializers.Serializer):
             return None
         return _absolute(self.context.get("request"), reverse("api-image-heatmap", args=[obj.image_id]))
 
+    @extend_schema_field(SegmentationOutput(allow_null=True))
+    def get_segmentation(self, obj) -> dict[str, Any] | None:
+        return segmentation_data(obj, self.context)
+
     def get_notice(self, obj) -> str:
         return NOTICE
 
@@ -174,6 +183,9 @@ class ImageCreateInput(serializers.Serializer):
         help_text="JPEG or PNG. Its metadata (EXIF, GPS, ICC, text) is removed; its image data is kept as it is."
     )
     captured_at = serializers.DateField(required=False, help_text="Capture date (YYYY-MM-DD); default today.")
+    pixels_per_mm = serializers.FloatField(
+        required=False, allow_null=True, min_value=PIXELS_PER_MM_MIN, max_value=PIXELS_PER_MM_MAX,
+        help_text="Optional scale of the image, pixels per mm: the lesion's area is then also given in mm².")
 
 
 class ImageOutput(serializers.Serializer):
@@ -186,6 +198,7 @@ class ImageOutput(serializers.Serializer):
     size_bytes = serializers.IntegerField()
     sha256 = serializers.CharField()
     source_format = serializers.CharField()
+    pixels_per_mm = serializers.FloatField(allow_null=True, help_text="The scale given at upload (null: none).")
     uploaded_by = serializers.CharField(source="uploaded_by.username", allow_null=True, default=None)
     uploaded_at = serializers.DateTimeField()
     file_url = serializers.SerializerMethodField()

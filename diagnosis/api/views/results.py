@@ -66,7 +66,8 @@ class ImageListApi(PaginatedListMixin, ScopedApiView):
         files = [services.uploads.ImageUpload.from_file(data["image"])]
         try:
             (image,) = services.uploads.lesion_image_upload(
-                user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at")
+                user=request.user, lesion=lesion, files=files, captured_at=data.get("captured_at"),
+                pixels_per_mm=data.get("pixels_per_mm"),
             )
         except services.uploads.DuplicateUpload as exc:
             raise DuplicateImage(exc, request) from exc
