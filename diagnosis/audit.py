@@ -108,6 +108,7 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-image-mask": AuditedRoute("image", DETAIL),
     "api-image-classify": AuditedRoute("image", DETAIL, "classify"),
     "api-image-report": AuditedRoute("image", DETAIL, read="export"),
+    "api-image-dicom": AuditedRoute("image", DETAIL, read="export"),
     "api-batch-list": AuditedRoute("batch", LIST, "upload"),
     "api-batch-detail": AuditedRoute("batch", DETAIL),
     "api-organisation-agreement": AuditedRoute("organisation", DETAIL),

@@ -61,6 +61,7 @@ __all__ = [
     "UploadBudget",
     "check_minimum_size",
     "classify_many",
+    "decode_stored_image",
     "display_name",
     "get_classifier",
     "heatmap_overlay",
@@ -87,9 +88,10 @@ JPEG_MAX_SCANS = 100
 class SanitisedImage:
     data: bytes  # what is stored: the pixels' own compressed data, without metadata
     extension: str  # "jpg" or "png": the stored file's format
-    source_format: str  # what was uploaded: "JPEG" or "PNG"
+    source_format: str  # what was uploaded: "JPEG", "PNG" or "DICOM" (stored as PNG)
     width: int
     height: int
+    pixels_per_mm: float | None = None  # a DICOM upload's PixelSpacing, when it states one
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,12 @@ def sanitise_upload(data: bytes, *, budget: UploadBudget | None = None, name: st
     classify. Raises InvalidImageError (ImageTooLargeError over the pixel cap) or BudgetExceeded.
     """
     cv2 = use_one_opencv_thread()
+    from ml.dicom_input import is_dicom
     from ml.preprocessing import check_image_header, decode_image, exif_orientation, jpeg_scan_count, without_metadata
 
     budget = budget if budget is not None else UploadBudget.for_request()
+    if is_dicom(data):  # judged from the bytes (DICM at offset 128), like JPEG and PNG
+        return _sanitise_dicom(data, budget=budget, name=name)
     source_format, width, height = check_image_header(data, max_pixels=budget.max_image_pixels)
     if source_format not in ACCEPTED_UPLOAD_FORMATS:
         raise InvalidImageError(f"unsupported image format {source_format}: upload a JPEG or PNG file")
@@ -195,6 +200,48 @@ def sanitise_upload(data: bytes, *, budget: UploadBudget | None = None, name: st
                 )
     _check_decodes(stored, source_format)
     return SanitisedImage(data=stored, extension=extension, source_format=source_format, width=width, height=height)
+
+
+def _sanitise_dicom(data: bytes, *, budget: UploadBudget, name: str) -> SanitisedImage:
+    """A DICOM upload (ml.dicom_input) stored as an RGB PNG of its one frame, nothing of its header
+    kept: refused from the header alone (transfer syntax, frames, bits, samples, the pixel cap)
+    before any pixel is decoded, then it pays its pixels to the budget like any image."""
+    cv2 = use_one_opencv_thread()
+    from ml.dicom_input import check_dicom_header, decode_dicom
+
+    header = check_dicom_header(data, max_pixels=budget.max_image_pixels)
+    too_small = check_minimum_size(header.width, header.height)
+    if too_small:
+        raise InvalidImageError(too_small.rstrip("."))
+    budget.charge_pixels(header.width * header.height, what=name)
+    pixels = decode_dicom(data, max_pixels=budget.max_image_pixels, header=header)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels.rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InvalidImageError("the image could not be re-encoded")
+    stored = encoded.tobytes()
+    max_bytes = settings.SKINPORTAL_MAX_UPLOAD_BYTES
+    if len(stored) > max_bytes:  # a JPEG frame can inflate to a PNG many times its size
+        raise InvalidImageError(
+            f"stored as PNG the DICOM image is {human_size(len(stored))}, over the "
+            f"{human_size(max_bytes, unit='MiB')} limit: export it uncompressed or as a smaller image"
+        )
+    return SanitisedImage(
+        data=stored,
+        extension="png",
+        source_format="DICOM",
+        width=header.width,
+        height=header.height,
+        pixels_per_mm=pixels.pixels_per_mm,
+    )
+
+
+def decode_stored_image(data: bytes):
+    """A stored image file (JPEG or PNG) as H x W x 3 uint8 RGB, decoded as the classifier
+    decodes it (ml.preprocessing.decode_image). Raises InvalidImageError."""
+    use_one_opencv_thread()
+    from ml.preprocessing import decode_image
+
+    return decode_image(data)
 
 
 def _check_decodes(stored: bytes, source_format: str) -> None:

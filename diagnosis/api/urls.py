@@ -1,6 +1,7 @@
 from django.urls import path, re_path, register_converter
 
 from diagnosis.api import agreement as agreement_api
+from diagnosis.api import dicom as dicom_api
 from diagnosis.api import compare as compare_api
 from diagnosis.api import docs, views
 from diagnosis.api import reports as report_api
@@ -45,6 +46,7 @@ urlpatterns = [
     path("images/<int:image_id>/mask/", compare_api.ImageMaskApi.as_view(), name="api-image-mask"),
     path("images/<int:image_id>/classify/", views.ImageClassifyApi.as_view(), name="api-image-classify"),
     path("images/<int:image_id>/report.pdf", report_api.ImageReportApi.as_view(), name="api-image-report"),
+    path("images/<int:image_id>/dicom/", dicom_api.ImageDicomApi.as_view(), name="api-image-dicom"),
     path("batches/", views.BatchListApi.as_view(), name="api-batch-list"),
     path("batches/<int:batch_id>/", views.BatchDetailApi.as_view(), name="api-batch-detail"),
     path(

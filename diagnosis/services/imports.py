@@ -35,10 +35,13 @@ def import_batch_start(*, organisation: Organisation, name: str, rows: int) -> B
 
 
 @transaction.atomic
-def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | None = None) -> LesionImage | None:
+def image_import(
+    *, organisation: Organisation, row: ImportRow, batch: Batch | None = None, command: str = "import_images"
+) -> LesionImage | None:
     """Store one imported image, creating its patient and lesion on first sight (an operator's
     action: no role check). Returns None when this file is already stored (sha256); raises
-    ValidationError for a bad row, with nothing stored."""
+    ValidationError for a bad row, with nothing stored. `command` names the operator's command in
+    the audit trail."""
     if import_already_present(organisation=organisation, data=row.data):
         return None
     body_site = (row.body_site or "").strip().lower() or BodySite.UNKNOWN
@@ -67,7 +70,7 @@ def image_import(*, organisation: Organisation, row: ImportRow, batch: Batch | N
         LesionImage.objects.bulk_create(images)
     (image,) = images
     audit.audit_command_record(
-        command="import_images", action="create", instance=image, organisation_id=organisation.pk
+        command=command, action="create", instance=image, organisation_id=organisation.pk
     )
     return image
 
