@@ -76,7 +76,9 @@ CLASSIFICATION = Code(PORTAL_CODES, "ai-skin-lesion-classification", "AI skin le
 CLASSIFICATION_REPORT = Code(
     PORTAL_CODES, "ai-skin-lesion-classification-report", "AI skin lesion classification report"
 )
-MALIGNANCY_SCORE = Code(PORTAL_CODES, "malignancy-score", "Malignancy score (melanoma + basal cell carcinoma + actinic keratosis)")
+MALIGNANCY_SCORE = Code(
+    PORTAL_CODES, "malignancy-score", "Malignancy score (melanoma + basal cell carcinoma + actinic keratosis)"
+)
 MALIGNANCY_FLAG = Code(PORTAL_CODES, "malignancy-flag", "Malignancy score at or above the model's threshold")
 SCREENING_WARNING = Code(PORTAL_CODES, "screening-warning", "Screening warning about the image or the result")
 IMAGING_CATEGORY = Code(OBSERVATION_CATEGORY, "imaging", "Imaging")

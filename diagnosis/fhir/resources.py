@@ -17,7 +17,7 @@ from typing import Any
 from diagnosis.fhir import codes
 from diagnosis.inference import CLASSES, display_name, warning_text
 from diagnosis.interpretation import percent, read_result
-from diagnosis.models import Classification, Laterality, Lesion, LesionImage, Patient
+from diagnosis.models import Classification, Lesion, LesionImage, Patient
 
 Resource = dict[str, Any]
 
@@ -58,7 +58,11 @@ def _without_none(resource: Resource) -> Resource:
 
 
 def patient_identifier(patient: Patient) -> dict[str, str]:
-    return {"use": "usual", "system": codes.patient_identifier_system(patient.organisation_id), "value": patient.external_id}
+    return {
+        "use": "usual",
+        "system": codes.patient_identifier_system(patient.organisation_id),
+        "value": patient.external_id,
+    }
 
 
 def patient_resource(patient: Patient) -> Resource:
@@ -181,8 +185,10 @@ def _percent_quantity(value: float) -> dict[str, Any]:
 def _components(classification: Classification) -> list[Resource]:
     components: list[Resource] = [
         {
-            "code": {"coding": [{"system": codes.PORTAL_CLASSES, "code": code, "display": display_name(code)}],
-                     "text": f"Probability: {display_name(code)}"},
+            "code": {
+                "coding": [{"system": codes.PORTAL_CLASSES, "code": code, "display": display_name(code)}],
+                "text": f"Probability: {display_name(code)}",
+            },
             "valueQuantity": _percent_quantity(classification.probabilities.get(code, 0.0)),
         }
         for code in CLASSES
@@ -193,13 +199,17 @@ def _components(classification: Classification) -> list[Resource]:
     }
     if classification.threshold is not None:
         score["referenceRange"] = [
-            {"high": _percent_quantity(classification.threshold),
-             "text": f"Flagged at or above the threshold of {percent(classification.threshold)}"}
+            {
+                "high": _percent_quantity(classification.threshold),
+                "text": f"Flagged at or above the threshold of {percent(classification.threshold)}",
+            }
         ]
     components.append(score)
     components.append(
-        {"code": {"coding": [codes.MALIGNANCY_FLAG.coding()], "text": "Malignancy flag"},
-         "valueBoolean": bool(classification.malignant)}
+        {
+            "code": {"coding": [codes.MALIGNANCY_FLAG.coding()], "text": "Malignancy flag"},
+            "valueBoolean": bool(classification.malignant),
+        }
     )
     for warning in classification.warnings or []:
         components.append(
@@ -236,7 +246,9 @@ def observation_resource(classification: Classification) -> Resource:
             "valueCodeableConcept": {
                 "coding": [{"system": codes.PORTAL_CLASSES, "code": top, "display": display_name(top)}],
                 "text": f"Most likely class: {display_name(top)}",
-            } if top in CLASSES else None,
+            }
+            if top in CLASSES
+            else None,
             "note": [{"text": codes.DECISION_SUPPORT_NOTE}],
             "bodySite": body_site_concept(lesion, with_structure=True),
             "device": {"reference": f"#{DEVICE_ID}"},
@@ -270,8 +282,13 @@ def diagnostic_report_resource(classification: Classification, links: Links) -> 
             "media": [{"comment": "The classified image", "link": reference("Media", image.pk)}],
             "conclusion": conclusion(classification),
             "conclusionCode": [
-                {"coding": [{"system": codes.PORTAL_READING, "code": reading.level}], "text": reading.level.capitalize()}
-            ] if reading is not None else [],
+                {
+                    "coding": [{"system": codes.PORTAL_READING, "code": reading.level}],
+                    "text": reading.level.capitalize(),
+                }
+            ]
+            if reading is not None
+            else [],
             "presentedForm": [
                 {
                     "contentType": "application/pdf",
@@ -301,7 +318,9 @@ def bundle(
         {
             "fullUrl": links.full_url(resource),
             "resource": resource,
-            "search": {"mode": "match" if match_types is None or resource["resourceType"] in match_types else "include"},
+            "search": {
+                "mode": "match" if match_types is None or resource["resourceType"] in match_types else "include"
+            },
         }
         for resource in resources
     ]
@@ -319,8 +338,17 @@ def bundle(
     )
 
 
-ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               406: "not-supported", 413: "too-long", 415: "not-supported", 429: "throttled"}
+ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    413: "too-long",
+    415: "not-supported",
+    429: "throttled",
+}
 
 
 def operation_outcome(*, status: int, message: str) -> Resource:
@@ -352,9 +380,7 @@ def capability_statement(
         entry: Resource = {
             "type": resource_type,
             "interaction": [{"code": "read"}, {"code": "search-type"}],
-            "searchParam": [
-                {"name": p.name, "type": p.type, "documentation": p.documentation} for p in params
-            ],
+            "searchParam": [{"name": p.name, "type": p.type, "documentation": p.documentation} for p in params],
         }
         if resource_type == "Patient":
             entry["operation"] = [

@@ -20,7 +20,9 @@ def _organisation_ids(user: User) -> QuerySet:
     return selectors.organisation_list_for_user(user=user).values("id")
 
 
-def fhir_patient_list(*, user: User, identifier_value: str | None = None, organisation_id: int | None = None) -> QuerySet[Patient]:
+def fhir_patient_list(
+    *, user: User, identifier_value: str | None = None, organisation_id: int | None = None
+) -> QuerySet[Patient]:
     """Patients of the user's organisations, optionally by exact external id (and organisation,
     when the identifier's system named one)."""
     patients = Patient.objects.filter(organisation__in=_organisation_ids(user)).select_related("organisation")
@@ -49,9 +51,13 @@ def fhir_image_list(*, user: User, patient_id: int | None = None) -> QuerySet[Le
 
 def fhir_classification_list(*, user: User, patient_id: int | None = None) -> QuerySet[Classification]:
     """Succeeded classifications only: the ones the FHIR API exports (resources.exported)."""
-    classifications = Classification.objects.filter(
-        image__lesion__patient__organisation__in=_organisation_ids(user), status=ClassificationStatus.SUCCEEDED
-    ).select_related("image", "image__lesion").defer("activation_map")  # the map is not exported
+    classifications = (
+        Classification.objects.filter(
+            image__lesion__patient__organisation__in=_organisation_ids(user), status=ClassificationStatus.SUCCEEDED
+        )
+        .select_related("image", "image__lesion")
+        .defer("activation_map")
+    )  # the map is not exported
     if patient_id is not None:
         classifications = classifications.filter(image__lesion__patient_id=patient_id)
     return classifications.order_by("id")

@@ -8,7 +8,9 @@ urlpatterns = [
     path("metadata", views.MetadataApi.as_view(), name="api-fhir-metadata"),
     path("Patient", views.PatientSearchApi.as_view(), name="api-fhir-patient-search"),
     path("Patient/<int:patient_id>", views.PatientReadApi.as_view(), name="api-fhir-patient-read"),
-    path("Patient/<int:patient_id>/$everything", views.PatientEverythingApi.as_view(), name="api-fhir-patient-everything"),
+    path(
+        "Patient/<int:patient_id>/$everything", views.PatientEverythingApi.as_view(), name="api-fhir-patient-everything"
+    ),
     path("BodyStructure", views.BodyStructureSearchApi.as_view(), name="api-fhir-bodystructure-search"),
     path("BodyStructure/<int:lesion_id>", views.BodyStructureReadApi.as_view(), name="api-fhir-bodystructure-read"),
     path("Media", views.MediaSearchApi.as_view(), name="api-fhir-media-search"),

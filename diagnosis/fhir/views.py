@@ -30,7 +30,6 @@ from diagnosis.api.errors import api_exception_handler
 from diagnosis.api.views import ScopedApiView
 from diagnosis.fhir import resources
 from diagnosis.fhir import selectors as fhir_selectors
-from diagnosis.fhir.codes import patient_identifier_system
 from diagnosis.fhir.resources import Links, Resource, SearchParam
 
 FHIR_JSON = "application/fhir+json"
@@ -101,10 +100,14 @@ class FhirApiView(ScopedApiView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authenticated, throttled and scoped first
+        if any("\x00" in value for _, values in request.query_params.lists() for value in values):
+            raise exceptions.ParseError("A search parameter holds a NUL character.")  # PostgreSQL cannot compare it
         unknown = sorted(set(request.query_params) - self.allowed_params)
         if unknown:
             allowed = ", ".join(sorted(self.allowed_params))
-            raise exceptions.ParseError(f"Unknown or unsupported search parameter(s): {', '.join(unknown)} (this endpoint takes {allowed}).")
+            raise exceptions.ParseError(
+                f"Unknown or unsupported search parameter(s): {', '.join(unknown)} (this endpoint takes {allowed})."
+            )
 
     def links(self) -> Links:
         request = self.request
@@ -127,7 +130,7 @@ class MetadataApi(FhirApiView):
     """GET metadata: the CapabilityStatement. Open without a login, as FHIR clients read it first
     to learn how to authenticate; it holds nothing about any patient."""
 
-    permission_classes = [AllowAny]
+    permission_classes = (AllowAny,)
 
     def get(self, request: Request) -> Response:
         try:
@@ -210,7 +213,12 @@ class _SearchApi(FhirApiView):
 
     def patient_id(self) -> int | None:
         """The patient named by `patient` or `subject` (both: they must agree)."""
-        given = {value for name in ("patient", "subject") if name in self.allowed_params if (value := self.single(name)) is not None}
+        given = {
+            value
+            for name in ("patient", "subject")
+            if name in self.allowed_params
+            if (value := self.single(name)) is not None
+        }
         ids = set()
         for value in given:
             match = _PATIENT_REFERENCE.match(value.strip())
@@ -233,7 +241,9 @@ class _SearchApi(FhirApiView):
             params["_count"] = str(count)
             next_url = self.request.build_absolute_uri(f"{self.request.path}?{params.urlencode()}")
         return Response(
-            resources.bundle(page, self.links(), self_url=self.request.build_absolute_uri(), total=total, next_url=next_url)
+            resources.bundle(
+                page, self.links(), self_url=self.request.build_absolute_uri(), total=total, next_url=next_url
+            )
         )
 
 
@@ -257,11 +267,15 @@ class PatientSearchApi(_SearchApi):
             if system:
                 match = _IDENTIFIER_SYSTEM.match(system)
                 if match is None:  # a system this server does not issue: nothing carries it
-                    return self.searchset(fhir_selectors.fhir_patient_list(user=request.user).none(), resources.patient_resource)
+                    return self.searchset(
+                        fhir_selectors.fhir_patient_list(user=request.user).none(), resources.patient_resource
+                    )
                 organisation_id = int(match["id"])
             if bar and not value:
                 value = None  # "system|": any identifier of that system
-        patients = fhir_selectors.fhir_patient_list(user=request.user, identifier_value=value, organisation_id=organisation_id)
+        patients = fhir_selectors.fhir_patient_list(
+            user=request.user, identifier_value=value, organisation_id=organisation_id
+        )
         return self.searchset(patients, resources.patient_resource)
 
 
@@ -316,12 +330,15 @@ class PatientEverythingApi(FhirApiView):
         links = self.links()
         user = request.user
         found: list[Resource] = [resources.patient_resource(patient)]
-        found += [resources.body_structure_resource(lesion) for lesion in fhir_selectors.fhir_lesion_list(user=user, patient_id=patient.pk)]
-        found += [resources.media_resource(image, links) for image in fhir_selectors.fhir_image_list(user=user, patient_id=patient.pk)]
+        found += [
+            resources.body_structure_resource(lesion)
+            for lesion in fhir_selectors.fhir_lesion_list(user=user, patient_id=patient.pk)
+        ]
+        found += [
+            resources.media_resource(image, links)
+            for image in fhir_selectors.fhir_image_list(user=user, patient_id=patient.pk)
+        ]
         classifications = list(fhir_selectors.fhir_classification_list(user=user, patient_id=patient.pk))
         found += [resources.observation_resource(c) for c in classifications]
         found += [resources.diagnostic_report_resource(c, links) for c in classifications]
-        return Response(
-            resources.bundle(found, links, self_url=request.build_absolute_uri(), match_types=("Patient",))
-        )
-
+        return Response(resources.bundle(found, links, self_url=request.build_absolute_uri(), match_types=("Patient",)))

@@ -9,7 +9,6 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from django.urls import reverse
 from fhir.resources.R4B.bodystructure import BodyStructure
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -75,7 +74,9 @@ def record(owner, patient, lesion, upload, run_on_commit) -> dict[str, Any]:
         lesion=hand,
         files=[services.uploads.ImageUpload(name=f"{i}.png", data=image_bytes(RED, seed=i + 5)) for i in (1, 2)],
     )
-    services.classification.classification_fail_unqueued(image_ids=[failed.pk], message="The worker could not be reached.")
+    services.classification.classification_fail_unqueued(
+        image_ids=[failed.pk], message="The worker could not be reached."
+    )
     pending = Classification.objects.create(image=queued, model_version="next-version", status="pending")
     services.patients.lesion_close(user=owner, lesion=hand, outcome="discharged")
     return {
@@ -101,7 +102,11 @@ def test_it_reads_a_patient_with_the_identifier_name_gender_and_birth_date(recor
     body = _fhir(api_for(colleague).get(f"{BASE}/Patient/{patient.pk}"))
     assert body["id"] == str(patient.pk)
     assert body["identifier"] == [
-        {"use": "usual", "system": f"urn:skinportal:organisation:{patient.organisation_id}:patient-id", "value": "MRN-001"}
+        {
+            "use": "usual",
+            "system": f"urn:skinportal:organisation:{patient.organisation_id}:patient-id",
+            "value": "MRN-001",
+        }
     ]
     assert body["name"] == [{"text": "Ada Lovelace"}]
     assert (body["gender"], body["birthDate"]) == ("female", "1960-12-10")
@@ -110,7 +115,9 @@ def test_it_reads_a_patient_with_the_identifier_name_gender_and_birth_date(recor
 def test_it_codes_body_site_and_laterality_in_snomed_and_a_closed_lesion_is_inactive(record, owner, api_for):
     api = api_for(owner)
     back = _fhir(api.get(f"{BASE}/BodyStructure/{record['back'].pk}"))
-    assert back["location"]["coding"] == [{"system": codes.SNOMED, "code": "77568009", "display": "Back structure, excluding neck"}]
+    assert back["location"]["coding"] == [
+        {"system": codes.SNOMED, "code": "77568009", "display": "Back structure, excluding neck"}
+    ]
     assert "locationQualifier" not in back  # side unknown: nothing coded
     assert back["active"] is True and back["patient"] == {"reference": f"Patient/{record['patient'].pk}"}
     assert back["description"] == "Upper back, left"
@@ -118,12 +125,16 @@ def test_it_codes_body_site_and_laterality_in_snomed_and_a_closed_lesion_is_inac
     hand = _fhir(api.get(f"{BASE}/BodyStructure/{record['hand'].pk}"))
     assert hand["location"]["coding"][0]["code"] == "85562004"
     assert hand["location"]["text"] == "Right · Hand"
-    assert hand["locationQualifier"] == [{"coding": [{"system": codes.SNOMED, "code": "24028007", "display": "Right"}], "text": "Right"}]
+    assert hand["locationQualifier"] == [
+        {"coding": [{"system": codes.SNOMED, "code": "24028007", "display": "Right"}], "text": "Right"}
+    ]
     assert hand["active"] is False  # closed (discharged)
 
 
 def test_it_sends_a_site_without_a_code_as_text_only(owner, patient, api_for):
-    acral = services.patients.lesion_create(user=owner, patient=patient, body_site="acral", label="Sole", laterality="left")
+    acral = services.patients.lesion_create(
+        user=owner, patient=patient, body_site="acral", label="Sole", laterality="left"
+    )
     body = _fhir(api_for(owner).get(f"{BASE}/BodyStructure/{acral.pk}"))
     assert body["location"] == {"text": "Left · Acral"}
     assert body["locationQualifier"][0]["coding"][0]["code"] == "7771000"
@@ -154,7 +165,9 @@ def test_it_links_media_to_the_checked_file_endpoint_and_the_lesions_body_struct
     assert file.status_code == 200 and file["Content-Type"] == "image/png"
 
 
-def test_it_exports_a_classification_as_an_observation_with_every_probability_the_score_and_the_flag(record, owner, api_for):
+def test_it_exports_a_classification_as_an_observation_with_every_probability_the_score_and_the_flag(
+    record, owner, api_for
+):
     result = record["red_result"]
     body = _fhir(api_for(owner).get(f"{BASE}/Observation/{result.pk}"))
     assert body["status"] == "final"
@@ -163,13 +176,17 @@ def test_it_exports_a_classification_as_an_observation_with_every_probability_th
     for code in CLASSES:
         assert by_code[code]["valueQuantity"]["unit"] == "%"
         assert by_code[code]["valueQuantity"]["value"] == pytest.approx(result.probabilities[code] * 100, abs=1e-3)
-    assert by_code["malignancy-score"]["valueQuantity"]["value"] == pytest.approx(result.malignancy_score * 100, abs=1e-3)
+    assert by_code["malignancy-score"]["valueQuantity"]["value"] == pytest.approx(
+        result.malignancy_score * 100, abs=1e-3
+    )
     assert by_code["malignancy-score"]["referenceRange"][0]["high"]["value"] == pytest.approx(50.0)
     assert by_code["malignancy-flag"]["valueBoolean"] is True
     assert body["valueCodeableConcept"]["coding"][0]["code"] == "mel"
     (device,) = body["contained"]
     assert body["device"] == {"reference": f"#{device['id']}"}
-    assert device["resourceType"] == "Device" and device["version"] == [{"value": f"{result.model_version} ({result.model_variant})"}]
+    assert device["resourceType"] == "Device" and device["version"] == [
+        {"value": f"{result.model_version} ({result.model_variant})"}
+    ]
     assert body["derivedFrom"] == [{"reference": f"Media/{record['red'].pk}"}]
     assert body["subject"] == {"reference": f"Patient/{record['patient'].pk}"}
     assert body["focus"] == [{"reference": f"BodyStructure/{record['back'].pk}"}]
@@ -225,7 +242,9 @@ def _references(node: Any) -> list[str]:
 
 
 def test_it_returns_everything_of_a_patient_with_every_reference_resolving(record, owner, api_for, outsider):
-    services.patients.patient_create(user=outsider, organisation=outsider.memberships.get().organisation, external_id="MRN-001", name="Other")
+    services.patients.patient_create(
+        user=outsider, organisation=outsider.memberships.get().organisation, external_id="MRN-001", name="Other"
+    )
     body = _fhir(api_for(owner).get(f"{BASE}/Patient/{record['patient'].pk}/$everything"))
     assert body["type"] == "searchset"
     types: dict[str, set[str]] = {}
@@ -269,7 +288,9 @@ def test_it_finds_a_patient_by_identifier_alone_or_with_its_system(record, owner
     assert ids(identifier="urn:other:system|MRN-001") == []
     assert ids(identifier=f"{codes.patient_identifier_system(other.organisation_id)}|MRN-001") == []
     assert ids() == [str(patient.pk)]
-    assert _fhir(api_for(outsider).get(f"{BASE}/Patient", {"identifier": "MRN-001"}))["entry"][0]["resource"]["id"] == str(other.pk)
+    assert _fhir(api_for(outsider).get(f"{BASE}/Patient", {"identifier": "MRN-001"}))["entry"][0]["resource"][
+        "id"
+    ] == str(other.pk)
 
 
 def test_it_pages_a_search_with_a_next_link(record, owner, api_for):
@@ -296,6 +317,7 @@ def test_it_finds_nothing_of_another_organisations_patient_in_a_search(record, o
     [
         ("Patient", {"name": "Ada"}),
         ("Patient", {"identifier": ["A", "B"]}),
+        ("Patient", {"identifier": "MRN\x00001"}),
         ("Media", {"patient": "Practitioner/3"}),
         ("Media", {"patient": "abc"}),
         ("Observation", {"_count": "0"}),
@@ -381,7 +403,11 @@ def test_it_answers_an_unknown_path_with_a_404_operation_outcome(owner, api_for)
 
 def test_it_describes_itself_in_a_capability_statement_open_to_all(db):
     body = _fhir(APIClient().get(f"{BASE}/metadata"))
-    assert (body["kind"], body["fhirVersion"], body["format"]) == ("instance", "4.0.1", ["json", "application/fhir+json"])
+    assert (body["kind"], body["fhirVersion"], body["format"]) == (
+        "instance",
+        "4.0.1",
+        ["json", "application/fhir+json"],
+    )
     (rest,) = body["rest"]
     by_type = {resource["type"]: resource for resource in rest["resource"]}
     assert set(by_type) == {"Patient", "BodyStructure", "Media", "Observation", "DiagnosticReport"}
@@ -420,7 +446,10 @@ def test_it_records_one_export_event_per_read(record, owner, outsider, api_for):
                 continue  # a search by an outsider is an empty Bundle, not a denial
             (event,) = AuditEvent.objects.filter(request_id=response["X-Request-ID"])
             assert (event.action, event.object_type, event.surface, event.outcome) == (
-                "export", object_type, "api", outcome
+                "export",
+                object_type,
+                "api",
+                outcome,
             ), path
             assert event.object_id == object_id and event.actor_id == user.pk, path
             assert event.organisation_id == record["patient"].organisation_id, path
