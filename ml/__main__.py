@@ -21,7 +21,8 @@ commands:
   int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
   nonderm   write a labelled corpus of non-dermatoscopic images: python -m ml nonderm --out DIR
   segment   write a lesion mask (<image_id>.png, 0/255) per image, optionally a CSV of descriptors (no TensorFlow)
-  segment-report  Dice and IoU of the segmenter on the classifier's lesion-level split (needs ../shared data)
+  segment-report  Dice and IoU of the segmenter(s) on the classifier's lesion-level split (needs ../shared data)
+  train-segmenter  train the U-Net lesion segmenter and package its bundle (needs 'train': TensorFlow)
 """
 
 # command -> module whose main(argv) runs it; imported only when asked for, so the
@@ -41,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "nonderm": "ml.nonderm",
     "segment": "ml.segmentation.cli",
     "segment-report": "ml.segmentation.report",
+    "train-segmenter": "ml.training.segmentation",
 }
 
 

@@ -105,3 +105,64 @@ def write_manifest(model_dir: str, manifest: dict[str, Any]) -> str:
         json.dump(manifest, fh, indent=2, sort_keys=False)
         fh.write("\n")
     return path
+
+
+# --- Segmentation bundles (ml/segmentation/trained.py) ---------------------------------------
+# A separate kind of bundle with its own format number: one ONNX graph from an image to a lesion
+# probability map. `ml/models/SEGMENTER` names the one served by default, like CURRENT does for
+# the classifier; without that file the classical segmenter is used.
+
+SEGMENTATION_FORMAT = 1
+SEGMENTATION_TASK = "segmentation"
+SEGMENTATION_REQUIRED_KEYS: tuple[str, ...] = ("format", "task", "version", "input", "output", "preprocessing", "files")
+SEGMENTER_POINTER = "SEGMENTER"
+
+
+def named_segmenter_dir() -> str | None:
+    """$SKINPORTAL_SEGMENTER_DIR, else the bundle named in ml/models/SEGMENTER, else None
+    (no trained segmenter named: the classical one is used). "classical" in either place names
+    no bundle on purpose."""
+    configured = os.environ.get("SKINPORTAL_SEGMENTER_DIR", "").strip()
+    if configured:
+        return None if configured == "classical" else configured
+    try:
+        with open(os.path.join(MODELS_DIR, SEGMENTER_POINTER)) as fh:
+            name = fh.read().strip()
+    except FileNotFoundError:
+        return None
+    return None if not name or name == "classical" else os.path.join(MODELS_DIR, name)
+
+
+def load_segmentation_manifest(model_dir: str) -> dict[str, Any]:
+    """Read and sanity-check a segmentation bundle's manifest; ModelIntegrityError on anything off
+    (missing file, another task, another format, a missing key or an impossible shape)."""
+    path = os.path.join(model_dir, MANIFEST_NAME)
+    try:
+        with open(path) as fh:
+            manifest = json.load(fh)
+    except FileNotFoundError as exc:
+        raise ModelIntegrityError(f"segmentation manifest not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelIntegrityError(f"segmentation manifest is not valid JSON: {path}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelIntegrityError(f"{path}: not a manifest object")
+    if manifest.get("task") != SEGMENTATION_TASK:
+        raise ModelIntegrityError(f"{path}: task {manifest.get('task')!r} is not {SEGMENTATION_TASK!r}: "
+                                  "not a segmentation bundle")
+    if manifest.get("format") != SEGMENTATION_FORMAT:
+        raise ModelIntegrityError(f"{path}: segmentation manifest format {manifest.get('format')} "
+                                  f"is not {SEGMENTATION_FORMAT}")
+    missing = [k for k in SEGMENTATION_REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ModelIntegrityError(f"{path}: missing key(s) {', '.join(missing)}")
+    if "model" not in manifest["files"]:
+        raise ModelIntegrityError(f"{path}: files lack the 'model' entry")
+    in_shape, out_shape = list(manifest["input"].get("shape", [])), list(manifest["output"].get("shape", []))
+    if len(in_shape) != 4 or in_shape[3] != 3 or len(out_shape) != 4 or out_shape[3] != 1 \
+            or out_shape[1:3] != in_shape[1:3]:
+        raise ModelIntegrityError(f"{path}: input shape {in_shape} / output shape {out_shape} are not "
+                                  "(N, H, W, 3) -> (N, H, W, 1)")
+    threshold = manifest["output"].get("threshold")
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ModelIntegrityError(f"{path}: output threshold {threshold!r} is not in (0, 1)")
+    return manifest

@@ -1,6 +1,7 @@
 """`python -m ml segment-report`: Dice and IoU of the segmenter against the HAM10000 lesion masks.
 
-    python -m ml segment-report [--model DIR] [--metadata CSV] [--images DIR] [--masks DIR]
+    python -m ml segment-report [--method classical|trained|both] [--segmenter DIR] [--model DIR]
+                                [--metadata CSV] [--images DIR] [--masks DIR]
                                 [--splits val test] [--limit N] [--json OUT]
     python -m ml segment-report --tune [--limit N]     # the variants, on the training split only
     python -m ml segment-report --by-class --splits val   # median descriptors per diagnosis
@@ -10,7 +11,9 @@ one, ml/models/CURRENT), so a segmenter is never scored on a lesion the classifi
 and the trained segmenter to come can be held to exactly the same images. Masks are
 `<masks>/<image_id>_segmentation.png` (the shared copies are resized, so they hold grey edge
 values: lesion = above 127). Per split: mean and median Dice and IoU, and the share of images
-with Dice >= 0.8 (a mask a clinician would accept without redrawing).
+with Dice >= 0.8 (a mask a clinician would accept without redrawing). `--method both` (the
+default) scores the classical segmenter and the trained one (the bundle of --segmenter, else
+the one ml/models/SEGMENTER names) on the same images, one row each per split.
 """
 
 from __future__ import annotations
@@ -112,6 +115,11 @@ def classical(config: ClassicalConfig) -> Callable[[np.ndarray], tuple[np.ndarra
     return run
 
 
+def trained(segmenter) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
+    """A TrainedSegmenter (ml/segmentation/trained.py) as `score` wants it."""
+    return segmenter.run
+
+
 def sample(records: Sequence[Record], limit: int | None) -> list[Record]:
     """Every k-th record (by image id) so a limited run still spans the whole split."""
     ordered = sorted(records, key=lambda r: r.image_id)
@@ -155,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metadata", default=DEFAULT_METADATA)
     parser.add_argument("--images", default=DEFAULT_IMAGES)
     parser.add_argument("--masks", default=DEFAULT_MASKS)
+    parser.add_argument("--method", choices=["classical", "trained", "both"], default="both")
+    parser.add_argument("--segmenter", help="segmentation bundle (default: ml/models/<SEGMENTER>)")
     parser.add_argument("--splits", nargs="+", default=["val", "test"], choices=["train", "val", "test"])
     parser.add_argument("--tune", action="store_true", help="score the variants on the training split (only)")
     parser.add_argument("--limit", type=int, help="at most N images per split, spread over it (quick runs)")
@@ -168,16 +178,33 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     split_of = read_split_csv(os.path.join(model_dir, "split.csv"))
     records = [r for r in load_metadata(args.metadata, [args.images]) if r.image_id in split_of]
-    runs = ({f"train: {name}": ("train", config) for name, config in VARIANTS.items()} if args.tune
-            else {split: (split, ClassicalConfig()) for split in args.splits})
+    methods = ["classical"] if args.tune else (["classical", "trained"] if args.method == "both" else [args.method])
+    segmenter = None
+    if "trained" in methods:
+        from ml.manifest import named_segmenter_dir
+        from ml.segmentation.trained import TrainedSegmenter
+
+        bundle = args.segmenter or named_segmenter_dir()
+        if bundle is None:
+            print("error: no segmentation bundle named (ml/models/SEGMENTER); pass --segmenter DIR", file=sys.stderr)
+            return 2
+        segmenter = TrainedSegmenter(bundle)
+    runs: dict[str, tuple[str, Callable[[np.ndarray], tuple[np.ndarray, bool]]]] = (
+        {f"train: {name}": ("train", classical(config)) for name, config in VARIANTS.items()} if args.tune
+        else {(f"{split}: {method}" if len(methods) > 1 else split):
+              (split, classical(ClassicalConfig()) if method == "classical" else trained(segmenter))
+              for split in args.splits for method in methods})
     results: dict[str, dict] = {}
-    for name, (split, config) in runs.items():
+    for name, (split, run) in runs.items():
         started = time.time()
-        results[name] = score(sample(records_in(records, split_of, split), args.limit), args.masks, classical(config))
+        results[name] = score(sample(records_in(records, split_of, split), args.limit), args.masks, run)
         results[name]["seconds"] = round(time.time() - started, 1)
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
-    header = (f"Classical segmenter ({'variants on the training split' if args.tune else 'defaults'}), split of "
-              f"{os.path.basename(model_dir)}; config {ClassicalConfig().to_dict()}\n\n")
+    names = {"classical": f"classical ({ClassicalConfig().to_dict()})",
+             "trained": f"trained ({segmenter.method if segmenter else ''})"}
+    header = (f"Segmenter(s) {'; '.join(names[m] for m in methods)}"
+              f"{' (variants on the training split)' if args.tune else ''}, split of "
+              f"{os.path.basename(model_dir)}\n\n")
     print(header + markdown(results))
     if args.by_class:
         split = "train" if args.tune else args.splits[0]

@@ -4,10 +4,12 @@
     result = get_segmenter().analyse(image_rgb, pixels_per_mm=None)   # Segmentation
     mask = get_segmenter().segment(image_rgb)                          # uint8 0/255, image size
 
-Like ml.inference's get_classifier(): one segmenter per process, made on first use. Today it is
-the classical segmenter (ml/segmentation/classical.py); the trained segmenter to come will answer
-to the same two methods, loaded and checked from its own bundle, and `method` says which one
-produced a stored result.
+Like ml.inference's get_classifier(): one segmenter per process, made on first use. When a
+segmentation bundle is named ($SKINPORTAL_SEGMENTER_DIR, else ml/models/SEGMENTER; see
+ml.manifest.named_segmenter_dir) it is the trained segmenter (trained.py), loaded and checked
+from that bundle: a named bundle that fails its checks raises ModelIntegrityError, it never
+falls back silently. Only when no bundle is named is it the classical segmenter (classical.py).
+`method` says which one produced a stored result.
 """
 
 from __future__ import annotations
@@ -77,14 +79,37 @@ _lock = threading.Lock()
 _segmenter: Segmenter | None = None
 
 
+def make_segmenter(model_dir: str | None = None) -> Segmenter:
+    """A new segmenter: the trained one from `model_dir`, else from the named bundle, else the
+    classical one when none is named ("classical" names none on purpose)."""
+    from ml.manifest import named_segmenter_dir
+
+    if model_dir == "classical":
+        return ClassicalSegmenter()
+    model_dir = model_dir or named_segmenter_dir()
+    if model_dir is None:
+        return ClassicalSegmenter()
+    from ml.segmentation.trained import TrainedSegmenter
+
+    return TrainedSegmenter(model_dir)
+
+
 def get_segmenter() -> Segmenter:
-    """The process-wide segmenter, made once on first use."""
+    """The process-wide segmenter (see make_segmenter), made once on first use; a named bundle
+    that fails its checks raises ModelIntegrityError here, and again on the next call."""
     global _segmenter
     if _segmenter is None:
         with _lock:
             if _segmenter is None:
-                _segmenter = ClassicalSegmenter()
+                _segmenter = make_segmenter()
     return _segmenter
+
+
+def reset_segmenter() -> None:
+    """Forget the process-wide segmenter (tests that change $SKINPORTAL_SEGMENTER_DIR)."""
+    global _segmenter
+    with _lock:
+        _segmenter = None
 
 
 def segment(image_rgb: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Lesion segmentation (ml/segmentation): the classical segmenter on generated dermoscopy-like
 images, descriptors of shapes with known answers, the `segment` CLI, and Dice on real HAM10000
-images when ../shared is there. NumPy and OpenCV only; no TensorFlow."""
+images when ../shared is there. NumPy and OpenCV only; no TensorFlow. The trained segmenter
+(served by default when ml/models/SEGMENTER names a bundle) has its own tests in
+test_segmentation_model.py; here the classical one is pinned ($SKINPORTAL_SEGMENTER_DIR=classical)."""
 
 import csv
 import json
@@ -20,6 +22,17 @@ from ml.segmentation.report import dice, iou
 from tests.conftest import HAM_IMAGES, HAM_METADATA, REPO, encode, needs_ham10000
 
 SKIN = (225, 170, 150)
+
+
+@pytest.fixture(autouse=True)
+def classical_segmenter(monkeypatch):
+    """get_segmenter() (and the `segment` CLI, also in a subprocess) serve the classical segmenter."""
+    from ml.segmentation.segmenter import reset_segmenter
+
+    monkeypatch.setenv("SKINPORTAL_SEGMENTER_DIR", "classical")
+    reset_segmenter()
+    yield
+    reset_segmenter()
 LESION = (120, 70, 50)
 
 
