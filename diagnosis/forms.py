@@ -104,7 +104,7 @@ class MultipleImageField(forms.FileField):
     """A file field that returns every selected file; content checks are the service's job."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/jpeg,image/png"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/jpeg,image/png,.dcm,application/dicom"}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
@@ -115,7 +115,7 @@ class MultipleImageField(forms.FileField):
 
 
 class UploadForm(forms.Form):
-    images = MultipleImageField(label="Images (JPEG or PNG; several allowed)")
+    images = MultipleImageField(label="Images (JPEG, PNG or DICOM; several allowed)")
     captured_at = forms.DateField(widget=DateInput, label="Capture date", initial=timezone.localdate)
     pixels_per_mm = forms.FloatField(
         required=False, min_value=PIXELS_PER_MM_MIN, max_value=PIXELS_PER_MM_MAX, label="Scale (pixels per mm)",

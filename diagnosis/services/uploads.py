@@ -163,7 +163,8 @@ def lesion_image_upload(
                     batch=None,
                 )
             )
-            images[-1].pixels_per_mm = pixels_per_mm
+            if pixels_per_mm is not None:  # the clinician's scale wins over a DICOM file's own
+                images[-1].pixels_per_mm = pixels_per_mm
         LesionImage.objects.bulk_create(images)  # one INSERT for them all
     classification_enqueue_on_commit(image_ids=[image.pk for image in images])
     return images
@@ -191,10 +192,19 @@ def lesion_image_build(
         height=item.height,
         size_bytes=len(item.data),
         source_format=item.source_format,
+        pixels_per_mm=_file_scale(item),
         uploaded_by=user,
     )
     image.file.save(f"upload.{item.extension}", ContentFile(item.data), save=False)
     return image
+
+
+def _file_scale(item: inference.SanitisedImage) -> float | None:
+    """The scale a file states (a DICOM file's PixelSpacing), when within the portal's range."""
+    scale = item.pixels_per_mm
+    if scale is None or not (math.isfinite(scale) and PIXELS_PER_MM_MIN <= scale <= PIXELS_PER_MM_MAX):
+        return None
+    return float(scale)
 
 
 @contextmanager

@@ -312,3 +312,21 @@ def test_the_command_creates_the_lesion_but_never_a_patient(owner, org, patient,
     assert lesion.patient == patient and lesion.body_site == "lower extremity"
     out, err, status = _run(str(folder), "--org", org.name, "--patient", "HEADER-ID", "--lesion", "x")
     assert status == 1 and "No patient with the id 'HEADER-ID'" in err
+
+
+# --- Scale ---------------------------------------------------------------------------------------
+
+
+def test_it_keeps_a_dicom_files_pixel_spacing_as_the_scale_unless_the_clinician_gave_one(owner, lesion, upload, run_on_commit):
+    image = upload(make_dicom(_rgb(seed=5), PixelSpacing=[0.05, 0.05]))  # 20 pixels per mm
+    assert image.pixels_per_mm == pytest.approx(20.0)
+    image = upload(make_dicom(_rgb(seed=6), ImagerPixelSpacing=[0.1, 0.1]))
+    assert image.pixels_per_mm == pytest.approx(10.0)
+    assert upload(make_dicom(_rgb(seed=7), PixelSpacing=[0.05, 0.2])).pixels_per_mm is None  # not square
+    assert upload(make_dicom(_rgb(seed=8))).pixels_per_mm is None
+    with run_on_commit():
+        (given,) = services.uploads.lesion_image_upload(
+            user=owner, lesion=lesion, pixels_per_mm=33.0,
+            files=[services.uploads.ImageUpload(name="x.dcm", data=make_dicom(_rgb(seed=9), PixelSpacing=[0.05, 0.05]))],
+        )
+    assert given.pixels_per_mm == 33.0
