@@ -40,6 +40,10 @@ UNCOMPRESSED_PHOTOMETRIC = {"MONOCHROME2": 1, "RGB": 3, "YBR_FULL": 3}
 # A JPEG baseline frame: libjpeg turns YCbCr into RGB itself; grey stays grey.
 JPEG_PHOTOMETRIC = {"MONOCHROME2": 1, "YBR_FULL_422": 3, "YBR_FULL": 3}
 JPEG_MAX_SCANS = 100  # as for a JPEG upload (diagnosis/inference.py)
+# Reads the parser may make of one file (about two per element): a single photograph has a few
+# hundred elements, while 10 MiB of tiny ones took the parser 11 s on 2 busy cores (a CPU bomb
+# that no pixel cap sees). 20,000 reads are about 0.15 s.
+MAX_PARSER_READS = 20_000
 # Pixel spacing outside this range (mm per pixel) is not a dermoscopic image's: not used.
 SPACING_RANGE_MM = (1e-4, 10.0)
 
@@ -63,6 +67,31 @@ class DicomHeader:
     pixels_per_mm: float | None
 
 
+class TooManyElements(Exception):
+    """The parser went over MAX_PARSER_READS on one file."""
+
+
+class _BoundedStream(io.BytesIO):
+    """The file's bytes for pydicom, which reads element by element: past `max_reads` reads the
+    parse stops (TooManyElements), whatever the elements are nested in."""
+
+    def __init__(self, data: bytes, max_reads: int) -> None:
+        super().__init__(data)
+        self.reads_left = max_reads
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads_left -= 1
+        if self.reads_left < 0:
+            raise TooManyElements
+        return super().read(size)
+
+
+def _too_many_elements() -> InvalidImageError:
+    return _refuse(
+        f"has too many data elements to read safely (over {MAX_PARSER_READS // 2:,}); a single photograph has a few hundred"
+    )
+
+
 def is_dicom(data: bytes) -> bool:
     """A DICOM Part 10 file: 128 bytes of preamble, then `DICM` (judged from the bytes only)."""
     return len(data) >= DICOM_MAGIC_OFFSET + 4 and data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC
@@ -77,12 +106,14 @@ def _transfer_syntax(data: bytes) -> str:
     before the data set: a deflated data set would otherwise be inflated by the parser."""
     from pydicom.filereader import _read_file_meta_info
 
-    stream = io.BytesIO(data)
+    stream = _BoundedStream(data, MAX_PARSER_READS)
     stream.seek(DICOM_MAGIC_OFFSET + 4)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             meta = _read_file_meta_info(stream)
+    except TooManyElements as exc:
+        raise _too_many_elements() from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
         raise _refuse("has a corrupt file meta header") from exc
     syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
@@ -104,10 +135,14 @@ def _read(data: bytes, *, stop_before_pixels: bool):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+            dataset = pydicom.dcmread(
+                _BoundedStream(data, MAX_PARSER_READS), stop_before_pixels=stop_before_pixels
+            )
             # Element values are parsed when first read: read the ones used now, inside the guard.
             for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "NumberOfFrames"):
                 dataset.get(keyword)
+    except TooManyElements as exc:
+        raise _too_many_elements() from exc
     except Exception as exc:  # noqa: BLE001 - truncated, corrupt, too deeply nested: all unreadable
         raise _refuse("is corrupt or truncated and could not be read") from exc
     return dataset

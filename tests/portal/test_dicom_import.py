@@ -330,3 +330,35 @@ def test_it_keeps_a_dicom_files_pixel_spacing_as_the_scale_unless_the_clinician_
             files=[services.uploads.ImageUpload(name="x.dcm", data=make_dicom(_rgb(seed=9), PixelSpacing=[0.05, 0.05]))],
         )
     assert given.pixels_per_mm == 33.0
+
+
+# --- Parser bombs --------------------------------------------------------------------------------
+
+
+def _with_elements_before_the_pixels(elements: bytes) -> bytes:
+    """A valid RGB DICOM with `elements` (explicit VR little endian) spliced in before Pixel Data."""
+    pixels = _rgb()
+    data = make_dicom(pixels)
+    pixel_tag = len(data) - pixels.nbytes - 12  # Pixel Data comes last: tag, VR, reserved, length
+    assert data[pixel_tag : pixel_tag + 4] == b"\xe0\x7f\x10\x00"
+    return data[:pixel_tag] + elements + data[pixel_tag:]
+
+
+def test_it_refuses_a_flood_of_tiny_elements_without_parsing_them_all(owner, lesion):
+    import struct
+    import time
+
+    flood = b"".join(struct.pack("<HH2sH", 0x0009, 0x1000 + i % 0xF000, b"LO", 4) + b"abcd" for i in range(400_000))
+    data = _with_elements_before_the_pixels(flood)  # 4.8 MB: 11 s of parsing at 10 MiB without the bound
+    started = time.monotonic()
+    assert "too many data elements" in _refused(owner, lesion, data)
+    assert time.monotonic() - started < 3
+
+
+def test_it_refuses_deeply_nested_sequences_as_corrupt(owner, lesion):
+    import struct
+
+    sequence = struct.pack("<HH2sHI", 0x0009, 0x1010, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    end = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    message = _refused(owner, lesion, _with_elements_before_the_pixels(sequence * 20_000 + end * 20_000))
+    assert "corrupt" in message or "too many data elements" in message
