@@ -9,6 +9,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from fhir.resources.R4B.bodystructure import BodyStructure
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -454,3 +456,28 @@ def test_it_records_one_export_event_per_read(record, owner, outsider, api_for):
             assert event.object_id == object_id and event.actor_id == user.pk, path
             assert event.organisation_id == record["patient"].organisation_id, path
             assert "MRN" not in event.route
+
+
+def test_it_reads_everything_and_each_search_in_a_fixed_number_of_queries(record, owner, api_for, upload):
+    api = api_for(owner)
+    paths = [
+        f"Patient/{record['patient'].pk}/$everything",
+        "Patient",
+        "BodyStructure",
+        "Media",
+        "Observation",
+        "DiagnosticReport",
+    ]
+
+    def counts() -> list[int]:
+        found = []
+        for path in paths:
+            with CaptureQueriesContext(connection) as queries:
+                assert api.get(f"{BASE}/{path}").status_code == 200
+            found.append(len(queries))
+        return found
+
+    before = counts()
+    for seed in range(3):  # three more classified visits
+        upload(image_bytes(GREEN, seed=seed + 20), captured_at=dt.date(2026, 9, 1 + seed))
+    assert counts() == before
