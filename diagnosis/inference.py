@@ -13,6 +13,7 @@ SKINPORTAL_ORT_THREADS (skinportal/settings.py), passed in explicitly: ml/ reads
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import struct
 import threading
@@ -92,6 +93,7 @@ class SanitisedImage:
     width: int
     height: int
     pixels_per_mm: float | None = None  # a DICOM upload's PixelSpacing, when it states one
+    acquired_on: dt.date | None = None  # a DICOM upload's own date (the import command may use it)
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ def _sanitise_dicom(data: bytes, *, budget: UploadBudget, name: str) -> Sanitise
         width=header.width,
         height=header.height,
         pixels_per_mm=pixels.pixels_per_mm,
+        acquired_on=pixels.acquired_on,
     )
 
 

@@ -16,6 +16,7 @@ a JPEG upload). No Django here.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import math
 import warnings
@@ -54,6 +55,7 @@ class DicomPixels:
     transfer_syntax: str
     photometric: str
     pixels_per_mm: float | None  # from PixelSpacing / ImagerPixelSpacing when square and sane
+    acquired_on: dt.date | None = None  # Content, Acquisition, Series or Study Date, the first valid
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class DicomHeader:
     samples_per_pixel: int
     planar_configuration: int
     pixels_per_mm: float | None
+    acquired_on: dt.date | None = None
 
 
 class TooManyElements(Exception):
@@ -178,6 +181,19 @@ def _pixels_per_mm(dataset) -> float | None:
     return None
 
 
+def _acquired_on(dataset) -> dt.date | None:
+    """The day the picture was taken, as the file states it (the first valid of Content Date,
+    Acquisition Date, Series Date, Study Date); None when it states none."""
+    for keyword in ("ContentDate", "AcquisitionDate", "SeriesDate", "StudyDate"):
+        try:
+            value = str(dataset.get(keyword, "") or "").strip()
+            if len(value) == 8 and value.isdigit():
+                return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+        except Exception:  # noqa: BLE001 - a malformed date: try the next one
+            continue
+    return None
+
+
 def check_dicom_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomHeader:
     """Everything that can be refused without touching the pixel data, refused here: not DICOM,
     an unsupported transfer syntax (read before the data set), no Pixel Data, more than one frame,
@@ -230,6 +246,7 @@ def check_dicom_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         samples_per_pixel=samples,
         planar_configuration=planar,
         pixels_per_mm=_pixels_per_mm(header),
+        acquired_on=_acquired_on(header),
     )
 
 
@@ -297,4 +314,5 @@ def decode_dicom(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, header: D
         transfer_syntax=header.transfer_syntax,
         photometric=header.photometric,
         pixels_per_mm=header.pixels_per_mm,
+        acquired_on=header.acquired_on,
     )

@@ -62,7 +62,7 @@ def image_import(
                 item=item,
                 source=row.data,
                 name=row.image_name,
-                captured_at=row.captured_at or timezone.localdate(),
+                captured_at=row.captured_at or _file_date(item) or timezone.localdate(),
                 user=None,
                 batch=batch,
             )
@@ -73,6 +73,13 @@ def image_import(
         command=command, action="create", instance=image, organisation_id=organisation.pk
     )
     return image
+
+
+def _file_date(item: inference.SanitisedImage) -> dt.date | None:
+    """The date a file states it was taken (a DICOM file's), unless it is in the future."""
+    if item.acquired_on is None or item.acquired_on > timezone.localdate():
+        return None
+    return item.acquired_on
 
 
 def _check_row_text(row: ImportRow) -> None:

@@ -362,3 +362,16 @@ def test_it_refuses_deeply_nested_sequences_as_corrupt(owner, lesion):
     end = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     message = _refused(owner, lesion, _with_elements_before_the_pixels(sequence * 20_000 + end * 20_000))
     assert "corrupt" in message or "too many data elements" in message
+
+
+def test_the_command_dates_an_image_by_the_file_unless_told(owner, org, patient, lesion, tmp_path: Path):
+    import datetime as dt
+
+    (tmp_path / "old.dcm").write_bytes(make_dicom(_rgb(seed=11), StudyDate="20190102", ContentDate="20190103"))
+    (tmp_path / "future.dcm").write_bytes(make_dicom(_rgb(seed=12), ContentDate="29990101"))
+    (tmp_path / "told.dcm").write_bytes(make_dicom(_rgb(seed=13), ContentDate="20190103"))
+    common = ("--org", org.name, "--patient", "MRN-001", "--lesion", lesion.label, "--no-classify")
+    assert _run(str(tmp_path / "old.dcm"), str(tmp_path / "future.dcm"), *common)[2] == 0
+    assert _run(str(tmp_path / "told.dcm"), *common, "--captured-at", "2020-06-01")[2] == 0
+    dates = {image.source_name: image.captured_at for image in LesionImage.objects.all()}
+    assert dates == {"old.dcm": dt.date(2019, 1, 3), "future.dcm": dt.date.today(), "told.dcm": dt.date(2020, 6, 1)}

@@ -9,7 +9,8 @@ marker at offset 128, never by its name). Each file goes through the upload chec
 8-bit frame, uncompressed or JPEG baseline) and is stored as a PNG of its pixels: nothing of its
 header is kept, and the patient and lesion are the ones named here, never the header's. The
 patient must exist in the organisation; the lesion (by label) is created under it when new, with
---body-site. A file already stored (sha256) is skipped; a refused file is reported with its reason
+--body-site. The capture date is --captured-at, else the file's own (Content, Acquisition, Series or
+Study Date), else today. A file already stored (sha256) is skipped; a refused file is reported with its reason
 and the others go on; the exit status is 1 when any file was refused. New images are queued for
 classification (unless --no-classify). --dry-run checks every file and stores nothing.
 """
@@ -59,7 +60,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--body-site", default=BodySite.UNKNOWN, choices=BodySite.values, help="Body site of a new lesion."
         )
-        parser.add_argument("--captured-at", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD (default: today).")
+        parser.add_argument("--captured-at", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD (default: the file's own date, else today).")
         parser.add_argument("--dry-run", action="store_true", help="Check every file; store nothing.")
         parser.add_argument("--no-classify", action="store_true", help="Store only; run reclassify later.")
 
