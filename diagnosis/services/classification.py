@@ -89,6 +89,20 @@ def classification_enqueue_missing(
     return len(image_ids)
 
 
+def classification_enqueue_missing_outlines(
+    *, model_version: str, organisation: Organisation | None = None, dry_run: bool = False
+) -> int:
+    """Queue again (forced) every image whose result by `model_version` has no lesion outline, so
+    results from before outlines were stored get one; the model gives the same answer again.
+    Returns the count."""
+    from diagnosis.selectors.outlines import image_ids_without_outline
+
+    image_ids = list(image_ids_without_outline(model_version=model_version, organisation=organisation))
+    if not dry_run and image_ids:
+        classification_enqueue(image_ids=image_ids, force=True)
+    return len(image_ids)
+
+
 @transaction.atomic
 def classification_request(*, user: AbstractBaseUser, image: LesionImage) -> None:
     """Queue a new classification of an image (e.g. after a failure or a model upgrade)."""

@@ -185,3 +185,22 @@ def _file(data: bytes, name: str = "lesion.png"):
 def test_it_dates_are_not_needed_for_the_outline(owner, lesion, run_on_commit):
     image = upload_with_scale(owner, lesion, run_on_commit, lesion_png(seed=3), captured_at=dt.date(2025, 1, 1))
     assert image.classifications.get().segmentation["area_px"] > 0
+
+
+def test_it_gives_older_results_an_outline_with_reclassify_outlines(owner, lesion, upload, run_on_commit):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    image = upload(lesion_png())
+    Classification.objects.filter(image=image).update(segmentation=None)  # as stored before 0009
+    out = StringIO()
+    call_command("reclassify", "--dry-run", "--outlines", stdout=out)
+    assert "Would queue 1 image(s) without a lesion outline" in out.getvalue()
+    assert Classification.objects.get(image=image).segmentation is None
+    call_command("reclassify", stdout=StringIO())  # without the flag: the result stands as it is
+    assert Classification.objects.get(image=image).segmentation is None
+    with run_on_commit():
+        call_command("reclassify", "--outlines", stdout=out)
+    classification = Classification.objects.get(image=image)
+    assert classification.succeeded and classification.segmentation["area_px"] > 0

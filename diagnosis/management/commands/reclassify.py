@@ -1,10 +1,12 @@
 """After a model upgrade: queue every image that has no result by the current model version.
 
-    python manage.py reclassify [--model-version V] [--org NAME] [--dry-run]
+    python manage.py reclassify [--model-version V] [--org NAME] [--dry-run] [--outlines]
 
 Earlier versions' results stay (the history); pages show the newest and, on demand, the rest.
 Images whose classification by V failed are queued again too. Workers classify with the model
 they load, so upgrade the workers' bundle (ml/models/CURRENT or SKINPORTAL_MODEL_DIR) first.
+With --outlines, images whose result by V has no lesion outline (classified before outlines were
+stored) are classified again too, so they get one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--model-version", default="", help="Default: the version of the configured model.")
         parser.add_argument("--org", default="", help="Only this organisation's images.")
         parser.add_argument("--dry-run", action="store_true", help="Count, queue nothing.")
+        parser.add_argument("--outlines", action="store_true",
+                            help="Also classify again the images whose result by the version has no lesion outline.")
 
     def handle(self, *args, **options) -> None:
         try:
@@ -46,3 +50,8 @@ class Command(BaseCommand):
         scope = f" in {organisation.name!r}" if organisation else ""
         verb = "Would queue" if options["dry_run"] else "Queued"
         self.stdout.write(self.style.SUCCESS(f"{verb} {count} image(s){scope} without a result by {version!r}."))
+        if options["outlines"]:
+            outlines = services.classification.classification_enqueue_missing_outlines(
+                model_version=version, organisation=organisation, dry_run=options["dry_run"]
+            )
+            self.stdout.write(self.style.SUCCESS(f"{verb} {outlines} image(s){scope} without a lesion outline."))
