@@ -2,7 +2,8 @@
 
 Dermatoscopes and PACS hand out DICOM (VL Photographic Image, Secondary Capture). The portal
 stores pixels only, so a DICOM upload becomes a plain RGB array here and the caller writes it as
-PNG: nothing of the DICOM header is kept (the portal's own patient and lesion choice stands).
+PNG (a JPEG baseline frame: handed back as the JPEG it is, stored like a JPEG upload): nothing of
+the DICOM header is kept (the portal's own patient and lesion choice stands).
 
 Hostile input is treated like a JPEG or PNG (ml/preprocessing.py): judged from the bytes (the
 `DICM` magic at offset 128, never the name), every check that can be made from the header is
@@ -51,11 +52,12 @@ SPACING_RANGE_MM = (1e-4, 10.0)
 
 @dataclass(frozen=True)
 class DicomPixels:
-    rgb: np.ndarray  # H x W x 3 uint8
+    rgb: np.ndarray | None  # H x W x 3 uint8; None for a JPEG frame not decoded (decode_jpeg=False)
     transfer_syntax: str
     photometric: str
     pixels_per_mm: float | None  # from PixelSpacing / ImagerPixelSpacing when square and sane
     acquired_on: dt.date | None = None  # Content, Acquisition, Series or Study Date, the first valid
+    jpeg: bytes | None = None  # a JPEG baseline file's frame, checked like a JPEG upload
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,8 @@ def _uncompressed(header: DicomHeader, pixel_data: bytes) -> np.ndarray:
     return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
-def _jpeg_frame(header: DicomHeader, pixel_data: bytes, *, max_pixels: int) -> np.ndarray:
+def _jpeg_frame(header: DicomHeader, pixel_data: bytes, *, max_pixels: int) -> bytes:
+    """The one JPEG frame, walked like a JPEG upload (structure, size against the header, scans)."""
     from pydicom.encaps import generate_frames
 
     try:
@@ -290,13 +293,16 @@ def _jpeg_frame(header: DicomHeader, pixel_data: bytes, *, max_pixels: int) -> n
         raise _refuse(f"declares {header.width}x{header.height} pixels but its JPEG frame is {width}x{height}")
     if (scans := jpeg_scan_count(frame)) > JPEG_MAX_SCANS:
         raise ImageTooLargeError(f"the image is too large to decode safely: its JPEG frame has {scans:,} scans")
-    return decode_image(frame, max_pixels=max_pixels)  # OpenCV: YCbCr -> RGB, grey expanded
+    return frame
 
 
-def decode_dicom(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, header: DicomHeader | None = None) -> DicomPixels:
+def decode_dicom(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, header: DicomHeader | None = None, decode_jpeg: bool = True
+) -> DicomPixels:
     """The DICOM file's one frame as H x W x 3 uint8 RGB (grey repeated into three channels).
     Checks the header first (check_dicom_header, unless the caller passes the header it checked).
-    Raises InvalidImageError (ImageTooLargeError)."""
+    A JPEG baseline frame is also handed back as it is (`jpeg`), and with decode_jpeg=False not
+    decoded here (the caller stores the JPEG itself). Raises InvalidImageError (ImageTooLargeError)."""
     header = header or check_dicom_header(data, max_pixels=max_pixels)
     dataset = _read(data, stop_before_pixels=False)
     if "PixelData" not in dataset:
@@ -305,11 +311,15 @@ def decode_dicom(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, header: D
         pixel_data = bytes(dataset.PixelData)
     except Exception as exc:  # noqa: BLE001 - an element cut short by the end of the file
         raise _refuse("is truncated: its pixel data could not be read") from exc
+    jpeg = None
     if header.transfer_syntax == JPEG_BASELINE:
-        rgb = _jpeg_frame(header, pixel_data, max_pixels=max_pixels)
+        jpeg = _jpeg_frame(header, pixel_data, max_pixels=max_pixels)
+        # OpenCV, as for a JPEG upload: YCbCr -> RGB, grey expanded
+        rgb = decode_image(jpeg, max_pixels=max_pixels) if decode_jpeg else None
     else:
         rgb = _uncompressed(header, pixel_data)
     return DicomPixels(
+        jpeg=jpeg,
         rgb=rgb,
         transfer_syntax=header.transfer_syntax,
         photometric=header.photometric,

@@ -6,7 +6,8 @@
 PATH: DICOM files or folders (searched recursively; every file is judged by its bytes, the `DICM`
 marker at offset 128, never by its name). Each file goes through the upload checks
 (diagnosis.inference.sanitise_upload -> ml.dicom_input: size cap, pixel cap before decoding, one
-8-bit frame, uncompressed or JPEG baseline) and is stored as a PNG of its pixels: nothing of its
+8-bit frame, uncompressed or JPEG baseline) and is stored as a PNG of its pixels (a JPEG frame as
+that JPEG): nothing of its
 header is kept, and the patient and lesion are the ones named here, never the header's. The
 patient must exist in the organisation; the lesion (by label) is created under it when new, with
 --body-site. The capture date is --captured-at, else the file's own (Content, Acquisition, Series or
@@ -50,7 +51,7 @@ def dicom_paths(paths: list[Path]) -> list[Path]:
 
 
 class Command(BaseCommand):
-    help = "Import DICOM images onto one lesion of one patient (pixels only, stored as PNG)."
+    help = "Import DICOM images onto one lesion of one patient (pixels only, stored as PNG or JPEG)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders of them.")
