@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from tests.portal.helpers import PASSWORD, REPO_ROOT
+from tests.portal.test_segmentation_storage import classical_segmenter  # noqa: F401 - drawn lesions
 
 CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
 OUT = Path(os.environ.get("SKINPORTAL_SCREENSHOTS_DIR", REPO_ROOT / "docs" / "screenshots"))

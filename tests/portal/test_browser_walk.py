@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.portal.helpers import PASSWORD
-from tests.portal.test_segmentation_storage import lesion_png
+from tests.portal.test_segmentation_storage import classical_segmenter, lesion_png  # noqa: F401
 
 CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

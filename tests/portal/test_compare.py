@@ -18,7 +18,7 @@ from diagnosis.compare import (
     view_box,
 )
 from diagnosis.models import Classification
-from tests.portal.test_segmentation_storage import lesion_png, upload_with_scale
+from tests.portal.test_segmentation_storage import classical_segmenter, lesion_png, upload_with_scale  # noqa: F401
 
 # --- The maths (no Django) -----------------------------------------------------------------
 

@@ -17,6 +17,19 @@ from diagnosis.models import AuditEvent, Classification, LesionImage
 from tests.portal.helpers import RED, image_bytes
 
 
+@pytest.fixture(autouse=True)
+def classical_segmenter(monkeypatch):
+    """These tests are about storing and showing an outline, not about how well a segmenter finds
+    a lesion: the classical one (deterministic, exact on a drawn ellipse) is pinned, whatever
+    segmentation bundle ml/models/SEGMENTER names. Imported by the compare and browser tests."""
+    from ml.segmentation.segmenter import reset_segmenter
+
+    monkeypatch.setenv("SKINPORTAL_SEGMENTER_DIR", "classical")
+    reset_segmenter()
+    yield
+    reset_segmenter()
+
+
 def lesion_png(*, size: tuple[int, int] = (400, 300), axes: tuple[int, int] = (70, 50), seed: int = 0) -> bytes:
     """A dermoscopy-like picture: a dark brown ellipse on skin, with a little noise."""
     width, height = size
