@@ -3,7 +3,7 @@
 One table for every export: the codes are the FHIR export's (diagnosis/fhir/codes.BODY_SITES,
 checked there against published value sets), written here with DICOM's scheme designator.
 `acral` (palms, soles, nails: no one SNOMED CT region) and `unknown` have no code: their Anatomic
-Region Sequence is left empty rather than coded wrongly.
+Region Sequence is left out rather than coded wrongly.
 """
 
 from __future__ import annotations

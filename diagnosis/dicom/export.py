@@ -96,14 +96,13 @@ def _anatomic_region(ds, lesion: Lesion) -> None:
     from pydicom.sequence import Sequence
 
     code = body_site_code(lesion.body_site)
-    items = []
-    if code is not None:
-        item = Dataset()
-        item.CodeValue = code.value
-        item.CodingSchemeDesignator = code.scheme
-        item.CodeMeaning = code.meaning
-        items.append(item)
-    ds.AnatomicRegionSequence = Sequence(items)
+    if code is None:  # type 1C: absent, not empty, when the region is not known (dciodvfy: an error)
+        return
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme
+    item.CodeMeaning = code.meaning
+    ds.AnatomicRegionSequence = Sequence([item])
 
 
 def image_dicom(*, image: LesionImage) -> bytes:
