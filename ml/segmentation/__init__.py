@@ -2,12 +2,16 @@
 
   classical.py    the classical segmenter: field of view, hair removal, Otsu, morphology, one
                   component (the baseline a trained segmenter must beat)
+  trained.py      the trained segmenter: a U-Net bundle (ml/models/<SEGMENTER>) run by onnxruntime,
+                  checked at load (fail closed); the mask post-processed with classical.py's helpers
   descriptors.py  area (pixels, mm² given a scale), asymmetry, border irregularity, colours,
                   largest diameter, from an image and its mask
-  segmenter.py    the interface: get_segmenter(), segment(image) -> mask, analyse(image) ->
+  segmenter.py    the interface: get_segmenter() (the named bundle's trained segmenter, classical
+                  only when none is named), segment(image) -> mask, analyse(image) ->
                   Segmentation (mask + descriptors, to_dict() for storage)
   cli.py          `python -m ml segment --images DIR --out DIR [--descriptors CSV]`
-  report.py       `python -m ml segment-report`: Dice and IoU on the classifier's lesion-level split
+  report.py       `python -m ml segment-report`: Dice and IoU on the classifier's lesion-level split,
+                  classical, trained or both
 
 Nothing here imports TensorFlow, and this module itself imports nothing heavy, so the portal can
 name the method without loading OpenCV.

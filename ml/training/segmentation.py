@@ -10,8 +10,8 @@
   height x width that keeps the 4:3 aspect and is divisible by 32; colour step shades of gray
   (colour constancy across dermatoscopes; CLAHE sharpens skin texture the mask must ignore).
 - Augmentation, identical on the image and its mask: horizontal and vertical flips (90-degree
-  turns would change a 4:3 shape), and light brightness / contrast / saturation / hue jitter on
-  the image only. Images are resized once (ml.preprocessing.resize) and cached in memory; the
+  turns would change a 4:3 shape); on the image only, light brightness / contrast / saturation /
+  hue jitter, and sometimes a Gaussian blur or pixel noise. Images are resized once (ml.preprocessing.resize) and cached in memory; the
   flips commute with the resize, so the cache loses nothing.
 - Loss: binary cross-entropy + soft Dice. The encoder's BatchNorm stays in inference mode
   (fine-tuning it on batch 16 collapses the features); the decoder's BatchNorm trains.
@@ -55,6 +55,7 @@ DEFAULT_COLOUR = "shades_of_gray"
 OUTPUT_NAME = "probability"
 THRESHOLD = 0.5
 BATCH = 16
+BLUR_P, NOISE_P = 0.15, 0.3  # from epoch 3 of seg-mnv2-ham10000-v1 on (see blur_or_noise)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -101,12 +102,23 @@ def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return colour_jitter(img, rng, brightness=0.15, contrast=0.15, saturation=0.15, hue=5)
 
 
+def blur_or_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sometimes a defocused view (Gaussian blur) or sensor noise: lesions are found by their
+    colour region, not only by their texture (a smooth, evenly coloured lesion is still one)."""
+    if rng.random() < BLUR_P:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1.0, 3.0)))
+    if rng.random() < NOISE_P:
+        noise = rng.normal(0.0, float(rng.uniform(2.0, 10.0)), img.shape)
+        img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return img
+
+
 def augment_pair(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.5:
         img, mask = img[:, ::-1], mask[:, ::-1]
     if rng.random() < 0.5:
         img, mask = img[::-1], mask[::-1]
-    return jitter(np.ascontiguousarray(img), rng), np.ascontiguousarray(mask)
+    return blur_or_noise(jitter(np.ascontiguousarray(img), rng), rng), np.ascontiguousarray(mask)
 
 
 def batch_inputs(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -167,7 +179,7 @@ def dice_scores(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def predict(model, images: np.ndarray, config: PreprocessConfig, batch: int = 32) -> np.ndarray:
-    out = [model(batch_inputs(images[i : i + batch], config), training=False).numpy()
+    out = [np.asarray(model.predict_on_batch(batch_inputs(images[i : i + batch], config)))
            for i in range(0, len(images), batch)]
     return np.concatenate(out)
 
@@ -287,7 +299,7 @@ def export_onnx(model, path: str, config: PreprocessConfig, sample: np.ndarray) 
 
 def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessConfig, state: dict,
                    weights_path: str, parity_images: np.ndarray, split_path: str, records_by_split: dict,
-                   masks_dir: str, command: str, skip_scores: bool = False, log=print) -> dict:
+                   masks_dir: str, command: str, train_count: int, skip_scores: bool = False, log=print) -> dict:
     """Export the best weights to `bundle` (model.onnx, manifest.json, metrics.json) and return the manifest."""
     from ml.manifest import sha256_file, write_manifest
     from ml.manifest import SEGMENTATION_FORMAT
@@ -307,9 +319,10 @@ def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessCon
         "task": "segmentation",
         "version": version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": (f"U-Net: MobileNetV2 alpha {ENCODER_ALPHA} encoder (ImageNet init, BatchNorm frozen), skips "
+        "architecture": (f"U-Net: MobileNetV2 alpha {ENCODER_ALPHA} encoder (ImageNet init, BatchNorm frozen, layers before "
+                         f"{TRAIN_FROM}* frozen), skips "
                          f"{list(SKIP_LAYERS)}, bottleneck {BOTTLENECK_LAYER}, decoder filters {list(DECODER_FILTERS)}, "
-                         "bilinear upsampling, sigmoid output"),
+                         "bilinear upsampling, prediction at 1/2 resolution enlarged bilinearly, sigmoid output"),
         "input": {"name": "input", "shape": [None, height, width, 3], "layout": "NHWC", "dtype": "float32",
                   "colour_order": config.colour_order},
         "preprocessing": {**config.to_dict(), "function": "ml.preprocessing.preprocess",
@@ -325,13 +338,15 @@ def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessCon
         "training": {
             "command": command,
             "split": f"the classifier's lesion-level split ({os.path.basename(os.path.dirname(split_path))}/split.csv): "
-                     + ", ".join(f"{k} {len(v)} images" for k, v in records_by_split.items()),
+                     f"train {train_count}, " + ", ".join(f"{k} {len(v)}" for k, v in records_by_split.items())
+                     + " images",
             "epochs_run": state["epochs_done"], "best_epoch": state["best_epoch"],
             "best_val_dice_model_size": state["best_val_dice"],
             "selection": "epoch with the highest mean validation Dice at the model's input size",
             "loss": "binary cross-entropy + soft Dice", "optimizer": "Adam, 1 warm-up epoch, cosine", "batch": BATCH,
             "augmentation": "horizontal / vertical flips (image and mask), light brightness/contrast/saturation/hue "
-                            "jitter (image)",
+                            f"jitter (image), Gaussian blur sigma 1-3 (p {BLUR_P}) and pixel noise sigma 2-10 "
+                            f"(p {NOISE_P}) (image)",
             "history": state["history"],
         },
         "training_data": {
@@ -437,11 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = ("python -m ml train-segmenter --out RUN --epochs "
                f"{args.epochs} --size {config.describe()} --colour {config.colour} --lr {args.lr:g}"
+               + (f" --steps {args.steps}" if args.steps else "")
                + (f" --limit {args.limit}" if args.limit else ""))
     package_bundle(out=args.out, bundle=args.bundle or os.path.join(args.out, "bundle"), version=args.version,
                    config=config, state=state, weights_path=best, parity_images=val_images[:16],
                    split_path=split_path, records_by_split={k: v for k, v in by_split.items() if k != "train"},
-                   masks_dir=args.masks, command=command, skip_scores=args.skip_scores, log=log)
+                   masks_dir=args.masks, command=command, train_count=len(by_split["train"]),
+                   skip_scores=args.skip_scores, log=log)
     log("done")
     return 0
 
