@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +29,10 @@ import numpy as np
 
 from ml.errors import ImageTooLargeError, InvalidImageError
 from ml.preprocessing import DEFAULT_MAX_PIXELS, check_image_header, decode_image, jpeg_scan_count
+
+# pydicom logs (and warns) every oddity of a file it parses, quoting its values: an uploader would
+# write the portal's log. The refusal says what matters; its parser's chatter is not logged.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 DICOM_MAGIC = b"DICM"
 DICOM_MAGIC_OFFSET = 128
@@ -117,21 +123,42 @@ def _transfer_syntax(data: bytes) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             meta = _read_file_meta_info(stream)
+            syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
     except TooManyElements as exc:
         raise _too_many_elements() from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
         raise _refuse("has a corrupt file meta header") from exc
-    syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
     if not syntax:
         raise _refuse("has a truncated or corrupt file meta header (no transfer syntax)")
     return syntax
 
 
+def _code_string(value: str) -> str:
+    """A code string from the file, as a message may quote it (its own characters only: A-Z, 0-9,
+    space, underscore, at most 16), else said to be invalid."""
+    if not value:
+        return "none"
+    return value if re.fullmatch(r"[A-Z0-9 _]{1,16}", value) else "(an invalid value)"
+
+
 def _transfer_syntax_name(uid: str) -> str:
     from pydicom.uid import UID
 
-    name = UID(uid).name
+    if not re.fullmatch(r"[0-9.]{1,64}", uid):  # the message quotes it: nothing else than a UID's characters
+        return "(an invalid UID)"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        name = UID(uid).name
     return f"{name} ({uid})" if name and name != uid else uid
+
+
+# Every element this module reads: parsed inside _read's guard, so a malformed value is "corrupt".
+_USED_KEYWORDS = (
+    "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "NumberOfFrames", "PixelRepresentation",
+    "PhotometricInterpretation", "PlanarConfiguration", "PixelSpacing", "ImagerPixelSpacing",
+    "ContentDate", "AcquisitionDate", "SeriesDate", "StudyDate",
+)
 
 
 def _read(data: bytes, *, stop_before_pixels: bool):
@@ -144,7 +171,7 @@ def _read(data: bytes, *, stop_before_pixels: bool):
                 _BoundedStream(data, MAX_PARSER_READS), stop_before_pixels=stop_before_pixels
             )
             # Element values are parsed when first read: read the ones used now, inside the guard.
-            for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "NumberOfFrames"):
+            for keyword in _USED_KEYWORDS:
                 dataset.get(keyword)
     except TooManyElements as exc:
         raise _too_many_elements() from exc
@@ -233,7 +260,7 @@ def check_dicom_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     accepted = JPEG_PHOTOMETRIC if syntax == JPEG_BASELINE else UNCOMPRESSED_PHOTOMETRIC
     if photometric not in accepted:
         raise _refuse(
-            f"has the photometric interpretation {photometric or 'none'}; accepted here: {', '.join(sorted(accepted))}"
+            f"has the photometric interpretation {_code_string(photometric)}; accepted here: {', '.join(sorted(accepted))}"
         )
     if samples != accepted[photometric]:
         raise _refuse(f"declares {samples} samples per pixel, but {photometric} has {accepted[photometric]}")

@@ -391,3 +391,42 @@ def test_it_refuses_a_jpeg_frame_that_is_not_what_the_header_says(owner, lesion)
     cut = encapsulate([jpeg[: len(jpeg) // 2]])
     data = make_dicom(_rgb(), photometric="YBR_FULL_422", transfer_syntax=JPEGBaseline8Bit, pixel_data=cut)
     assert "truncated" in _refused(owner, lesion, data)
+
+
+# --- Any bytes: a result or a refusal, never a crash -------------------------------------------------
+
+from hypothesis import given, settings as hypothesis_settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from diagnosis import inference  # noqa: E402
+
+_SEED_FILES = {
+    "rgb": make_dicom(_rgb(120, 100, seed=21), PixelSpacing=[0.05, 0.05], ContentDate="20200101"),
+    "grey": make_dicom(_rgb(120, 100, seed=22)[:, :, 0]),
+    "jpeg": make_dicom(
+        _rgb(120, 100), photometric="YBR_FULL_422", transfer_syntax=JPEGBaseline8Bit,
+        pixel_data=encapsulate([image_bytes(RED, size=(120, 100), fmt="jpg")]),
+    ),
+}
+
+
+@st.composite
+def _mutated(draw) -> bytes:
+    data = bytearray(_SEED_FILES[draw(st.sampled_from(sorted(_SEED_FILES)))])
+    for _ in range(draw(st.integers(1, 8))):  # bytes changed, mostly in the header where the parser looks
+        where = draw(st.one_of(st.integers(128, min(len(data) - 1, 1200)), st.integers(0, len(data) - 1)))
+        data[where] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(132, len(data)))]
+    return bytes(data)
+
+
+@hypothesis_settings(max_examples=120, deadline=None, derandomize=True, database=None)
+@given(data=_mutated())
+def test_any_mutated_dicom_is_stored_or_refused_with_a_reason(data: bytes) -> None:
+    try:
+        item = inference.sanitise_upload(data, name="fuzz.dcm")
+    except inference.InvalidImageError as exc:
+        assert str(exc) and str(exc).isprintable()  # quoted values from the file are checked first
+        return
+    assert item.source_format == "DICOM" and item.extension in ("png", "jpg") and item.width * item.height > 0
