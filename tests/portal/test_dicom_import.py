@@ -430,3 +430,18 @@ def test_any_mutated_dicom_is_stored_or_refused_with_a_reason(data: bytes) -> No
         assert str(exc) and str(exc).isprintable()  # quoted values from the file are checked first
         return
     assert item.source_format == "DICOM" and item.extension in ("png", "jpg") and item.width * item.height > 0
+
+
+def test_a_batch_takes_dicom_files_from_a_zip_with_a_reason_for_each_bad_one(owner, lesion, run_on_commit):
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("visit/a.dcm", make_dicom(_rgb(seed=31)))
+        bundle.writestr("visit/b.dcm", make_dicom(_rgb(seed=32), NumberOfFrames=2))
+    archive.seek(0)
+    with run_on_commit():
+        batch = services.uploads.batch_create(user=owner, lesion=lesion, archive=archive, archive_name="visit.zip")
+    (stored,) = batch.images.all()
+    assert stored.source_format == "DICOM" and stored.classifications.get().succeeded
+    assert any("b.dcm" in row["name"] and "2 frames" in row["error"] for row in batch.rejected), batch.rejected
