@@ -126,7 +126,7 @@ def _transfer_syntax(data: bytes) -> str:
             syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
     except TooManyElements as exc:
         raise _too_many_elements() from exc
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
+    except Exception as exc:
         raise _refuse("has a corrupt file meta header") from exc
     if not syntax:
         raise _refuse("has a truncated or corrupt file meta header (no transfer syntax)")
@@ -175,7 +175,7 @@ def _read(data: bytes, *, stop_before_pixels: bool):
                 dataset.get(keyword)
     except TooManyElements as exc:
         raise _too_many_elements() from exc
-    except Exception as exc:  # noqa: BLE001 - truncated, corrupt, too deeply nested: all unreadable
+    except Exception as exc:
         raise _refuse("is corrupt or truncated and could not be read") from exc
     return dataset
 
@@ -199,7 +199,7 @@ def _pixels_per_mm(dataset) -> float | None:
             if value is None or len(value) != 2:
                 continue
             row, column = float(value[0]), float(value[1])
-        except Exception:  # noqa: BLE001 - a malformed decimal string: no spacing
+        except Exception:  # noqa: BLE001, S112 - a malformed decimal string: no spacing
             continue
         low, high = SPACING_RANGE_MM
         if not all(math.isfinite(v) and low <= v <= high for v in (row, column)):
@@ -218,7 +218,7 @@ def _acquired_on(dataset) -> dt.date | None:
             value = str(dataset.get(keyword, "") or "").strip()
             if len(value) == 8 and value.isdigit():
                 return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
-        except Exception:  # noqa: BLE001 - a malformed date: try the next one
+        except Exception:  # noqa: BLE001, S112 - a malformed date: try the next one
             continue
     return None
 
@@ -308,7 +308,7 @@ def _jpeg_frame(header: DicomHeader, pixel_data: bytes, *, max_pixels: int) -> b
 
     try:
         frames = list(generate_frames(pixel_data, number_of_frames=1))
-    except Exception as exc:  # noqa: BLE001 - a broken item or offset table
+    except Exception as exc:
         raise _refuse("has corrupt encapsulated pixel data") from exc
     if len(frames) != 1 or not frames[0]:
         raise _refuse("has no JPEG frame in its pixel data")
@@ -336,7 +336,7 @@ def decode_dicom(
         raise _refuse("holds no image (no Pixel Data element)")
     try:
         pixel_data = bytes(dataset.PixelData)
-    except Exception as exc:  # noqa: BLE001 - an element cut short by the end of the file
+    except Exception as exc:
         raise _refuse("is truncated: its pixel data could not be read") from exc
     jpeg = None
     if header.transfer_syntax == JPEG_BASELINE:

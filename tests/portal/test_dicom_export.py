@@ -191,7 +191,7 @@ def test_it_passes_dciodvfy_without_errors(kind, owner, patient, lesion, upload,
     image = _variant(kind, owner, patient, lesion, upload)
     path = tmp_path / "export.dcm"
     path.write_bytes(api_for(owner).get(_url(image.pk)).content)
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60, check=False)
     lines = (run.stdout + run.stderr).splitlines()
     print("\n".join(lines))  # the warnings, with -s (docs/interop.md lists the accepted ones)
     errors = [line for line in lines if line.startswith("Error")]

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -27,7 +29,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from diagnosis import services
+from diagnosis import inference, services
 from diagnosis.models import AuditEvent, Lesion, LesionImage
 from tests.portal.helpers import RED, image_bytes
 
@@ -302,18 +304,18 @@ def test_the_command_imports_a_folder_reporting_each_bad_file(owner, org, patien
 
 def test_the_command_dry_run_stores_nothing_and_creates_no_lesion(owner, org, patient, folder):
     before = Lesion.objects.count()
-    out, err, status = _run(str(folder), "--org", org.name, "--patient", "MRN-001", "--lesion", "New one", "--dry-run")
+    out, _err, status = _run(str(folder), "--org", org.name, "--patient", "MRN-001", "--lesion", "New one", "--dry-run")
     assert status == 1 and "Would import 2 image(s)" in out and "(new)" in out
     assert not LesionImage.objects.exists() and Lesion.objects.count() == before
 
 
 def test_the_command_creates_the_lesion_but_never_a_patient(owner, org, patient, folder):
-    out, err, status = _run(str(folder / "good-1.dcm"), "--org", org.name, "--patient", "MRN-001",
-                            "--lesion", "Left calf", "--body-site", "lower extremity", "--no-classify")
+    _out, err, status = _run(str(folder / "good-1.dcm"), "--org", org.name, "--patient", "MRN-001",
+                             "--lesion", "Left calf", "--body-site", "lower extremity", "--no-classify")
     assert status == 0, err
     lesion = Lesion.objects.get(label="Left calf")
     assert lesion.patient == patient and lesion.body_site == "lower extremity"
-    out, err, status = _run(str(folder), "--org", org.name, "--patient", "HEADER-ID", "--lesion", "x")
+    _out, err, status = _run(str(folder), "--org", org.name, "--patient", "HEADER-ID", "--lesion", "x")
     assert status == 1 and "No patient with the id 'HEADER-ID'" in err
 
 
@@ -395,10 +397,7 @@ def test_it_refuses_a_jpeg_frame_that_is_not_what_the_header_says(owner, lesion)
 
 # --- Any bytes: a result or a refusal, never a crash -------------------------------------------------
 
-from hypothesis import given, settings as hypothesis_settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
-from diagnosis import inference  # noqa: E402
 
 _SEED_FILES = {
     "rgb": make_dicom(_rgb(120, 100, seed=21), PixelSpacing=[0.05, 0.05], ContentDate="20200101"),

@@ -25,6 +25,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from diagnosis import inference, services
 from diagnosis.archives import too_large
@@ -73,7 +74,7 @@ class Command(BaseCommand):
         if patient is None:
             raise CommandError(f"No patient with the id {options['patient']!r} in {organisation.name!r}.")
         captured_at: dt.date | None = options["captured_at"]
-        if captured_at is not None and captured_at > dt.date.today():
+        if captured_at is not None and captured_at > timezone.localdate():
             raise CommandError("The capture date cannot be in the future.")
         label = options["lesion"].strip()
         lesion_exists = Lesion.objects.filter(patient=patient, label=label).exists()
