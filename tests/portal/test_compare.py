@@ -187,3 +187,13 @@ def test_it_is_in_the_openapi_schema(owner, client_for):
     operation = schema["paths"]["/api/v1/lesions/{lesion_id}/compare/"]["get"]
     assert "CompareOutput" in str(operation["responses"]["200"])
     assert "/api/v1/images/{image_id}/mask/" in schema["paths"]
+
+
+def test_it_keeps_the_change_maths_free_of_django():
+    import subprocess
+    import sys
+
+    from tests.portal.helpers import REPO_ROOT
+
+    code = "import sys, diagnosis.compare; assert not [m for m in sys.modules if m.split('.')[0] == 'django'], 'django'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, env={"PATH": "/usr/bin:/bin"})
