@@ -66,6 +66,10 @@ def _text(value: str, limit: int) -> str:
     return _CONTROL.sub(" ", value).strip()[:limit]
 
 
+def _figure(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.3f}"
+
+
 def classification_note(shown: Classification | None) -> str:
     """The Image Comments: the shown result in words, with the notice."""
     if shown is None:
@@ -79,7 +83,7 @@ def classification_note(shown: Classification | None) -> str:
     warnings = ", ".join(shown.warnings) if shown.warnings else "none"
     return (
         f"SkinPortal classification. Top class: {shown.top_class_name}. Probabilities: {probabilities}. "
-        f"Malignancy score {shown.malignancy_score:.3f} against the threshold {shown.threshold:.3f}: {flag}. "
+        f"Malignancy score {_figure(shown.malignancy_score)} against the threshold {_figure(shown.threshold)}: {flag}. "
         f"Warnings: {warnings}. Model version {shown.model_version} ({shown.model_variant or 'fp32'}). {NOTICE}"
     )
 
