@@ -9,6 +9,8 @@ from django.utils import timezone
 from diagnosis.limits import LONG_TEXT_MAX_CHARS, PASSWORD_MAX_CHARS, SEARCH_MAX_CHARS
 from diagnosis.models import (
     DIAGNOSIS_CHOICES,
+    PIXELS_PER_MM_MAX,
+    PIXELS_PER_MM_MIN,
     AuditOutcome,
     BodySite,
     Laterality,
@@ -18,7 +20,6 @@ from diagnosis.models import (
     Role,
     Sex,
 )
-from diagnosis.models import PIXELS_PER_MM_MAX, PIXELS_PER_MM_MIN
 from diagnosis.services.accounts import API_TOKEN_KEY_ID
 from skinportal.accounts import login_authenticate
 

@@ -29,8 +29,17 @@ from django.utils import timezone
 from diagnosis import inference
 from diagnosis.archives import Member, ZipMembers, csv_rows, parse_date, read_capped, too_large
 from diagnosis.budget import BudgetExceeded, UploadBudget
-from diagnosis.models import Batch, BatchKind, BodySite, Lesion, LesionImage, Organisation, Patient
-from diagnosis.models import PIXELS_PER_MM_MAX, PIXELS_PER_MM_MIN
+from diagnosis.models import (
+    PIXELS_PER_MM_MAX,
+    PIXELS_PER_MM_MIN,
+    Batch,
+    BatchKind,
+    BodySite,
+    Lesion,
+    LesionImage,
+    Organisation,
+    Patient,
+)
 from diagnosis.permissions import require_write
 from diagnosis.services.classification import classification_enqueue_on_commit
 from diagnosis.services.patients import lesion_create

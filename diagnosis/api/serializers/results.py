@@ -15,9 +15,10 @@ from diagnosis.api.waiting import MAX_WAIT_SECONDS
 from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
 from diagnosis.interpretation import LEVELS, read_result
 from diagnosis.models import (
+    PIXELS_PER_MM_MAX,
+    PIXELS_PER_MM_MIN,
     ClassificationStatus,
 )
-from diagnosis.models import PIXELS_PER_MM_MAX, PIXELS_PER_MM_MIN
 from diagnosis.selectors import image_latest_classification
 
 
