@@ -342,7 +342,7 @@ def _segmentation(image: LesionImage) -> dict | None:
     it is logged and stored as None (the result page then shows no outline)."""
     try:
         return inference.segment_image(_stored_bytes(image), pixels_per_mm=image.pixels_per_mm)
-    except Exception:
+    except Exception:  # any segmenter error: the classification stands without an outline
         logger.exception("image %s: segmentation failed; the classification is stored without it", image.pk)
         return None
 
