@@ -46,6 +46,19 @@ def is_flat(image_rgb: np.ndarray) -> bool:
     return float(high - low) < MIN_CONTRAST
 
 
+def mask_from_probability(prob: np.ndarray | None, shape: tuple[int, int], threshold: float) -> tuple[np.ndarray, bool]:
+    """(uint8 0/255 mask, fallback) from a probability map at the image's size (None: nothing to
+    segment): above the threshold, the central / largest component with its holes filled."""
+    chosen = None
+    if prob is not None:
+        binary = prob > threshold
+        if binary.any():
+            chosen = pick_component(binary, np.ones(shape, bool), CENTRE_WEIGHT)
+    if chosen is None:
+        return fallback_mask(shape).astype(np.uint8) * 255, True
+    return chosen.astype(np.uint8) * 255, False
+
+
 class TrainedSegmenter:
     """A loaded, verified segmentation bundle; `method` is the bundle's version."""
 
@@ -102,15 +115,9 @@ class TrainedSegmenter:
         """(uint8 0/255 mask at the image's size, fallback)."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
-        shape = image_rgb.shape[:2]
-        chosen = None
-        if not is_flat(image_rgb):
-            binary = self.probability(image_rgb) > self.threshold
-            if binary.any():
-                chosen = pick_component(binary, np.ones(shape, bool), CENTRE_WEIGHT)
-        if chosen is None:
-            return fallback_mask(shape).astype(np.uint8) * 255, True
-        return chosen.astype(np.uint8) * 255, False
+        if is_flat(image_rgb):
+            return mask_from_probability(None, image_rgb.shape[:2], self.threshold)
+        return mask_from_probability(self.probability(image_rgb), image_rgb.shape[:2], self.threshold)
 
     def segment(self, image_rgb: np.ndarray) -> np.ndarray:
         return self.run(image_rgb)[0]

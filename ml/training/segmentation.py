@@ -53,7 +53,7 @@ TRAIN_FROM = "block_6_"  # encoder layers from here on train; the earlier ones s
 DEFAULT_SIZE = (128, 160)
 DEFAULT_COLOUR = "shades_of_gray"
 OUTPUT_NAME = "probability"
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # provisional: package_bundle chooses it on validation (select_threshold)
 BATCH = 16
 BLUR_P, NOISE_P = 0.15, 0.3  # from epoch 3 of seg-mnv2-ham10000-v1 on (see blur_or_noise)
 
@@ -360,6 +360,14 @@ def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessCon
         "metrics": metrics,
     }
     write_manifest(bundle, manifest)
+    if "val" in records_by_split:
+        chosen, by_threshold = select_threshold(bundle, records_by_split["val"], masks_dir, log=log)
+        manifest["output"]["threshold"] = chosen
+        manifest["output"]["threshold_selection"] = {
+            "split": "val", "images": len(threshold_sample(records_by_split["val"])),
+            "by_threshold_dice_mean": by_threshold,
+            "rule": "the grid value with the highest mean validation Dice at the image's own size"}
+        write_manifest(bundle, manifest)
     if not skip_scores:
         metrics.update(score_bundle(bundle, records_by_split, masks_dir, log=log))
         write_manifest(bundle, manifest)
@@ -367,6 +375,39 @@ def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessCon
         json.dump(metrics, fh, indent=2)
         fh.write("\n")
     return manifest
+
+
+THRESHOLDS: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
+THRESHOLD_IMAGES = 500
+
+
+def threshold_sample(records: Sequence[Record]) -> list[Record]:
+    from ml.segmentation.report import sample
+
+    return sample(records, THRESHOLD_IMAGES)
+
+
+def select_threshold(bundle: str, records: Sequence[Record], masks_dir: str, log=print) -> tuple[float, dict]:
+    """The threshold of THRESHOLDS with the highest mean Dice on (a spread sample of) the
+    validation split, scored exactly as serving does (the image's own size, post-processed)."""
+    from ml.preprocessing import read_image
+    from ml.segmentation.report import dice, read_truth
+    from ml.segmentation.trained import TrainedSegmenter, is_flat, mask_from_probability
+
+    segmenter = TrainedSegmenter(bundle)
+    scores: dict[float, list[float]] = {t: [] for t in THRESHOLDS}
+    for record in threshold_sample(records):
+        image = read_image(record.path)
+        truth = read_truth(masks_dir, record.image_id, image.shape[:2])
+        if truth is None:
+            continue
+        prob = None if is_flat(image) else segmenter.probability(image)
+        for t in THRESHOLDS:
+            scores[t].append(dice(mask_from_probability(prob, image.shape[:2], t)[0] > 127, truth))
+    by_threshold = {f"{t:g}": round(float(np.mean(v)), 4) for t, v in scores.items()}
+    chosen = max(THRESHOLDS, key=lambda t: (np.mean(scores[t]), -abs(t - 0.5)))
+    log(f"threshold by validation Dice: {by_threshold} -> {chosen:g}")
+    return float(chosen), by_threshold
 
 
 def score_bundle(bundle: str, records_by_split: dict, masks_dir: str, log=print) -> dict:
