@@ -16,11 +16,11 @@ class BatchCreateInput(serializers.Serializer):
     )
     lesion = IdField(required=False, help_text="Where the images go (ZIP: the files its CSV does not list).")
     images = serializers.ListField(
-        child=serializers.FileField(), required=False, allow_empty=True, help_text="Several JPEG/PNG files."
+        child=serializers.FileField(), required=False, allow_empty=True, help_text="Several JPEG, PNG or DICOM files."
     )
     archive = serializers.FileField(
         required=False,
-        help_text="A ZIP of JPEG/PNG files, optionally with one CSV: file, patient (external id), lesion (label), "
+        help_text="A ZIP of JPEG, PNG or DICOM files, optionally with one CSV: file, patient (external id), lesion (label), "
         "body_site, captured_at.",
     )
     captured_at = serializers.DateField(required=False, help_text="Capture date for files without one; default today.")

@@ -181,7 +181,8 @@ class HeatmapQuery(serializers.Serializer):
 class ImageCreateInput(serializers.Serializer):
     lesion = IdField()
     image = serializers.FileField(
-        help_text="JPEG or PNG. Its metadata (EXIF, GPS, ICC, text) is removed; its image data is kept as it is."
+        help_text="JPEG, PNG or DICOM (one 8-bit frame: uncompressed or JPEG baseline). Its metadata (EXIF, GPS, "
+        "ICC, text; a DICOM header) is removed; its image data is kept as it is."
     )
     captured_at = serializers.DateField(required=False, help_text="Capture date (YYYY-MM-DD); default today.")
     pixels_per_mm = serializers.FloatField(
