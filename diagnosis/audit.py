@@ -81,8 +81,8 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "lesion-report": AuditedRoute("lesion", DETAIL, read="export"),
     "lesion-follow-up": AuditedRoute("lesion", DETAIL, "follow_up"),
     "lesion-close": AuditedRoute("lesion", DETAIL, "close"),
-    "lesion-compare": AuditedRoute("lesion", DETAIL),
     "lesion-reopen": AuditedRoute("lesion", DETAIL, "reopen"),
+    "lesion-compare": AuditedRoute("lesion", DETAIL),
     "image-detail": AuditedRoute("image", DETAIL),
     "image-file": AuditedRoute("image", DETAIL),
     "image-heatmap": AuditedRoute("image", DETAIL),
@@ -120,6 +120,7 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-review-queue": AuditedRoute("image", LIST),
     "api-follow-up-list": AuditedRoute("lesion", LIST),
     "api-lesion-close": AuditedRoute("lesion", DETAIL, "close"),
+    "api-lesion-reopen": AuditedRoute("lesion", DETAIL, "reopen"),  # after close: the audit walk reopens it
     "api-lesion-compare": AuditedRoute("lesion", DETAIL),
     # FHIR R4 (diagnosis/fhir): every read is an export to another system
     "api-fhir-patient-search": AuditedRoute("patient", LIST, read="export"),
@@ -133,7 +134,6 @@ AUDITED_ROUTES: dict[str, AuditedRoute] = {
     "api-fhir-observation-read": AuditedRoute("classification", DETAIL, read="export"),
     "api-fhir-diagnosticreport-search": AuditedRoute("classification", LIST, read="export"),
     "api-fhir-diagnosticreport-read": AuditedRoute("classification", DETAIL, read="export"),
-    "api-lesion-reopen": AuditedRoute("lesion", DETAIL, "reopen"),
 }
 
 # Organisation pages: who reads or manages the members and the audit log, and every attempt by

@@ -1,8 +1,8 @@
 from django.urls import path, re_path, register_converter
 
 from diagnosis.api import agreement as agreement_api
-from diagnosis.api import dicom as dicom_api
 from diagnosis.api import compare as compare_api
+from diagnosis.api import dicom as dicom_api
 from diagnosis.api import docs, views
 from diagnosis.api import reports as report_api
 from diagnosis.api.errors import api_not_found
@@ -37,8 +37,8 @@ urlpatterns = [
     path("lesions/<int:lesion_id>/", views.LesionDetailApi.as_view(), name="api-lesion-detail"),
     path("lesions/<int:lesion_id>/report.pdf", report_api.LesionReportApi.as_view(), name="api-lesion-report"),
     path("lesions/<int:lesion_id>/close/", views.LesionCloseApi.as_view(), name="api-lesion-close"),
-    path("lesions/<int:lesion_id>/compare/", compare_api.LesionCompareApi.as_view(), name="api-lesion-compare"),
     path("lesions/<int:lesion_id>/reopen/", views.LesionReopenApi.as_view(), name="api-lesion-reopen"),
+    path("lesions/<int:lesion_id>/compare/", compare_api.LesionCompareApi.as_view(), name="api-lesion-compare"),
     path("images/", views.ImageListApi.as_view(), name="api-image-list"),
     path("images/<int:image_id>/", views.ImageDetailApi.as_view(), name="api-image-detail"),
     path("images/<int:image_id>/file/", views.ImageFileApi.as_view(), name="api-image-file"),
