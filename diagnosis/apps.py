@@ -7,7 +7,7 @@ class DiagnosisConfig(AppConfig):
     verbose_name = "Diagnosis"
 
     def ready(self) -> None:
-        # Nothing here loads OpenCV, NumPy or onnxruntime: diagnosis/inference.py imports them on
+        # Nothing here loads OpenCV, NumPy or onnxruntime: diagnosis/inference/ imports them on
         # first use (and sets OpenCV to one thread then), so loading the app stays light.
         from diagnosis import signals  # noqa: F401  (connects the audit trail's sign-in receivers)
         from diagnosis import credentials  # noqa: F401  (API tokens end with the password that issued them)

@@ -47,7 +47,7 @@ ACCEPTED_TRANSFER_SYNTAXES = UNCOMPRESSED | {JPEG_BASELINE}
 UNCOMPRESSED_PHOTOMETRIC = {"MONOCHROME2": 1, "RGB": 3, "YBR_FULL": 3}
 # A JPEG baseline frame: libjpeg turns YCbCr into RGB itself; grey stays grey.
 JPEG_PHOTOMETRIC = {"MONOCHROME2": 1, "YBR_FULL_422": 3, "YBR_FULL": 3}
-JPEG_MAX_SCANS = 100  # as for a JPEG upload (diagnosis/inference.py)
+JPEG_MAX_SCANS = 100  # as for a JPEG upload (diagnosis/inference/uploads.py)
 # Reads the parser may make of one file (about two per element): a single photograph has a few
 # hundred elements, while 10 MiB of tiny ones took the parser 11 s on 2 busy cores (a CPU bomb
 # that no pixel cap sees). 20,000 reads are about 0.15 s.

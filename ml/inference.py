@@ -213,7 +213,7 @@ _classifier: Classifier | None = None
 def get_classifier(model_dir: str | None = None, *, variant: str = "fp32", threads: int | None = None) -> Classifier:
     """The process-wide classifier, loaded once on first use with these arguments (later calls
     get the same one; reset_classifier() to load another). The caller passes its settings in:
-    the portal its Django settings (diagnosis/inference.py); the defaults are ml's own, as for
+    the portal its Django settings (diagnosis/inference/); the defaults are ml's own, as for
     Classifier (model_dir: ml.manifest.default_model_dir(); threads: min(4, cores))."""
     global _classifier
     if threads is not None and threads < 1:

@@ -59,6 +59,6 @@ def _size_inference_threads(sender=None, conf=None, options=None, **kwargs) -> N
     threads, note = ort_threads_for(concurrency=concurrency, cores=cores, requested=settings.SKINPORTAL_ORT_THREADS)
     if note:
         logger.warning(note)
-    # The forked pool processes inherit this; diagnosis/inference.py passes it to the classifier.
+    # The forked pool processes inherit this; diagnosis/inference/ passes it to the classifier.
     settings.SKINPORTAL_ORT_THREADS = threads
     logger.info("worker sizing: %s process(es) x %s onnxruntime thread(s) on %s cores", concurrency, threads, cores)

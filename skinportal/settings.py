@@ -329,7 +329,7 @@ SKINPORTAL_MAX_DELIVERIES = env_int("SKINPORTAL_MAX_DELIVERIES", 3, minimum=1)
 # Images per task when several are queued together (batches, imports, reclassify).
 SKINPORTAL_MICRO_BATCH = env_int("SKINPORTAL_MICRO_BATCH", 16, minimum=1)
 
-# The model served. ml/ reads no Django settings: diagnosis/inference.py passes these three into
+# The model served. ml/ reads no Django settings: diagnosis/inference/ passes these three into
 # ml.inference.get_classifier (and the /readyz model check).
 # A bundle folder (manifest.json + ONNX files); unset: the bundle named in ml/models/CURRENT.
 SKINPORTAL_MODEL_DIR = env_optional_str("SKINPORTAL_MODEL_DIR")

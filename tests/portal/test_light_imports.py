@@ -1,6 +1,6 @@
 """Loading the app stays light: the Django models (and everything django.setup() loads with them:
 the admin, the signals, AppConfig.ready) need seven class names, not OpenCV or onnxruntime.
-diagnosis/inference.py imports those on first use, and sets OpenCV to one thread then.
+diagnosis/inference/ imports those on first use, and sets OpenCV to one thread then.
 Each check runs in a fresh interpreter, so other tests' imports don't count.
 """
 

@@ -1,6 +1,6 @@
 """The model served is a Django setting: SKINPORTAL_MODEL_DIR, SKINPORTAL_MODEL_VARIANT and
 SKINPORTAL_ORT_THREADS are read once, when the settings load (a bad value stops the start with a
-message naming the variable), and diagnosis/inference.py passes them to ml.inference; nothing
+message naming the variable), and diagnosis/inference/ passes them to ml.inference; nothing
 reads the environment again, and the Celery worker sizes its threads through the setting.
 """
 

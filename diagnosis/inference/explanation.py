@@ -1,0 +1,41 @@
+"""Heatmaps: a stored activation map drawn over the image (ml.explain)."""
+
+from __future__ import annotations
+
+from diagnosis.inference.opencv import use_one_opencv_thread
+from ml.classes import CLASSES
+
+HEATMAP_MAX_SIDE = 1024  # the overlay is a picture to look at, not a copy of the upload
+
+
+def heatmap_overlay(rgb, activation_map: list, class_code: str):
+    """An RGB uint8 array: `rgb` with one class's activation map blended over it. Raises
+    ValueError for an unknown class or a malformed map."""
+    use_one_opencv_thread()
+    import numpy as np
+
+    from ml.explain import heat_map, overlay
+
+    if class_code not in CLASSES:
+        raise ValueError(f"unknown class {class_code!r}; expected one of {', '.join(CLASSES)}")
+    cam = np.asarray(activation_map, dtype=np.float32)
+    if cam.ndim != 3 or cam.shape[2] != len(CLASSES):
+        raise ValueError(f"activation map of shape {cam.shape} is not (rows, columns, {len(CLASSES)})")
+    return overlay(rgb, heat_map(cam, CLASSES.index(class_code), rgb.shape[:2]))
+
+
+def heatmap_png(image_data: bytes, activation_map: list, class_code: str) -> bytes:
+    """PNG of the stored image with one class's activation map blended over it (at most
+    HEATMAP_MAX_SIDE pixels on the long side). Raises InvalidImageError for an unreadable image
+    and ValueError for an unknown class or a malformed map."""
+    cv2 = use_one_opencv_thread()
+    from ml.explain import encode_png
+    from ml.preprocessing import decode_image
+
+    rgb = decode_image(image_data)
+    height, width = rgb.shape[:2]
+    scale = min(1.0, HEATMAP_MAX_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return encode_png(heatmap_overlay(rgb, activation_map, class_code))

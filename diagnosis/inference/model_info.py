@@ -1,0 +1,147 @@
+"""What the portal says about the served model: the readiness check, the measured performance
+from its manifest (per model version and variant), the version a new classification gets."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from diagnosis.inference.classifier import configured_model_dir
+from ml.errors import MLError
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    ok: bool
+    version: str
+    detail: str
+
+
+_check_lock = threading.Lock()
+
+
+_check_cache: dict[tuple, ModelStatus] = {}
+
+
+def model_check() -> ModelStatus:
+    """Is the configured model bundle present and intact? (manifest and the variant's sha256)
+
+    Cheap enough for a readiness probe: no onnxruntime session is created, and the sha256 is
+    computed again only when the file's size or modification time changes.
+    """
+    from ml.manifest import load_manifest
+
+    variant = settings.SKINPORTAL_MODEL_VARIANT
+    try:
+        bundle = configured_model_dir()
+        manifest = load_manifest(bundle)
+        entry = manifest["variants"].get(variant)
+        if entry is None:
+            return ModelStatus(False, str(manifest.get("version", "")), f"the bundle has no {variant} variant")
+        path = os.path.join(bundle, entry["file"])
+        stat = os.stat(path)
+    except MLError as exc:
+        return ModelStatus(False, "", str(exc))
+    except OSError as exc:
+        return ModelStatus(False, "", f"model file unreadable: {exc}")
+    key = (path, variant, stat.st_size, stat.st_mtime_ns, entry["sha256"])
+    with _check_lock:
+        cached = _check_cache.get(key)
+    if cached is not None:
+        return cached
+    from ml.manifest import variant_file
+
+    try:
+        variant_file(bundle, manifest, variant)
+        status = ModelStatus(True, str(manifest["version"]), f"{manifest['version']} ({variant})")
+    except (MLError, OSError) as exc:
+        status = ModelStatus(False, str(manifest.get("version", "")), str(exc))
+    with _check_lock:
+        _check_cache.clear()
+        _check_cache[key] = status
+    return status
+
+
+@dataclass(frozen=True)
+class ModelPerformance:
+    """How the model did on held-out images, shown beside every result so the clinician knows how
+    far to trust it: the flag's sensitivity and specificity at the model's own threshold, with
+    95% intervals over lesions, on the bundle's test split (HAM10000, never used for any choice)."""
+
+    model_version: str
+    threshold: float
+    sensitivity: float
+    sensitivity_interval: tuple[float, float] | None
+    specificity: float
+    specificity_interval: tuple[float, float] | None
+    balanced_accuracy: float
+    test_images: int
+    evaluated_on: str
+
+
+_manifest_lock = threading.Lock()
+
+
+_manifest_cache: dict[tuple, dict | None] = {}
+
+
+def _served_manifest() -> dict | None:
+    """The configured bundle's manifest, read again only when the file changes (results pages
+    ask for it once per result shown); None when it cannot be read."""
+    from ml.manifest import MANIFEST_NAME, load_manifest
+
+    try:
+        bundle = configured_model_dir()
+        key = (bundle, os.stat(os.path.join(bundle, MANIFEST_NAME)).st_mtime_ns)
+    except (MLError, OSError):
+        return None
+    with _manifest_lock:
+        if key in _manifest_cache:
+            return _manifest_cache[key]
+    try:
+        manifest = load_manifest(bundle)
+    except MLError:
+        manifest = None
+    with _manifest_lock:
+        _manifest_cache.clear()
+        _manifest_cache[key] = manifest
+    return manifest
+
+
+def model_performance(model_version: str, variant: str = "fp32") -> ModelPerformance | None:
+    """The configured bundle's measured test figures when it is the bundle that gave
+    `model_version`'s results (None for an older model, or a bundle without them)."""
+    manifest = _served_manifest()
+    if manifest is None or manifest["version"] != model_version:
+        return None
+    test = manifest.get("metrics", {}).get("test", {}).get(variant or "fp32")
+    entry = manifest["variants"].get(variant or "fp32")
+    if not (test and entry):
+        return None
+    intervals = test.get("intervals_95", {})
+    splits = manifest.get("training_data", {})
+
+    def interval(key: str) -> tuple[float, float] | None:
+        return tuple(intervals[key]) if key in intervals else None
+
+    return ModelPerformance(
+        model_version=model_version,
+        threshold=float(entry["malignancy_threshold"]),
+        sensitivity=float(test["malignant_sensitivity"]),
+        sensitivity_interval=interval("malignant_sensitivity"),
+        specificity=float(test["malignant_specificity"]),
+        specificity_interval=interval("malignant_specificity"),
+        balanced_accuracy=float(test["balanced_accuracy"]),
+        test_images=int(test["n_images"]),
+        evaluated_on=f"{test['n_images']:,} held-out test images of {splits.get('name', 'the training data set')}",
+    )
+
+
+def current_model_version() -> str:
+    """Version of the configured bundle, from its manifest (no session). Raises MLError."""
+    from ml.manifest import load_manifest
+
+    return str(load_manifest(configured_model_dir())["version"])
