@@ -226,3 +226,7 @@ def api_for() -> Callable[[User], APIClient]:
         return api
 
     return _api
+
+
+# Real-browser tests (test_browser*.py) take their page from here; tests/portal/browser.py says how.
+from tests.portal.browser import browser_page  # noqa: E402, F401

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.portal.browser import CHROMIUM, in_own_thread, require_browser
 from tests.portal.helpers import PASSWORD, REPO_ROOT
 from tests.portal.test_segmentation_storage import classical_segmenter  # noqa: F401 - drawn lesions
 
-CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
 OUT = Path(os.environ.get("SKINPORTAL_SCREENSHOTS_DIR", REPO_ROOT / "docs" / "screenshots"))
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+sync_api = require_browser()
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
@@ -55,23 +50,6 @@ def lesion_picture(*, radius: int, seed: int, size: tuple[int, int] = (640, 480)
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
     assert ok
     return data.tobytes()
-
-
-def _in_own_thread(work):
-    from django.db import connections
-
-    result = {}
-
-    def run() -> None:
-        try:
-            result["value"] = work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return result["value"]
 
 
 def _clinic(owner, colleague, org) -> dict:
@@ -121,11 +99,10 @@ def _clinic(owner, colleague, org) -> dict:
 
 
 def test_screenshots(owner, colleague, org, live_server):
-    ids = _in_own_thread(lambda: _clinic(owner, colleague, org))
+    ids = in_own_thread(lambda: _clinic(owner, colleague, org))
     OUT.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox",
-                                                                              "--disable-gpu"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         page.set_default_timeout(30_000)
         page.goto(f"{live_server.url}/accounts/login/")

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import re
-import shutil
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -304,65 +303,45 @@ def test_the_redoc_copy_is_the_installed_sidecars_without_the_logo():
     )
 
 
-CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_browser_opens_the_api_docs_pages_with_no_request_elsewhere_and_no_console_error(owner, live_server):
+def test_a_browser_opens_the_api_docs_pages_with_no_request_elsewhere_and_no_console_error(
+    owner, live_server, browser_page
+):
     """What a visitor's browser does: the ReDoc page used to ask cdn.redoc.ly for a logo, which the
     CSP refused with a console error. Skips, saying why, without chromium (as test_browser.py)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     own_host = urlsplit(live_server.url).netloc
     elsewhere: list[str] = []
     errors: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
-        try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(30_000)
-            page.on(
-                "request",
-                lambda r: (
-                    elsewhere.append(r.url)
-                    if urlsplit(r.url).netloc not in ("", own_host) and urlsplit(r.url).scheme in ("http", "https")
-                    else None
-                ),
-            )
-            page.goto(f"{live_server.url}/accounts/login/")
-            page.fill("#id_username", owner.username)
-            page.fill("#id_password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{live_server.url}/")
-            # From here on (the login page's own favicon 404 is not the docs' business).
-            page.on(
-                "console", lambda m: errors.append(f"{page.url}: {m.text} {m.location}") if m.type == "error" else None
-            )
-            page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
+    page = browser_page
+    page.on(
+        "request",
+        lambda r: (
+            elsewhere.append(r.url)
+            if urlsplit(r.url).netloc not in ("", own_host) and urlsplit(r.url).scheme in ("http", "https")
+            else None
+        ),
+    )
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", owner.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    # From here on (the login page's own favicon 404 is not the docs' business).
+    page.on(
+        "console", lambda m: errors.append(f"{page.url}: {m.text} {m.location}") if m.type == "error" else None
+    )
+    page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
 
-            page.goto(f"{live_server.url}{API}/redoc/")
-            page.wait_for_selector("text=API docs by Redocly")  # the side menu's footer, where the logo was
-            page.wait_for_selector("h1:has-text('SkinPortal API')")
-            page.wait_for_load_state("networkidle")
-            assert page.locator(".menu-content img").count() == 0
+    page.goto(f"{live_server.url}{API}/redoc/")
+    page.wait_for_selector("text=API docs by Redocly")  # the side menu's footer, where the logo was
+    page.wait_for_selector("h1:has-text('SkinPortal API')")
+    page.wait_for_load_state("networkidle")
+    assert page.locator(".menu-content img").count() == 0
 
-            page.goto(f"{live_server.url}{API}/docs/")
-            page.wait_for_selector(".swagger-ui .info")
-            page.wait_for_load_state("networkidle")
-        finally:
-            browser.close()
+    page.goto(f"{live_server.url}{API}/docs/")
+    page.wait_for_selector(".swagger-ui .info")
+    page.wait_for_load_state("networkidle")
     assert elsewhere == [] and errors == [], (elsewhere, errors)
 
 

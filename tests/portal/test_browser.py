@@ -7,51 +7,14 @@ browser: it launches /usr/bin/chromium (apt-get install chromium).
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
-from pathlib import Path
-
 import pytest
 
+from tests.portal.browser import in_own_thread, require_browser
 from tests.portal.helpers import PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
-CHROMIUM = os.environ.get("SKINPORTAL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
-)
-
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-
-# Playwright's sync API runs an event loop in this thread; Django's ORM calls from fixtures are still synchronous.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+sync_api = require_browser()
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def browser_page():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
 
 
 def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, browser_page, tmp_path):
@@ -107,31 +70,12 @@ def _log_in(page, live_server, user, next_path: str) -> None:
     page.click("button[type=submit]")
 
 
-def _in_own_thread(work):
-    """Database work from a plain thread that closes its connection: inside Playwright's sync API
-    the test thread runs an event loop, and Django would open a connection nobody closes."""
-    from django.db import connections
-
-    result = {}
-
-    def run() -> None:
-        try:
-            result["value"] = work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return result.get("value")
-
-
 def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_server, browser_page, monkeypatch):
     from diagnosis import services, tasks
     from diagnosis.models import LesionImage
 
     monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
-    batch = _in_own_thread(
+    batch = in_own_thread(
         lambda: services.uploads.batch_create(
             user=colleague,
             lesion=lesion,
@@ -144,7 +88,7 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
     assert page.locator('[data-count="queued"]').inner_text() == "3"
 
     # The "worker" finishes the images while the page is open: it follows without a reload.
-    _in_own_thread(
+    in_own_thread(
         lambda: services.classification.classification_run(
             image_ids=list(LesionImage.objects.filter(batch=batch).values_list("id", flat=True))
         )
@@ -157,7 +101,7 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
 
 def test_it_turns_the_heatmap_on_and_downloads_the_pdf_report(colleague, lesion, upload, live_server, browser_page,
                                                              tmp_path):
-    image = _in_own_thread(lambda: upload(image_bytes(RED, size=(320, 240)), user=colleague))
+    image = in_own_thread(lambda: upload(image_bytes(RED, size=(320, 240)), user=colleague))
     page = browser_page
     _log_in(page, live_server, colleague, f"/images/{image.pk}/")
     page.wait_for_selector("#classification [data-status=succeeded]")
