@@ -197,3 +197,21 @@ def test_it_segments_real_test_split_images_better_than_the_classical_floor(segm
     figures = score(sample(records_in(records, split_of, "test"), 50), masks, trained(segmenter))
     assert figures["images"] == 50
     assert figures["dice_mean"] > REAL_DICE_FLOOR
+
+
+@needs_ham10000
+def test_the_report_puts_both_segmenters_side_by_side(tmp_path, capsys):
+    from ml.__main__ import main
+
+    masks = os.path.join(os.path.dirname(HAM_METADATA), "masks")
+    if not os.path.isdir(masks):
+        pytest.skip(f"HAM10000 lesion masks not found at {masks}")
+    shipped_bundle()
+    out = tmp_path / "report.json"
+    assert main(["segment-report", "--splits", "test", "--limit", "6", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| test: classical | 6 |" in table and "| test: trained | 6 |" in table
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"test: classical", "test: trained"}
+    assert main(["segment-report", "--splits", "val", "--limit", "3", "--method", "trained"]) == 0
+    assert "| val | 3 |" in capsys.readouterr().out
