@@ -340,6 +340,10 @@ SKINPORTAL_MODEL_VARIANT = env_choice("SKINPORTAL_MODEL_VARIANT", "fp32", ("fp32
 # starts; a value that oversubscribes the cores is lowered there), any other process
 # min(4, cores) (ml.inference's default).
 SKINPORTAL_ORT_THREADS = env_optional_int("SKINPORTAL_ORT_THREADS", minimum=1)
+# The lesion segmenter run with each classification (the same threads): a segmentation bundle
+# folder, or "classical" for the classical segmenter; unset: the bundle named in
+# ml/models/SEGMENTER (ml.manifest.named_segmenter_dir).
+SKINPORTAL_SEGMENTER_DIR = env_optional_str("SKINPORTAL_SEGMENTER_DIR")
 
 # Security headers. Production defaults pass `manage.py check --deploy --fail-level WARNING`
 # (tested); CSP, Cache-Control: no-store and Permissions-Policy come from skinportal/security.py.

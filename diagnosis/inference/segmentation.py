@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from diagnosis.inference.opencv import use_one_opencv_thread
 
 # The lesion is segmented on the image reduced to this long side: descriptors of one size are
@@ -30,7 +32,7 @@ def segment_image(image_data: bytes, *, pixels_per_mm: float | None = None) -> d
     import numpy as np
 
     from ml.preprocessing import decode_image
-    from ml.segmentation import analyse
+    from ml.segmentation.segmenter import get_segmenter
 
     rgb = decode_image(image_data)
     height, width = rgb.shape[:2]
@@ -40,7 +42,8 @@ def segment_image(image_data: bytes, *, pixels_per_mm: float | None = None) -> d
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     scale_y, scale_x = rgb.shape[0] / height, rgb.shape[1] / width
     scale = (scale_x + scale_y) / 2
-    result = analyse(rgb, pixels_per_mm=None if pixels_per_mm is None else pixels_per_mm * scale)
+    segmenter = get_segmenter(model_dir=settings.SKINPORTAL_SEGMENTER_DIR, threads=settings.SKINPORTAL_ORT_THREADS)
+    result = segmenter.analyse(rgb, pixels_per_mm=None if pixels_per_mm is None else pixels_per_mm * scale)
     del rgb
     data = result.to_dict(with_mask=False)
     mask = result.mask

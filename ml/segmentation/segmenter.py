@@ -77,11 +77,13 @@ class ClassicalSegmenter:
 
 _lock = threading.Lock()
 _segmenter: Segmenter | None = None
+_segmenter_key: tuple[str | None, int | None] | None = None  # the arguments it was made with
 
 
-def make_segmenter(model_dir: str | None = None) -> Segmenter:
+def make_segmenter(model_dir: str | None = None, *, threads: int | None = None) -> Segmenter:
     """A new segmenter: the trained one from `model_dir`, else from the named bundle, else the
-    classical one when none is named ("classical" names none on purpose)."""
+    classical one when none is named ("classical" names none on purpose). `threads`: onnxruntime
+    intra-op threads of a trained segmenter (None: its default)."""
     from ml.manifest import named_segmenter_dir
 
     if model_dir == "classical":
@@ -91,25 +93,29 @@ def make_segmenter(model_dir: str | None = None) -> Segmenter:
         return ClassicalSegmenter()
     from ml.segmentation.trained import TrainedSegmenter
 
-    return TrainedSegmenter(model_dir)
+    return TrainedSegmenter(model_dir, threads=threads)
 
 
-def get_segmenter() -> Segmenter:
-    """The process-wide segmenter (see make_segmenter), made once on first use; a named bundle
-    that fails its checks raises ModelIntegrityError here, and again on the next call."""
-    global _segmenter
-    if _segmenter is None:
+def get_segmenter(*, model_dir: str | None = None, threads: int | None = None) -> Segmenter:
+    """The process-wide segmenter (see make_segmenter), made once on first use and again only when
+    asked for another bundle or thread count (the portal passes its settings, as it does for the
+    classifier); a named bundle that fails its checks raises ModelIntegrityError here, and again
+    on the next call."""
+    global _segmenter, _segmenter_key
+    key = (model_dir, threads)
+    if _segmenter is None or _segmenter_key != key:
         with _lock:
-            if _segmenter is None:
-                _segmenter = make_segmenter()
+            if _segmenter is None or _segmenter_key != key:
+                _segmenter = make_segmenter(model_dir, threads=threads)
+                _segmenter_key = key
     return _segmenter
 
 
 def reset_segmenter() -> None:
     """Forget the process-wide segmenter (tests that change $SKINPORTAL_SEGMENTER_DIR)."""
-    global _segmenter
+    global _segmenter, _segmenter_key
     with _lock:
-        _segmenter = None
+        _segmenter, _segmenter_key = None, None
 
 
 def segment(image_rgb: np.ndarray) -> np.ndarray:

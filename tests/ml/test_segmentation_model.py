@@ -200,8 +200,12 @@ def test_it_segments_real_test_split_images_better_than_the_classical_floor(segm
 
 
 @needs_ham10000
-def test_the_report_puts_both_segmenters_side_by_side(tmp_path, capsys):
+def test_the_report_puts_both_segmenters_side_by_side(tmp_path, capsys, monkeypatch):
     from ml.__main__ import main
+
+    # The split is the served classifier's: the shipped one, whatever another test directory's
+    # session fixture serves (tests/portal serves a stand-in through $SKINPORTAL_MODEL_DIR).
+    monkeypatch.delenv("SKINPORTAL_MODEL_DIR", raising=False)
 
     masks = os.path.join(os.path.dirname(HAM_METADATA), "masks")
     if not os.path.isdir(masks):

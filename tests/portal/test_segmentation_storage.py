@@ -217,3 +217,35 @@ def test_it_gives_older_results_an_outline_with_reclassify_outlines(owner, lesio
         call_command("reclassify", "--outlines", stdout=out)
     classification = Classification.objects.get(image=image)
     assert classification.succeeded and classification.segmentation["area_px"] > 0
+
+
+def test_it_runs_the_segmenter_the_settings_name_with_the_settings_threads(owner, lesion, run_on_commit, settings,
+                                                                         monkeypatch):
+    """Like the classifier, the segmenter comes from Django settings (SKINPORTAL_SEGMENTER_DIR,
+    SKINPORTAL_ORT_THREADS), passed to ml explicitly; the environment's choice is only the default."""
+    from ml.manifest import named_segmenter_dir
+    from ml.segmentation.segmenter import reset_segmenter
+    from ml.segmentation.trained import TrainedSegmenter
+
+    monkeypatch.delenv("SKINPORTAL_SEGMENTER_DIR")
+    bundle = named_segmenter_dir()
+    if bundle is None:
+        pytest.skip("no trained segmentation bundle is named in ml/models/SEGMENTER")
+    made: list[tuple[str, int | None]] = []
+    real_init = TrainedSegmenter.__init__
+
+    def recording_init(self, model_dir, *, threads=None):
+        made.append((model_dir, threads))
+        real_init(self, model_dir, threads=threads)
+
+    monkeypatch.setattr(TrainedSegmenter, "__init__", recording_init)
+    settings.SKINPORTAL_SEGMENTER_DIR, settings.SKINPORTAL_ORT_THREADS = bundle, 1
+    reset_segmenter()
+    trained = upload_with_scale(owner, lesion, run_on_commit, lesion_png(seed=1))
+    assert made == [(bundle, 1)]
+    assert trained.classifications.get().segmentation["method"].startswith("seg-")
+
+    settings.SKINPORTAL_SEGMENTER_DIR = "classical"  # the settings win over the bundle ml/models names
+    classical = upload_with_scale(owner, lesion, run_on_commit, lesion_png(seed=2))
+    assert classical.classifications.get().segmentation["method"] == "classical-otsu-v1"
+    assert made == [(bundle, 1)]  # no second trained session
