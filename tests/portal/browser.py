@@ -90,3 +90,22 @@ def in_own_thread(work: Callable[[], T]) -> T | None:
     thread.start()
     thread.join()
     return result.get("value")
+
+
+def new_patient_and_lesion(page: Any, *, external_id: str, name: str, born: str, sex: str, label: str,
+                           body_site: str) -> None:
+    """From any signed-in page, through the forms a clinician uses: a new patient, then a new
+    lesion of theirs; ends on the lesion's upload page."""
+    page.click("nav.mainnav >> text=Patients")
+    page.click("text=New patient")
+    page.fill("#id_external_id", external_id)
+    page.fill("#id_name", name)
+    page.fill("#id_date_of_birth", born)
+    page.select_option("#id_sex", sex)
+    page.click("button:has-text('Create patient')")
+    page.wait_for_selector(f"h1:has-text('{name}')")
+    page.click("text=New lesion")
+    page.fill("#id_label", label)
+    page.select_option("#id_body_site", body_site)
+    page.click("button:has-text('Create lesion')")
+    page.wait_for_selector("h1:has-text('Upload images')")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.portal.browser import in_own_thread, require_browser
+from tests.portal.browser import in_own_thread, new_patient_and_lesion, require_browser
 from tests.portal.helpers import PASSWORD, RED, STAND_IN_VERSION, image_bytes
 
 sync_api = require_browser()
@@ -30,20 +30,8 @@ def test_it_walks_from_login_to_a_classified_upload(colleague, live_server, brow
     page.wait_for_url(f"{live_server.url}/")
     assert page.locator("h1").inner_text() == "Dashboard"
 
-    page.click("nav.mainnav >> text=Patients")
-    page.click("text=New patient")
-    page.fill("#id_external_id", "MRN-BROWSER-1")
-    page.fill("#id_name", "Brenda Browser")
-    page.fill("#id_date_of_birth", "1970-03-04")
-    page.select_option("#id_sex", "female")
-    page.click("button:has-text('Create patient')")
-    page.wait_for_selector("h1:has-text('Brenda Browser')")
-
-    page.click("text=New lesion")
-    page.fill("#id_label", "Right forearm, dorsal")
-    page.select_option("#id_body_site", "upper extremity")
-    page.click("button:has-text('Create lesion')")
-    page.wait_for_selector("h1:has-text('Upload images')")
+    new_patient_and_lesion(page, external_id="MRN-BROWSER-1", name="Brenda Browser", born="1970-03-04",
+                           sex="female", label="Right forearm, dorsal", body_site="upper extremity")
 
     page.set_input_files("#id_images", str(image_path))
     page.fill("#id_captured_at", "2024-05-01")

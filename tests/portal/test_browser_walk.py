@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.portal.browser import require_browser
+from tests.portal.browser import new_patient_and_lesion, require_browser
 from tests.portal.helpers import PASSWORD
 from tests.portal.test_segmentation_storage import classical_segmenter, lesion_png  # noqa: F401
 
@@ -46,19 +46,8 @@ def test_it_walks_from_login_through_compare_review_and_follow_up(colleague, liv
     page.wait_for_url(f"{live_server.url}/")
 
     # A patient and a lesion.
-    page.click("nav.mainnav >> text=Patients")
-    page.click("text=New patient")
-    page.fill("#id_external_id", "MRN-WALK-1")
-    page.fill("#id_name", "Wanda Walker")
-    page.fill("#id_date_of_birth", "1968-09-12")
-    page.select_option("#id_sex", "female")
-    page.click("button:has-text('Create patient')")
-    page.wait_for_selector("h1:has-text('Wanda Walker')")
-    page.click("text=New lesion")
-    page.fill("#id_label", "Left shoulder blade")
-    page.select_option("#id_body_site", "back")
-    page.click("button:has-text('Create lesion')")
-    page.wait_for_selector("h1:has-text('Upload images')")
+    new_patient_and_lesion(page, external_id="MRN-WALK-1", name="Wanda Walker", born="1968-09-12", sex="female",
+                           label="Left shoulder blade", body_site="back")
 
     # Two visits, six months apart; each result shows its outline and measurements.
     _upload(page, first, "2026-01-10")
