@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import cv2
 import numpy as np
@@ -40,8 +40,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from ml.data import Record, load_metadata, read_split_csv, records_in  # noqa: E402
-from ml.preprocessing import PreprocessConfig, preprocess, resize  # noqa: E402
+from ml.data import Record, load_metadata, read_split_csv, records_in
+from ml.preprocessing import PreprocessConfig, preprocess, resize
 
 ENCODER_ALPHA = 0.35
 # Encoder outputs the decoder joins, from 1/2 to 1/16 of the input; the bottleneck is 1/32.
@@ -161,7 +161,7 @@ def build_model(size: tuple[int, int], weights: str | None, *, train_from: str |
 
 
 def bce_dice_loss(y_true, y_pred):
-    import keras.ops as ops
+    from keras import ops
 
     eps = 1e-6
     y_pred = ops.clip(y_pred, eps, 1 - eps)
@@ -301,8 +301,7 @@ def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessCon
                    weights_path: str, parity_images: np.ndarray, split_path: str, records_by_split: dict,
                    masks_dir: str, command: str, train_count: int, skip_scores: bool = False, log=print) -> dict:
     """Export the best weights to `bundle` (model.onnx, manifest.json, metrics.json) and return the manifest."""
-    from ml.manifest import sha256_file, write_manifest
-    from ml.manifest import SEGMENTATION_FORMAT
+    from ml.manifest import SEGMENTATION_FORMAT, sha256_file, write_manifest
 
     model = build_model(config.height_width, None)
     model.load_weights(weights_path)
@@ -318,7 +317,7 @@ def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessCon
         "format": SEGMENTATION_FORMAT,
         "task": "segmentation",
         "version": version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": (f"U-Net: MobileNetV2 alpha {ENCODER_ALPHA} encoder (ImageNet init, BatchNorm frozen, layers before "
                          f"{TRAIN_FROM}* frozen), skips "
                          f"{list(SKIP_LAYERS)}, bottleneck {BOTTLENECK_LAYER}, decoder filters {list(DECODER_FILTERS)}, "
@@ -458,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml.training.backbone import default_weights_path
 
     def log(message: str) -> None:
-        print(f"{datetime.now(timezone.utc):%H:%M:%S} {message}", flush=True)
+        print(f"{datetime.now(UTC):%H:%M:%S} {message}", flush=True)
 
     configure_threads(args.threads)
     config = PreprocessConfig(size=args.size[0], width=args.size[1], colour=args.colour)
