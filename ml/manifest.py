@@ -41,25 +41,41 @@ def default_model_dir() -> str:
 
 def shipped_model_dir() -> str:
     """The bundle named in ml/models/CURRENT, whatever the environment says."""
-    current = os.path.join(MODELS_DIR, "CURRENT")
-    try:
-        with open(current) as fh:
-            name = fh.read().strip()
-    except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"no default model: {current} is missing; set SKINPORTAL_MODEL_DIR") from exc
+    name = _read_pointer("CURRENT")
+    if name is None:
+        current = os.path.join(MODELS_DIR, "CURRENT")
+        raise ModelIntegrityError(f"no default model: {current} is missing; set SKINPORTAL_MODEL_DIR")
     return os.path.join(MODELS_DIR, name)
 
 
-def load_manifest(model_dir: str) -> dict[str, Any]:
-    """Read and sanity-check a manifest; ModelIntegrityError on anything off."""
+def _read_pointer(pointer: str) -> str | None:
+    """The bundle name held in ml/models/<pointer> (CURRENT, SEGMENTER), or None without that file."""
+    try:
+        with open(os.path.join(MODELS_DIR, pointer)) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _read_manifest_json(model_dir: str, what: str) -> tuple[str, dict[str, Any]]:
+    """(path, parsed object) of a bundle's manifest.json; ModelIntegrityError when it is missing,
+    not JSON or not a JSON object. `what` names the kind of manifest in the messages."""
     path = os.path.join(model_dir, MANIFEST_NAME)
     try:
         with open(path) as fh:
             manifest = json.load(fh)
     except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"model manifest not found: {path}") from exc
+        raise ModelIntegrityError(f"{what} not found: {path}") from exc
     except json.JSONDecodeError as exc:
-        raise ModelIntegrityError(f"model manifest is not valid JSON: {path}: {exc}") from exc
+        raise ModelIntegrityError(f"{what} is not valid JSON: {path}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelIntegrityError(f"{path}: not a manifest object")
+    return path, manifest
+
+
+def load_manifest(model_dir: str) -> dict[str, Any]:
+    """Read and sanity-check a manifest; ModelIntegrityError on anything off."""
+    path, manifest = _read_manifest_json(model_dir, "model manifest")
     if manifest.get("format") == 1:
         raise ModelIntegrityError(
             f"{path}: manifest format 1 predates the screening statistics and class activation maps this release "
@@ -125,27 +141,14 @@ def named_segmenter_dir() -> str | None:
     configured = os.environ.get("SKINPORTAL_SEGMENTER_DIR", "").strip()
     if configured:
         return None if configured == "classical" else configured
-    try:
-        with open(os.path.join(MODELS_DIR, SEGMENTER_POINTER)) as fh:
-            name = fh.read().strip()
-    except FileNotFoundError:
-        return None
+    name = _read_pointer(SEGMENTER_POINTER)
     return None if not name or name == "classical" else os.path.join(MODELS_DIR, name)
 
 
 def load_segmentation_manifest(model_dir: str) -> dict[str, Any]:
     """Read and sanity-check a segmentation bundle's manifest; ModelIntegrityError on anything off
     (missing file, another task, another format, a missing key or an impossible shape)."""
-    path = os.path.join(model_dir, MANIFEST_NAME)
-    try:
-        with open(path) as fh:
-            manifest = json.load(fh)
-    except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"segmentation manifest not found: {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise ModelIntegrityError(f"segmentation manifest is not valid JSON: {path}: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise ModelIntegrityError(f"{path}: not a manifest object")
+    path, manifest = _read_manifest_json(model_dir, "segmentation manifest")
     if manifest.get("task") != SEGMENTATION_TASK:
         raise ModelIntegrityError(f"{path}: task {manifest.get('task')!r} is not {SEGMENTATION_TASK!r}: "
                                   "not a segmentation bundle")

@@ -99,6 +99,14 @@ def test_it_fails_closed_on_a_different_class_order(bundle):
         load_manifest(bundle)
 
 
+@pytest.mark.parametrize(("text", "named"), [("[1, 2]", "not a manifest object"), ("{", "not valid JSON")])
+def test_it_fails_closed_on_a_manifest_that_is_not_a_json_object(bundle, text, named):
+    with open(os.path.join(bundle, "manifest.json"), "w") as fh:
+        fh.write(text)
+    with pytest.raises(ModelIntegrityError, match=named):
+        load_manifest(bundle)
+
+
 def test_it_fails_closed_without_a_manifest_or_variant(tmp_path, bundle):
     with pytest.raises(ModelIntegrityError, match="manifest not found"):
         Classifier(str(tmp_path))
