@@ -284,9 +284,14 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
         f"a fresh random view of every image each epoch (random resized crop, flips, 90-degree turns, rotation with "
         f"shear and scale, colour jitter, occasional resolution loss, cutout); classes drawn with {fit['sampling']} "
         f"sampling and loss weights taking it {fit.get('balance', 1.0):.0%} of the way to balanced; label smoothing "
-        f"{fit['label_smoothing']:g}; weight "
-        f"average (EMA, decay {fit['ema_decay']:g}) scored beside the raw weights every epoch; early stopping on "
-        f"validation balanced accuracy (patience {fit['patience']}); seed {fit['seed']}. Ran {fit['epochs_run']} "
+        f"{fit['label_smoothing']:g}; "
+        + (f"images whose diagnosis was not confirmed by histopathology weighted {fit['unconfirmed_weight']:g} "
+           f"against confirmed ones of their class (class means kept); " if fit.get("unconfirmed_weight", 1.0) != 1.0 else "")
+        + (f"mixup of image pairs (Beta({fit['mixup']:g}, {fit['mixup']:g})); " if fit.get("mixup") else "")
+        + f"weight "
+        f"average (EMA, decay {fit['ema_decay']:g}) scored beside the raw weights every epoch; the epoch kept and "
+        f"early stopping by validation {fit.get('selection', 'balanced_accuracy').replace('+', ' + ').replace('_', ' ')} "
+        f"(patience {fit['patience']}); seed {fit['seed']}. Ran {fit['epochs_run']} "
         f"epochs; kept epoch {fit['best_epoch']} ({fit['best_weights']} weights).\n")
     if history:
         wall = sum(row["seconds"] for row in history)

@@ -33,6 +33,9 @@ class Record:
     lesion_id: str
     dx: str
     path: str
+    # How the diagnosis was confirmed (HAM10000's dx_type: histo, follow_up, consensus, confocal);
+    # "" when the CSV has no such column.
+    dx_type: str = ""
 
     @property
     def label(self) -> int:
@@ -92,7 +95,8 @@ def load_metadata(csv_path: str, image_dirs: Sequence[str]) -> list[Record]:
         if image_id not in paths:
             missing.append(image_id)
             continue
-        records.append(Record(image_id=image_id, lesion_id=row["lesion_id"], dx=dx, path=paths[image_id]))
+        records.append(Record(image_id=image_id, lesion_id=row["lesion_id"], dx=dx, path=paths[image_id],
+                              dx_type=(row.get("dx_type") or "").strip()))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(

@@ -71,6 +71,10 @@ class EndToEndConfig:
     # 0 = off. Meant against the rare classes being memorised under oversampling.
     mixup: float = 0.0
     selection: str = "balanced_accuracy"
+    # Loss weight of an image whose diagnosis was not confirmed by histopathology (dx_type other
+    # than "histo"), relative to a confirmed one of the same class; each class's mean weight is
+    # kept, so the class balance is unchanged. 1 = all images alike.
+    unconfirmed_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -79,6 +83,8 @@ class EndToEndConfig:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.mixup < 0:
             raise ValueError(f"mixup must be >= 0, got {self.mixup}")
+        if not 0 < self.unconfirmed_weight <= 1:
+            raise ValueError(f"unconfirmed_weight must be in (0, 1], got {self.unconfirmed_weight}")
 
 
 # --- The model -----------------------------------------------------------------------------
@@ -138,6 +144,16 @@ def loss_weights(labels: np.ndarray, sampling: str, balance: float = 1.0) -> np.
     return weights.astype(np.float32)
 
 
+def confirmation_weights(labels: np.ndarray, dx_types: Sequence[str], unconfirmed_weight: float) -> np.ndarray:
+    """Per-image factor: 1 for a histopathology-confirmed diagnosis, `unconfirmed_weight` for any
+    other, rescaled within each class to a mean of 1 so the class weights keep their meaning."""
+    factors = np.where(np.asarray(dx_types) == "histo", 1.0, unconfirmed_weight).astype(np.float64)
+    for label in np.unique(labels):
+        in_class = labels == label
+        factors[in_class] /= factors[in_class].mean()
+    return factors.astype(np.float32)
+
+
 def epoch_order(labels: np.ndarray, cfg: EndToEndConfig, epoch: int) -> np.ndarray:
     """The images drawn in `epoch` (as many as there are images), a pure function of (seed, epoch)."""
     rng = np.random.default_rng([cfg.seed, epoch])
@@ -155,13 +171,14 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (views, soft targets, per-i
 
 
 def batch_targets(
-    views: np.ndarray, labels: np.ndarray, *, class_weights: np.ndarray, cfg: EndToEndConfig, seed: Sequence[int],
+    views: np.ndarray, labels: np.ndarray, *, weights: np.ndarray, cfg: EndToEndConfig, seed: Sequence[int],
+    n_classes: int = len(CLASSES),
 ) -> Batch:
-    """Soft targets (label smoothing) and loss weights for one batch, then mixup when `cfg.mixup` > 0:
-    each image blended with another of the batch, its target and weight blended by the same share."""
-    n_classes = len(class_weights)
+    """Soft targets (label smoothing) and the images' loss `weights` for one batch, then mixup when
+    `cfg.mixup` > 0: each image blended with another of the batch, its target and weight blended by
+    the same share."""
     targets = np.eye(n_classes, dtype=np.float32)[labels] * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
-    weights = class_weights[labels].astype(np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
     if cfg.mixup > 0:
         rng = np.random.default_rng(list(seed))
         share = rng.beta(cfg.mixup, cfg.mixup)
@@ -180,18 +197,19 @@ def batches(
     *,
     config: PreprocessConfig,
     cfg: EndToEndConfig,
-    class_weights: np.ndarray,
+    image_weights: np.ndarray,
     epoch: int,
     pool: ThreadPoolExecutor,
     prefetch: int = 3,
 ) -> Iterator[Batch]:
-    """Full batches in `order`, built `prefetch` batches ahead in `pool`."""
+    """Full batches in `order`, built `prefetch` batches ahead in `pool`; `image_weights` is each
+    training image's loss weight (class weight times confirmation factor)."""
     n_batches = len(order) // cfg.batch_size
 
     def build(b: int) -> Batch:
         chosen = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         views = [training_view(images[i], config, (cfg.seed, epoch, b * cfg.batch_size + k)) for k, i in enumerate(chosen)]
-        return batch_targets(np.stack(views), labels[chosen], class_weights=class_weights, cfg=cfg,
+        return batch_targets(np.stack(views), labels[chosen], weights=image_weights[chosen], cfg=cfg,
                              seed=(cfg.seed, epoch, b, 1))
 
     pending: deque = deque()
@@ -368,6 +386,8 @@ def train_end_to_end(
     if steps < 1:
         raise ValueError(f"{len(train)} training images do not fill one batch of {cfg.batch_size}")
     class_weights = loss_weights(train_y, cfg.sampling, cfg.balance)
+    image_weights = class_weights[train_y] * confirmation_weights(train_y, [r.dx_type for r in train],
+                                                                   cfg.unconfirmed_weight)
     trainer = Trainer(model, base, cfg, steps_per_epoch=steps, class_weights=class_weights)
 
     state = {"next_epoch": 0, "best": None, "bad_epochs": 0, "history": [], "config": asdict(cfg),
@@ -404,7 +424,7 @@ def train_end_to_end(
             started = time.time()
             order = epoch_order(train_y, cfg, epoch)
             loss = trainer.train_epoch(batches(images, train_y, order, config=config, cfg=cfg,
-                                               class_weights=class_weights, epoch=epoch, pool=pool))
+                                               image_weights=image_weights, epoch=epoch, pool=pool))
             train_seconds = time.time() - started
             raw = evaluate(trainer, val_x, val_y, train_y)
             trainer.swap_ema()

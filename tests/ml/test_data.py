@@ -15,7 +15,7 @@ def write_dataset(root, rows, *, folders=("a",), header=("lesion_id", "image_id"
     dirs = [os.path.join(root, f) for f in folders]
     for d in dirs:
         os.makedirs(d, exist_ok=True)
-    for i, (lesion, image, dx) in enumerate(rows):
+    for i, (lesion, image, dx, *_) in enumerate(rows):
         with open(os.path.join(dirs[i % len(dirs)], f"{image}.jpg"), "wb") as fh:
             fh.write(encode(make_image(seed=i)))
     csv_path = os.path.join(root, "meta.csv")
@@ -42,6 +42,15 @@ def test_it_finds_images_in_any_of_several_folders(tmp_path):
     records = load_metadata(csv_path, dirs)
     assert len(records) == len(synthetic_rows(2))
     assert {os.path.basename(os.path.dirname(r.path)) for r in records} == {"part_1", "part_2"}
+    assert {r.dx_type for r in records} == {""}  # no dx_type column: unknown
+
+
+def test_it_reads_how_each_diagnosis_was_confirmed_when_the_csv_says(tmp_path):
+    rows = [(lesion, image, dx, "histo" if k % 2 else "follow_up") for k, (lesion, image, dx)
+            in enumerate(synthetic_rows(1))]
+    csv_path, dirs = write_dataset(tmp_path, rows, header=("lesion_id", "image_id", "dx", "dx_type"))
+    records = load_metadata(csv_path, dirs)
+    assert [r.dx_type for r in records] == [row[3] for row in rows]
 
 
 def test_it_names_a_missing_image(tmp_path):
@@ -115,6 +124,7 @@ def test_it_writes_an_auditable_split_csv(tmp_path):
 def test_it_splits_ham10000_by_lesion_with_no_leak():
     records = load_metadata(HAM_METADATA, [HAM_IMAGES])
     assert len(records) == 10015
+    assert {r.dx_type for r in records} == {"histo", "follow_up", "consensus", "confocal"}
     split = split_by_lesion(records)
     by_lesion = {}
     for r in records:

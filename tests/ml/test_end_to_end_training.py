@@ -264,15 +264,15 @@ def test_it_mixes_image_pairs_with_their_targets_and_weights_by_one_share():
     rng = np.random.default_rng(0)
     views = rng.normal(size=(8, 4, 4, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 0])
-    weights = np.linspace(0.5, 2.0, len(CLASSES)).astype(np.float32)
-    plain = endtoend.batch_targets(views, labels, class_weights=weights, cfg=endtoend.EndToEndConfig(), seed=(1, 2))
+    weights = np.linspace(0.5, 2.0, len(labels)).astype(np.float32)
+    plain = endtoend.batch_targets(views, labels, weights=weights, cfg=endtoend.EndToEndConfig(), seed=(1, 2))
     np.testing.assert_array_equal(plain[0], views)
     np.testing.assert_array_equal(plain[1].argmax(1), labels)
-    np.testing.assert_array_equal(plain[2], weights[labels])
+    np.testing.assert_array_equal(plain[2], weights)
 
     cfg = endtoend.EndToEndConfig(mixup=0.4, label_smoothing=0.1)
-    x, targets, w = endtoend.batch_targets(views, labels, class_weights=weights, cfg=cfg, seed=(1, 2))
-    again = endtoend.batch_targets(views, labels, class_weights=weights, cfg=cfg, seed=(1, 2))
+    x, targets, w = endtoend.batch_targets(views, labels, weights=weights, cfg=cfg, seed=(1, 2))
+    again = endtoend.batch_targets(views, labels, weights=weights, cfg=cfg, seed=(1, 2))
     np.testing.assert_array_equal(x, again[0])  # a pure function of the seed: resumable
     np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
     assert not np.allclose(x, views)
@@ -287,6 +287,21 @@ def test_it_refuses_unknown_selection_rules_and_negative_mixup():
         endtoend.EndToEndConfig(selection="auc")
     with pytest.raises(ValueError, match="mixup"):
         endtoend.EndToEndConfig(mixup=-0.1)
+    for weight in (0.0, 1.5):
+        with pytest.raises(ValueError, match="unconfirmed_weight"):
+            endtoend.EndToEndConfig(unconfirmed_weight=weight)
+
+
+def test_it_weighs_unconfirmed_diagnoses_down_within_their_class_and_keeps_each_class_mean():
+    labels = np.array([0, 0, 5, 5, 5, 5, 6, 6])
+    dx_types = ["histo", "histo", "histo", "follow_up", "follow_up", "consensus", "histo", "consensus"]
+    factors = endtoend.confirmation_weights(labels, dx_types, 0.5)
+    assert factors[:2] == pytest.approx([1.0, 1.0])  # all confirmed: unchanged
+    for label in (0, 5, 6):
+        assert factors[labels == label].mean() == pytest.approx(1.0)
+    # Within a class a confirmed image weighs twice an unconfirmed one.
+    assert factors[2] == pytest.approx(2 * factors[3]) and factors[6] == pytest.approx(2 * factors[7])
+    np.testing.assert_allclose(endtoend.confirmation_weights(labels, dx_types, 1.0), 1.0)
 
 
 def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
