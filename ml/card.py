@@ -290,7 +290,7 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
         + (f"mixup of image pairs (Beta({fit['mixup']:g}, {fit['mixup']:g})); " if fit.get("mixup") else "")
         + f"weight "
         f"average (EMA, decay {fit['ema_decay']:g}) scored beside the raw weights every epoch; the epoch kept and "
-        f"early stopping by validation {fit.get('selection', 'balanced_accuracy').replace('+', ' + ').replace('_', ' ')} "
+        f"early stopping by validation {fit.get('selection', 'balanced_accuracy').replace('+auc', ' + malignant AUC').replace('_', ' ')} "
         f"(patience {fit['patience']}); seed {fit['seed']}. Ran {fit['epochs_run']} "
         f"epochs; kept epoch {fit['best_epoch']} ({fit['best_weights']} weights).\n")
     if history:
@@ -336,19 +336,34 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
     prep = manifest["preprocessing"]
     gate = manifest["checks"]["int8"].get("required_agreement", 0.98)
     width = f" --width {prep['width']}" if prep.get("width") else ""
+    trained = fit.get("repackaged_from", manifest["version"])
+    extras = "".join([
+        f" --mixup {fit['mixup']:g}" if fit.get("mixup") else "",
+        f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
+        f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
+    ])
+    data = "--metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images"
+    repackaged = trained != manifest["version"]
     return (
         "```sh\n.venv/bin/python -m ml train --mode end-to-end \\\n"
-        "    --metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images \\\n"
-        f"    --out ml/models/{manifest['version']} --alpha {manifest['architecture']['alpha']} --size {prep['size']}{width} "
+        f"    {data} \\\n"
+        f"    --out ml/models/{trained} --alpha {manifest['architecture']['alpha']} --size {prep['size']}{width} "
         f"--colour {prep['colour']} \\\n"
         f"    --epochs {fit['epochs']} --warmup-epochs {fit['warmup_epochs']} --patience {fit['patience']} "
         f"--batch-size {fit['batch_size']} --backbone-lr {fit['backbone_lr']:g} --head-lr {fit['head_lr']:g} \\\n"
         f"    --weight-decay {fit['weight_decay']:g} --dropout {fit['dropout']:g} --sampling {fit['sampling']} "
         f"--label-smoothing {fit['label_smoothing']:g} --balance {fit.get('balance', 1.0):g} "
-        f"--ema-decay {fit['ema_decay']:g} \\\n"
+        f"--ema-decay {fit['ema_decay']:g}{extras} \\\n"
         f"    --seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
+        + (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{manifest['version']} "
+           f"--version {manifest['version']} \\\n    {data} --min-int8-agreement {gate:g}\n" if repackaged else "")
+        + f".venv/bin/python -m ml screening-report --model ml/models/{manifest['version']} \\\n"
+        f"    {data} --masks ../shared/data/ham10000/masks\n"
         f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n\n"
-        "Re-running the same command after an interruption continues from the last finished epoch (checkpoints in "
+        + (f"`{manifest['version']}` holds the weights of `{trained}`, packaged again by `python -m ml repackage` "
+           "(this release's screening statistics and outputs); its classifications are the same to within float "
+           "rounding.\n\n" if repackaged else "")
+        + "Re-running the same command after an interruption continues from the last finished epoch (checkpoints in "
         "`~/.cache/skinportal/train/<version>/end_to_end/`). Training on a CPU is deterministic up to thread "
         "scheduling; expect figures within the bootstrap intervals, not bit-equal.\n"
     )

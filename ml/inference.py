@@ -143,7 +143,7 @@ class Classifier:
         if missing:
             raise ModelIntegrityError(f"{self.path}: output(s) {missing} named in the manifest are not in the graph ({sorted(by_name)})")
         logits, features, cam = (by_name[name] for name in self._output_names)
-        n_classes, n_features = len(CLASSES), self.screening.distance.class_means.shape[1]
+        n_classes, n_features = len(CLASSES), self.screening.distance.width
         if len(logits) != 2 or logits[-1] != n_classes:
             raise ModelIntegrityError(f"{self.path}: logits shape {logits} does not give {n_classes} classes")
         if len(features) != 2 or features[-1] != n_features:

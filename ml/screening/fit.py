@@ -12,7 +12,7 @@ sha256 go to the manifest's "screening" section.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -23,7 +23,7 @@ from ml.preprocessing import PreprocessConfig, preprocess_views
 from ml.scores import softmax
 from ml.screening import SCREENING_FILE
 from ml.screening.confidence import fit_confidence_limits
-from ml.screening.ood import FeatureDistance, fit_feature_distance, threshold_for_false_alarms
+from ml.screening.ood import FeatureDistance, LayeredDistance, fit_feature_distance, threshold_for_false_alarms
 from ml.screening.perturb import dermatoscope_view
 from ml.screening.quality import fit_quality_thresholds, quality_measures
 
@@ -31,6 +31,9 @@ MAX_FALSE_ALARM_RATE = 0.05
 COVARIANCE_SHRINKAGE = 0.1
 QUALITY_PERCENTILE = 0.5
 TRAINING_VIEWS = 2  # other-dermatoscope views per training image, beside the image itself
+# Each block's distance is divided by this quantile of its validation distances, so that blocks
+# of different widths and spreads weigh alike in the maximum.
+BLOCK_SCALE_QUANTILE = 0.95
 
 
 def with_views(images: Iterable[np.ndarray], views: int, seed: int) -> Iterator[np.ndarray]:
@@ -95,8 +98,12 @@ def fit_screening(
     quality_percentile: float = QUALITY_PERCENTILE,
     views: int = TRAINING_VIEWS,
     seed: int = 20261202,
+    feature_blocks: Sequence[tuple[str, int]] | None = None,
 ) -> dict:
-    """Write `out_dir`/screening.npz and return the manifest's "screening" section."""
+    """Write `out_dir`/screening.npz and return the manifest's "screening" section.
+
+    `feature_blocks`: (layer, width) of each block of the features output, in order
+    (ml.training.explainable.explainable_ensemble says); None = one block of every column."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
@@ -107,26 +114,41 @@ def fit_screening(
     train_labels = np.asarray(train_labels)
     if len(train_features) != len(train_labels) * (1 + views):
         raise ValueError(f"{len(train_features) // (1 + views)} training images but {len(train_labels)} labels")
-    means, whitening = fit_feature_distance(train_features, np.repeat(train_labels, 1 + views), len(CLASSES),
-                                            shrinkage=shrinkage)
+    blocks = list(feature_blocks or [("features", train_features.shape[1])])
+    if sum(width for _, width in blocks) != train_features.shape[1]:
+        raise ValueError(f"feature blocks {blocks} do not add up to the {train_features.shape[1]} feature columns")
+    bounds = list(zip(np.cumsum([0] + [w for _, w in blocks])[:-1].tolist(), np.cumsum([w for _, w in blocks]).tolist()))
+    repeated_labels = np.repeat(train_labels, 1 + views)
+    parts = tuple(FeatureDistance(*fit_feature_distance(train_features[:, a:b], repeated_labels, len(CLASSES),
+                                                        shrinkage=shrinkage), 0.0) for a, b in bounds)
 
     val_logits, val_features, _ = collect(session, output_names, with_views(val_images, 1, seed + 1), config,
                                           measure_every=None)
-    val_distances = FeatureDistance(means, whitening, 0.0).distances(val_features)
+    scales = tuple(float(np.quantile(part.distances(val_features[:, a:b]), BLOCK_SCALE_QUANTILE))
+                   for part, (a, b) in zip(parts, bounds))
+    unthresholded = LayeredDistance(parts=parts, columns=tuple(bounds), scales=scales, threshold=0.0,
+                                    layers=tuple(name for name, _ in blocks))
+    val_distances = unthresholded.distances(val_features)
     threshold = threshold_for_false_alarms(val_distances, max_false_alarm_rate)
+    distance = LayeredDistance(parts=parts, columns=tuple(bounds), scales=scales, threshold=threshold,
+                               layers=unthresholded.layers)
     confidence = fit_confidence_limits(softmax(val_logits[::2], temperature), np.asarray(val_labels))
     quality = fit_quality_thresholds(train_measures, percentile=quality_percentile)
 
     path = os.path.join(out_dir, SCREENING_FILE)
     tmp = path + ".tmp.npz"
-    np.savez(tmp, **FeatureDistance(means, whitening, threshold).arrays())
+    np.savez(tmp, **distance.arrays())
     os.replace(tmp, path)
     return {
         "file": SCREENING_FILE,
         "sha256": sha256_file(path),
         "ood": {
             "method": "Mahalanobis distance of the pooled features to the nearest class mean, one shared "
-                      f"covariance shrunk {shrinkage:g} toward its mean variance (Lee et al. 2018)",
+                      f"covariance shrunk {shrinkage:g} toward its mean variance (Lee et al. 2018)"
+                      + (f"; in {len(blocks)} layers ({', '.join(name for name, _ in blocks)}), each distance over "
+                         f"its validation {BLOCK_SCALE_QUANTILE:g} quantile, the largest counting"
+                         if len(blocks) > 1 else ""),
+            "blocks": distance.blocks(),
             "fitted_on": f"training split ({len(train_labels)} images, each as it is and {views} "
                          "other-dermatoscope views of it)",
             "threshold": threshold,

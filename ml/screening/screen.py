@@ -12,7 +12,7 @@ from ml.errors import ModelIntegrityError
 from ml.manifest import verified_file
 from ml.screening import WARNING_CODES
 from ml.screening.confidence import ConfidenceLimits, margins, normalised_entropy
-from ml.screening.ood import FeatureDistance
+from ml.screening.ood import LayeredDistance
 from ml.screening.quality import QualityThresholds, quality_measures
 
 
@@ -28,7 +28,7 @@ class Screening:
 
     quality: QualityThresholds
     confidence: ConfidenceLimits
-    distance: FeatureDistance
+    distance: LayeredDistance
 
     def screen(self, resized_rgb: np.ndarray, probs: np.ndarray, features: np.ndarray) -> ScreeningResult:
         """Warnings for one image: `resized_rgb` at the model's input geometry before the colour
@@ -66,7 +66,7 @@ def load_screening(model_dir: str, manifest: dict[str, Any]) -> Screening:
     # the portal and the CLIs report), not a KeyError from deep inside.
     try:
         with np.load(path) as arrays:
-            distance = FeatureDistance.from_arrays(dict(arrays), section["ood"]["threshold"])
+            distance = LayeredDistance.from_arrays(dict(arrays), section["ood"])
         screening = Screening(
             quality=QualityThresholds.from_dict(section["quality"]),
             confidence=ConfidenceLimits.from_dict(section["confidence"]),
@@ -75,7 +75,4 @@ def load_screening(model_dir: str, manifest: dict[str, Any]) -> Screening:
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise ModelIntegrityError(f"screening statistics of model {manifest.get('version')} are malformed: "
                                   f"{type(exc).__name__}: {exc}") from exc
-    if distance.whitening.ndim != 2 or distance.class_means.ndim != 2 \
-            or distance.whitening.shape[0] != distance.class_means.shape[1]:
-        raise ModelIntegrityError(f"screening statistics {path}: whitening and class means disagree in size")
     return screening

@@ -152,7 +152,7 @@ def package(
     args,
     training: dict,
     log: Callable[[str], None] = print,
-    explained: tuple[keras.Model, np.ndarray] | None = None,
+    explained: tuple[keras.Model, np.ndarray, list[tuple[str, int]]] | None = None,
 ) -> dict:
     """`explained`: the three-output graph and its bias (ml/training/explainable.py) when `model`
     is an ensemble or has test-time views; built from `model` itself otherwise."""
@@ -161,7 +161,7 @@ def package(
     keras_path = os.path.join(out, "model.keras")
     model.save(keras_path)
     fp32_path = os.path.join(out, "model.onnx")
-    explained_graph, cam_bias = explained or explainable_ensemble([model], tuple(model.input.shape[1:]))
+    explained_graph, cam_bias, feature_blocks = explained or explainable_ensemble([model], tuple(model.input.shape[1:]))
     proto = name_outputs(onnx.load_from_string(keras_to_onnx(explained_graph, input_name="input")), len(CLASSES))
     onnx.save(proto, fp32_path)
     log(f"exported {fp32_path} ({os.path.getsize(fp32_path) / 1e6:.1f} MB), outputs {OUTPUTS}")
@@ -222,7 +222,7 @@ def package(
     screening = fit_screening(
         onnx_path=fp32_path, output_names=list(OUTPUTS), config=config, temperature=temperature,
         train_images=(read_image(r.path) for r in train), train_labels=np.array([r.label for r in train]),
-        val_images=(read_image(r.path) for r in val), val_labels=val_y, out_dir=out)
+        val_images=(read_image(r.path) for r in val), val_labels=val_y, out_dir=out, feature_blocks=feature_blocks)
     log(f"screening: not_dermoscopic beyond feature distance {screening['ood']['threshold']:.2f} "
         f"(validation false alarms {screening['ood']['validation_false_alarm_rate']:.3f}); "
         f"low_confidence below margin {screening['confidence']['min_margin']:.3f}")

@@ -138,7 +138,12 @@ def test_it_packages_a_non_square_model_with_parity(bundle):
     assert manifest["format"] == 2 and [manifest["outputs"][role]["name"] for role in OUTPUTS] == list(OUTPUTS)
     assert parity["cam_mean_plus_bias_vs_logits"] <= parity["cam_tolerance"]
     assert manifest["outputs"]["cam"]["grid"] == [2, 2]  # MobileNetV2 at 48x64: stride 32, rounded up
-    assert manifest["screening"]["ood"]["feature_dimensions"] == 1280
+    # Screening reads the middle layer's pooled output beside the last one's (ml/screening/ood.py).
+    ood = manifest["screening"]["ood"]
+    assert [block["layer"] for block in ood["blocks"]] == ["block_13_expand_relu", "out_relu"]
+    assert ood["blocks"][1]["columns"] == [ood["blocks"][0]["columns"][1], ood["feature_dimensions"]]
+    assert ood["feature_dimensions"] - ood["blocks"][0]["columns"][1] == 1280
+    assert all(block["scale"] > 0 for block in ood["blocks"])
     assert os.path.isfile(os.path.join(bundle, manifest["screening"]["file"]))
     assert manifest["training"]["fit"]["mode"] == "end-to-end"
     post = manifest["training"]["post_training"]

@@ -17,7 +17,7 @@ from ml.preprocessing import PreprocessConfig
 from ml.screening import IMAGE_WARNINGS, MIN_IMAGE_SIDE, SCREENING_FILE, WARNING_CODES, check_minimum_size
 from ml.screening.confidence import ConfidenceLimits, fit_confidence_limits, margins, normalised_entropy
 from ml.screening.fit import collect, fit_screening, with_views
-from ml.screening.ood import FeatureDistance, fit_feature_distance, threshold_for_false_alarms
+from ml.screening.ood import FeatureDistance, LayeredDistance, fit_feature_distance, threshold_for_false_alarms
 from ml.screening.perturb import DEGRADATIONS, DERMATOSCOPE_SHIFTS, dermatoscope_view
 from ml.screening.quality import QUALITY_MEASURES, QualityThresholds, fit_quality_thresholds, quality_measures
 from ml.screening.screen import Screening, load_screening
@@ -271,6 +271,34 @@ def test_it_keeps_the_distance_statistics_through_their_arrays():
     np.testing.assert_array_equal(again.distances(features), distance.distances(features))
 
 
+def test_it_scores_several_layers_by_the_largest_scaled_distance_and_keeps_them_through_their_arrays():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 7, 200)
+    middle, last = rng.normal(size=(200, 4)) + labels[:, None], rng.normal(size=(200, 6)) * 3
+    parts = tuple(FeatureDistance(*fit_feature_distance(f, labels, 7), threshold=0.0) for f in (middle, last))
+    layered = LayeredDistance(parts=parts, columns=((0, 4), (4, 10)), scales=(2.0, 5.0), threshold=1.5,
+                              layers=("block_13_expand_relu", "out_relu"))
+    features = np.hstack([middle, last])
+    expected = np.maximum(parts[0].distances(middle) / 2.0, parts[1].distances(last) / 5.0)
+    np.testing.assert_allclose(layered.distances(features), expected, rtol=1e-6)
+    # An image far off in the middle layer only is flagged all the same.
+    odd = features[:1].copy()
+    odd[0, :4] += 100.0
+    assert layered.distances(odd)[0] > layered.threshold
+    ood = {"threshold": 1.5, "blocks": layered.blocks()}
+    again = LayeredDistance.from_arrays(layered.arrays(), ood)
+    assert again.columns == layered.columns and again.scales == layered.scales and again.layers == layered.layers
+    np.testing.assert_array_equal(again.distances(features), layered.distances(features))
+    with pytest.raises(ValueError, match="columns"):
+        layered.distances(features[:, :9])
+    with pytest.raises(ValueError, match="disagree"):
+        LayeredDistance.from_arrays(layered.arrays(), {"threshold": 1.5, "blocks": [
+            {"layer": "a", "columns": [0, 5], "scale": 2.0}, {"layer": "b", "columns": [5, 10], "scale": 5.0}]})
+    # A bundle from before blocks: one unscaled block, arrays without a suffix.
+    legacy = LayeredDistance.from_arrays(parts[1].arrays(), {"threshold": 3.0})
+    np.testing.assert_array_equal(legacy.distances(last), parts[1].distances(last))
+
+
 @pytest.mark.parametrize("rate", [0.01, 0.05, 0.2])
 def test_it_chooses_a_threshold_that_flags_at_most_the_stated_share(rate):
     distances = np.random.default_rng(5).gamma(4.0, 2.0, 1000)
@@ -415,8 +443,10 @@ def test_it_fits_screening_for_the_tiny_bundle_and_the_bundle_loads_it(tmp_path)
     ood = section["ood"]
     assert ood["feature_dimensions"] == 3 and ood["max_false_alarm_rate"] == rate
     with np.load(path) as arrays:
-        distance = FeatureDistance.from_arrays(dict(arrays), ood["threshold"])
-    assert distance.class_means.shape == (len(CLASSES), 3) and distance.whitening.shape == (3, 3)
+        distance = LayeredDistance.from_arrays(dict(arrays), ood)
+    (part,) = distance.parts  # the tiny model's features are one block
+    assert part.class_means.shape == (len(CLASSES), 3) and part.whitening.shape == (3, 3)
+    assert ood["blocks"] == [{"layer": "features", "columns": [0, 3], "scale": distance.scales[0]}]
 
     # The validation images, each as it is and with its other-dermatoscope view, as fitting saw them:
     # the threshold flags at most the stated share of them.
