@@ -261,17 +261,9 @@ def render_card(model_dir: str, segmenter_dir=_NAMED) -> str:
             f"--patience {fit['patience']} --batch-size {fit['batch_size']} \\\n"
             f"    --feature-noise {fit.get('feature_noise', 0.0):g} --class-weights {fit.get('class_weighting', 'inverse')} "
             f"--seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
-            + (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{manifest['version']} "
-               f"--version {manifest['version']} \\\n    --metadata ../shared/data/ham10000/HAM10000_metadata.csv "
-               "--images ../shared/data/ham10000/images\n" if trained != manifest["version"] else "")
-            + f".venv/bin/python -m ml screening-report --model ml/models/{manifest['version']} \\\n"
-            "    --metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images \\\n"
-            "    --masks ../shared/data/ham10000/masks\n"
-            f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n")
+            + _packaging_commands(manifest, trained, gate) + "```\n")
         if trained != manifest["version"]:
-            add(f"`{manifest['version']}` holds the weights of `{trained}` (in the git history), packaged again by "
-                "`python -m ml repackage` with the screening statistics and the class activation map output; its "
-                "classifications are the same to within float rounding.\n")
+            add(_repackaged_note(manifest, trained))
         add("`--colour auto --probe-backbones` reruns the preprocessing comparison above first. Training on a CPU "
             "is deterministic up to thread scheduling; expect figures within the bootstrap intervals, not bit-equal.\n")
     return "\n".join(lines)
@@ -332,6 +324,28 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
             "classifier's bias). Temperature and malignancy threshold were fitted after that, on the final pipeline.\n")
 
 
+DATA_ARGUMENTS = "--metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images"
+
+
+def _packaging_commands(manifest: dict, trained: str, gate: float) -> str:
+    """The commands after `ml train`: the repackage step when the bundle holds another version's
+    weights, then the screening report and the card."""
+    version = manifest["version"]
+    return (
+        (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{version} "
+         f"--version {version} \\\n    {DATA_ARGUMENTS} --min-int8-agreement {gate:g}\n" if trained != version else "")
+        + f".venv/bin/python -m ml screening-report --model ml/models/{version} \\\n"
+        f"    {DATA_ARGUMENTS} --masks ../shared/data/ham10000/masks\n"
+        f".venv/bin/python -m ml card --model ml/models/{version}\n"
+    )
+
+
+def _repackaged_note(manifest: dict, trained: str) -> str:
+    return (f"`{manifest['version']}` holds the weights of `{trained}`, packaged again by `python -m ml repackage` "
+            "(this release's screening statistics and outputs); its classifications are the same to within float "
+            "rounding.\n")
+
+
 def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
     prep = manifest["preprocessing"]
     gate = manifest["checks"]["int8"].get("required_agreement", 0.98)
@@ -342,11 +356,9 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
         f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
     ])
-    data = "--metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images"
-    repackaged = trained != manifest["version"]
     return (
         "```sh\n.venv/bin/python -m ml train --mode end-to-end \\\n"
-        f"    {data} \\\n"
+        f"    {DATA_ARGUMENTS} \\\n"
         f"    --out ml/models/{trained} --alpha {manifest['architecture']['alpha']} --size {prep['size']}{width} "
         f"--colour {prep['colour']} \\\n"
         f"    --epochs {fit['epochs']} --warmup-epochs {fit['warmup_epochs']} --patience {fit['patience']} "
@@ -355,14 +367,8 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f"--label-smoothing {fit['label_smoothing']:g} --balance {fit.get('balance', 1.0):g} "
         f"--ema-decay {fit['ema_decay']:g}{extras} \\\n"
         f"    --seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
-        + (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{manifest['version']} "
-           f"--version {manifest['version']} \\\n    {data} --min-int8-agreement {gate:g}\n" if repackaged else "")
-        + f".venv/bin/python -m ml screening-report --model ml/models/{manifest['version']} \\\n"
-        f"    {data} --masks ../shared/data/ham10000/masks\n"
-        f".venv/bin/python -m ml card --model ml/models/{manifest['version']}\n```\n\n"
-        + (f"`{manifest['version']}` holds the weights of `{trained}`, packaged again by `python -m ml repackage` "
-           "(this release's screening statistics and outputs); its classifications are the same to within float "
-           "rounding.\n\n" if repackaged else "")
+        + _packaging_commands(manifest, trained, gate) + "```\n\n"
+        + (_repackaged_note(manifest, trained) + "\n" if trained != manifest["version"] else "")
         + "Re-running the same command after an interruption continues from the last finished epoch (checkpoints in "
         "`~/.cache/skinportal/train/<version>/end_to_end/`). Training on a CPU is deterministic up to thread "
         "scheduling; expect figures within the bootstrap intervals, not bit-equal.\n"

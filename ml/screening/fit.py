@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from itertools import accumulate
 
 import numpy as np
 import onnxruntime as ort
@@ -117,7 +119,8 @@ def fit_screening(
     blocks = list(feature_blocks or [("features", train_features.shape[1])])
     if sum(width for _, width in blocks) != train_features.shape[1]:
         raise ValueError(f"feature blocks {blocks} do not add up to the {train_features.shape[1]} feature columns")
-    bounds = list(zip(np.cumsum([0] + [w for _, w in blocks])[:-1].tolist(), np.cumsum([w for _, w in blocks]).tolist()))
+    ends = list(accumulate(width for _, width in blocks))
+    bounds = list(zip([0, *ends[:-1]], ends))
     repeated_labels = np.repeat(train_labels, 1 + views)
     parts = tuple(FeatureDistance(*fit_feature_distance(train_features[:, a:b], repeated_labels, len(CLASSES),
                                                         shrinkage=shrinkage), 0.0) for a, b in bounds)
@@ -130,8 +133,7 @@ def fit_screening(
                                     layers=tuple(name for name, _ in blocks))
     val_distances = unthresholded.distances(val_features)
     threshold = threshold_for_false_alarms(val_distances, max_false_alarm_rate)
-    distance = LayeredDistance(parts=parts, columns=tuple(bounds), scales=scales, threshold=threshold,
-                               layers=unthresholded.layers)
+    distance = replace(unthresholded, threshold=threshold)
     confidence = fit_confidence_limits(softmax(val_logits[::2], temperature), np.asarray(val_labels))
     quality = fit_quality_thresholds(train_measures, percentile=quality_percentile)
 
