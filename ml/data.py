@@ -77,8 +77,9 @@ def check_label(dx: str, where: str) -> str:
     return dx
 
 
-def load_metadata(csv_path: str, image_dirs: Sequence[str]) -> list[Record]:
-    """Read a HAM10000-style CSV and find ``<image_id>.jpg`` in any of ``image_dirs``."""
+def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | None = None) -> list[Record]:
+    """Read a HAM10000-style CSV and find ``<image_id>.jpg`` in any of ``image_dirs``; with `only`,
+    the rows of other image ids are checked but not kept, and their images need not exist."""
     rows = read_csv_rows(csv_path, REQUIRED_COLUMNS)
     paths = index_image_folders(image_dirs)
     records: list[Record] = []
@@ -92,6 +93,8 @@ def load_metadata(csv_path: str, image_dirs: Sequence[str]) -> list[Record]:
             raise DatasetError(f"{csv_path} line {line}: duplicate image_id {image_id}")
         seen.add(image_id)
         dx = check_label(row["dx"], f"{csv_path} line {line}")
+        if only is not None and image_id not in only:
+            continue
         if image_id not in paths:
             missing.append(image_id)
             continue

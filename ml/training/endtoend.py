@@ -34,13 +34,14 @@ from dataclasses import asdict, dataclass
 import cv2
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ml.classes import CLASSES
 from ml.data import Record
 from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
+from ml.training import steps
 from ml.training.augment import augment_end_to_end
+from ml.training.steps import Batch
 
 SAMPLINGS: tuple[str, ...] = ("natural", "sqrt", "balanced")
 # What picks the kept epoch on validation: balanced accuracy alone, or balanced accuracy plus the
@@ -167,9 +168,6 @@ def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[in
     return preprocess(augment_end_to_end(image, np.random.default_rng(list(seed))), config)
 
 
-Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (views, soft targets, per-image loss weights)
-
-
 def batch_targets(
     views: np.ndarray, labels: np.ndarray, *, weights: np.ndarray, cfg: EndToEndConfig, seed: Sequence[int],
     n_classes: int = len(CLASSES),
@@ -246,7 +244,8 @@ def _write_json(path: str, data: dict) -> None:
 
 
 class Trainer:
-    """Owns the model, optimizers, EMA and checkpoints of one end-to-end run."""
+    """Owns the model, optimizers, EMA and checkpoints of one end-to-end run; the gradient step
+    itself is the Keras backend's (ml.training.steps)."""
 
     def __init__(self, model: keras.Model, base: keras.Model, cfg: EndToEndConfig, *, steps_per_epoch: int,
                  class_weights: np.ndarray) -> None:
@@ -260,41 +259,22 @@ class Trainer:
         self.backbone_opt.build(self.backbone_vars)
         self.head_opt.build(self.head_vars)
         self.trainable = self.backbone_vars + self.head_vars
-        self.ema = [tf.Variable(v.value, trainable=False) for v in self.trainable]
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.ema = [keras.Variable(v.value, trainable=False, name=f"ema_{i}") for i, v in enumerate(self.trainable)]
+        self.step = keras.Variable(np.int32(0), dtype="int32", trainable=False, name="ema_step")
         self.class_weights = np.asarray(class_weights, dtype=np.float32)
-        self._train_step = tf.function(self._train_step_eager)
-        self._logits = tf.function(lambda x: self.model(x, training=False))
-
-    def _train_step_eager(self, x, target, weight):
-        with tf.GradientTape() as tape:
-            logits = self.model(x, training=True)
-            per_image = tf.nn.softmax_cross_entropy_with_logits(target, logits)
-            loss = tf.reduce_mean(per_image * weight)
-        grads = tape.gradient(loss, self.trainable)
-        nb = len(self.backbone_vars)
-        self.backbone_opt.apply(grads[:nb], self.backbone_vars)
-        self.head_opt.apply(grads[nb:], self.head_vars)
-        # EMA with a short warm-up of its own, so early averages are not dominated by the init.
-        step = tf.cast(self.step, tf.float32)
-        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (10.0 + step))
-        for average, v in zip(self.ema, self.trainable):
-            average.assign(decay * average + (1.0 - decay) * v)
-        self.step.assign_add(1)
-        return loss
+        self._run_epoch = steps.epoch_runner(self)
 
     def train_epoch(self, batch_iter: Iterator[Batch]) -> float:
-        losses = [float(self._train_step(tf.constant(x), tf.constant(t), tf.constant(w))) for x, t, w in batch_iter]
-        return float(np.mean(losses))
+        return float(np.mean(self._run_epoch(batch_iter)))
 
     def logits(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
-        return np.concatenate([self._logits(tf.constant(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+        return np.asarray(self.model.predict(x, batch_size=batch, verbose=0))
 
     def swap_ema(self) -> None:
         """Exchange the live weights and the averaged ones (call twice to undo)."""
         for average, v in zip(self.ema, self.trainable):
-            live = v.numpy()
-            v.assign(average)
+            live = keras.ops.convert_to_numpy(v.value)
+            v.assign(average.value)
             average.assign(live)
 
     def _state_variables(self) -> list:
@@ -302,14 +282,14 @@ class Trainer:
         return [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
 
     def state_arrays(self) -> list[np.ndarray]:
-        return [np.asarray(v.numpy()) for v in self._state_variables()]
+        return [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in self._state_variables()]
 
     def restore(self, arrays: list[np.ndarray]) -> None:
         variables = self._state_variables()
         if len(arrays) != len(variables):
             raise ValueError(f"checkpoint holds {len(arrays)} arrays, this model needs {len(variables)}")
         for v, value in zip(variables, arrays):
-            v.assign(value)
+            v.assign(np.asarray(value).astype(v.dtype))  # checkpoints before JAX kept the step as int64
 
 
 PRIOR_TAUS: tuple[float, ...] = tuple(k / 10 for k in range(-10, 11))
@@ -392,18 +372,24 @@ def train_end_to_end(
 
     state = {"next_epoch": 0, "best": None, "bad_epochs": 0, "history": [], "config": asdict(cfg),
              "preprocessing": config.to_dict()}
-    if os.path.exists(state_path) and os.path.exists(last_path):
+    if os.path.exists(state_path) and (os.path.exists(last_path) or os.path.exists(best_path)):
         with open(state_path) as fh:
             saved = json.load(fh)
         # Settings added after a checkpoint was written count as their defaults.
         saved_config = asdict(EndToEndConfig()) | saved.get("config", {})
-        if saved_config == asdict(cfg) and saved.get("preprocessing") == config.to_dict():
+        # A run trained on another machine (a lent GPU) comes back as state.json and best.npz
+        # alone: without last.npz it can be packaged (finished, or ended with --finish-now), not continued.
+        done = saved["next_epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience
+        if saved_config != asdict(cfg) or saved.get("preprocessing") != config.to_dict():
+            log("checkpoint found for other settings: starting afresh")
+        elif os.path.exists(last_path) or done or finish_now:
             saved["config"] = saved_config
-            trainer.restore(_load_arrays(last_path))
+            if os.path.exists(last_path):
+                trainer.restore(_load_arrays(last_path))
             state = saved
             log(f"resuming end-to-end training at epoch {state['next_epoch'] + 1}")
         else:
-            log("checkpoint found for other settings: starting afresh")
+            log("checkpoint without last.npz for an unfinished run: starting afresh")
 
     if not finish_now:
         state.pop("ended_by_operator_after", None)  # run again without it: training goes on
@@ -439,7 +425,7 @@ def train_end_to_end(
             if improved:
                 if kind == "ema":
                     trainer.swap_ema()
-                _save_arrays(best_path, [np.asarray(v.numpy()) for v in model.variables])
+                _save_arrays(best_path, [keras.ops.convert_to_numpy(v.value) for v in model.variables])
                 if kind == "ema":
                     trainer.swap_ema()
                 chosen = raw if kind == "raw" else averaged

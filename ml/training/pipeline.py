@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from ml.data import (
     DEFAULT_SPLIT_SEED,
     Record,
     load_metadata,
+    read_split_csv,
     records_in,
     split_by_lesion,
     write_split_csv,
@@ -81,10 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed (default: the "
                           "served bundle's, ml/models/CURRENT); without one, no test-time views are shipped")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
+    e2e.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
+                     help="threads building augmented views (the result does not depend on it)")
+    e2e.add_argument("--train-only", action="store_true",
+                     help="train and keep the checkpoint, no packaging: needs no TensorFlow, so it also runs under "
+                          "KERAS_BACKEND=jax (a lent GPU machine); package later with the same command without it")
     e2e.add_argument("--finish-now", action="store_true",
                      help="end a resumed run where it stands (as an early stop) and package its best epoch")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
+    parser.add_argument("--split-csv", help="use this written split (a bundle's split.csv) instead of drawing one; "
+                                            "with --train-only the test images need not be present")
     parser.add_argument("--max-per-class", type=int, help="cap images per class (quick runs and tests)")
     parser.add_argument("--calibration-images", type=int, default=256, help="int8 calibration images")
     parser.add_argument("--parity-images", type=int, default=128, help="images for the Keras/ONNX check")
@@ -110,8 +119,7 @@ def cap_per_class(records: list[Record], cap: int | None, seed: int) -> list[Rec
 def run(args: argparse.Namespace) -> dict:
     import keras  # training extra only
 
-    from ml.training import backbone, features, fit, probe
-    from ml.training.onnx_export import keras_to_onnx, training_session
+    from ml.training import backbone
 
     out = os.path.abspath(args.out)
     version = args.version or os.path.basename(out.rstrip("/"))
@@ -128,19 +136,31 @@ def run(args: argparse.Namespace) -> dict:
     if args.weights != "none" and weights_for(args.alpha) is None:
         sys.exit("backbone weights not found: pass --weights PATH (or --weights none for a random init)")
 
-    # 1. Data and the lesion-level split.
-    records = load_metadata(args.metadata, args.images)
-    split_of = split_by_lesion(records, seed=args.split_seed)
-    write_split_csv(os.path.join(out, "split.csv"), records, split_of)
+    # 1. Data and the lesion-level split (a bundle's written split.csv, or drawn afresh).
+    if args.split_csv:
+        split_of = read_split_csv(args.split_csv)
+        needed = ("train", "val") if args.train_only else ("train", "val", "test")
+        records = load_metadata(args.metadata, args.images, only={i for i, s in split_of.items() if s in needed})
+        if os.path.abspath(args.split_csv) != os.path.join(out, "split.csv"):
+            shutil.copyfile(args.split_csv, os.path.join(out, "split.csv"))
+    else:
+        records = load_metadata(args.metadata, args.images)
+        split_of = split_by_lesion(records, seed=args.split_seed)
+        write_split_csv(os.path.join(out, "split.csv"), records, split_of)
     records = cap_per_class(records, args.max_per_class, args.seed)
     train, val, test = (records_in(records, split_of, s) for s in ("train", "val", "test"))
     for name, part in (("train", train), ("val", val), ("test", test)):
         counts = Counter(r.dx for r in part)
         log(f"{name}: {len(part)} images, {len({r.lesion_id for r in part})} lesions, " + " ".join(f"{c}={counts[c]}" for c in CLASSES))
 
+    if args.train_only and args.mode != "end-to-end":
+        sys.exit("--train-only is for --mode end-to-end")
     if args.mode == "end-to-end":
         return run_end_to_end(args, train=train, val=val, test=test, out=out, version=version, work=work,
                               weights=weights_for(args.alpha))
+
+    from ml.training import features, fit, probe
+    from ml.training.onnx_export import keras_to_onnx, training_session
 
     # 2. Colour preprocessing (and optionally backbone width) chosen by a linear probe on val.
     probe_rows: list[dict] = []
@@ -239,9 +259,13 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     log(f"end-to-end fine-tuning at {config.describe()} ({config.colour}): {cfg}")
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=config, cfg=cfg,
                                       checkpoint_dir=os.path.join(work, "end_to_end"), log=log,
-                                      stop_after=args.stop_after, finish_now=args.finish_now)
+                                      stop_after=args.stop_after, finish_now=args.finish_now, workers=args.workers)
     if not state["finished"]:
         log(f"stopped after epoch {state['next_epoch']}; re-run the same command to continue")
+        return None
+    if args.train_only:
+        log(f"trained; checkpoint in {os.path.join(work, 'end_to_end')} (state.json and best.npz are all that "
+            "packaging needs): run the same command without --train-only to package it")
         return None
 
     # Imported late: a job resumed for packaging picks up the current post-processing code.

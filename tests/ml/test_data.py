@@ -60,6 +60,15 @@ def test_it_names_a_missing_image(tmp_path):
         load_metadata(csv_path, dirs)
 
 
+def test_it_loads_only_the_images_asked_for_and_needs_no_others(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(1))
+    os.remove(os.path.join(dirs[0], "IMG_00002.jpg"))  # e.g. a test image left off a training machine
+    records = load_metadata(csv_path, dirs, only={"IMG_00000", "IMG_00001"})
+    assert [r.image_id for r in records] == ["IMG_00000", "IMG_00001"]
+    with pytest.raises(DatasetError, match="IMG_00002"):
+        load_metadata(csv_path, dirs, only={"IMG_00000", "IMG_00002"})
+
+
 def test_it_names_a_missing_column(tmp_path):
     csv_path, dirs = write_dataset(tmp_path, synthetic_rows(1), header=("lesion_id", "image_id"))
     with pytest.raises(DatasetError, match="missing column.*dx"):

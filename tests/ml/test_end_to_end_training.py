@@ -332,3 +332,70 @@ def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
     assert finalize.choose(labels, {"base": base, "scrambled": scrambled}, "base", resamples)[0] == "base"
     chosen, rows = finalize.choose(labels, {"base": base, "better": better}, "base", resamples)
     assert chosen == "better" and all("val_malignant_auc" in row for row in rows)
+
+
+JAX_WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; sys.modules['tf2onnx'] = None; "  # as on the GPU machine
+    "from ml.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_images(tmp_path):
+    pytest.importorskip("jax", reason="JAX (the 'train' extra) is not installed")
+    import subprocess
+    import sys
+
+    from ml.data import write_split_csv
+    from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
+    from ml.preprocessing import preprocess, read_image
+
+    metadata, images = generated_dataset(str(tmp_path / "data"))
+    records = load_metadata(metadata, [images])
+    split_of = {r.image_id: ("train", "train", "val", "val", "test", "test")[i % 6] for i, r in enumerate(records)}
+    split_csv = str(tmp_path / "split.csv")
+    write_split_csv(split_csv, records, split_of)
+    held_out = tmp_path / "test_images"  # the GPU machine gets no test images
+    held_out.mkdir()
+    for r in records:
+        if split_of[r.image_id] == "test":
+            os.rename(r.path, held_out / os.path.basename(r.path))
+    options = ["--mode", "end-to-end", "--metadata", metadata, "--split-csv", split_csv, "--out", str(tmp_path / "out"),
+               "--work-dir", str(tmp_path / "work"), "--alpha", "0.35", "--weights", "none", "--size", "48",
+               "--width", "64", "--colour", "clahe", "--epochs", "1", "--batch-size", "8"]
+
+    trained = subprocess.run(
+        [sys.executable, "-c", JAX_WITHOUT_TENSORFLOW, "train", *options, "--images", images, "--train-only",
+         "--workers", "2"],
+        env=os.environ | {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "run the same command without --train-only" in trained.stdout
+    checkpoint = tmp_path / "work" / "end_to_end"
+    state = json.load(open(checkpoint / "state.json"))
+    assert state["next_epoch"] == 1 and state["best"] is not None
+    assert not (tmp_path / "out" / "manifest.json").exists()  # nothing packaged there
+    os.remove(checkpoint / "last.npz")  # only state.json and best.npz come back from the GPU machine
+
+    # The JAX-trained weights, loaded by TensorFlow, score validation as they did under JAX.
+    base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
+    model = endtoend.build_model(base, dropout=0.3, seed=20261125)
+    with np.load(checkpoint / "best.npz") as arrays:
+        for variable, name in zip(model.variables, sorted(arrays.files, key=lambda n: int(n.split("_")[1]))):
+            variable.assign(arrays[name])
+    val = [r for r in records if split_of[r.image_id] == "val"]
+    val_y = np.array([r.label for r in val])
+    probs = softmax(model.predict(np.stack([preprocess(read_image(r.path), CONFIG) for r in val]), verbose=0))
+    assert balanced_accuracy(val_y, probs.argmax(1)) == pytest.approx(state["best"]["balanced_accuracy"], abs=1e-9)
+    assert roc_auc(is_malignant(val_y), malignancy_scores(probs)) == pytest.approx(state["best"]["malignant_auc"],
+                                                                                     abs=1e-3)
+
+    # The same options without --train-only package it here, the test images back in place.
+    assert ml_main(["train", *options, "--images", images, str(held_out), "--calibration-images", "16",
+                    "--parity-images", "16", "--bootstrap", "20", "--min-int8-agreement", "1.01",
+                    "--latency-reference", "none"]) == 0
+    manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+    assert manifest["input"]["shape"] == [None, 48, 64, 3]
+    assert manifest["training"]["fit"]["best_epoch"] == state["best"]["epoch"]
+    test_rows = [row for row in open(tmp_path / "out" / "split.csv").read().split() if row.endswith(",test")]
+    assert len(test_rows) == sum(s == "test" for s in split_of.values())
+    assert Classifier(str(tmp_path / "out")).predict(encode(make_image(80, 60, seed=3))).top_class in CLASSES
