@@ -388,8 +388,9 @@ def train_end_to_end(
                 trainer.restore(_load_arrays(last_path))
             state = saved
             log(f"resuming end-to-end training at epoch {state['next_epoch'] + 1}")
-        else:
-            log("checkpoint without last.npz for an unfinished run: starting afresh")
+        else:  # starting afresh would overwrite the only copy of its best epoch
+            raise ValueError(f"{checkpoint_dir} holds an unfinished run without last.npz (trained elsewhere?): it "
+                             "cannot be continued here; package its best epoch with --finish-now")
 
     if not finish_now:
         state.pop("ended_by_operator_after", None)  # run again without it: training goes on

@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> dict:
         sys.exit("backbone weights not found: pass --weights PATH (or --weights none for a random init)")
 
     # 1. Data and the lesion-level split (a bundle's written split.csv, or drawn afresh).
+    if args.split_csv and args.train_only and args.max_per_class:
+        sys.exit("--max-per-class would cap other images with --train-only (no test images) than when packaging")
     if args.split_csv:
         split_of = read_split_csv(args.split_csv)
         needed = ("train", "val") if args.train_only else ("train", "val", "test")

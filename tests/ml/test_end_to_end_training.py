@@ -359,9 +359,12 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
     for r in records:
         if split_of[r.image_id] == "test":
             os.rename(r.path, held_out / os.path.basename(r.path))
-    options = ["--mode", "end-to-end", "--metadata", metadata, "--split-csv", split_csv, "--out", str(tmp_path / "out"),
-               "--work-dir", str(tmp_path / "work"), "--alpha", "0.35", "--weights", "none", "--size", "48",
-               "--width", "64", "--colour", "clahe", "--epochs", "1", "--batch-size", "8"]
+    def train_options(work):
+        return ["--mode", "end-to-end", "--metadata", metadata, "--split-csv", split_csv, "--out",
+                str(tmp_path / "out"), "--work-dir", str(work), "--alpha", "0.35", "--weights", "none", "--size", "48",
+                "--width", "64", "--colour", "clahe", "--epochs", "1", "--batch-size", "8"]
+
+    options = train_options(tmp_path / "work")
 
     trained = subprocess.run(
         [sys.executable, "-c", JAX_WITHOUT_TENSORFLOW, "train", *options, "--images", images, "--train-only",
@@ -376,6 +379,14 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
     assert state["next_epoch"] == 1 and state["best"] is not None
     assert not (tmp_path / "out" / "manifest.json").exists()  # nothing packaged there
     os.remove(checkpoint / "last.npz")  # only state.json and best.npz come back from the GPU machine
+
+    # An unfinished run without last.npz is refused rather than silently restarted over its best epoch.
+    unfinished = tmp_path / "unfinished" / "end_to_end"
+    unfinished.mkdir(parents=True)
+    (unfinished / "state.json").write_text(json.dumps(state | {"next_epoch": 0}))
+    (unfinished / "best.npz").write_bytes((checkpoint / "best.npz").read_bytes())
+    with pytest.raises(ValueError, match="--finish-now"):
+        ml_main(["train", *train_options(tmp_path / "unfinished"), "--images", images, str(held_out)])
 
     # The JAX-trained weights, loaded by TensorFlow, score validation as they did under JAX.
     base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
