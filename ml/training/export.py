@@ -184,7 +184,8 @@ def package(
     if not quant["shipped"]:
         # Fail closed: a copy that flips the top class too often is not offered at all; fp32
         # stays the only variant (loading int8 from this bundle is refused).
-        os.remove(int8_path)
+        if os.path.exists(int8_path):
+            os.remove(int8_path)
         log(f"int8 agrees with fp32 on {quant['agreement']:.4f} of validation argmaxes (< {min_agreement}): "
             "not shipped, fp32 is the only variant")
     served = {"fp32": fp32_path} | ({"int8": int8_path} if quant["shipped"] else {})

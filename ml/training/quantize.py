@@ -51,9 +51,16 @@ def sensitive_nodes(onnx_path: str) -> list[str]:
     return [convs[0].name, *depthwise, *head] if convs else head
 
 
+def even_batch_size(n_images: int, at_most: int = 32) -> int:
+    """The largest batch size up to `at_most` that divides `n_images`: onnxruntime's histogram
+    calibrators stack the batches' outputs, and a shorter last batch makes that fail."""
+    return next(size for size in range(min(at_most, max(n_images, 1)), 0, -1) if n_images % size == 0)
+
+
 class ArrayReader(CalibrationDataReader):
     def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 32) -> None:
-        self._batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+        size = even_batch_size(len(images), batch_size)
+        self._batches = iter([images[i : i + size] for i in range(0, len(images), size)])
         self._name = input_name
 
     def get_next(self):
@@ -71,7 +78,8 @@ def quantize_int8(
     min_agreement: float = MIN_AGREEMENT,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Write ``int8_path``; return the method used and its argmax agreement with fp32."""
+    """Write ``int8_path``; return the method used and its argmax agreement with fp32 (0, and no
+    file, when no calibration method could run on these images)."""
     input_name = ort.InferenceSession(fp32_path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
     best: dict | None = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,17 +87,21 @@ def quantize_int8(
         quant_pre_process(fp32_path, prepared)
         for index, (kept_float, method, exclude) in enumerate(CANDIDATES):
             candidate = os.path.join(tmp, f"int8_{index}.onnx")
-            quantize_static(
-                prepared,
-                candidate,
-                ArrayReader(input_name, calibration_images),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=method,
-                nodes_to_exclude=sensitive_nodes(prepared) if exclude else [],
-            )
+            try:
+                quantize_static(
+                    prepared,
+                    candidate,
+                    ArrayReader(input_name, calibration_images),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=method,
+                    nodes_to_exclude=sensitive_nodes(prepared) if exclude else [],
+                )
+            except ValueError as exc:  # e.g. a histogram over a (near) constant activation
+                log(f"int8 ({kept_float}; {method.name} calibration): failed ({str(exc).splitlines()[0][:120]})")
+                continue
             agreement = float((onnx_logits(candidate, check_images).argmax(1) == fp32_logits.argmax(1)).mean())
             log(f"int8 ({kept_float}; {method.name} calibration, {len(calibration_images)} images): "
                 f"argmax agreement with fp32 on {len(check_images)} validation images = {agreement:.4f}")
@@ -98,8 +110,10 @@ def quantize_int8(
                         "agreement": agreement, "path": candidate}
             if agreement >= min_agreement:
                 break
-        assert best is not None
-        os.replace(best.pop("path"), int8_path)
+        if best is None:  # no method calibrated: no int8 file, reported as agreeing on nothing
+            best = {"method": None, "kept_in_float": None, "agreement": 0.0}
+        else:
+            os.replace(best.pop("path"), int8_path)
     return best | {
         "format": "QDQ",
         "weights": "int8 per-channel",
