@@ -8,6 +8,9 @@
 #   scripts/train_on_gpu.sh run NAME:ARGS...   there: `python -m ml train --train-only` under
 #                                       KERAS_BACKEND=jax, all candidates at once, each one's
 #                                       state.json + best.npz packed into $OUT/NAME.tar
+# The bundles' large files in ml/models (~70 MB) would push the copied working tree past the
+# machine's 64 MiB: `hide-models` takes them out of the index (and excludes them) for the call,
+# `unhide-models` puts them back; the files never leave the disk. Commit nothing in between.
 # then here, per candidate: untar into ~/.cache/skinportal/train/NAME/end_to_end/ and run the
 # same `python -m ml train` options without --train-only (and without --workers): TensorFlow
 # loads the JAX-trained weights and packages the bundle (docs/model.md, "Training on a GPU").
@@ -27,7 +30,7 @@ prepare)
   cp "$shared/weights/$WEIGHTS" .devdata/weights/
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .devdata/wheels \
-    "keras==$(.venv/bin/python -c 'import keras; print(keras.__version__)')" namex optree
+    "keras==$(.venv/bin/python -c 'from importlib.metadata import version; print(version("keras"))')" namex optree
   du -sh .devdata
   ;;
 run)
@@ -49,7 +52,18 @@ run)
     tar -C "/tmp/work/$name/end_to_end" -cf "$OUT/$name.tar" state.json best.npz train.log 2>/dev/null || true
   done
   ;;
+hide-models|unhide-models)
+  exclude=$(git rev-parse --git-path info/exclude)
+  mapfile -t large < <(git ls-files -- 'ml/models/*/model.keras' 'ml/models/*/model.onnx' 'ml/models/*/screening.npz';
+                       grep -o '^/ml/models/.*' "$exclude" 2>/dev/null | cut -c2-)
+  if [[ $1 == hide-models ]]; then
+    git rm -q --cached -- "${large[@]}" && printf '/%s\n' "${large[@]}" >> "$exclude"
+  else
+    sed -i '\|^/ml/models/|d' "$exclude" && git reset -q -- "${large[@]}"
+  fi
+  git status --short -- ml/models
+  ;;
 *)
-  echo "usage: $0 prepare | run NAME:'ml train options'..." >&2; exit 2
+  echo "usage: $0 prepare | hide-models | run NAME:'ml train options'... | unhide-models" >&2; exit 2
   ;;
 esac
