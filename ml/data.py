@@ -36,6 +36,11 @@ class Record:
     # How the diagnosis was confirmed (HAM10000's dx_type: histo, follow_up, consensus, confocal);
     # "" when the CSV has no such column.
     dx_type: str = ""
+    # The clinical context beside the image (HAM10000's age, sex, localization): None / "" when
+    # unknown or when the CSV has no such column (ml.context).
+    age: float | None = None
+    sex: str = ""
+    site: str = ""
 
     @property
     def label(self) -> int:
@@ -77,6 +82,13 @@ def check_label(dx: str, where: str) -> str:
     return dx
 
 
+def _age(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | None = None) -> list[Record]:
     """Read a HAM10000-style CSV and find ``<image_id>.jpg`` in any of ``image_dirs``; with `only`,
     the rows of other image ids are checked but not kept, and their images need not exist."""
@@ -99,7 +111,8 @@ def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | 
             missing.append(image_id)
             continue
         records.append(Record(image_id=image_id, lesion_id=row["lesion_id"], dx=dx, path=paths[image_id],
-                              dx_type=(row.get("dx_type") or "").strip()))
+                              dx_type=(row.get("dx_type") or "").strip(), age=_age(row.get("age")),
+                              sex=(row.get("sex") or "").strip(), site=(row.get("localization") or "").strip()))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(

@@ -27,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ml.classes import CLASSES
+from ml.context import ClinicalContext, ContextPrior
 from ml.cpu import int8_kernel_class
 from ml.errors import InvalidImageError, ModelIntegrityError
 from ml.manifest import OUTPUTS, VARIANTS, default_model_dir, load_manifest, variant_file
@@ -56,6 +57,9 @@ class Prediction:
     # image's (height, width) that ml.explain.heat_map maps it back onto.
     cam: np.ndarray | None = field(default=None, repr=False, compare=False)
     image_size: tuple[int, int] | None = None
+    # The clinical context that moved the answer (ml.context): field -> value used (the age as
+    # its band); empty when none was given or the bundle has no context table.
+    context: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,6 +86,7 @@ class Classifier:
         entry = self.manifest["variants"][variant]
         self.temperature = float(entry["temperature"])
         self.threshold = float(entry["malignancy_threshold"])
+        self.context_prior, self.context_threshold = _context_table(self.manifest, variant)
         self.config = PreprocessConfig.from_dict(self.manifest["preprocessing"])
         self.max_pixels = int(self.manifest.get("max_pixels", DEFAULT_MAX_PIXELS))
         options = ort.SessionOptions()
@@ -170,40 +175,78 @@ class Classifier:
             self._output_names, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return softmax(logits, self.temperature), features, cam
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities for a preprocessed (N, height, width, 3) batch."""
-        return self.run(batch)[0]
+    def probabilities(self, batch: np.ndarray, contexts: Sequence[ClinicalContext | None] | None = None) -> np.ndarray:
+        """Calibrated class probabilities for a preprocessed (N, height, width, 3) batch, with
+        each image's clinical context taken into account when given and the bundle has a table."""
+        return self._with_context(self.run(batch)[0], contexts)
 
-    def _to_prediction(self, probs: np.ndarray, cam: np.ndarray, prepared: _Prepared, screened: ScreeningResult) -> Prediction:
+    def _with_context(self, probs: np.ndarray, contexts: Sequence[ClinicalContext | None] | None) -> np.ndarray:
+        if self.context_prior is None or contexts is None:
+            return probs
+        if len(contexts) != len(probs):
+            raise ValueError(f"{len(contexts)} contexts for {len(probs)} images")
+        return self.context_prior.apply(probs, contexts)
+
+    def threshold_for(self, context: ClinicalContext | None) -> float:
+        """The malignancy threshold fitted for answers with context when any field was used."""
+        return self.context_threshold if self.context_used(context) else self.threshold
+
+    def context_used(self, context: ClinicalContext | None) -> dict[str, str]:
+        return self.context_prior.used(context) if self.context_prior is not None else {}
+
+    def _to_prediction(self, probs: np.ndarray, cam: np.ndarray, prepared: _Prepared, screened: ScreeningResult,
+                       context: ClinicalContext | None) -> Prediction:
         score = float(malignancy_scores(probs))
+        threshold = self.threshold_for(context)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
             top_class=CLASSES[int(np.argmax(probs))],
             malignancy_score=score,
-            malignant=score >= self.threshold,
-            threshold=self.threshold,
+            malignant=score >= threshold,
+            threshold=threshold,
             model_version=self.model_version,
             variant=self.variant,
             warnings=screened.warnings,
             screening=screened.measures,
             cam=np.asarray(cam, dtype=np.float32),
             image_size=prepared.size,
+            context=self.context_used(context),
         )
 
-    def predict(self, image: ImageInput) -> Prediction:
-        return self.predict_batch([image])[0]
+    def predict(self, image: ImageInput, context: ClinicalContext | None = None) -> Prediction:
+        return self.predict_batch([image], contexts=[context])[0]
 
-    def predict_batch(self, images: Sequence[ImageInput], *, batch_size: int = 32) -> list[Prediction]:
+    def predict_batch(self, images: Sequence[ImageInput], *, contexts: Sequence[ClinicalContext | None] | None = None,
+                      batch_size: int = 32) -> list[Prediction]:
         """Predictions in input order; the first undecodable image raises InvalidImageError.
         Images are decoded and reduced to the model's size one at a time, so a batch holds
-        model-sized pixels only."""
+        model-sized pixels only. `contexts`: each image's clinical context (ml.context), or None.
+        Screening judges the image alone; the context then moves the probabilities."""
+        contexts = list(contexts) if contexts is not None else [None] * len(images)
+        if len(contexts) != len(images):
+            raise ValueError(f"{len(contexts)} contexts for {len(images)} images")
         results: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             prepared = [self._prepare(image) for image in images[start : start + batch_size]]
+            chunk = contexts[start : start + batch_size]
             probs, features, cams = self.run(np.stack([p.tensor for p in prepared]))
             screened = self.screening.screen_batch([p.resized for p in prepared], probs, features)
-            results.extend(map(self._to_prediction, probs, cams, prepared, screened))
+            results.extend(map(self._to_prediction, self._with_context(probs, chunk), cams, prepared, screened, chunk))
         return results
+
+
+def _context_table(manifest: dict, variant: str) -> tuple[ContextPrior | None, float]:
+    """The bundle's clinical-context table and its malignancy threshold for `variant`; (None, nan)
+    for a bundle without one (the answer is then the image's alone)."""
+    section = manifest.get("context")
+    if section is None:
+        return None, float("nan")
+    prior = ContextPrior.from_dict(section)
+    try:
+        threshold = float(section["malignancy_threshold"][variant])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelIntegrityError(f"manifest context has no malignancy threshold for {variant}") from exc
+    return prior, threshold
 
 
 _lock = threading.Lock()

@@ -127,8 +127,9 @@ def threshold_for_sensitivity(scores: np.ndarray, malignant: np.ndarray, target:
     return float(positives[k - 1])
 
 
-def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """Every headline metric for a set of calibrated probabilities and true labels."""
+def summary(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray) -> dict:
+    """Every headline metric for a set of calibrated probabilities and true labels; `threshold`
+    is one malignancy threshold, or one per image (answers with and without clinical context)."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
     preds = probs.argmax(axis=1)
@@ -149,7 +150,7 @@ def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
         "malignant_auc": roc_auc(malignant, scores),
         "ece": expected_calibration_error(probs, labels),
         "confusion_matrix": cm.tolist(),
-        "threshold": float(threshold),
+        "threshold": float(threshold) if np.ndim(threshold) == 0 else "per image",
     }
 
 
@@ -185,7 +186,7 @@ def bootstrap_resamples(
 def bootstrap_intervals(
     probs: np.ndarray,
     labels: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     *,
     groups: Sequence[str] | None = None,
     n_resamples: int = 1000,
@@ -197,12 +198,13 @@ def bootstrap_intervals(
     samples: dict[str, list[float]] = {k: [] for k in BOOTSTRAP_KEYS}
     preds = probs.argmax(axis=1)
     scores = malignancy_scores(probs)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), scores.shape)
     malignant = is_malignant(labels)
     for idx in bootstrap_resamples(len(labels), groups=groups, n_resamples=n_resamples, seed=seed):
         y, p = labels[idx], preds[idx]
         cm = confusion_matrix(y, p)
         f1s = [v["f1"] for v in per_class_report(cm).values() if v["f1"] is not None]
-        sens, spec = sensitivity_specificity(malignant[idx], scores[idx] >= threshold)
+        sens, spec = sensitivity_specificity(malignant[idx], scores[idx] >= thresholds[idx])
         values = {
             "balanced_accuracy": balanced_accuracy(y, p),
             "accuracy": float((y == p).mean()),

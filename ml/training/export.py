@@ -43,6 +43,7 @@ from ml.metrics import (
 )
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
 from ml.screening.fit import fit_screening
+from ml.training.context_fit import fit_context, record_context
 from ml.training.explainable import explainable_ensemble
 from ml.training.onnx_export import keras_to_onnx, onnx_logits, onnx_outputs
 from ml.training.quantize import quantize_int8
@@ -201,6 +202,12 @@ def package(
         log(f"{name}: T={cal['temperature']:.3f} threshold={cal['malignancy_threshold']:.4f} "
             f"val {variants[name]['validation']}")
 
+    # 3b. Clinical context (age, sex, body site): counted on the training split, weighed on validation.
+    context, context_rows = fit_context(
+        train=train, val=val, val_probs={n: softmax(val_logits[n], variants[n]["temperature"]) for n in served},
+        image_thresholds={n: variants[n]["malignancy_threshold"] for n in served}, target_sensitivity=target,
+        seed=args.seed, headline=headline, log=log)
+
     # 4. Parity Keras vs onnxruntime on real images, with the shipped temperature.
     n_parity = min(args.parity_images, len(val))
     keras_logits = model.predict(val_x[:n_parity], batch_size=32, verbose=0)
@@ -236,6 +243,12 @@ def package(
     test_metrics: dict[str, dict] = {}
     manifest = _manifest(out, version, config, variants, parity, quant, training, train, val, test, args, screening,
                          cam_grid)
+    if context is not None:
+        manifest["context"] = context
+    manifest["checks"]["clinical_context"] = {"guard": "ml.training.finalize.choose", "candidates": context_rows,
+                                              "adopted": context is not None}
+    test_contexts = [record_context(r) for r in test]
+    test_with_context: dict[str, dict] = {}
     write_manifest(out, manifest)
     for name in served:
         classifier = Classifier(out, variant=name)
@@ -246,13 +259,24 @@ def package(
                                                    seed=args.seed)
         test_metrics[name] = full
         log(f"test {name}: {headline(full)}")
+        if classifier.context_prior is not None:
+            probs = np.concatenate([classifier.probabilities(test_x[i : i + 64], test_contexts[i : i + 64])
+                                    for i in range(0, len(test_x), 64)])
+            thresholds = np.array([classifier.threshold_for(c) for c in test_contexts])
+            full = summary(probs, test_y, thresholds)
+            full["intervals_95"] = bootstrap_intervals(probs, test_y, thresholds, groups=[r.lesion_id for r in test],
+                                                       n_resamples=args.bootstrap, seed=args.seed)
+            test_with_context[name] = full
+            log(f"test {name} with clinical context: {headline(full)}")
     manifest["metrics"] = {
         "test": {name: headline(m) | {"intervals_95": m["intervals_95"]} for name, m in test_metrics.items()},
         "validation": {name: v["validation"] for name, v in variants.items()},
-    }
+    } | ({"test_with_context": {name: headline(m) | {"intervals_95": m["intervals_95"]}
+                                for name, m in test_with_context.items()},
+          "validation_with_context": context["validation"]} if context is not None else {})
     write_manifest(out, manifest)
     with open(os.path.join(out, "metrics.json"), "w") as fh:
-        json.dump({"test": test_metrics, "training": training}, fh, indent=2)
+        json.dump({"test": test_metrics, "test_with_context": test_with_context, "training": training}, fh, indent=2)
     log(f"bundle written: {os.path.join(out, MANIFEST_NAME)}")
     return manifest
 

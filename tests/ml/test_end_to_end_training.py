@@ -114,7 +114,7 @@ def test_it_ends_a_resumed_run_where_it_stands_when_told_to_finish_now(tmp_path)
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_nonsquare")
-    metadata, images = generated_dataset(str(root))
+    metadata, images = generated_dataset(str(root), context=True)
     out = str(root / "bundle")
     argv = [
         "train", "--mode", "end-to-end", "--metadata", metadata, "--images", images, "--out", out,
@@ -188,6 +188,32 @@ def test_it_calibrates_int8_on_any_number_of_images(bundle, tmp_path):
                            min_agreement=1.01, log=lambda _: None)  # an impossible gate: every method runs
     assert result["calibration_images"] == 40 and result["method"] is not None and 0 <= result["agreement"] <= 1
     assert (tmp_path / "int8.onnx").stat().st_size > 0
+
+
+def test_it_takes_the_clinical_context_into_account_when_given(bundle):
+    from ml.context import ClinicalContext
+    from tests.ml.datasets import CONTEXT_SITES
+
+    manifest = json.loads(open(os.path.join(bundle, "manifest.json")).read())
+    # In the generated data the site tells the class: the guard adopts the table on validation.
+    context = manifest["context"]
+    assert 0 < context["weight"] <= 1 and set(context["malignancy_threshold"]) == {"fp32"}
+    assert manifest["checks"]["clinical_context"]["adopted"] is True
+    assert manifest["metrics"]["test_with_context"]["fp32"]["balanced_accuracy"] >= \
+        manifest["metrics"]["test"]["fp32"]["balanced_accuracy"]
+    classifier = Classifier(bundle)
+    image = encode(make_image(80, 60, seed=11))
+    alone, without = classifier.predict(image), classifier.predict(image, ClinicalContext(sex="other"))
+    assert alone.context == {} and without.context == {} and alone.probabilities == without.probabilities
+    assert alone.threshold == classifier.threshold
+    on_face = classifier.predict(image, ClinicalContext(age=24, sex="female", site=CONTEXT_SITES[0]))
+    assert on_face.context["site"] == CONTEXT_SITES[0] and on_face.threshold == context["malignancy_threshold"]["fp32"]
+    assert on_face.probabilities[CLASSES[0]] > alone.probabilities[CLASSES[0]]
+    assert on_face.warnings == alone.warnings  # screening judges the image alone
+    batch = classifier.predict_batch([image, image], contexts=[None, ClinicalContext(site=CONTEXT_SITES[0])])
+    assert batch[0].probabilities == pytest.approx(alone.probabilities) and batch[1].context
+    with pytest.raises(ValueError, match="contexts"):
+        classifier.predict_batch([image], contexts=[None, None])
 
 
 def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):

@@ -1,0 +1,64 @@
+"""At packaging: the clinical-context table (ml.context) counted on the training split, its
+weight chosen on validation behind the post-training guard (ml.training.finalize.choose: a
+balanced-accuracy gain of at least 0.01, winning in 90% of paired lesion resamples, AUC kept),
+and a malignancy threshold per variant re-fitted on validation for answers that use it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ml.context import ClinicalContext, fit_context_prior
+from ml.data import Record
+from ml.metrics import bootstrap_resamples, is_malignant, malignancy_scores, summary, threshold_for_sensitivity
+
+WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def record_context(record: Record) -> ClinicalContext:
+    return ClinicalContext(age=record.age, sex=record.sex, site=record.site)
+
+
+def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: dict[str, np.ndarray],
+                image_thresholds: dict[str, float], target_sensitivity: float, seed: int,
+                headline: Callable[[dict], dict], log: Callable[[str], None] = print) -> tuple[dict | None, list[dict]]:
+    """(the manifest's `context` section, or None when the guard keeps the image alone; the
+    comparison rows). `val_probs`: each variant's calibrated validation probabilities;
+    `image_thresholds`: its malignancy threshold for answers without context."""
+    from ml.training.finalize import BOOTSTRAP_RESAMPLES, choose
+
+    val_y = np.array([r.label for r in val])
+    val_contexts = [record_context(r) for r in val]
+    train_contexts = [record_context(r) for r in train]
+    if not any(c.known() for c in train_contexts):
+        log("clinical context: the metadata has no age, sex or site: the image alone")
+        return None, []
+    table = fit_context_prior(train_contexts, np.array([r.label for r in train]), weight=1.0)
+    weighted = {w: type(table)(weight=w, log_ratios=table.log_ratios) for w in WEIGHTS}
+    candidates = {f"{w:g}": np.log(np.clip(weighted[w].apply(val_probs["fp32"], val_contexts), 1e-12, 1.0))
+                  for w in WEIGHTS}
+    resamples = list(bootstrap_resamples(len(val_y), groups=[r.lesion_id for r in val],
+                                         n_resamples=BOOTSTRAP_RESAMPLES, seed=seed))
+    chosen, rows = choose(val_y, candidates, "0", resamples)
+    for row in rows:
+        log(f"clinical context weight {row}")
+    if chosen == "0":
+        log("clinical context: no weight clears the guard on validation: the image alone")
+        return None, rows
+    prior = weighted[float(chosen)]
+    used = np.array([bool(prior.used(c)) for c in val_contexts])
+    thresholds, validation = {}, {}
+    for variant, probs in val_probs.items():
+        fused = prior.apply(probs, val_contexts)
+        thresholds[variant] = threshold_for_sensitivity(malignancy_scores(fused[used]), is_malignant(val_y[used]),
+                                                        target_sensitivity)
+        validation[variant] = headline(summary(fused, val_y, np.where(used, thresholds[variant], image_thresholds[variant])))
+    known = {field: int(sum(field in c.known() for c in train_contexts)) for field in ("age", "sex", "site")}
+    log(f"clinical context adopted: weight {prior.weight:g}, validation {validation['fp32']}")
+    return prior.to_dict() | {
+        "malignancy_threshold": thresholds,
+        "fitted_on": {"split": "train", "images": len(train), "images_with_field_known": known},
+        "selection": rows,
+        "validation": validation,
+    }, rows
