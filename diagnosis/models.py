@@ -339,6 +339,11 @@ class Classification(models.Model):
         null=True, blank=True,
         help_text="Class activation map as nested lists [row][column][class], in the model input's orientation.",
     )
+    context = models.JSONField(
+        default=dict, blank=True,
+        help_text="The clinical context that moved the answer (ml.context): age band, sex and body site as used; "
+                  "empty when the image was read alone.",
+    )
     segmentation = models.JSONField(
         null=True, blank=True,
         help_text="The lesion's outline and ABCD-style descriptors, computed with the classification "

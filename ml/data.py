@@ -82,7 +82,8 @@ def check_label(dx: str, where: str) -> str:
     return dx
 
 
-def _age(text: str | None) -> float | None:
+def parse_age(text: str | None) -> float | None:
+    """An age in years from a CSV cell; None when empty or not a number."""
     try:
         return float(text) if text else None
     except ValueError:
@@ -111,7 +112,7 @@ def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | 
             missing.append(image_id)
             continue
         records.append(Record(image_id=image_id, lesion_id=row["lesion_id"], dx=dx, path=paths[image_id],
-                              dx_type=(row.get("dx_type") or "").strip(), age=_age(row.get("age")),
+                              dx_type=(row.get("dx_type") or "").strip(), age=parse_age(row.get("age")),
                               sex=(row.get("sex") or "").strip(), site=(row.get("localization") or "").strip()))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

@@ -4,7 +4,9 @@
                           [--json results/eval.json] [--predictions results/eval_predictions.csv]
 
 The labels CSV needs the columns ``image_id`` and ``dx`` (other columns are ignored; a
-``lesion_id`` column, when present, makes --bootstrap resample whole lesions). Each image is
+``lesion_id`` column, when present, makes --bootstrap resample whole lesions; HAM10000-style
+``age``, ``sex`` and ``localization`` columns are weighed as the clinical context, as the portal
+does, when the model has a context table: --image-only ignores them). Each image is
 ``DIR/<image_id>.jpg``, else ``.jpeg`` or ``.png``. Images go through the serving path
 (``ml.inference.Classifier``: OpenCV decode, the manifest's preprocessing, onnxruntime), one
 batch at a time, so only one batch of decoded images is held in memory. No TensorFlow.
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.classes import CLASS_NAMES, CLASSES, MALIGNANT_CLASSES
-from ml.data import read_csv_rows
+from ml.context import ClinicalContext
+from ml.data import parse_age, read_csv_rows
 from ml.errors import DatasetError, InvalidImageError, MLError, ModelIntegrityError
 from ml.manifest import VARIANTS, default_model_dir
 from ml.metrics import BOOTSTRAP_KEYS, bootstrap_intervals, malignancy_scores, roc_curve, summary
@@ -91,6 +94,19 @@ def load_labels(csv_path: str) -> list[tuple[str, str, str | None]]:
             f"{csv_path}: unknown diagnosis {', '.join(parts)}; expected one of {', '.join(CLASSES)}"
         )
     return out
+
+
+CONTEXT_COLUMNS: tuple[str, ...] = ("age", "sex", "localization")
+
+
+def load_contexts(csv_path: str) -> dict[str, ClinicalContext]:
+    """image_id -> the clinical context in the labels CSV's HAM10000-style age, sex and
+    localization columns; empty when it has none of them."""
+    rows = read_csv_rows(csv_path, ("image_id", "dx"))
+    if not any(column in rows[0] for column in CONTEXT_COLUMNS):
+        return {}
+    return {row["image_id"]: ClinicalContext(age=parse_age(row.get("age")), sex=(row.get("sex") or "").lower(),
+                                             site=(row.get("localization") or "").lower()) for row in rows}
 
 
 def locate_images(image_dir: str, labels: Sequence[tuple[str, str, str | None]]) -> list[Item]:
@@ -187,6 +203,14 @@ def format_report(result: dict) -> str:
         f" from {result['images']}"
     )
     lines.append(f"labels: {result['labels']}")
+    context = result.get("clinical_context", {})
+    if context.get("used_for_images"):
+        alone = context["image_alone"]
+        lines.append(f"clinical context (the labels' age, sex, localization) weighed for {context['used_for_images']} "
+                     f"image(s); the image alone: balanced accuracy {_fmt(alone['balanced_accuracy'])}, malignant AUC "
+                     f"{_fmt(alone['malignant_auc'])}")
+    elif context:
+        lines.append(f"clinical context not used: {context.get('why_not', '')}")
     lines.append("")
     rows = [
         ("balanced accuracy", result["balanced_accuracy"],
@@ -194,7 +218,9 @@ def format_report(result: dict) -> str:
         ("accuracy", result["accuracy"], "", "accuracy"),
         ("macro F1", result["macro_f1"], "over the classes present", "macro_f1"),
         ("malignant sensitivity", result["malignant_sensitivity"],
-         f"score >= {result['threshold']:.4f}; {n_malignant} malignant (mel, bcc, akiec)", "malignant_sensitivity"),
+         (f"score >= {result['threshold']:.4f}" if not isinstance(result["threshold"], str)
+          else "score >= the threshold for answers with or without context")
+         + f"; {n_malignant} malignant (mel, bcc, akiec)", "malignant_sensitivity"),
         ("malignant specificity", result["malignant_specificity"], f"{n - n_malignant} benign",
          "malignant_specificity"),
         ("malignant AUC", result["malignant_auc"],
@@ -279,8 +305,9 @@ def plot_roc(result: dict, probs: np.ndarray, labels: np.ndarray, path: str) -> 
         ax.plot(fpr, tpr, lw=2, label=f"malignancy score (AUC = {auc:.3f})")
         sens, spec = result["malignant_sensitivity"], result["malignant_specificity"]
         ax.plot([1 - spec], [sens], "o", ms=8, color="crimson",
-                label=f"operating point: threshold {result['threshold']:.3f}\n"
-                      f"sensitivity {sens:.3f}, specificity {spec:.3f}")
+                label=(f"operating point: threshold {result['threshold']:.3f}\n"
+                       if not isinstance(result["threshold"], str) else "operating point (per-image thresholds)\n")
+                      + f"sensitivity {sens:.3f}, specificity {spec:.3f}")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -298,14 +325,15 @@ def plot_roc(result: dict, probs: np.ndarray, labels: np.ndarray, path: str) -> 
 # --------------------------------------------------------------------------------------- output
 
 
-def write_predictions(path: str, items: Sequence[Item], probs: np.ndarray, threshold: float) -> None:
+def write_predictions(path: str, items: Sequence[Item], probs: np.ndarray, threshold: float | np.ndarray) -> None:
     scores = malignancy_scores(probs)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), scores.shape)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image_id", "dx", "predicted", "malignancy_score", "flagged", *[f"p_{c}" for c in CLASSES]])
-        for item, p, s in zip(items, probs, scores):
+        for item, p, s, t in zip(items, probs, scores, thresholds):
             writer.writerow([item.image_id, item.dx, CLASSES[int(np.argmax(p))], repr(float(s)),
-                             int(s >= threshold), *[repr(float(v)) for v in p]])
+                             int(s >= t), *[repr(float(v)) for v in p]])
 
 
 def _ensure_parent(path: str) -> None:
@@ -347,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add 95%% bootstrap intervals from N resamples (whole lesions when the CSV has "
                              "lesion_id); default 0 = off")
+    parser.add_argument("--image-only", action="store_true",
+                        help="ignore the labels' age, sex and localization columns (by default a model with a "
+                             "clinical-context table weighs them, as the portal does)")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     return parser
 
@@ -368,7 +399,22 @@ def evaluate(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - started
     labels = np.array([item.label for item in items], dtype=int)
 
-    metrics = summary(probs, labels, threshold=classifier.threshold)
+    # With the labels' age, sex and localization columns, answers weigh them as the portal does.
+    threshold: float | np.ndarray = classifier.threshold
+    contexts = {} if args.image_only else load_contexts(args.labels)
+    context_report: dict = {"used_for_images": 0, "why_not": "--image-only" if args.image_only else
+                            "the labels CSV has no age, sex or localization column"}
+    if contexts and classifier.context_prior is None:
+        context_report["why_not"] = "this model has no clinical-context table"
+    elif contexts:
+        per_item = [contexts.get(item.image_id) for item in items]
+        alone = summary(probs, labels, threshold=classifier.threshold)
+        probs = classifier.probabilities_with_context(probs, per_item)
+        threshold = np.array([classifier.threshold_for(c) for c in per_item])
+        context_report = {"used_for_images": sum(bool(classifier.context_used(c)) for c in per_item),
+                          "image_alone": {k: alone[k] for k in ("balanced_accuracy", "malignant_sensitivity",
+                                                                "malignant_specificity", "malignant_auc")}}
+    metrics = summary(probs, labels, threshold=threshold)
     result: dict = {
         "model_version": classifier.model_version,
         "model_dir": classifier.model_dir,
@@ -380,11 +426,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         "evaluated_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "seconds": round(seconds, 3),
         **metrics,
+        "clinical_context": context_report,
     }
     if args.bootstrap > 0:
         groups = [item.lesion_id or item.image_id for item in items]
         result["intervals_95"] = bootstrap_intervals(
-            probs, labels, classifier.threshold, groups=groups, n_resamples=args.bootstrap
+            probs, labels, threshold, groups=groups, n_resamples=args.bootstrap
         )
         result["bootstrap"] = {
             "resamples": args.bootstrap,
@@ -403,7 +450,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             print(f"metrics: {args.json}")
         if args.predictions:
             _ensure_parent(args.predictions)
-            write_predictions(args.predictions, items, probs, classifier.threshold)
+            write_predictions(args.predictions, items, probs, threshold)
             print(f"predictions: {args.predictions}")
         if not args.no_plots:
             confusion_png, roc_png = plot_paths(args.json)

@@ -187,6 +187,10 @@ class Classifier:
             raise ValueError(f"{len(contexts)} contexts for {len(probs)} images")
         return self.context_prior.apply(probs, contexts)
 
+    def probabilities_with_context(self, probs: np.ndarray, contexts: Sequence[ClinicalContext | None]) -> np.ndarray:
+        """Calibrated image-only probabilities moved by each image's context (unchanged without a table)."""
+        return self._with_context(probs, contexts)
+
     def threshold_for(self, context: ClinicalContext | None) -> float:
         """The malignancy threshold fitted for answers with context when any field was used."""
         return self.context_threshold if self.context_used(context) else self.threshold

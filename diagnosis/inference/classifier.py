@@ -13,6 +13,7 @@ from django.conf import settings
 from ml.errors import InvalidImageError
 
 if TYPE_CHECKING:
+    from ml.context import ClinicalContext
     from ml.inference import Classifier
 from diagnosis.inference.opencv import use_one_opencv_thread
 
@@ -30,6 +31,7 @@ class PortalPrediction:
     warnings: tuple[str, ...] = ()  # ml.screening.WARNING_CODES, most fundamental first
     screening: dict[str, float | None] = field(default_factory=dict)  # the measures behind them
     activation_map: list | None = None  # [row][column][class], rounded; drawn by heatmap_png
+    context: dict[str, str] = field(default_factory=dict)  # the clinical context that moved the answer
 
 
 def configured_model_dir() -> str:
@@ -59,11 +61,23 @@ def loaded_model_version() -> str:
     return get_classifier().model_version
 
 
+def clinical_context(*, age: float | None, sex: str, site: str) -> ClinicalContext:
+    """The clinical context the classifier may weigh beside an image (ml.context: the patient's
+    age and sex, the lesion's body site; anything unknown is ignored). Imported on first use:
+    ml.context needs NumPy."""
+    from ml.context import ClinicalContext
+
+    return ClinicalContext(age=age, sex=sex, site=site)
+
+
 ImageSource = bytes | Callable[[], bytes]  # the bytes, or a reader called when the image's turn comes
 
 
-def classify_many(images: Sequence[ImageSource]) -> list[PortalPrediction | InvalidImageError | OSError]:
-    """Classify images in one onnxruntime call per 32 (a micro-batch; one image is a list of one).
+def classify_many(
+    images: Sequence[ImageSource], contexts: Sequence[ClinicalContext | None] | None = None
+) -> list[PortalPrediction | InvalidImageError | OSError]:
+    """Classify images in one onnxruntime call per 32 (a micro-batch; one image is a list of one),
+    each with its clinical context (patient age and sex, body site; ml.context) when given.
 
     Each image is read (a reader is called only when its turn comes), decoded and at once
     reduced to the model's input size, before the next: a micro-batch holds one full-size image
@@ -98,7 +112,8 @@ def classify_many(images: Sequence[ImageSource]) -> list[PortalPrediction | Inva
         decode_ms.append((time.perf_counter() - started) * 1000.0)
     if reduced:
         started = time.perf_counter()
-        predictions = classifier.predict_batch(reduced)
+        chosen = [contexts[i] for i in positions] if contexts is not None else None
+        predictions = classifier.predict_batch(reduced, contexts=chosen)
         share_ms = (time.perf_counter() - started) * 1000.0 / len(reduced)
         for index, prediction, own_ms in zip(positions, predictions, decode_ms):
             results[index] = PortalPrediction(
@@ -114,6 +129,7 @@ def classify_many(images: Sequence[ImageSource]) -> list[PortalPrediction | Inva
                 screening=dict(prediction.screening),
                 # Four decimals of a logit contribution are far below what a colour shows.
                 activation_map=None if prediction.cam is None else np.round(prediction.cam, 4).tolist(),
+                context=dict(prediction.context),
             )
     return results  # type: ignore[return-value]
 

@@ -111,15 +111,21 @@ def _served_manifest() -> dict | None:
     return manifest
 
 
-def model_performance(model_version: str, variant: str = "fp32") -> ModelPerformance | None:
+def model_performance(model_version: str, variant: str = "fp32", *, with_context: bool = False
+                      ) -> ModelPerformance | None:
     """The configured bundle's measured test figures when it is the bundle that gave
-    `model_version`'s results (None for an older model, or a bundle without them)."""
+    `model_version`'s results (None for an older model, or a bundle without them); with_context:
+    those of answers that weighed the clinical context, at the threshold fitted for them."""
     manifest = _served_manifest()
     if manifest is None or manifest["version"] != model_version:
         return None
-    test = manifest.get("metrics", {}).get("test", {}).get(variant or "fp32")
-    entry = manifest["variants"].get(variant or "fp32")
-    if not (test and entry):
+    variant = variant or "fp32"
+    metrics = manifest.get("metrics", {})
+    test = metrics.get("test_with_context" if with_context else "test", {}).get(variant)
+    entry = manifest["variants"].get(variant)
+    if with_context and entry:
+        entry = {"malignancy_threshold": manifest.get("context", {}).get("malignancy_threshold", {}).get(variant)}
+    if not (test and entry and entry["malignancy_threshold"] is not None):
         return None
     intervals = test.get("intervals_95", {})
     splits = manifest.get("training_data", {})
@@ -136,7 +142,8 @@ def model_performance(model_version: str, variant: str = "fp32") -> ModelPerform
         specificity_interval=interval("malignant_specificity"),
         balanced_accuracy=float(test["balanced_accuracy"]),
         test_images=int(test["n_images"]),
-        evaluated_on=f"{test['n_images']:,} held-out test images of {splits.get('name', 'the training data set')}",
+        evaluated_on=f"{test['n_images']:,} held-out test images of {splits.get('name', 'the training data set')}"
+        + (" with their age, sex and body site" if with_context else ""),
     )
 
 

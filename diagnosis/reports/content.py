@@ -105,7 +105,8 @@ def _visit(
         classification=classification,
         reading=read_result(classification) if succeeded else None,
         performance=(
-            inference.model_performance(classification.model_version, classification.model_variant or "fp32")
+            inference.model_performance(classification.model_version, classification.model_variant or "fp32",
+                                        with_context=bool(classification.context))
             if succeeded
             else None
         ),

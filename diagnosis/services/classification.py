@@ -151,7 +151,7 @@ def classification_claim(*, image_ids: Sequence[int], model_version: str, reques
     """Take the (image, model version) rows for this delivery, in the order of `image_ids`
     (images deleted meanwhile are left out). One transaction and a handful of queries: rows are
     created, then locked in id order (two workers never deadlock), then decided one by one."""
-    images = LesionImage.objects.in_bulk(sorted({int(i) for i in image_ids}))
+    images = LesionImage.objects.select_related("lesion__patient").in_bulk(sorted({int(i) for i in image_ids}))
     if not images:
         return []
     now = timezone.now()
@@ -275,9 +275,22 @@ def _classify(claims: Sequence[Claim], *, model_version: str) -> list[_Outcome]:
     if not claims:
         return []
     predictions = _predict(
-        [partial(_stored_bytes, claim.image) for claim in claims], image_ids=[c.image.pk for c in claims]
+        [partial(_stored_bytes, claim.image) for claim in claims], image_ids=[c.image.pk for c in claims],
+        contexts=[_clinical_context(claim.image) for claim in claims],
     )
     return [_outcome(claim, prediction, model_version=model_version) for claim, prediction in zip(claims, predictions)]
+
+
+def _clinical_context(image: LesionImage):
+    """What the model may weigh beside the image (inference.clinical_context): the patient's age
+    on the day the image was taken, their sex, and the lesion's body site; unknown stays unknown."""
+    lesion = image.lesion
+    patient = lesion.patient
+    born, taken = patient.date_of_birth, image.captured_at
+    age = None
+    if born is not None and taken is not None and taken >= born:
+        age = float(taken.year - born.year - ((taken.month, taken.day) < (born.month, born.day)))
+    return inference.clinical_context(age=age, sex=patient.sex, site=lesion.body_site)
 
 
 def _stored_bytes(image: LesionImage) -> bytes:
@@ -286,11 +299,11 @@ def _stored_bytes(image: LesionImage) -> bytes:
 
 
 def _predict(
-    images: list[inference.ImageSource], *, image_ids: list[int]
+    images: list[inference.ImageSource], *, image_ids: list[int], contexts: list | None = None
 ) -> list[inference.PortalPrediction | Exception]:
     """The model's answer for each image, or the error that stands in for it."""
     try:
-        return list(inference.classify_many(images))
+        return list(inference.classify_many(images, contexts))
     except inference.MLError as exc:
         logger.error("images %s: classification failed: %s", image_ids, exc)
         return [exc] * len(images)
@@ -327,6 +340,7 @@ def _outcome(claim: Claim, prediction: inference.PortalPrediction | Exception, *
             "warnings": list(prediction.warnings),
             "screening": prediction.screening,
             "activation_map": prediction.activation_map,
+            "context": prediction.context,
             "segmentation": _segmentation(claim.image),
             "error_message": "",
             "started_at": claim.started_at,

@@ -38,7 +38,17 @@ def performance(classification) -> ModelPerformance | None:
     """The served model's measured test figures, when it gave this result."""
     if classification is None or not classification.succeeded:
         return None
-    return model_performance(classification.model_version, classification.model_variant or "fp32")
+    return model_performance(classification.model_version, classification.model_variant or "fp32",
+                             with_context=bool(classification.context))
+
+
+@register.filter
+def context_words(context: dict | None) -> str:
+    """The clinical context a result weighed, in words: 'age 60-69, male, back'."""
+    context = context or {}
+    words = ([f"age {context['age']}"] if "age" in context else []) + [
+        context[key] for key in ("sex", "site") if key in context]
+    return ", ".join(words)
 
 
 @register.filter

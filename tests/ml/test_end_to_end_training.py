@@ -216,6 +216,23 @@ def test_it_takes_the_clinical_context_into_account_when_given(bundle):
         classifier.predict_batch([image], contexts=[None, None])
 
 
+def test_it_evaluates_with_the_labels_clinical_context_unless_told_image_only(bundle, tmp_path):
+    from tests.ml.datasets import generated_dataset as make
+
+    metadata, images = make(str(tmp_path / "data"), per_class=3, context=True)
+    results = {}
+    for flags in ([], ["--image-only"]):
+        out = str(tmp_path / f"eval{len(flags)}.json")
+        assert ml_main(["evaluate", "--images", images, "--labels", metadata, "--model", bundle, "--json", out,
+                        "--no-plots", "--predictions", str(tmp_path / "p.csv"), *flags]) == 0
+        results[len(flags)] = json.loads(open(out).read())
+    with_context, alone = results[0], results[1]
+    assert with_context["clinical_context"]["used_for_images"] == 21 and with_context["threshold"] == "per image"
+    assert with_context["clinical_context"]["image_alone"]["balanced_accuracy"] == alone["balanced_accuracy"]
+    assert alone["clinical_context"] == {"used_for_images": 0, "why_not": "--image-only"}
+    assert with_context["balanced_accuracy"] >= alone["balanced_accuracy"]  # the site tells the class here
+
+
 def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
     card = render_card(bundle)
     assert "every layer fine-tuned end to end" in card
@@ -223,7 +240,9 @@ def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
     assert "48x64x3 (height x width)" in card
     assert "--mode end-to-end" in card and "--width 64" in card
     assert "int8 is not shipped with this model" in card
-    assert "| metric | fp32 |\n" in card  # no int8 column for a variant that is not there
+    # No int8 column for a variant that is not there; a column for the answers with clinical context.
+    assert "| metric | fp32 | fp32 with clinical context |\n" in card
+    assert "### With the clinical context" in card and "**(used)**" in card
     assert "test-time views `none`" in card and "prior adjustment `tau=+0.0`" in card
 
 

@@ -195,7 +195,7 @@ def test_it_skips_an_image_already_classified_by_this_version(upload, monkeypatc
     from diagnosis import inference
 
     image = upload(image_bytes())
-    monkeypatch.setattr(inference, "classify_many", lambda images: pytest.fail("classified twice"))
+    monkeypatch.setattr(inference, "classify_many", lambda images, contexts=None: pytest.fail("classified twice"))
     (row,) = services.classification.classification_run(image_ids=[image.pk], request_id="redelivered")
     assert row.status == "succeeded" and image.classifications.count() == 1
 

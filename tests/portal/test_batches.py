@@ -288,7 +288,8 @@ def test_it_classifies_a_micro_batch_in_one_go(owner, lesion, run_on_commit, mon
 
     calls = []
     real = inference.classify_many
-    monkeypatch.setattr(inference, "classify_many", lambda images: calls.append(len(images)) or real(images))
+    monkeypatch.setattr(inference, "classify_many",
+                        lambda images, contexts=None: calls.append(len(images)) or real(images, contexts))
     with run_on_commit():
         services.uploads.batch_create(
             user=owner,

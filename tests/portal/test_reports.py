@@ -176,7 +176,7 @@ def test_it_shows_the_measured_performance_of_the_model_that_gave_the_result(
         test_images=1511,
         evaluated_on="1,511 held-out test images of HAM10000",
     )
-    monkeypatch.setattr(inference, "model_performance", lambda version, variant="fp32": measured)
+    monkeypatch.setattr(inference, "model_performance", lambda version, variant="fp32", with_context=False: measured)
     image = upload(image_bytes(RED))
     text = all_text(_get(client_for(owner), "image-report", image.pk).content)
     assert (

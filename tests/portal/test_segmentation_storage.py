@@ -182,7 +182,8 @@ def test_it_clears_the_outline_when_a_rerun_fails(owner, lesion, upload, monkeyp
     def unreadable(*args, **kwargs):
         raise inference.InvalidImageError("broken")
 
-    monkeypatch.setattr(inference, "classify_many", lambda images: [inference.InvalidImageError("broken")] * len(images))
+    monkeypatch.setattr(inference, "classify_many",
+                        lambda images, contexts=None: [inference.InvalidImageError("broken")] * len(images))
     with run_on_commit():
         services.classification.classification_request(user=owner, image=image)
     classification = image.classifications.get()

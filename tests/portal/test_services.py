@@ -258,7 +258,7 @@ def test_it_records_a_failed_classification_when_the_model_cannot_load(upload, m
 
 
 def test_it_records_a_failed_classification_on_an_unexpected_error(upload, monkeypatch):
-    def explode(images: list[bytes]):
+    def explode(images: list[bytes], contexts=None):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(inference, "classify_many", explode)

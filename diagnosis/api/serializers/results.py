@@ -106,6 +106,11 @@ class ClassificationOutput(serializers.Serializer):
     model_performance = serializers.SerializerMethodField(
         help_text="The served model's measured flag sensitivity and specificity at its threshold on held-out test "
         "images, with 95% intervals over lesions (null for results of another model version).")
+    context = serializers.JSONField(
+        help_text="The clinical context the model weighed with the image, as used: `age` (a band such as "
+        "'60-69', on the day the image was taken), `sex`, `site` (body site); empty when it read the image alone "
+        "(none of them recorded, or a model without a context table). `model_performance` then gives the figures "
+        "of answers like this one.")
     heatmap_url = serializers.SerializerMethodField(
         help_text="PNG of the class activation map over the image (null when this result has none).")
     segmentation = serializers.SerializerMethodField(
@@ -137,7 +142,8 @@ class ClassificationOutput(serializers.Serializer):
 
     @extend_schema_field(PerformanceOutput(allow_null=True))
     def get_model_performance(self, obj) -> dict[str, Any] | None:
-        performance = model_performance(obj.model_version, obj.model_variant or "fp32") if obj.succeeded else None
+        performance = model_performance(obj.model_version, obj.model_variant or "fp32",
+                                        with_context=bool(obj.context)) if obj.succeeded else None
         return None if performance is None else asdict(performance)
 
     @extend_schema_field(serializers.CharField(allow_null=True))
