@@ -252,6 +252,11 @@ def render_card(model_dir: str, segmenter_dir=_NAMED) -> str:
 
     add("## Known limits\n")
     add(KNOWN_LIMITS)
+    if "context" in manifest:
+        add("- The clinical-context table encodes HAM10000's population (two sites, in Austria and Australia, "
+            "mostly fair skin): for another population its ratios are a prior that may not hold, and a wrongly "
+            "entered age, sex or body site moves the answer wrongly. Every result names the fields it weighed; "
+            "`python -m ml evaluate --image-only` and a patient without those fields give the image's own answer.\n")
     add("## Reproduce\n")
     if "members" in arch:
         add("Train each member with `python -m ml train` (see its own manifest), then "
@@ -375,9 +380,11 @@ def _packaging_commands(manifest: dict, trained: str, gate: float) -> str:
 
 
 def _repackaged_note(manifest: dict, trained: str) -> str:
+    same = ("its image-only classifications are the same to within float rounding; with the clinical context "
+            "(this release's packaging adds its table) they move as described above" if "context" in manifest
+            else "its classifications are the same to within float rounding")
     return (f"`{manifest['version']}` holds the weights of `{trained}`, packaged again by `python -m ml repackage` "
-            "(this release's screening statistics and outputs); its classifications are the same to within float "
-            "rounding.\n")
+            f"(this release's screening statistics and outputs); {same}.\n")
 
 
 def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
