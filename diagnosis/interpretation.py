@@ -47,6 +47,16 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{float(value) * 100:.{int(digits)}f}%"
 
 
+def context_sentence(context: dict | None) -> str:
+    """What a result weighed besides the image, as the result page and the report say it."""
+    context = context or {}
+    words = ([f"age {context['age']}"] if "age" in context else []) + [
+        context[key] for key in ("sex", "site") if key in context]
+    if not words:
+        return "Read from the image alone (no age, sex or body site recorded, or a model that does not use them)."
+    return f"Weighed with the image: {', '.join(words)} (the answer moves with them; the heatmap shows the image's part)."
+
+
 def read_result(classification: Classification) -> Reading | None:
     """The reading of a successful classification (None for any other state)."""
     if not classification.succeeded:

@@ -16,7 +16,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Paragraph, Table, TableStyle
 
 from diagnosis.inference import MALIGNANT_CLASSES
-from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, percent
+from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, context_sentence, percent
 from diagnosis.models import ClinicianReview
 from diagnosis.reports.content import IMAGE, ReportContent, Visit
 from diagnosis.reports.styles import FLAG, INK, LEVEL_COLOURS, LINE, MUTED, OK, STYLES
@@ -130,6 +130,7 @@ def _reading_box(visit: Visit, *, frame_width: float) -> Table:
     c, reading = visit.classification, visit.reading
     parts: list[Flowable] = [Paragraph(LEVEL_LABELS[reading.level], STYLES["level"])]
     parts.append(Paragraph(f"Most likely: <b>{escape(c.top_class_name)}</b>", STYLES["body"]))
+    parts.append(Paragraph(escape(context_sentence(c.context)), STYLES["small"]))
     # An unreliable reading's headline is its image warnings, listed one by one just below.
     if reading.level != UNRELIABLE:
         parts.append(Paragraph(escape(reading.headline), STYLES["body"]))

@@ -4,7 +4,7 @@ from django import template
 
 from diagnosis.body_map import form_map, patient_map
 from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance, warning_label, warning_text
-from diagnosis.interpretation import Reading, level_of, percent, read_result
+from diagnosis.interpretation import Reading, context_sentence, level_of, percent, read_result
 
 register = template.Library()
 
@@ -42,13 +42,8 @@ def performance(classification) -> ModelPerformance | None:
                              with_context=bool(classification.context))
 
 
-@register.filter
-def context_words(context: dict | None) -> str:
-    """The clinical context a result weighed, in words: 'age 60-69, male, back'."""
-    context = context or {}
-    words = ([f"age {context['age']}"] if "age" in context else []) + [
-        context[key] for key in ("sex", "site") if key in context]
-    return ", ".join(words)
+# What a result weighed besides the image, in words (the PDF report says it the same way).
+register.filter("context_sentence", context_sentence)
 
 
 @register.filter

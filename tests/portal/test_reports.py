@@ -361,6 +361,9 @@ def test_it_draws_a_realistic_lesion_report(shipped_model, owner, colleague, les
     pdf = reports.lesion_report_pdf(user=owner, lesion=selectors.lesion_get(user=owner, lesion_id=lesion.pk))
     text = all_text(pdf)
     assert "Visit 3 of 3" in text and shipped_model in text and "held-out test images" in text
+    # Ada (born 1960-12-10, female), the lesion on the back: visit 3 was taken at 64.
+    assert "Weighed with the image: age 60-69, female, back" in text
+    assert "with their age, sex and body site" in text
     warned = selectors.image_latest_classification(image=selectors.image_get(user=owner, image_id=dark.pk))
     assert warned.warnings and all(message in text for _, message in warned.warning_messages)
     picture = first_page_png(pdf, scale=1.5)
