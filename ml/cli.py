@@ -1,10 +1,13 @@
 """Folder command lines over the serving path (onnxruntime + OpenCV, no TensorFlow).
 
-    python -m ml predict --images DIR [--model DIR] --csv OUT
+    python -m ml predict --images DIR [--model DIR] [--context CSV] --csv OUT
         one row per image (*.jpg, *.jpeg, *.png in DIR, sorted by name):
-        image_id, top_class, p_akiec ... p_vasc, malignancy_score, malignant, warnings, error
+        image_id, top_class, p_akiec ... p_vasc, malignancy_score, malignant, warnings, context, error
         `warnings` holds the screening codes joined by ";" (empty when none); an image that cannot
         be classified (unreadable, corrupt, too small) gets a row with its `error` and empty figures.
+        --context: a CSV with image_id and HAM10000-style age, sex and localization columns; a model
+        with a clinical-context table weighs them (ml.context) and `context` names the fields used
+        (e.g. "age=60-69;sex=female;site=back").
 
     python -m ml explain --images DIR [--model DIR] --out DIR [--class CODE]
         for each image, <image_id>.png (the class activation map over the image) and
@@ -26,14 +29,15 @@ from collections.abc import Iterator
 import numpy as np
 
 from ml.classes import CLASSES
-from ml.errors import InvalidImageError, MLError
+from ml.data import read_contexts
+from ml.errors import DatasetError, InvalidImageError, MLError
 from ml.manifest import default_model_dir
 from ml.screening import check_minimum_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CHUNK = 32  # images decoded and run together: memory stays at one chunk of decoded pixels
 PREDICT_COLUMNS = ["image_id", "top_class", *(f"p_{c}" for c in CLASSES), "malignancy_score", "malignant",
-                   "warnings", "error"]
+                   "warnings", "context", "error"]
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -82,7 +86,7 @@ def decoded(paths: list[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray
         yield path, (None if too_small else image), too_small or ""
 
 
-def classified(classifier, paths: list[str], progress: Progress):
+def classified(classifier, paths: list[str], progress: Progress, contexts: dict | None = None):
     """(path, image, prediction or None, error) for each path, in the order of `paths`, run CHUNK
     images at a time. An image that cannot be classified waits in the chunk with the others, so
     its row comes where its name puts it."""
@@ -91,8 +95,9 @@ def classified(classifier, paths: list[str], progress: Progress):
 
     def flush():
         nonlocal decoded_images
-        images = [image for _, image, _ in pending if image is not None]
-        predictions = iter(classifier.predict_batch(images) if images else ())
+        kept = [(path, image) for path, image, _ in pending if image is not None]
+        chosen = [(contexts or {}).get(image_id(path)) for path, _ in kept]
+        predictions = iter(classifier.predict_batch([image for _, image in kept], contexts=chosen) if kept else ())
         for path, image, error in pending:
             progress.step()
             yield path, image, (None if image is None else next(predictions)), error
@@ -120,16 +125,17 @@ def predict_row(path: str, prediction, error: str) -> dict[str, str]:
     row["malignancy_score"] = f"{prediction.malignancy_score:.6f}"
     row["malignant"] = "1" if prediction.malignant else "0"
     row["warnings"] = ";".join(prediction.warnings)
+    row["context"] = ";".join(f"{field}={value}" for field, value in prediction.context.items())
     return row
 
 
-def run_predict(classifier, paths: list[str], csv_path: str) -> int:
+def run_predict(classifier, paths: list[str], csv_path: str, contexts: dict | None = None) -> int:
     failures = 0
     os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=PREDICT_COLUMNS)
         writer.writeheader()
-        for path, _, prediction, error in classified(classifier, paths, Progress(len(paths), "predict")):
+        for path, _, prediction, error in classified(classifier, paths, Progress(len(paths), "predict"), contexts):
             failures += prediction is None
             writer.writerow(predict_row(path, prediction, error))
     print(f"{len(paths) - failures} of {len(paths)} images classified; results in {csv_path}", file=sys.stderr)
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model bundle folder (default: $SKINPORTAL_MODEL_DIR, else ml/models/CURRENT)")
     if command == "predict":
         parser.add_argument("--csv", required=True, help="the CSV to write")
+        parser.add_argument("--context", metavar="CSV",
+                            help="image_id with HAM10000-style age, sex and localization columns, weighed as the "
+                                 "clinical context when the model has a table")
     elif command == "explain":
         parser.add_argument("--out", required=True, help="folder for <image_id>.png and <image_id>.npy")
         parser.add_argument("--class", dest="class_code", choices=CLASSES, help="class to explain (default: the top class)")
@@ -186,5 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if command == "predict":
-        return run_predict(classifier, paths, args.csv)
+        try:
+            contexts = read_contexts(args.context) if args.context else None
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return run_predict(classifier, paths, args.csv, contexts)
     return run_explain(classifier, paths, args.out, args.class_code)

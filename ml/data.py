@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.classes import CLASSES
+from ml.context import ClinicalContext
 from ml.errors import DatasetError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
@@ -88,6 +89,19 @@ def parse_age(text: str | None) -> float | None:
         return float(text) if text else None
     except ValueError:
         return None
+
+
+CONTEXT_COLUMNS: tuple[str, ...] = ("age", "sex", "localization")
+
+
+def read_contexts(csv_path: str) -> dict[str, ClinicalContext]:
+    """image_id -> the clinical context in a CSV's HAM10000-style age, sex and localization
+    columns (ml.context); empty when it has none of them."""
+    rows = read_csv_rows(csv_path, ("image_id",))
+    if not any(column in rows[0] for column in CONTEXT_COLUMNS):
+        return {}
+    return {row["image_id"]: ClinicalContext(age=parse_age(row.get("age")), sex=(row.get("sex") or "").lower(),
+                                             site=(row.get("localization") or "").lower()) for row in rows}
 
 
 def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | None = None) -> list[Record]:

@@ -32,8 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.classes import CLASS_NAMES, CLASSES, MALIGNANT_CLASSES
-from ml.context import ClinicalContext
-from ml.data import parse_age, read_csv_rows
+from ml.data import read_contexts, read_csv_rows
 from ml.errors import DatasetError, InvalidImageError, MLError, ModelIntegrityError
 from ml.manifest import VARIANTS, default_model_dir
 from ml.metrics import BOOTSTRAP_KEYS, bootstrap_intervals, malignancy_scores, roc_curve, summary
@@ -94,19 +93,6 @@ def load_labels(csv_path: str) -> list[tuple[str, str, str | None]]:
             f"{csv_path}: unknown diagnosis {', '.join(parts)}; expected one of {', '.join(CLASSES)}"
         )
     return out
-
-
-CONTEXT_COLUMNS: tuple[str, ...] = ("age", "sex", "localization")
-
-
-def load_contexts(csv_path: str) -> dict[str, ClinicalContext]:
-    """image_id -> the clinical context in the labels CSV's HAM10000-style age, sex and
-    localization columns; empty when it has none of them."""
-    rows = read_csv_rows(csv_path, ("image_id", "dx"))
-    if not any(column in rows[0] for column in CONTEXT_COLUMNS):
-        return {}
-    return {row["image_id"]: ClinicalContext(age=parse_age(row.get("age")), sex=(row.get("sex") or "").lower(),
-                                             site=(row.get("localization") or "").lower()) for row in rows}
 
 
 def locate_images(image_dir: str, labels: Sequence[tuple[str, str, str | None]]) -> list[Item]:
@@ -401,7 +387,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     # With the labels' age, sex and localization columns, answers weigh them as the portal does.
     threshold: float | np.ndarray = classifier.threshold
-    contexts = {} if args.image_only else load_contexts(args.labels)
+    contexts = {} if args.image_only else read_contexts(args.labels)
     context_report: dict = {"used_for_images": 0, "why_not": "--image-only" if args.image_only else
                             "the labels CSV has no age, sex or localization column"}
     if contexts and classifier.context_prior is None:

@@ -16,7 +16,7 @@ from ml.screening import MIN_IMAGE_SIDE, WARNING_CODES
 from tests.conftest import REPO, encode, make_image
 from tests.tinymodel import write_tiny_bundle
 
-HEADER = "image_id,top_class,p_akiec,p_bcc,p_bkl,p_df,p_mel,p_nv,p_vasc,malignancy_score,malignant,warnings,error"
+HEADER = "image_id,top_class,p_akiec,p_bcc,p_bkl,p_df,p_mel,p_nv,p_vasc,malignancy_score,malignant,warnings,context,error"
 FIGURES = ["top_class", *(f"p_{c}" for c in CLASSES), "malignancy_score", "malignant"]
 RED, DARK_BLUE = (200, 40, 40), (20, 20, 120)
 

@@ -233,6 +233,27 @@ def test_it_evaluates_with_the_labels_clinical_context_unless_told_image_only(bu
     assert with_context["balanced_accuracy"] >= alone["balanced_accuracy"]  # the site tells the class here
 
 
+def test_it_predicts_a_folder_with_the_context_csv(bundle, tmp_path):
+    import csv
+
+    from tests.ml.datasets import CONTEXT_SITES
+    from tests.ml.datasets import generated_dataset as make
+
+    metadata, images = make(str(tmp_path / "data"), per_class=1, context=True, width=200, height=150)
+    rows = {}
+    for flags in (["--context", metadata], []):
+        out = str(tmp_path / f"p{len(flags)}.csv")
+        assert ml_main(["predict", "--images", images, "--model", bundle, "--csv", out, *flags]) == 0
+        with open(out, newline="") as fh:
+            rows[len(flags)] = {row["image_id"]: row for row in csv.DictReader(fh)}
+    assert rows[2]["GEN_0_0"]["context"] == f"age=<30;sex=male;site={CONTEXT_SITES[0]}"
+    assert all(row["context"] == "" for row in rows[0].values())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,age\nx,50\n")
+    assert ml_main(["predict", "--images", images, "--model", bundle, "--csv", str(tmp_path / "x.csv"),
+                    "--context", str(bad)]) == 2
+
+
 def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
     card = render_card(bundle)
     assert "every layer fine-tuned end to end" in card
