@@ -6,10 +6,11 @@ and a malignancy threshold per variant re-fitted on validation for answers that 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from ml.context import ClinicalContext, fit_context_prior
+from ml.context import FIELDS, ClinicalContext, fit_context_prior
 from ml.data import Record
 from ml.metrics import bootstrap_resamples, is_malignant, malignancy_scores, summary, threshold_for_sensitivity
 
@@ -35,7 +36,7 @@ def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: di
         log("clinical context: the metadata has no age, sex or site: the image alone")
         return None, []
     table = fit_context_prior(train_contexts, np.array([r.label for r in train]), weight=1.0)
-    weighted = {w: type(table)(weight=w, log_ratios=table.log_ratios) for w in WEIGHTS}
+    weighted = {w: replace(table, weight=w) for w in WEIGHTS}
     candidates = {f"{w:g}": np.log(np.clip(weighted[w].apply(val_probs["fp32"], val_contexts), 1e-12, 1.0))
                   for w in WEIGHTS}
     resamples = list(bootstrap_resamples(len(val_y), groups=[r.lesion_id for r in val],
@@ -48,13 +49,17 @@ def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: di
         return None, rows
     prior = weighted[float(chosen)]
     used = np.array([bool(prior.used(c)) for c in val_contexts])
+    if not is_malignant(val_y[used]).any():  # nothing to fit a threshold on (tiny or odd data)
+        log("clinical context: no malignant validation image has a known field: the image alone")
+        return None, rows
     thresholds, validation = {}, {}
     for variant, probs in val_probs.items():
         fused = prior.apply(probs, val_contexts)
         thresholds[variant] = threshold_for_sensitivity(malignancy_scores(fused[used]), is_malignant(val_y[used]),
                                                         target_sensitivity)
-        validation[variant] = headline(summary(fused, val_y, np.where(used, thresholds[variant], image_thresholds[variant])))
-    known = {field: int(sum(field in c.known() for c in train_contexts)) for field in ("age", "sex", "site")}
+        per_image = np.where(used, thresholds[variant], image_thresholds[variant])
+        validation[variant] = headline(summary(fused, val_y, per_image))
+    known = {field: int(sum(field in c.known() for c in train_contexts)) for field in FIELDS}
     log(f"clinical context adopted: weight {prior.weight:g}, validation {validation['fp32']}")
     return prior.to_dict() | {
         "malignancy_threshold": thresholds,
