@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from diagnosis.inference import IMAGE_WARNINGS, display_name
+from diagnosis.inference import IMAGE_WARNINGS, clinical_context, context_table_values, display_name
 from diagnosis.models import Classification
 
 UNRELIABLE, FLAGGED, UNCERTAIN, REASSURING = "unreliable", "flagged", "uncertain", "reassuring"
@@ -47,14 +47,33 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{float(value) * 100:.{int(digits)}f}%"
 
 
+def context_words(context: dict | None) -> str:
+    """Clinical context fields in words: 'age 60-69, female, back' ('' when none)."""
+    context = context or {}
+    return ", ".join(([f"age {context['age']}"] if "age" in context else [])
+                     + [context[key] for key in ("sex", "site") if key in context])
+
+
 def context_sentence(context: dict | None) -> str:
     """What a result weighed besides the image, as the result page and the report say it."""
-    context = context or {}
-    words = ([f"age {context['age']}"] if "age" in context else []) + [
-        context[key] for key in ("sex", "site") if key in context]
+    words = context_words(context)
     if not words:
         return "Read from the image alone (no age, sex or body site recorded, or a model that does not use them)."
-    return f"Weighed with the image: {', '.join(words)} (the answer moves with them; the heatmap shows the image's part)."
+    return f"Weighed with the image: {words} (the answer moves with them; the heatmap shows the image's part)."
+
+
+def context_now(classification: Classification) -> dict[str, str] | None:
+    """The clinical context the records give today, when it is not what this result weighed and
+    the model that gave it weighs context (the served one): classify again to use it. None when
+    nothing changed, or nothing can be said (a failed result, another model version)."""
+    from diagnosis.selectors import image_clinical_record  # selectors import this module
+
+    table = context_table_values(classification.model_version) if classification.succeeded else None
+    if table is None:
+        return None
+    known = clinical_context(**image_clinical_record(image=classification.image)).known()
+    now = {field: value for field, value in known.items() if value in table.get(field, ())}
+    return now if now != (classification.context or {}) else None
 
 
 def read_result(classification: Classification) -> Reading | None:

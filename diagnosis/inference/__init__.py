@@ -39,6 +39,7 @@ from diagnosis.inference.explanation import (
 from diagnosis.inference.model_info import (
     ModelPerformance,
     ModelStatus,
+    context_table_values,
     current_model_version,
     model_check,
     model_performance,
@@ -97,6 +98,7 @@ __all__ = [
     "UploadBudget",
     "check_minimum_size",
     "classify_many",
+    "context_table_values",
     "clinical_context",
     "configured_model_dir",
     "current_model_version",

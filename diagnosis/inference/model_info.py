@@ -147,6 +147,15 @@ def model_performance(model_version: str, variant: str = "fp32", *, with_context
     )
 
 
+def context_table_values(model_version: str) -> dict[str, set[str]] | None:
+    """The values each clinical-context field can take in the served bundle's table, when that
+    bundle gave `model_version`'s results and has one; None otherwise."""
+    manifest = _served_manifest()
+    if manifest is None or manifest["version"] != model_version or "context" not in manifest:
+        return None
+    return {field: set(values) for field, values in manifest["context"].get("log_ratios", {}).items()}
+
+
 def current_model_version() -> str:
     """Version of the configured bundle, from its manifest (no session). Raises MLError."""
     from ml.manifest import load_manifest

@@ -46,6 +46,7 @@ from diagnosis.selectors.images import (  # noqa: F401
     classification_list,
     classification_list_recent,
     image_classification_settled,
+    image_clinical_record,
     image_get,
     image_ids_missing_classification,
     image_latest_classification,

@@ -57,6 +57,18 @@ def image_latest_classification(*, image: LesionImage) -> Classification | None:
     return next((c for c in image.classifications.all() if c.status in finished), None)
 
 
+def image_clinical_record(*, image: LesionImage) -> dict[str, float | str | None]:
+    """What the records say beside the image: the patient's age in whole years on the day it was
+    taken (None without a date of birth), their sex and the lesion's body site, as stored."""
+    lesion = image.lesion
+    patient = lesion.patient
+    born, taken = patient.date_of_birth, image.captured_at
+    age = None
+    if born is not None and taken is not None and taken >= born:
+        age = float(taken.year - born.year - ((taken.month, taken.day) < (born.month, born.day)))
+    return {"age": age, "sex": patient.sex, "site": lesion.body_site}
+
+
 def image_classification_settled(*, image_id: int) -> bool:
     """True once the image has a classification and none is queued or running."""
     rows = Classification.objects.filter(image_id=image_id)

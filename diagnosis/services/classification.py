@@ -26,7 +26,7 @@ from django.utils import timezone
 from diagnosis import audit, inference
 from diagnosis.models import Classification, ClassificationStatus, LesionImage, Organisation
 from diagnosis.permissions import require_write
-from diagnosis.selectors import image_ids_missing_classification
+from diagnosis.selectors import image_clinical_record, image_ids_missing_classification
 
 logger = logging.getLogger(__name__)
 
@@ -282,15 +282,8 @@ def _classify(claims: Sequence[Claim], *, model_version: str) -> list[_Outcome]:
 
 
 def _clinical_context(image: LesionImage):
-    """What the model may weigh beside the image (inference.clinical_context): the patient's age
-    on the day the image was taken, their sex, and the lesion's body site; unknown stays unknown."""
-    lesion = image.lesion
-    patient = lesion.patient
-    born, taken = patient.date_of_birth, image.captured_at
-    age = None
-    if born is not None and taken is not None and taken >= born:
-        age = float(taken.year - born.year - ((taken.month, taken.day) < (born.month, born.day)))
-    return inference.clinical_context(age=age, sex=patient.sex, site=lesion.body_site)
+    """What the model may weigh beside the image (inference.clinical_context); unknown stays unknown."""
+    return inference.clinical_context(**image_clinical_record(image=image))
 
 
 def _stored_bytes(image: LesionImage) -> bytes:

@@ -4,7 +4,7 @@ from django import template
 
 from diagnosis.body_map import form_map, patient_map
 from diagnosis.inference import CLASSES, ModelPerformance, display_name, model_performance, warning_label, warning_text
-from diagnosis.interpretation import Reading, context_sentence, level_of, percent, read_result
+from diagnosis.interpretation import Reading, context_sentence, context_words, level_of, percent, read_result
 
 register = template.Library()
 
@@ -44,6 +44,7 @@ def performance(classification) -> ModelPerformance | None:
 
 # What a result weighed besides the image, in words (the PDF report says it the same way).
 register.filter("context_sentence", context_sentence)
+register.filter("context_words", context_words)
 
 
 @register.filter

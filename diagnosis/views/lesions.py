@@ -20,6 +20,7 @@ from diagnosis.forms import (
     ReviewForm,
     UploadForm,
 )
+from diagnosis.interpretation import context_now
 from diagnosis.models import FOLLOW_UP_SUGGESTED_MONTHS, Lesion, LesionImage, Patient
 from diagnosis.plots import malignancy_plot
 from diagnosis.responses import heatmap_response, image_file_response
@@ -218,6 +219,8 @@ def _image_page(request: HttpRequest, image: LesionImage, review_form: ReviewFor
             "lesion": lesion,
             "patient": patient,
             "classification": shown,
+            # The records now give another clinical context than the result weighed.
+            "context_now": context_now(shown) if shown is not None else None,
             # Every other version's result (and a run in progress), shown on demand.
             "earlier": [c for c in image.classifications.all() if c != shown],
             "reviews": selectors.review_list(user=request.user, image_id=image.pk),

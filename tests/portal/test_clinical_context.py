@@ -72,3 +72,25 @@ def test_it_moves_the_answer_with_the_context_not_the_image_alone(shipped_model,
 def test_it_reads_the_image_alone_with_a_model_that_has_no_context_table(upload):
     classification = upload().classifications.get()  # the stand-in model: no table
     assert classification.status == "succeeded" and classification.context == {}
+
+
+def test_it_says_when_the_records_changed_since_the_result(shipped_model, owner, patient, upload, client_for,
+                                                           colleague, reader, run_on_commit):
+    image = upload(image_bytes(SKIN, size=(200, 150)), captured_at=dt.date(2026, 12, 1))
+    assert 'id="context-changed"' not in _page(client_for(colleague), image)
+    services.patients.patient_update(user=owner, patient=patient, data={"sex": "male"})
+    page = _page(client_for(colleague), image)
+    assert "The records have changed since this result: they now give age 60-69, male, back" in page
+    assert "Classify again to weigh them" in page
+    assert "A member who can edit may classify it again" in _page(client_for(reader), image)
+    with run_on_commit():
+        services.classification.classification_request(user=owner, image=image)
+    assert image.classifications.get().context["sex"] == "male"
+    assert 'id="context-changed"' not in _page(client_for(colleague), image)
+
+
+def test_it_says_nothing_about_changed_records_for_a_model_without_a_context_table(upload, owner, patient,
+                                                                                     client_for, colleague):
+    image = upload()  # the stand-in model
+    services.patients.patient_update(user=owner, patient=patient, data={"sex": "male"})
+    assert 'id="context-changed"' not in _page(client_for(colleague), image)
