@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.classes import CLASSES
-from ml.context import ClinicalContext
+from ml.context import NO_CONTEXT, ClinicalContext
 from ml.errors import DatasetError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
@@ -37,11 +37,9 @@ class Record:
     # How the diagnosis was confirmed (HAM10000's dx_type: histo, follow_up, consensus, confocal);
     # "" when the CSV has no such column.
     dx_type: str = ""
-    # The clinical context beside the image (HAM10000's age, sex, localization): None / "" when
-    # unknown or when the CSV has no such column (ml.context).
-    age: float | None = None
-    sex: str = ""
-    site: str = ""
+    # The clinical context beside the image (HAM10000's age, sex, localization); unknown fields,
+    # or a CSV without those columns, leave it empty (ml.context).
+    context: ClinicalContext = NO_CONTEXT
 
     @property
     def label(self) -> int:
@@ -100,8 +98,13 @@ def read_contexts(csv_path: str) -> dict[str, ClinicalContext]:
     rows = read_csv_rows(csv_path, ("image_id",))
     if not any(column in rows[0] for column in CONTEXT_COLUMNS):
         return {}
-    return {row["image_id"]: ClinicalContext(age=parse_age(row.get("age")), sex=(row.get("sex") or "").lower(),
-                                             site=(row.get("localization") or "").lower()) for row in rows}
+    return {row["image_id"]: row_context(row) for row in rows}
+
+
+def row_context(row: dict[str, str]) -> ClinicalContext:
+    """The clinical context in one CSV row's age, sex and localization cells (absent ones: unknown)."""
+    return ClinicalContext(age=parse_age(row.get("age")), sex=(row.get("sex") or "").lower(),
+                           site=(row.get("localization") or "").lower())
 
 
 def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | None = None) -> list[Record]:
@@ -126,8 +129,7 @@ def load_metadata(csv_path: str, image_dirs: Sequence[str], *, only: set[str] | 
             missing.append(image_id)
             continue
         records.append(Record(image_id=image_id, lesion_id=row["lesion_id"], dx=dx, path=paths[image_id],
-                              dx_type=(row.get("dx_type") or "").strip(), age=parse_age(row.get("age")),
-                              sex=(row.get("sex") or "").strip(), site=(row.get("localization") or "").strip()))
+                              dx_type=(row.get("dx_type") or "").strip(), context=row_context(row)))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(

@@ -178,18 +178,17 @@ class Classifier:
     def probabilities(self, batch: np.ndarray, contexts: Sequence[ClinicalContext | None] | None = None) -> np.ndarray:
         """Calibrated class probabilities for a preprocessed (N, height, width, 3) batch, with
         each image's clinical context taken into account when given and the bundle has a table."""
-        return self._with_context(self.run(batch)[0], contexts)
+        return self.probabilities_with_context(self.run(batch)[0], contexts)
 
-    def _with_context(self, probs: np.ndarray, contexts: Sequence[ClinicalContext | None] | None) -> np.ndarray:
+    def probabilities_with_context(self, probs: np.ndarray,
+                                   contexts: Sequence[ClinicalContext | None] | None) -> np.ndarray:
+        """Calibrated image-only probabilities moved by each image's context (unchanged without a
+        table or without contexts)."""
         if self.context_prior is None or contexts is None:
             return probs
         if len(contexts) != len(probs):
             raise ValueError(f"{len(contexts)} contexts for {len(probs)} images")
         return self.context_prior.apply(probs, contexts)
-
-    def probabilities_with_context(self, probs: np.ndarray, contexts: Sequence[ClinicalContext | None]) -> np.ndarray:
-        """Calibrated image-only probabilities moved by each image's context (unchanged without a table)."""
-        return self._with_context(probs, contexts)
 
     def threshold_for(self, context: ClinicalContext | None) -> float:
         """The malignancy threshold fitted for answers with context when any field was used."""
@@ -235,7 +234,8 @@ class Classifier:
             chunk = contexts[start : start + batch_size]
             probs, features, cams = self.run(np.stack([p.tensor for p in prepared]))
             screened = self.screening.screen_batch([p.resized for p in prepared], probs, features)
-            results.extend(map(self._to_prediction, self._with_context(probs, chunk), cams, prepared, screened, chunk))
+            results.extend(map(self._to_prediction, self.probabilities_with_context(probs, chunk), cams, prepared,
+                               screened, chunk))
         return results
 
 

@@ -10,15 +10,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from ml.context import FIELDS, ClinicalContext, fit_context_prior
+from ml.context import FIELDS, fit_context_prior
 from ml.data import Record
 from ml.metrics import bootstrap_resamples, is_malignant, malignancy_scores, summary, threshold_for_sensitivity
 
 WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def record_context(record: Record) -> ClinicalContext:
-    return ClinicalContext(age=record.age, sex=record.sex, site=record.site)
 
 
 def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: dict[str, np.ndarray],
@@ -30,8 +26,8 @@ def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: di
     from ml.training.finalize import BOOTSTRAP_RESAMPLES, choose
 
     val_y = np.array([r.label for r in val])
-    val_contexts = [record_context(r) for r in val]
-    train_contexts = [record_context(r) for r in train]
+    val_contexts = [r.context for r in val]
+    train_contexts = [r.context for r in train]
     if not any(c.known() for c in train_contexts):
         log("clinical context: the metadata has no age, sex or site: the image alone")
         return None, []

@@ -43,7 +43,7 @@ from ml.metrics import (
 )
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
 from ml.screening.fit import fit_screening
-from ml.training.context_fit import fit_context, record_context
+from ml.training.context_fit import fit_context
 from ml.training.explainable import explainable_ensemble
 from ml.training.onnx_export import keras_to_onnx, onnx_logits, onnx_outputs
 from ml.training.quantize import quantize_int8
@@ -247,7 +247,7 @@ def package(
         manifest["context"] = context
     manifest["checks"]["clinical_context"] = {"guard": "ml.training.finalize.choose", "candidates": context_rows,
                                               "adopted": context is not None}
-    test_contexts = [record_context(r) for r in test]
+    test_contexts = [r.context for r in test]
     test_with_context: dict[str, dict] = {}
     write_manifest(out, manifest)
     for name in served:
@@ -260,8 +260,7 @@ def package(
         test_metrics[name] = full
         log(f"test {name}: {headline(full)}")
         if classifier.context_prior is not None:
-            probs = np.concatenate([classifier.probabilities(test_x[i : i + 64], test_contexts[i : i + 64])
-                                    for i in range(0, len(test_x), 64)])
+            probs = classifier.probabilities_with_context(probs, test_contexts)  # the same run, moved
             thresholds = np.array([classifier.threshold_for(c) for c in test_contexts])
             full = summary(probs, test_y, thresholds)
             full["intervals_95"] = bootstrap_intervals(probs, test_y, thresholds, groups=[r.lesion_id for r in test],
