@@ -379,6 +379,19 @@ class Classification(models.Model):
     def top_class_name(self) -> str:
         return display_name(self.top_class) if self.top_class in CLASSES else ""
 
+    @property
+    def favoured_over_most_likely(self) -> bool:
+        """The suggested class is not the most probable one: the model's operating point
+        (ml.training.operating_point) suggests melanoma when its probability comes close to the
+        top class's, so that fewer melanomas are missed. Said in words wherever it is shown."""
+        if not (self.succeeded and self.probabilities):
+            return False
+        return self.top_class != self.ranked_probabilities()[0][0]
+
+    @property
+    def top_class_label(self) -> str:
+        return "Suggested" if self.favoured_over_most_likely else "Most likely"
+
     def ranked_probabilities(self) -> list[tuple[str, str, float]]:
         """(code, readable name, probability), most likely first."""
         rows = [(code, display_name(code), float(self.probabilities.get(code, 0.0))) for code in CLASSES]

@@ -220,6 +220,8 @@ def render_card(model_dir: str, segmenter_dir=_NAMED) -> str:
             f"{v['malignancy_threshold']:.4f} | {v['target_sensitivity']:.2f} | "
             f"{_fmt(v['validation_sensitivity'])} / {_fmt(v['validation_specificity'])} |")
     add("")
+    if manifest.get("decision"):
+        _suggested_class(add, manifest["decision"])
 
     checks = manifest["checks"]
     parity = checks["parity_keras_vs_onnxruntime"]
@@ -364,6 +366,25 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
 
 
 DATA_ARGUMENTS = "--metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images"
+
+
+def _suggested_class(add, decision: dict) -> None:
+    favoured = decision["favoured_class"]
+    bias = decision["class_bias"][favoured]
+    add("### The suggested class\n")
+    add(f"The probabilities stay calibrated; the class the portal suggests is the argmax of log p(class) plus a "
+        f"bias of **{bias:g}** on {display_name(favoured)}: it is suggested whenever its probability is at least "
+        f"{decision['favoured_when_at_least']:.2f} times the most probable class's, because a missed melanoma costs "
+        "more than a second look at a naevus. The bias is the largest on a 0.1 grid whose validation balanced "
+        f"accuracy, and every smaller one's, stays within {decision['tolerance']:g} of the plain argmax "
+        f"(chosen on {decision['chosen_on']}); the class metrics above judge the suggested class, the malignancy "
+        "score, AUC and ECE the probabilities, which the bias does not move.\n")
+    add(f"| bias | val balanced accuracy | change | val {favoured} recall | val nv recall |\n|---|---|---|---|---|")
+    for row in decision["selection"]:
+        chosen = " **(used)**" if row["bias"] == bias else ""
+        add(f"| {row['bias']:g}{chosen} | {row['val_balanced_accuracy']:.4f} | {row['change']:+.4f} | "
+            f"{_fmt(row[f'val_{favoured}_recall'])} | {_fmt(row['val_nv_recall'])} |")
+    add("")
 
 
 def _packaging_commands(manifest: dict, trained: str, gate: float) -> str:

@@ -36,6 +36,7 @@ from ml.data import read_contexts, read_csv_rows
 from ml.errors import DatasetError, InvalidImageError, MLError, ModelIntegrityError
 from ml.manifest import VARIANTS, default_model_dir
 from ml.metrics import BOOTSTRAP_KEYS, bootstrap_intervals, malignancy_scores, roc_curve, summary
+from ml.scores import suggested_classes
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
@@ -197,6 +198,10 @@ def format_report(result: dict) -> str:
                      f"{_fmt(alone['malignant_auc'])}")
     elif context:
         lines.append(f"clinical context not used: {context.get('why_not', '')}")
+    if any(result.get("class_bias", {}).values()):
+        biases = ", ".join(f"{code} +{bias:g}" for code, bias in result["class_bias"].items())
+        lines.append(f"suggested class at the model's operating point (log-probability bias {biases}); "
+                     "the calibration error judges the probabilities' own argmax")
     lines.append("")
     rows = [
         ("balanced accuracy", result["balanced_accuracy"],
@@ -311,14 +316,16 @@ def plot_roc(result: dict, probs: np.ndarray, labels: np.ndarray, path: str) -> 
 # --------------------------------------------------------------------------------------- output
 
 
-def write_predictions(path: str, items: Sequence[Item], probs: np.ndarray, threshold: float | np.ndarray) -> None:
+def write_predictions(path: str, items: Sequence[Item], probs: np.ndarray, threshold: float | np.ndarray,
+                      class_bias: np.ndarray | None = None) -> None:
     scores = malignancy_scores(probs)
+    suggested = suggested_classes(probs, class_bias)
     thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), scores.shape)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image_id", "dx", "predicted", "malignancy_score", "flagged", *[f"p_{c}" for c in CLASSES]])
-        for item, p, s, t in zip(items, probs, scores, thresholds):
-            writer.writerow([item.image_id, item.dx, CLASSES[int(np.argmax(p))], repr(float(s)),
+        for item, p, s, t, k in zip(items, probs, scores, thresholds, suggested):
+            writer.writerow([item.image_id, item.dx, CLASSES[int(k)], repr(float(s)),
                              int(s >= t), *[repr(float(v)) for v in p]])
 
 
@@ -394,13 +401,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         context_report["why_not"] = "this model has no clinical-context table"
     elif contexts:
         per_item = [contexts.get(item.image_id) for item in items]
-        alone = summary(probs, labels, threshold=classifier.threshold)
+        alone = summary(probs, labels, threshold=classifier.threshold, class_bias=classifier.class_bias)
         probs = classifier.probabilities_with_context(probs, per_item)
         threshold = np.array([classifier.threshold_for(c) for c in per_item])
         context_report = {"used_for_images": sum(bool(classifier.context_used(c)) for c in per_item),
                           "image_alone": {k: alone[k] for k in ("balanced_accuracy", "malignant_sensitivity",
                                                                 "malignant_specificity", "malignant_auc")}}
-    metrics = summary(probs, labels, threshold=threshold)
+    metrics = summary(probs, labels, threshold=threshold, class_bias=classifier.class_bias)
     result: dict = {
         "model_version": classifier.model_version,
         "model_dir": classifier.model_dir,
@@ -413,11 +420,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         "seconds": round(seconds, 3),
         **metrics,
         "clinical_context": context_report,
+        # The suggested class's operating point (ml.scores.suggested_classes); {} = plain argmax.
+        "class_bias": dict((classifier.manifest.get("decision") or {}).get("class_bias") or {}),
     }
     if args.bootstrap > 0:
         groups = [item.lesion_id or item.image_id for item in items]
         result["intervals_95"] = bootstrap_intervals(
-            probs, labels, threshold, groups=groups, n_resamples=args.bootstrap
+            probs, labels, threshold, groups=groups, n_resamples=args.bootstrap, class_bias=classifier.class_bias
         )
         result["bootstrap"] = {
             "resamples": args.bootstrap,
@@ -436,7 +445,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             print(f"metrics: {args.json}")
         if args.predictions:
             _ensure_parent(args.predictions)
-            write_predictions(args.predictions, items, probs, threshold)
+            write_predictions(args.predictions, items, probs, threshold, classifier.class_bias)
             print(f"predictions: {args.predictions}")
         if not args.no_plots:
             confusion_png, roc_png = plot_paths(args.json)

@@ -32,7 +32,7 @@ from ml.cpu import int8_kernel_class
 from ml.errors import InvalidImageError, ModelIntegrityError
 from ml.manifest import OUTPUTS, VARIANTS, default_model_dir, load_manifest, variant_file
 from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess_views
-from ml.scores import malignancy_scores, softmax
+from ml.scores import class_bias_vector, malignancy_scores, softmax, suggested_classes
 from ml.screening.screen import Screening, ScreeningResult, load_screening
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ ImageInput = bytes | bytearray | memoryview | np.ndarray
 @dataclass(frozen=True)
 class Prediction:
     probabilities: dict[str, float]  # every class, in CLASSES order
-    top_class: str
+    top_class: str  # the suggested class: the argmax, or melanoma at the bundle's operating point (ml.scores)
     malignancy_score: float  # P(mel) + P(bcc) + P(akiec), calibrated
     malignant: bool  # malignancy_score >= threshold
     threshold: float
@@ -87,6 +87,11 @@ class Classifier:
         self.temperature = float(entry["temperature"])
         self.threshold = float(entry["malignancy_threshold"])
         self.context_prior, self.context_threshold = _context_table(self.manifest, variant)
+        try:
+            # The operating point of the suggested class (ml.training.operating_point); None: argmax.
+            self.class_bias = class_bias_vector(self.manifest.get("decision"))
+        except ValueError as exc:
+            raise ModelIntegrityError(f"{self.model_dir}: manifest {exc}") from exc
         self.config = PreprocessConfig.from_dict(self.manifest["preprocessing"])
         self.max_pixels = int(self.manifest.get("max_pixels", DEFAULT_MAX_PIXELS))
         options = ort.SessionOptions()
@@ -203,7 +208,7 @@ class Classifier:
         threshold = self.threshold_for(context)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs)},
-            top_class=CLASSES[int(np.argmax(probs))],
+            top_class=CLASSES[int(suggested_classes(probs, self.class_bias))],
             malignancy_score=score,
             malignant=score >= threshold,
             threshold=threshold,

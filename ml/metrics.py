@@ -13,7 +13,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ml.classes import CLASSES
-from ml.scores import is_malignant, malignancy_scores, softmax
+from ml.scores import is_malignant, malignancy_scores, softmax, suggested_classes
 
 __all__ = ["is_malignant", "malignancy_scores", "softmax"]  # re-exported: training and evaluation import them here
 
@@ -127,12 +127,15 @@ def threshold_for_sensitivity(scores: np.ndarray, malignant: np.ndarray, target:
     return float(positives[k - 1])
 
 
-def summary(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray) -> dict:
+def summary(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray,
+            class_bias: np.ndarray | None = None) -> dict:
     """Every headline metric for a set of calibrated probabilities and true labels; `threshold`
-    is one malignancy threshold, or one per image (answers with and without clinical context)."""
+    is one malignancy threshold, or one per image (answers with and without clinical context).
+    The class metrics judge the suggested class (`class_bias`: the bundle's operating point,
+    ml.scores.suggested_classes); the ECE judges the probabilities themselves (their argmax)."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
-    preds = probs.argmax(axis=1)
+    preds = suggested_classes(probs, class_bias)
     cm = confusion_matrix(labels, preds)
     report = per_class_report(cm)
     present_f1 = [v["f1"] for v in report.values() if v["f1"] is not None]
@@ -191,12 +194,13 @@ def bootstrap_intervals(
     groups: Sequence[str] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    class_bias: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """95% percentile intervals; resampling whole lesions when ``groups`` is given."""
     probs = np.asarray(probs)
     labels = np.asarray(labels, dtype=int)
     samples: dict[str, list[float]] = {k: [] for k in BOOTSTRAP_KEYS}
-    preds = probs.argmax(axis=1)
+    preds = suggested_classes(probs, class_bias)
     scores = malignancy_scores(probs)
     thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), scores.shape)
     malignant = is_malignant(labels)

@@ -129,7 +129,7 @@ def result_flowables(visit: Visit, *, frame_width: float) -> list[Flowable]:
 def _reading_box(visit: Visit, *, frame_width: float) -> Table:
     c, reading = visit.classification, visit.reading
     parts: list[Flowable] = [Paragraph(LEVEL_LABELS[reading.level], STYLES["level"])]
-    parts.append(Paragraph(f"Most likely: <b>{escape(c.top_class_name)}</b>", STYLES["body"]))
+    parts.append(Paragraph(f"{c.top_class_label}: <b>{escape(c.top_class_name)}</b>", STYLES["body"]))
     parts.append(Paragraph(escape(context_sentence(c.context)), STYLES["small"]))
     # An unreliable reading's headline is its image warnings, listed one by one just below.
     if reading.level != UNRELIABLE:

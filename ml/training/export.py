@@ -6,7 +6,9 @@ Steps, each failing loudly rather than shipping a doubtful model:
      checked: the map averaged over positions plus the dense bias gives the logits.
   2. int8: onnxruntime static QDQ quantization (per-channel) calibrated on real training images.
   3. Per variant, on the validation split through the real inference path: temperature
-     scaling and the malignancy threshold for the target sensitivity.
+     scaling and the malignancy threshold for the target sensitivity; the clinical-context
+     table (ml/training/context_fit.py); the operating point of the suggested class
+     (ml/training/operating_point.py).
   4. Parity Keras vs onnxruntime fp32 (max |dp| <= 1e-4, identical argmax). int8 is shipped
      only when it agrees with fp32 on >= 98% of validation argmaxes; otherwise the bundle is
      fp32 only.
@@ -28,6 +30,7 @@ import numpy as np
 import onnx
 
 from ml.classes import CLASSES, MALIGNANT_CLASSES
+from ml.context import ContextPrior
 from ml.cpu import int8_kernel_class
 from ml.data import DEFAULT_FRACTIONS, Record
 from ml.manifest import FORMAT_VERSION, MANIFEST_NAME, OUTPUTS, sha256_file, write_manifest
@@ -42,10 +45,12 @@ from ml.metrics import (
     threshold_for_sensitivity,
 )
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
+from ml.scores import class_bias_vector
 from ml.screening.fit import fit_screening
 from ml.training.context_fit import fit_context
 from ml.training.explainable import explainable_ensemble
 from ml.training.onnx_export import keras_to_onnx, onnx_logits, onnx_outputs
+from ml.training.operating_point import fit_operating_point
 from ml.training.quantize import quantize_int8
 
 PARITY_TOLERANCE = 1e-4
@@ -208,6 +213,14 @@ def package(
         image_thresholds={n: variants[n]["malignancy_threshold"] for n in served}, target_sensitivity=target,
         seed=args.seed, headline=headline, log=log)
 
+    # 3c. The operating point of the suggested class (ml/training/operating_point.py), on the
+    # validation answers as served; the validation headlines then judge the suggested class.
+    decision, validation_with_context = suggested_class_operating_point(
+        val=val, val_probs={n: softmax(val_logits[n], variants[n]["temperature"]) for n in served},
+        variants=variants, context=context, log=log)
+    if context is not None:
+        context["validation"] = validation_with_context
+
     # 4. Parity Keras vs onnxruntime on real images, with the shipped temperature.
     n_parity = min(args.parity_images, len(val))
     keras_logits = model.predict(val_x[:n_parity], batch_size=32, verbose=0)
@@ -245,6 +258,7 @@ def package(
                          cam_grid)
     if context is not None:
         manifest["context"] = context
+    manifest["decision"] = decision
     manifest["checks"]["clinical_context"] = {"guard": "ml.training.finalize.choose", "candidates": context_rows,
                                               "adopted": context is not None}
     test_contexts = [r.context for r in test]
@@ -253,18 +267,19 @@ def package(
     for name in served:
         classifier = Classifier(out, variant=name)
         probs = np.concatenate([classifier.probabilities(test_x[i : i + 64]) for i in range(0, len(test_x), 64)])
-        full = summary(probs, test_y, classifier.threshold)
+        full = summary(probs, test_y, classifier.threshold, classifier.class_bias)
         full["intervals_95"] = bootstrap_intervals(probs, test_y, classifier.threshold,
                                                    groups=[r.lesion_id for r in test], n_resamples=args.bootstrap,
-                                                   seed=args.seed)
+                                                   seed=args.seed, class_bias=classifier.class_bias)
         test_metrics[name] = full
         log(f"test {name}: {headline(full)}")
         if classifier.context_prior is not None:
             probs = classifier.probabilities_with_context(probs, test_contexts)  # the same run, moved
             thresholds = np.array([classifier.threshold_for(c) for c in test_contexts])
-            full = summary(probs, test_y, thresholds)
+            full = summary(probs, test_y, thresholds, classifier.class_bias)
             full["intervals_95"] = bootstrap_intervals(probs, test_y, thresholds, groups=[r.lesion_id for r in test],
-                                                       n_resamples=args.bootstrap, seed=args.seed)
+                                                       n_resamples=args.bootstrap, seed=args.seed,
+                                                       class_bias=classifier.class_bias)
             test_with_context[name] = full
             log(f"test {name} with clinical context: {headline(full)}")
     manifest["metrics"] = {
@@ -278,6 +293,31 @@ def package(
         json.dump({"test": test_metrics, "test_with_context": test_with_context, "training": training}, fh, indent=2)
     log(f"bundle written: {os.path.join(out, MANIFEST_NAME)}")
     return manifest
+
+
+def suggested_class_operating_point(*, val: Sequence[Record], val_probs: dict[str, np.ndarray], variants: dict,
+                                    context: dict | None,
+                                    log: Callable[[str], None] = print) -> tuple[dict, dict | None]:
+    """(the manifest's `decision` section, chosen on the answers as served: with the clinical
+    context where adopted; the validation headlines with context under it, or None). Rewrites
+    each variant's image-only validation headline to judge the suggested class too."""
+    val_y = np.array([r.label for r in val])
+    contexts = [r.context for r in val]
+    prior = ContextPrior.from_dict(context) if context is not None else None
+    served = {n: prior.apply(p, contexts) for n, p in val_probs.items()} if prior is not None else val_probs
+    decision = fit_operating_point(
+        labels=val_y, probs=served["fp32"], log=log,
+        chosen_on="validation, fp32" + (", with the clinical context" if prior is not None else ""))
+    class_bias = class_bias_vector(decision)
+    with_context: dict[str, dict] = {}
+    for name, probs in val_probs.items():
+        threshold = variants[name]["malignancy_threshold"]
+        variants[name]["validation"] = headline(summary(probs, val_y, threshold, class_bias))
+        if prior is not None:
+            per_image = np.array([context["malignancy_threshold"][name] if prior.used(c) else threshold
+                                  for c in contexts])
+            with_context[name] = headline(summary(served[name], val_y, per_image, class_bias))
+    return decision, (with_context if prior is not None else None)
 
 
 def make_current(bundle_dir: str) -> None:

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(os.path.join(source, "split.csv"), os.path.join(out, "split.csv"))
     model = keras.models.load_model(os.path.join(source, "model.keras"), compile=False)
     training = training_record(source, old)
-    training["fit"] = training["fit"] | {"repackaged_from": old["version"]}
+    # The version whose training made these weights (a repackage of a repackage names the first).
+    training["fit"] = training["fit"] | {"repackaged_from": training["fit"].get("repackaged_from", old["version"])}
     export.package(model=model, out=out, version=args.version, config=config, train=train, val=val, test=test,
                    args=args, training=training, log=log)
     if args.make_current:

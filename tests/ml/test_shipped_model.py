@@ -86,6 +86,19 @@ def test_its_split_file_covers_ham10000_ids_only_once(bundle):
     assert all(len(s) == 1 for s in lesions.values())
 
 
+def test_its_operating_point_follows_its_rule_on_validation(manifest):
+    """The melanoma bias is the largest whose validation balanced accuracy, and every smaller
+    one's, stays within the tolerance of the plain argmax (ml/training/operating_point.py)."""
+    decision = manifest.get("decision")
+    if decision is None:
+        pytest.skip("the shipped bundle suggests the plain argmax (no operating point)")
+    rows = decision["selection"]
+    plain = next(r for r in rows if r["bias"] == 0)["val_balanced_accuracy"]
+    within = [r["bias"] for r in rows if r["val_balanced_accuracy"] >= plain - decision["tolerance"] - 1e-9]
+    contiguous = max(b for b in within if all(r["bias"] in within for r in rows if r["bias"] <= b))
+    assert decision["class_bias"] == {decision["favoured_class"]: contiguous}
+
+
 @pytest.fixture(scope="module")
 def test_split(bundle):
     split = read_split_csv(os.path.join(bundle, "split.csv"))
@@ -101,7 +114,7 @@ def test_it_reproduces_the_reported_test_metrics(bundle, manifest, test_split):
         [classifier.probabilities(np.stack([classifier.prepare(open(r.path, "rb").read()) for r in test_split[i : i + 64]]))
          for i in range(0, len(test_split), 64)]
     )
-    result = summary(probs, labels, classifier.threshold)
+    result = summary(probs, labels, classifier.threshold, classifier.class_bias)  # the suggested class, as served
     reported = manifest["metrics"]["test"]["fp32"]
     for key in ("balanced_accuracy", "accuracy", "malignant_sensitivity", "malignant_specificity", "malignant_auc"):
         assert result[key] == pytest.approx(reported[key], abs=1e-4), key

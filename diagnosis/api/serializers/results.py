@@ -82,8 +82,14 @@ class ClassificationOutput(serializers.Serializer):
     model_version = serializers.CharField()
     model_variant = serializers.CharField()
     probabilities = serializers.SerializerMethodField()
-    top_class = serializers.CharField(help_text="Class code, e.g. 'mel'.")
+    top_class = serializers.CharField(
+        help_text="The suggested class's code, e.g. 'mel': the most probable class, or melanoma when the model's "
+        "operating point favours it (see `favoured_over_most_likely`).")
     top_class_name = serializers.CharField(help_text="e.g. 'Melanoma (mel)'.")
+    favoured_over_most_likely = serializers.BooleanField(
+        help_text="True when `top_class` is not the most probable class: the model suggests melanoma whenever its "
+        "probability comes close to the top class's, so that fewer melanomas are missed (`reading.details` says "
+        "so in words; the probabilities are unchanged).")
     malignancy_score = serializers.FloatField(allow_null=True, help_text="P(mel) + P(bcc) + P(akiec).")
     malignant = serializers.BooleanField(help_text="malignancy_score >= threshold.")
     threshold = serializers.FloatField(allow_null=True)

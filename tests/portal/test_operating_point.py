@@ -1,0 +1,58 @@
+"""A suggested class that is not the most probable one (the model's melanoma operating point,
+ml/training/operating_point.py) is said so, in words, wherever the result is shown: the result
+page, the API and the PDF report; the probabilities shown are the model's own."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from diagnosis.inference import display_name
+from diagnosis.interpretation import read_result
+from tests.portal.test_reports import all_text
+
+API = "/api/v1"
+FAVOURED = {"akiec": 0.02, "bcc": 0.03, "bkl": 0.08, "df": 0.01, "mel": 0.36, "nv": 0.48, "vasc": 0.02}
+
+
+def _favour_melanoma(image):
+    """The stored result as the served model gives it when melanoma comes close to a naevus."""
+    classification = image.classifications.get()
+    classification.probabilities = FAVOURED
+    classification.top_class = "mel"
+    classification.malignancy_score = 0.41
+    classification.threshold = 0.22
+    classification.malignant = True
+    classification.warnings = []
+    classification.save()
+    return classification
+
+
+def test_it_says_why_melanoma_is_suggested_over_a_more_probable_naevus(upload, client_for, colleague, lesion):
+    classification = _favour_melanoma(upload())
+    assert classification.favoured_over_most_likely and classification.top_class_label == "Suggested"
+    reading = read_result(classification)
+    explanation = reading.details[0]
+    assert explanation.startswith(f"{display_name('mel')} is suggested although {display_name('nv')} is more probable")
+    assert "48.0% against 36.0%" in explanation and "fewer melanomas are missed" in explanation
+
+    client = client_for(colleague)
+    page = client.get(reverse("image-detail", args=[classification.image_id])).content.decode()
+    assert f'Suggested: <strong id="top-class">{display_name("mel")}</strong>' in page
+    assert 'id="favoured-explanation"' in page and "Most likely:" not in page
+
+    body = client.get(f"{API}/images/{classification.image_id}/").json()["classification"]
+    assert body["top_class"] == "mel" and body["favoured_over_most_likely"] is True
+    assert body["probabilities"]["nv"] > body["probabilities"]["mel"]
+    assert body["reading"]["details"][0] == explanation
+
+    report = all_text(client.get(reverse("lesion-report", kwargs={"lesion_id": lesion.pk})).content)
+    assert f"Suggested: {display_name('mel')}" in report and "fewer melanomas are missed" in report
+
+
+def test_it_calls_the_most_probable_class_most_likely(upload, client_for, colleague):
+    classification = upload().classifications.get()  # the stand-in model: no operating point
+    assert not classification.favoured_over_most_likely
+    page = client_for(colleague).get(reverse("image-detail", args=[classification.image_id])).content.decode()
+    assert "Most likely:" in page and 'id="favoured-explanation"' not in page
+    body = client_for(colleague).get(f"{API}/images/{classification.image_id}/").json()["classification"]
+    assert body["favoured_over_most_likely"] is False
