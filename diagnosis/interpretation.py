@@ -76,6 +76,20 @@ def context_now(classification: Classification) -> dict[str, str] | None:
     return now if now != (classification.context or {}) else None
 
 
+def favoured_reason(classification: Classification) -> list[str]:
+    """Why the suggested class is not the most probable one (the model's melanoma operating
+    point), as one sentence; empty when it is the most probable."""
+    if not classification.favoured_over_most_likely:
+        return []
+    _, most_probable, p_top = classification.ranked_probabilities()[0]
+    p_suggested = float(classification.probabilities.get(classification.top_class, 0.0))
+    reason = (f"{display_name(classification.top_class)} is suggested although {most_probable} is more probable "
+              f"({percent(p_top)} against {percent(p_suggested)}): at this model's operating point melanoma is "
+              "suggested whenever its probability comes close to the top class's, so that fewer melanomas are "
+              "missed, at the cost of more second looks at naevi.")
+    return [reason]
+
+
 def read_result(classification: Classification) -> Reading | None:
     """The reading of a successful classification (None for any other state)."""
     if not classification.succeeded:
@@ -85,16 +99,7 @@ def read_result(classification: Classification) -> Reading | None:
     above = classification.malignant
     position = (f"The malignancy score {percent(score)} is {'at or above' if above else 'below'} "
                 f"the threshold of {percent(threshold)}.")
-    details: list[str] = []
-    if classification.favoured_over_most_likely:
-        _, most_probable, p_top = classification.ranked_probabilities()[0]
-        p_suggested = float(classification.probabilities.get(classification.top_class, 0.0))
-        details.append(
-            f"{display_name(classification.top_class)} is suggested although {most_probable} is more probable "
-            f"({percent(p_top)} against {percent(p_suggested)}): at this model's operating point melanoma is "
-            f"suggested whenever its probability comes close to the top class's, so that fewer melanomas are "
-            f"missed, at the cost of more second looks at naevi."
-        )
+    details: list[str] = favoured_reason(classification)
     if classification.malignant_group_decides:
         details.append(
             f"The single most likely class is {display_name(classification.top_class)}, which is benign, "

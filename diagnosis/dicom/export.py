@@ -23,6 +23,7 @@ from django.utils.text import get_valid_filename
 
 from diagnosis import inference, selectors
 from diagnosis.dicom.codes import body_site_code
+from diagnosis.interpretation import context_sentence, favoured_reason
 from diagnosis.models import Classification, Laterality, Lesion, LesionImage, Patient, Sex
 
 VL_PHOTOGRAPHIC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
@@ -82,7 +83,9 @@ def classification_note(shown: Classification | None) -> str:
     flag = "flagged" if shown.malignant else "not flagged"
     warnings = ", ".join(shown.warnings) if shown.warnings else "none"
     return (
-        f"SkinPortal classification. Top class: {shown.top_class_name}. Probabilities: {probabilities}. "
+        f"SkinPortal classification. {shown.top_class_label} class: {shown.top_class_name}. "
+        + "".join(f"{reason} " for reason in favoured_reason(shown))
+        + f"Probabilities: {probabilities}. {context_sentence(shown.context)} "
         f"Malignancy score {_figure(shown.malignancy_score)} against the threshold {_figure(shown.threshold)}: {flag}. "
         f"Warnings: {warnings}. Model version {shown.model_version} ({shown.model_variant or 'fp32'}). {NOTICE}"
     )

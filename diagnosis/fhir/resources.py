@@ -16,7 +16,7 @@ from typing import Any
 
 from diagnosis.fhir import codes
 from diagnosis.inference import CLASSES, display_name, warning_text
-from diagnosis.interpretation import percent, read_result
+from diagnosis.interpretation import context_sentence, favoured_reason, percent, read_result
 from diagnosis.models import Classification, Lesion, LesionImage, Patient
 
 Resource = dict[str, Any]
@@ -225,8 +225,9 @@ def _components(classification: Classification) -> list[Resource]:
 
 
 def observation_resource(classification: Classification) -> Resource:
-    """One succeeded classification: the top class as the value, one component per class
-    probability, the malignancy score (with the threshold as its range) and flag, and each warning."""
+    """One succeeded classification: the suggested class as the value, one component per class
+    probability, the malignancy score (with the threshold as its range) and flag, and each warning;
+    notes: decision support, the clinical context weighed, why a less probable class is suggested."""
     image = classification.image
     lesion = image.lesion
     top = classification.top_class
@@ -245,11 +246,13 @@ def observation_resource(classification: Classification) -> Resource:
             "issued": _instant(classification.finished_at or classification.updated_at),
             "valueCodeableConcept": {
                 "coding": [{"system": codes.PORTAL_CLASSES, "code": top, "display": display_name(top)}],
-                "text": f"Most likely class: {display_name(top)}",
+                "text": f"{classification.top_class_label} class: {display_name(top)}",
             }
             if top in CLASSES
             else None,
-            "note": [{"text": codes.DECISION_SUPPORT_NOTE}],
+            # What the answer weighed besides the image, and why a less probable class is suggested.
+            "note": [{"text": text} for text in (codes.DECISION_SUPPORT_NOTE, context_sentence(classification.context),
+                                                 *favoured_reason(classification))],
             "bodySite": body_site_concept(lesion, with_structure=True),
             "device": {"reference": f"#{DEVICE_ID}"},
             "derivedFrom": [reference("Media", image.pk)],

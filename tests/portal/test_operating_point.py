@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from diagnosis.inference import display_name
 from diagnosis.interpretation import read_result
+from tests.portal.helpers import GREEN, image_bytes
 from tests.portal.test_reports import all_text
 
 API = "/api/v1"
@@ -56,3 +57,25 @@ def test_it_calls_the_most_probable_class_most_likely(upload, client_for, collea
     assert "Most likely:" in page and 'id="favoured-explanation"' not in page
     body = client_for(colleague).get(f"{API}/images/{classification.image_id}/").json()["classification"]
     assert body["favoured_over_most_likely"] is False
+
+
+def test_its_fhir_and_dicom_exports_say_suggested_why_and_what_was_weighed(upload):
+    from diagnosis.dicom.export import classification_note
+    from diagnosis.fhir.resources import observation_resource
+
+    classification = _favour_melanoma(upload())
+    classification.context = {"age": "60-69", "sex": "female", "site": "back"}
+    classification.save()
+    observation = observation_resource(classification)
+    assert observation["valueCodeableConcept"]["text"] == f"Suggested class: {display_name('mel')}"
+    notes = [note["text"] for note in observation["note"]]
+    assert "not a diagnosis" in notes[0]
+    assert notes[1].startswith("Weighed with the image: age 60-69, female, back")
+    assert "fewer melanomas are missed" in notes[2]
+    note = classification_note(classification)
+    assert f"Suggested class: {display_name('mel')}." in note and "fewer melanomas are missed" in note
+    assert "Weighed with the image: age 60-69, female, back" in note
+
+    plain = upload(image_bytes(GREEN)).classifications.get()
+    assert observation_resource(plain)["valueCodeableConcept"]["text"].startswith("Most likely class: ")
+    assert len(observation_resource(plain)["note"]) == 2 and "Read from the image alone" in classification_note(plain)
