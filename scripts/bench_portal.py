@@ -553,10 +553,15 @@ def seed_lesion(port: int) -> tuple[str, Api, int]:
     token = Api(port).json("POST", "/api/v1/auth/token/", {"username": "bench", "password": PASSWORD})["token"]
     api = Api(port, token)
     patient = api.json("POST", "/api/v1/patients/", {"external_id": "B-1", "name": "Bench Patient"}, expect=201)
-    lesion = api.json(
-        "POST", "/api/v1/lesions/", {"patient": patient["id"], "body_site": "back", "label": "bench"}, expect=201
-    )
-    return token, api, lesion["id"]
+    return token, api, new_lesion(api, patient["id"], "bench")
+
+
+def new_lesion(api: Api, patient_id: int, label: str) -> int:
+    """A fresh lesion: the portal refuses a file already on a lesion (409 duplicate_image), so
+    each phase that uploads the same images again gets its own."""
+    lesion = api.json("POST", "/api/v1/lesions/", {"patient": patient_id, "body_site": "back", "label": label},
+                      expect=201)
+    return lesion["id"]
 
 
 @dataclass(frozen=True)
@@ -603,11 +608,16 @@ def measure_latency(
 ) -> list[tuple]:
     """Per client level: (clients, uploads, p50 s, p95 s, uploads/s, CPU ms per upload by part)."""
     levels = []
+    api = Api(args.port, token)
+    patient_id = api.json("GET", f"/api/v1/lesions/{lesion_id}/")["patient"]
     for n_clients in clients:
         requests = max(args.requests, 4 * n_clients)
+        if requests > len(images):
+            raise SystemExit(f"{requests} single uploads need as many distinct images; --n is {len(images)}")
         log(f"single uploads: {n_clients} client(s), {requests} uploads ...")
+        level_lesion = new_lesion(api, patient_id, f"bench, {n_clients} client(s)")
         before = cpu_snapshot(web.pid, worker.pid)
-        latencies, rate = latency_level(args.port, token, lesion_id, images, n_clients, requests)
+        latencies, rate = latency_level(args.port, token, level_lesion, images, n_clients, requests)
         after = cpu_snapshot(web.pid, worker.pid)
         per_upload = {part: 1e3 * (after[part] - before[part]) / len(latencies) for part in after}
         levels.append(

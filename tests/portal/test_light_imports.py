@@ -41,3 +41,17 @@ def test_opencv_loads_on_first_use_with_one_thread():
         stdin=image_bytes(size=(140, 110)),
     )
     assert "BEFORE False" in out and "AFTER 140 110 1" in out
+
+
+def test_numpys_openblas_runs_one_thread_in_a_portal_process_unless_the_operator_says_otherwise():
+    # OpenBLAS's threads spin after each matrix product: on 2 cores that cost ~60 CPU-ms per image.
+    code = ("import django; django.setup(); import numpy, threadpoolctl;"
+            "print('BLAS', [i['num_threads'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, timeout=120, check=False,
+                          env=env | {"DJANGO_SETTINGS_MODULE": "skinportal.settings"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert "BLAS [1]" in done.stdout.decode()
+    chosen = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, timeout=120, check=False,
+                            env=env | {"DJANGO_SETTINGS_MODULE": "skinportal.settings", "OPENBLAS_NUM_THREADS": "2"})
+    assert "BLAS [2]" in chosen.stdout.decode(), chosen.stderr.decode()
