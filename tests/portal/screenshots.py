@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.portal.browser import CHROMIUM, in_own_thread, require_browser
+from tests.portal.browser import CHROMIUM, CHROMIUM_ARGS, in_own_thread, require_browser
 from tests.portal.helpers import PASSWORD, REPO_ROOT
 from tests.portal.test_segmentation_storage import classical_segmenter  # noqa: F401 - drawn lesions
 
