@@ -4,10 +4,14 @@ page, the API and the PDF report; the probabilities shown are the model's own.""
 
 from __future__ import annotations
 
+import os
+
 from django.urls import reverse
 
+from diagnosis import services
 from diagnosis.inference import display_name
 from diagnosis.interpretation import read_result
+from tests.conftest import HAM_IMAGES, needs_ham10000
 from tests.portal.helpers import GREEN, image_bytes
 from tests.portal.test_reports import all_text
 
@@ -79,3 +83,24 @@ def test_its_fhir_and_dicom_exports_say_suggested_why_and_what_was_weighed(uploa
     plain = upload(image_bytes(GREEN)).classifications.get()
     assert observation_resource(plain)["valueCodeableConcept"]["text"].startswith("Most likely class: ")
     assert len(observation_resource(plain)["note"]) == 2 and "Read from the image alone" in classification_note(plain)
+
+
+# A HAM10000 image the served model (v3c.3, image alone) calls a naevus at 0.553 and a melanoma at
+# 0.294: at least 0.50x the naevus's, so melanoma is suggested.
+FAVOURED_IMAGE = "ISIC_0024387"
+
+
+@needs_ham10000
+def test_the_served_model_suggests_melanoma_over_a_close_naevus_and_says_why(shipped_model, owner, org, upload,
+                                                                             client_for, colleague):
+    patient = services.patients.patient_create(user=owner, organisation=org, external_id="MRN-9", name="N")
+    lesion = services.patients.lesion_create(user=owner, patient=patient, body_site="unknown", label="x")
+    with open(os.path.join(HAM_IMAGES, f"{FAVOURED_IMAGE}.jpg"), "rb") as fh:
+        image = upload(fh.read(), target=lesion)  # nothing recorded: the image alone
+    classification = image.classifications.get()
+    assert classification.model_version == shipped_model and classification.context == {}
+    assert classification.probabilities["nv"] > classification.probabilities["mel"]
+    assert classification.top_class == "mel" and classification.favoured_over_most_likely
+    page = client_for(colleague).get(reverse("image-detail", args=[image.pk])).content.decode()
+    assert f'Suggested: <strong id="top-class">{display_name("mel")}</strong>' in page
+    assert "fewer melanomas are missed" in page
