@@ -259,7 +259,10 @@ class Trainer:
         self.backbone_opt.build(self.backbone_vars)
         self.head_opt.build(self.head_vars)
         self.trainable = self.backbone_vars + self.head_vars
-        self.ema = [keras.Variable(v.value, trainable=False, name=f"ema_{i}") for i, v in enumerate(self.trainable)]
+        # Copies of the values: under TensorFlow `v.value` is the tf.Variable itself, and a
+        # keras.Variable made from it is that same variable (an "average" that is the live weights).
+        self.ema = [keras.Variable(np.array(keras.ops.convert_to_numpy(v.value)), trainable=False, name=f"ema_{i}")
+                    for i, v in enumerate(self.trainable)]
         self.step = keras.Variable(np.int32(0), dtype="int32", trainable=False, name="ema_step")
         self.class_weights = np.asarray(class_weights, dtype=np.float32)
         self._run_epoch = steps.epoch_runner(self)

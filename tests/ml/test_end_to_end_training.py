@@ -69,6 +69,32 @@ def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced
     assert len(order) == len(labels)
 
 
+def test_its_weight_average_is_its_own_copy_that_lags_the_live_weights():
+    """The EMA holds copies: under TensorFlow a keras.Variable made from `v.value` would be the
+    live variable itself, and the 'averaged' weights would silently be the raw ones."""
+    image = keras.Input((8, 8, 3))
+    base = keras.Model(image, keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(image)))
+    model = endtoend.build_model(base, dropout=0.0, seed=1)
+    cfg = endtoend.EndToEndConfig(epochs=50, warmup_epochs=0, batch_size=4, head_lr=1e-2, backbone_lr=1e-2)
+    trainer = endtoend.Trainer(model, base, cfg, steps_per_epoch=10, class_weights=np.ones(len(CLASSES)))
+    assert not any(a.value is v.value for a, v in zip(trainer.ema, trainer.trainable))
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(4, 8, 8, 3)).astype("float32"),
+                np.eye(len(CLASSES), dtype="float32")[rng.integers(0, len(CLASSES), 4)], np.ones(4, "float32"))
+               for _ in range(10)]
+    trainer.train_epoch(iter(batches))
+    gap = max(float(np.abs(keras.ops.convert_to_numpy(a.value) - keras.ops.convert_to_numpy(v.value)).max())
+              for a, v in zip(trainer.ema, trainer.trainable))
+    assert gap > 1e-4  # ten steps at 1e-2 leave the average behind
+    x = rng.normal(size=(6, 8, 8, 3)).astype("float32")
+    raw = trainer.logits(x)
+    trainer.swap_ema()
+    averaged = trainer.logits(x)
+    trainer.swap_ema()
+    assert np.abs(raw - averaged).max() > 1e-6
+    np.testing.assert_array_equal(trainer.logits(x), raw)  # swapping twice puts the live weights back
+
+
 def _tiny_run(records, checkpoint_dir, *, stop_after=None, finish_now=False):
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(5)
