@@ -421,7 +421,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         **metrics,
         "clinical_context": context_report,
         # The suggested class's operating point (ml.scores.suggested_classes); {} = plain argmax.
-        "class_bias": dict((classifier.manifest.get("decision") or {}).get("class_bias") or {}),
+        "class_bias": ({} if classifier.class_bias is None else
+                       {code: float(bias) for code, bias in zip(CLASSES, classifier.class_bias) if bias}),
     }
     if args.bootstrap > 0:
         groups = [item.lesion_id or item.image_id for item in items]
