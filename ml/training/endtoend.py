@@ -76,6 +76,10 @@ class EndToEndConfig:
     # than "histo"), relative to a confirmed one of the same class; each class's mean weight is
     # kept, so the class balance is unchanged. 1 = all images alike.
     unconfirmed_weight: float = 1.0
+    # Version of the trained bundle whose weights the run starts from (a second, shorter run over
+    # an end-to-end model: a lower rate and the weight average, as in SWA); None = the ImageNet
+    # backbone and a fresh head. Part of the config so a checkpoint is never resumed onto another start.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -101,6 +105,25 @@ def build_model(base: keras.Model, *, dropout: float, seed: int, n_classes: int 
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     return keras.Model(image, logits, name="skinportal_mobilenetv2")
+
+
+def load_initial_weights(model: keras.Model, bundle_dir: str, config: PreprocessConfig) -> str:
+    """Copy a trained bundle's weights (its model.keras) into the freshly built `model`; the
+    bundle's version. Refuses (ValueError) a bundle whose preprocessing or layer shapes differ:
+    weights learned on other inputs would start the run from the wrong place without a word."""
+    from ml.manifest import load_manifest
+
+    manifest = load_manifest(bundle_dir)
+    if PreprocessConfig.from_dict(manifest["preprocessing"]) != config:
+        raise ValueError(f"{bundle_dir} was trained on {manifest['preprocessing']}, this run uses {config.to_dict()}")
+    trained = keras.models.load_model(os.path.join(bundle_dir, "model.keras"), compile=False)
+    shapes = [tuple(w.shape) for w in model.get_weights()]
+    trained_shapes = [tuple(w.shape) for w in trained.get_weights()]
+    if shapes != trained_shapes:
+        raise ValueError(f"{bundle_dir}'s model.keras does not match this architecture "
+                         f"({len(trained_shapes)} weight arrays vs {len(shapes)}, or other shapes)")
+    model.set_weights(trained.get_weights())
+    return str(manifest["version"])
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):

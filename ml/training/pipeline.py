@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--latency-reference", default=None,
                      help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed (default: the "
                           "served bundle's, ml/models/CURRENT); without one, no test-time views are shipped")
+    e2e.add_argument("--init-from", metavar="BUNDLE",
+                     help="start from a trained end-to-end bundle's weights (same split, preprocessing and width) "
+                          "instead of the ImageNet backbone: a second, shorter run at a lower rate")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
     e2e.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                      help="threads building augmented views (the result does not depend on it)")
@@ -114,6 +117,16 @@ def cap_per_class(records: list[Record], cap: int | None, seed: int) -> list[Rec
         order = rng.permutation(len(of_class))[:cap]
         kept.extend(of_class[i] for i in sorted(order))
     return kept
+
+
+def refuse_foreign_split(bundle_dir: str, split_of: dict[str, str]) -> None:
+    """A run that starts from a bundle's weights must use that bundle's split: its weights have
+    seen the bundle's training images, which another split could put in validation or test."""
+    bundle_split = read_split_csv(os.path.join(bundle_dir, "split.csv"))
+    moved = [i for i, s in split_of.items() if bundle_split.get(i, s) != s]
+    if moved:
+        sys.exit(f"--init-from {bundle_dir}: {len(moved)} images sit in another part of the split than when it was "
+                 f"trained (e.g. {moved[0]}); pass --split-csv {os.path.join(bundle_dir, 'split.csv')}")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -149,6 +162,8 @@ def run(args: argparse.Namespace) -> dict:
         records = load_metadata(args.metadata, args.images)
         split_of = split_by_lesion(records, seed=args.split_seed)
         write_split_csv(os.path.join(out, "split.csv"), records, split_of)
+    if getattr(args, "init_from", None):
+        refuse_foreign_split(args.init_from, split_of)
     records = cap_per_class(records, args.max_per_class, args.seed)
     train, val, test = (records_in(records, split_of, s) for s in ("train", "val", "test"))
     for name, part in (("train", train), ("val", val), ("test", test)):
@@ -243,6 +258,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     Returns None when --stop-after ended the call before training finished."""
     import keras
 
+    from ml.manifest import load_manifest
     from ml.training import backbone, endtoend
 
     if args.colour == "auto":
@@ -254,10 +270,13 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         label_smoothing=args.label_smoothing, sampling=args.sampling, balance=args.balance, ema_decay=args.ema_decay,
         patience=args.patience, seed=args.seed, mixup=args.mixup, selection=args.select,
         unconfirmed_weight=args.unconfirmed_weight,
+        init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
     )
     keras.utils.set_random_seed(args.seed)
     base = backbone.build_backbone(args.alpha, config.height_width, weights)
     model = endtoend.build_model(base, dropout=cfg.dropout, seed=cfg.seed)
+    if args.init_from:
+        log(f"starting from the weights of {endtoend.load_initial_weights(model, args.init_from, config)}")
     log(f"end-to-end fine-tuning at {config.describe()} ({config.colour}): {cfg}")
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=config, cfg=cfg,
                                       checkpoint_dir=os.path.join(work, "end_to_end"), log=log,

@@ -305,6 +305,42 @@ def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(bun
     assert rows[0].split("|")[2] == rows[1].split("|")[2]
 
 
+def _best_model(checkpoint_dir) -> keras.Model:
+    """A run's best.npz loaded into a fresh tiny non-square model (alpha 0.35, 48x64)."""
+    base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
+    model = endtoend.build_model(base, dropout=0.3, seed=20261125)
+    with np.load(os.path.join(checkpoint_dir, "best.npz")) as arrays:
+        for variable, name in zip(model.variables, sorted(arrays.files, key=lambda n: int(n.split("_")[1]))):
+            variable.assign(arrays[name])
+    return model
+
+
+def test_it_starts_a_second_run_from_a_bundles_weights_on_its_own_split_and_inputs_only(bundle, tmp_path):
+    metadata = os.path.join(os.path.dirname(bundle), "metadata.csv")
+    images = os.path.join(os.path.dirname(bundle), "images")
+
+    def train(work, *extra):
+        return ml_main(["train", "--mode", "end-to-end", "--metadata", metadata, "--images", images,
+                        "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / work), "--alpha", "0.35",
+                        "--weights", "none", "--size", "48", "--colour", "clahe", "--epochs", "1",
+                        "--warmup-epochs", "0", "--batch-size", "8", "--train-only", "--init-from", bundle, *extra])
+
+    # Another split could put the bundle's training images into validation: refused.
+    with pytest.raises(SystemExit, match="another part of the split"):
+        train("other_split", "--width", "64", "--split-seed", "7")
+    own_split = ["--split-csv", os.path.join(bundle, "split.csv")]
+    # Other inputs (a square 48x48 here) than the weights were trained on: refused.
+    with pytest.raises(ValueError, match="was trained on"):
+        train("other_size", "--width", "48", *own_split)
+    # At a learning rate of 0 the run's best epoch holds exactly the bundle's weights: they were loaded.
+    assert train("same", "--width", "64", "--head-lr", "0", "--backbone-lr", "0", *own_split) == 0
+    state = json.loads((tmp_path / "same" / "end_to_end" / "state.json").read_text())
+    assert state["config"]["init_from"] == json.load(open(os.path.join(bundle, "manifest.json")))["version"]
+    trained = keras.models.load_model(os.path.join(bundle, "model.keras"), compile=False).get_weights()
+    for loaded, original in zip(_best_model(tmp_path / "same" / "end_to_end").get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(loaded, original)
+
+
 def test_it_names_the_three_exported_outputs_by_their_shapes_and_orders_them():
     import onnx
     import onnxruntime as ort
@@ -495,11 +531,7 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
         ml_main(["train", *train_options(tmp_path / "unfinished"), "--images", images, str(held_out)])
 
     # The JAX-trained weights, loaded by TensorFlow, score validation as they did under JAX.
-    base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
-    model = endtoend.build_model(base, dropout=0.3, seed=20261125)
-    with np.load(checkpoint / "best.npz") as arrays:
-        for variable, name in zip(model.variables, sorted(arrays.files, key=lambda n: int(n.split("_")[1]))):
-            variable.assign(arrays[name])
+    model = _best_model(checkpoint)
     val = [r for r in records if split_of[r.image_id] == "val"]
     val_y = np.array([r.label for r in val])
     probs = softmax(model.predict(np.stack([preprocess(read_image(r.path), CONFIG) for r in val]), verbose=0))
