@@ -80,6 +80,12 @@ class ContextPrior:
         return {field: value for field, value in (context or NO_CONTEXT).known().items()
                 if value in self.log_ratios.get(field, {})}
 
+    def thresholds(self, contexts: Iterable[ClinicalContext | None], *, with_context: float,
+                   image_only: float) -> np.ndarray:
+        """Each answer's malignancy threshold: the one fitted for answers with context where a
+        field moved it, the image's own otherwise (as ml.inference.Classifier.threshold_for)."""
+        return np.array([with_context if self.used(c) else image_only for c in contexts], dtype=np.float64)
+
     def apply(self, probabilities: np.ndarray, contexts: Iterable[ClinicalContext | None]) -> np.ndarray:
         """Calibrated probabilities (N, classes) with each row's context taken into account."""
         log_p = np.log(np.clip(probabilities, 1e-12, 1.0)) + np.stack([self.offsets(c) for c in contexts])

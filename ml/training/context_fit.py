@@ -12,17 +12,18 @@ import numpy as np
 
 from ml.context import FIELDS, fit_context_prior
 from ml.data import Record
-from ml.metrics import bootstrap_resamples, is_malignant, malignancy_scores, summary, threshold_for_sensitivity
+from ml.metrics import bootstrap_resamples, is_malignant, malignancy_scores, threshold_for_sensitivity
 
 WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: dict[str, np.ndarray],
-                image_thresholds: dict[str, float], target_sensitivity: float, seed: int,
-                headline: Callable[[dict], dict], log: Callable[[str], None] = print) -> tuple[dict | None, list[dict]]:
-    """(the manifest's `context` section, or None when the guard keeps the image alone; the
-    comparison rows). `val_probs`: each variant's calibrated validation probabilities;
-    `image_thresholds`: its malignancy threshold for answers without context."""
+                target_sensitivity: float, seed: int,
+                log: Callable[[str], None] = print) -> tuple[dict | None, list[dict]]:
+    """(the manifest's `context` section: the table and each variant's malignancy threshold for
+    answers that use it, or None when the guard keeps the image alone; the comparison rows).
+    `val_probs`: each variant's calibrated validation probabilities. The validation figures with
+    context are measured later, once, on the answers as served (ml.training.export)."""
     from ml.training.finalize import BOOTSTRAP_RESAMPLES, choose
 
     val_y = np.array([r.label for r in val])
@@ -48,18 +49,13 @@ def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: di
     if not is_malignant(val_y[used]).any():  # nothing to fit a threshold on (tiny or odd data)
         log("clinical context: no malignant validation image has a known field: the image alone")
         return None, rows
-    thresholds, validation = {}, {}
-    for variant, probs in val_probs.items():
-        fused = prior.apply(probs, val_contexts)
-        thresholds[variant] = threshold_for_sensitivity(malignancy_scores(fused[used]), is_malignant(val_y[used]),
-                                                        target_sensitivity)
-        per_image = np.where(used, thresholds[variant], image_thresholds[variant])
-        validation[variant] = headline(summary(fused, val_y, per_image))
+    thresholds = {variant: threshold_for_sensitivity(malignancy_scores(prior.apply(probs, val_contexts)[used]),
+                                                     is_malignant(val_y[used]), target_sensitivity)
+                  for variant, probs in val_probs.items()}
     known = {field: int(sum(field in c.known() for c in train_contexts)) for field in FIELDS}
-    log(f"clinical context adopted: weight {prior.weight:g}, validation {validation['fp32']}")
+    log(f"clinical context adopted: weight {prior.weight:g}, malignancy threshold with context {thresholds}")
     return prior.to_dict() | {
         "malignancy_threshold": thresholds,
         "fitted_on": {"split": "train", "images": len(train), "images_with_field_known": known},
         "selection": rows,
-        "validation": validation,
     }, rows

@@ -203,23 +203,24 @@ def package(
         cal = calibrate(val_logits[name], val_y, target)
         probs = softmax(val_logits[name], cal["temperature"])
         variants[name] = {"file": os.path.basename(path), "sha256": sha256_file(path), "bytes": os.path.getsize(path),
-                          **cal, "validation": headline(summary(probs, val_y, cal["malignancy_threshold"]))}
-        log(f"{name}: T={cal['temperature']:.3f} threshold={cal['malignancy_threshold']:.4f} "
-            f"val {variants[name]['validation']}")
+                          **cal}
+        log(f"{name}: T={cal['temperature']:.3f} threshold={cal['malignancy_threshold']:.4f}")
+    val_probs = {n: softmax(val_logits[n], variants[n]["temperature"]) for n in served}
 
     # 3b. Clinical context (age, sex, body site): counted on the training split, weighed on validation.
-    context, context_rows = fit_context(
-        train=train, val=val, val_probs={n: softmax(val_logits[n], variants[n]["temperature"]) for n in served},
-        image_thresholds={n: variants[n]["malignancy_threshold"] for n in served}, target_sensitivity=target,
-        seed=args.seed, headline=headline, log=log)
+    context, context_rows = fit_context(train=train, val=val, val_probs=val_probs, target_sensitivity=target,
+                                        seed=args.seed, log=log)
 
-    # 3c. The operating point of the suggested class (ml/training/operating_point.py), on the
-    # validation answers as served; the validation headlines then judge the suggested class.
-    decision, validation_with_context = suggested_class_operating_point(
-        val=val, val_probs={n: softmax(val_logits[n], variants[n]["temperature"]) for n in served},
-        variants=variants, context=context, log=log)
+    # 3c. The operating point of the suggested class (ml/training/operating_point.py) on the
+    # validation answers as served; then the validation figures, once, judging the suggested class.
+    decision = suggested_class_operating_point(val=val, val_probs=val_probs, context=context, log=log)
+    validation_with_context = validation_headlines(val=val, val_probs=val_probs, variants=variants, context=context,
+                                                   class_bias=class_bias_vector(decision))
+    for name in served:
+        log(f"{name} validation: {variants[name]['validation']}")
     if context is not None:
         context["validation"] = validation_with_context
+        log(f"fp32 validation with clinical context: {validation_with_context['fp32']}")
 
     # 4. Parity Keras vs onnxruntime on real images, with the shipped temperature.
     n_parity = min(args.parity_images, len(val))
@@ -275,7 +276,8 @@ def package(
         log(f"test {name}: {headline(full)}")
         if classifier.context_prior is not None:
             probs = classifier.probabilities_with_context(probs, test_contexts)  # the same run, moved
-            thresholds = np.array([classifier.threshold_for(c) for c in test_contexts])
+            thresholds = classifier.context_prior.thresholds(test_contexts, with_context=classifier.context_threshold,
+                                                             image_only=classifier.threshold)
             full = summary(probs, test_y, thresholds, classifier.class_bias)
             full["intervals_95"] = bootstrap_intervals(probs, test_y, thresholds, groups=[r.lesion_id for r in test],
                                                        n_resamples=args.bootstrap, seed=args.seed,
@@ -295,29 +297,37 @@ def package(
     return manifest
 
 
-def suggested_class_operating_point(*, val: Sequence[Record], val_probs: dict[str, np.ndarray], variants: dict,
-                                    context: dict | None,
-                                    log: Callable[[str], None] = print) -> tuple[dict, dict | None]:
-    """(the manifest's `decision` section, chosen on the answers as served: with the clinical
-    context where adopted; the validation headlines with context under it, or None). Rewrites
-    each variant's image-only validation headline to judge the suggested class too."""
+def served_probabilities(val: Sequence[Record], probs: np.ndarray, context: dict | None) -> np.ndarray:
+    """Validation probabilities as the portal serves them: moved by the clinical context where adopted."""
+    if context is None:
+        return probs
+    return ContextPrior.from_dict(context).apply(probs, [r.context for r in val])
+
+
+def suggested_class_operating_point(*, val: Sequence[Record], val_probs: dict[str, np.ndarray], context: dict | None,
+                                    log: Callable[[str], None] = print) -> dict:
+    """The manifest's `decision` section, chosen on fp32's validation answers as served."""
+    return fit_operating_point(
+        labels=np.array([r.label for r in val]), probs=served_probabilities(val, val_probs["fp32"], context), log=log,
+        chosen_on="validation, fp32" + (", with the clinical context" if context is not None else ""))
+
+
+def validation_headlines(*, val: Sequence[Record], val_probs: dict[str, np.ndarray], variants: dict,
+                         context: dict | None, class_bias: np.ndarray) -> dict | None:
+    """Each variant's validation headline, judging the suggested class: the image alone into
+    `variants[name]["validation"]`; with the clinical context (each answer with the threshold it
+    is served with) returned per variant, or None when the bundle has no context table."""
     val_y = np.array([r.label for r in val])
-    contexts = [r.context for r in val]
-    prior = ContextPrior.from_dict(context) if context is not None else None
-    served = {n: prior.apply(p, contexts) for n, p in val_probs.items()} if prior is not None else val_probs
-    decision = fit_operating_point(
-        labels=val_y, probs=served["fp32"], log=log,
-        chosen_on="validation, fp32" + (", with the clinical context" if prior is not None else ""))
-    class_bias = class_bias_vector(decision)
     with_context: dict[str, dict] = {}
     for name, probs in val_probs.items():
         threshold = variants[name]["malignancy_threshold"]
         variants[name]["validation"] = headline(summary(probs, val_y, threshold, class_bias))
-        if prior is not None:
-            per_image = np.array([context["malignancy_threshold"][name] if prior.used(c) else threshold
-                                  for c in contexts])
-            with_context[name] = headline(summary(served[name], val_y, per_image, class_bias))
-    return decision, (with_context if prior is not None else None)
+        if context is not None:
+            thresholds = ContextPrior.from_dict(context).thresholds(
+                [r.context for r in val], with_context=context["malignancy_threshold"][name], image_only=threshold)
+            with_context[name] = headline(summary(served_probabilities(val, probs, context), val_y, thresholds,
+                                                  class_bias))
+    return with_context if context is not None else None
 
 
 def make_current(bundle_dir: str) -> None:

@@ -259,6 +259,32 @@ def test_it_evaluates_with_the_labels_clinical_context_unless_told_image_only(bu
     assert with_context["balanced_accuracy"] >= alone["balanced_accuracy"]  # the site tells the class here
 
 
+def test_its_validation_figures_with_context_are_those_of_the_answers_as_served(bundle, tmp_path):
+    """The manifest's validation headline with context is what `ml evaluate` (the inference path:
+    context, per-answer threshold, operating point) gives on the same validation images."""
+    import csv
+
+    from ml.data import read_split_csv
+
+    root = os.path.dirname(bundle)
+    split = read_split_csv(os.path.join(bundle, "split.csv"))
+    with open(os.path.join(root, "metadata.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    val_csv = tmp_path / "val.csv"
+    with open(val_csv, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if split.get(r["image_id"]) == "val")
+    out = tmp_path / "val.json"
+    assert ml_main(["evaluate", "--images", os.path.join(root, "images"), "--labels", str(val_csv), "--model", bundle,
+                    "--json", str(out), "--no-plots"]) == 0
+    measured = json.loads(out.read_text())
+    packaged = json.loads(open(os.path.join(bundle, "manifest.json")).read())["metrics"]["validation_with_context"]["fp32"]
+    assert measured["n_images"] == packaged["n_images"] > 0
+    for key in ("balanced_accuracy", "malignant_sensitivity", "malignant_specificity", "malignant_auc"):
+        assert measured[key] == pytest.approx(packaged[key], abs=1e-4), key
+
+
 def test_it_predicts_a_folder_with_the_context_csv(bundle, tmp_path):
     import csv
 
