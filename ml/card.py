@@ -311,7 +311,10 @@ def _clinical_context(add, context: dict, alone: dict, weighed: dict | None) -> 
 
 
 def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) -> None:
-    add(f"End to end: every layer trained (BatchNorm statistics frozen), {fit['warmup_epochs']} warm-up epoch(s) "
+    start = (f"Started from the weights of `{fit['init_from']}` (an earlier end-to-end run on the same split, "
+             "continued at a lower rate with the weight average; its own card gives its recipe), not from ImageNet. "
+             if fit.get("init_from") else "")
+    add(f"{start}End to end: every layer trained (BatchNorm statistics frozen), {fit['warmup_epochs']} warm-up epoch(s) "
         f"then cosine decay over {fit['epochs']} epochs; AdamW with peak learning rates {fit['backbone_lr']:g} "
         f"(backbone) and {fit['head_lr']:g} (head), weight decay {fit['weight_decay']:g}, batch {fit['batch_size']}; "
         f"a fresh random view of every image each epoch (random resized crop, flips, 90-degree turns, rotation with "
@@ -417,6 +420,8 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --mixup {fit['mixup']:g}" if fit.get("mixup") else "",
         f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
         f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
+        f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
+        if fit.get("init_from") else "",
     ])
     return (
         "```sh\n.venv/bin/python -m ml train --mode end-to-end \\\n"
