@@ -191,7 +191,8 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
     cfg = history["config"]
     training = {
         "backbone": {"name": "MobileNetV2", "alpha": args.alpha,
-                     "init": backbone.WEIGHT_DESCRIPTIONS[args.alpha] if args.weights != "none" else "random",
+                     "init": (f"the trained weights of {cfg['init_from']}" if cfg.get("init_from")
+                              else backbone.WEIGHT_DESCRIPTIONS[args.alpha] if args.weights != "none" else "random"),
                      "frozen_through": None},
         "fit": cfg | {"mode": "end-to-end", "cpu_cores": os.cpu_count(), "best_epoch": history["best"]["epoch"],
                       "best_weights": history["best"]["weights"], "epochs_run": history["next_epoch"],
