@@ -9,6 +9,11 @@ and malignant AUC and the fraction of paired bootstrap resamples of the split's 
 which it is higher, so a choice between models rests on more than one noisy figure (validation
 holds 14 df and 25 vasc images: one image moves balanced accuracy by about 0.01). Choose on
 validation; the test split is for reporting only.
+
+By default the networks are compared: the image alone, the plain argmax. `--as-served` judges
+the answers each bundle serves: moved by the clinical context of each image's metadata row
+(where the bundle has a context table) and the suggested class taken at the bundle's own
+operating point (its manifest's melanoma bias), as `ml evaluate` and the portal do.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ml.data import load_metadata, read_split_csv, records_in
+from ml.classes import CLASSES
+from ml.data import Record, load_metadata, read_split_csv, records_in
 from ml.inference import Classifier
 from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc
+from ml.scores import suggested_classes
+
+MELANOMA = CLASSES.index("mel")
 
 DEFAULT_IMAGES = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ham10000", "images")
@@ -29,14 +38,21 @@ DEFAULT_IMAGES = os.path.normpath(
 DEFAULT_METADATA = os.path.join(os.path.dirname(DEFAULT_IMAGES), "HAM10000_metadata.csv")
 
 
-def split_records(model_dir: str, metadata: str, images: str, split: str) -> tuple[list[str], np.ndarray, list[str]]:
-    """(image paths, labels, lesion ids) of one split of the bundle's split.csv."""
+def split_records(model_dir: str, metadata: str, images: str, split: str) -> list[Record]:
+    """The records of one split of the bundle's split.csv."""
     split_of = read_split_csv(os.path.join(model_dir, "split.csv"))
-    records = records_in(load_metadata(metadata, [images]), split_of, split)
-    return [r.path for r in records], np.array([r.label for r in records]), [r.lesion_id for r in records]
+    return records_in(load_metadata(metadata, [images]), split_of, split)
 
 
 def probabilities(model_dir: str, paths: Sequence[str], batch: int = 64) -> np.ndarray:
+    """The bundle's calibrated image-only probabilities (fp32) for each image file."""
+    return answers(model_dir, paths)[0]
+
+
+def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = None,
+            batch: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, the bundle's class bias); with `contexts`, the probabilities are moved by
+    each image's clinical context as the bundle serves them."""
     classifier = Classifier(model_dir, variant="fp32")
     out = []
     for start in range(0, len(paths), batch):
@@ -45,19 +61,33 @@ def probabilities(model_dir: str, paths: Sequence[str], batch: int = 64) -> np.n
             with open(path, "rb") as fh:
                 chunk.append(classifier.prepare(fh.read()))
         out.append(classifier.probabilities(np.stack(chunk)))
-    return np.concatenate(out)
+    probs = np.concatenate(out)
+    return classifier.probabilities_with_context(probs, contexts), classifier.class_bias
+
+
+def melanoma_recall(labels: np.ndarray, predicted: np.ndarray) -> float:
+    is_melanoma = labels == MELANOMA
+    return float((predicted[is_melanoma] == MELANOMA).mean()) if is_melanoma.any() else 0.0
+
+
+def figures(labels: np.ndarray, probs: np.ndarray, class_bias: np.ndarray | None = None) -> dict[str, float]:
+    """Balanced accuracy and melanoma recall of the suggested class (plain argmax without a
+    bias), malignant ROC AUC of the probabilities."""
+    predicted = suggested_classes(probs, class_bias)
+    return {"balanced_accuracy": balanced_accuracy(labels, predicted),
+            "malignant_auc": roc_auc(is_malignant(labels), malignancy_scores(probs)) or 0.0,
+            "melanoma_recall": melanoma_recall(labels, predicted)}
 
 
 def paired_bootstrap(labels: np.ndarray, groups: Sequence[str], base: np.ndarray, other: np.ndarray,
-                     *, n_resamples: int, seed: int) -> dict[str, float]:
-    """Fraction of lesion resamples in which `other` beats `base` on each metric."""
-    malignant = is_malignant(labels)
-    wins = {"balanced_accuracy": 0, "malignant_auc": 0}
+                     *, n_resamples: int, seed: int, base_bias: np.ndarray | None = None,
+                     other_bias: np.ndarray | None = None) -> dict[str, float]:
+    """Fraction of lesion resamples in which `other` beats `base` on each of `figures`."""
+    wins = dict.fromkeys(("balanced_accuracy", "malignant_auc", "melanoma_recall"), 0)
     for idx in bootstrap_resamples(len(labels), groups=groups, n_resamples=n_resamples, seed=seed):
-        y = labels[idx]
-        wins["balanced_accuracy"] += balanced_accuracy(y, other[idx].argmax(1)) > balanced_accuracy(y, base[idx].argmax(1))
-        wins["malignant_auc"] += (roc_auc(malignant[idx], malignancy_scores(other[idx])) or 0) > (
-            roc_auc(malignant[idx], malignancy_scores(base[idx])) or 0)
+        base_figures = figures(labels[idx], base[idx], base_bias)
+        for key, value in figures(labels[idx], other[idx], other_bias).items():
+            wins[key] += value > base_figures[key]
     return {k: v / n_resamples for k, v in wins.items()}
 
 
@@ -69,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default=DEFAULT_IMAGES)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--as-served", action="store_true",
+                        help="judge the answers as served: each image's clinical context and each bundle's operating point")
     args = parser.parse_args(argv)
     splits = set()
     for model in args.models:
@@ -76,19 +108,28 @@ def main(argv: list[str] | None = None) -> int:
             splits.add(fh.read())
     if len(splits) != 1:
         parser.error("the bundles were trained on different splits: their figures cannot be compared")
-    paths, labels, groups = split_records(args.models[0], args.metadata, args.images, args.split)
-    probs = [probabilities(m, paths) for m in args.models]
-    malignant = is_malignant(labels)
-    print(f"{args.split} split: {len(labels)} images, {len(set(groups))} lesions; baseline {args.models[0]}\n")
-    print("| model | balanced accuracy | malignant AUC | bal. acc. higher than baseline in | AUC higher in |")
-    print("|---|---|---|---|---|")
-    for model, p in zip(args.models, probs):
-        bacc = balanced_accuracy(labels, p.argmax(1))
-        auc = roc_auc(malignant, malignancy_scores(p)) or 0.0
-        if p is probs[0]:
-            print(f"| {os.path.basename(model.rstrip('/'))} (baseline) | {bacc:.4f} | {auc:.4f} | | |")
+    records = split_records(args.models[0], args.metadata, args.images, args.split)
+    labels, groups = np.array([r.label for r in records]), [r.lesion_id for r in records]
+    contexts = [r.context for r in records] if args.as_served else None
+    served = [answers(m, [r.path for r in records], contexts) for m in args.models]
+    biases = [bias if args.as_served else None for _, bias in served]
+    judged = ("as served (clinical context, each bundle's operating point)" if args.as_served
+              else "the image alone, plain argmax")
+    print(f"{args.split} split: {len(labels)} images, {len(set(groups))} lesions; baseline {args.models[0]}; {judged}\n")
+    print("| model | balanced accuracy | malignant AUC | melanoma recall | bal. acc. higher than baseline in "
+          "| AUC higher in | melanoma recall higher in |")
+    print("|---|---|---|---|---|---|---|")
+    base_probs = served[0][0]
+    for model, (probs, _), bias in zip(args.models, served, biases):
+        f = figures(labels, probs, bias)
+        name = os.path.basename(model.rstrip("/"))
+        row = f"| {name}{' (baseline)' if probs is base_probs else ''} | {f['balanced_accuracy']:.4f} | " \
+              f"{f['malignant_auc']:.4f} | {f['melanoma_recall']:.4f} |"
+        if probs is base_probs:
+            print(row + " | | |")
             continue
-        wins = paired_bootstrap(labels, groups, probs[0], p, n_resamples=args.bootstrap, seed=args.seed)
-        print(f"| {os.path.basename(model.rstrip('/'))} | {bacc:.4f} | {auc:.4f} | "
-              f"{wins['balanced_accuracy']:.0%} of resamples | {wins['malignant_auc']:.0%} |")
+        wins = paired_bootstrap(labels, groups, base_probs, probs, n_resamples=args.bootstrap, seed=args.seed,
+                                base_bias=biases[0], other_bias=bias)
+        print(row + f" {wins['balanced_accuracy']:.0%} of resamples | {wins['malignant_auc']:.0%} | "
+                    f"{wins['melanoma_recall']:.0%} |")
     return 0

@@ -170,6 +170,23 @@ def test_it_counts_paired_bootstrap_wins_over_lesions():
     noisy = rng.dirichlet(np.ones(len(CLASSES)), len(labels))
     perfect = np.eye(len(CLASSES))[labels] * 0.9 + 0.1 / len(CLASSES)
     assert paired_bootstrap(labels, groups, noisy, noisy, n_resamples=50, seed=1) == {
-        "balanced_accuracy": 0.0, "malignant_auc": 0.0}
+        "balanced_accuracy": 0.0, "malignant_auc": 0.0, "melanoma_recall": 0.0}
     wins = paired_bootstrap(labels, groups, noisy, perfect, n_resamples=50, seed=1)
     assert wins["balanced_accuracy"] == 1.0 and wins["malignant_auc"] == 1.0
+
+
+def test_it_judges_each_side_of_a_paired_bootstrap_at_its_own_operating_point():
+    from ml.compare import figures, paired_bootstrap
+
+    mel, nv = CLASSES.index("mel"), CLASSES.index("nv")
+    labels = np.array([mel] * 10 + [nv] * 10)
+    groups = [f"L{i}" for i in range(len(labels))]
+    probs = np.full((20, len(CLASSES)), 0.02)
+    probs[:, nv], probs[:, mel] = 0.55, 0.33  # every image: naevus most likely, melanoma close behind
+    bias = np.zeros(len(CLASSES))
+    bias[mel] = 0.7  # melanoma suggested when at least exp(-0.7) = 0.50 x the top class
+    assert figures(labels, probs)["melanoma_recall"] == 0.0
+    assert figures(labels, probs, bias)["melanoma_recall"] == 1.0
+    # The same probabilities: only the operating point differs, and it is what wins.
+    wins = paired_bootstrap(labels, groups, probs, probs, n_resamples=30, seed=2, other_bias=bias)
+    assert wins["melanoma_recall"] == 1.0 and wins["malignant_auc"] == 0.0
