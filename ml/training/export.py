@@ -201,7 +201,6 @@ def package(
     val_logits = {name: (fp32_val_logits if name == "fp32" else onnx_logits(path, val_x)) for name, path in served.items()}
     for name, path in served.items():
         cal = calibrate(val_logits[name], val_y, target)
-        probs = softmax(val_logits[name], cal["temperature"])
         variants[name] = {"file": os.path.basename(path), "sha256": sha256_file(path), "bytes": os.path.getsize(path),
                           **cal}
         log(f"{name}: T={cal['temperature']:.3f} threshold={cal['malignancy_threshold']:.4f}")

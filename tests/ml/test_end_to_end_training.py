@@ -3,6 +3,7 @@ post-processing, export, parity, the int8 gate and inference (TensorFlow; genera
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,7 +280,7 @@ def test_its_validation_figures_with_context_are_those_of_the_answers_as_served(
     assert ml_main(["evaluate", "--images", os.path.join(root, "images"), "--labels", str(val_csv), "--model", bundle,
                     "--json", str(out), "--no-plots"]) == 0
     measured = json.loads(out.read_text())
-    packaged = json.loads(open(os.path.join(bundle, "manifest.json")).read())["metrics"]["validation_with_context"]["fp32"]
+    packaged = json.loads(Path(bundle, "manifest.json").read_text())["metrics"]["validation_with_context"]["fp32"]
     assert measured["n_images"] == packaged["n_images"] > 0
     for key in ("balanced_accuracy", "malignant_sensitivity", "malignant_specificity", "malignant_auc"):
         assert measured[key] == pytest.approx(packaged[key], abs=1e-4), key
@@ -381,7 +382,7 @@ def test_it_starts_a_second_run_from_a_bundles_weights_on_its_own_split_and_inpu
     # At a learning rate of 0 the run's best epoch holds exactly the bundle's weights: they were loaded.
     assert train("same", "--width", "64", "--head-lr", "0", "--backbone-lr", "0", *own_split) == 0
     state = json.loads((tmp_path / "same" / "end_to_end" / "state.json").read_text())
-    assert state["config"]["init_from"] == json.load(open(os.path.join(bundle, "manifest.json")))["version"]
+    assert state["config"]["init_from"] == json.loads(Path(bundle, "manifest.json").read_text())["version"]
     trained = keras.models.load_model(os.path.join(bundle, "model.keras"), compile=False).get_weights()
     for loaded, original in zip(_best_model(tmp_path / "same" / "end_to_end").get_weights(), trained, strict=True):
         np.testing.assert_array_equal(loaded, original)
