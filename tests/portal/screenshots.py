@@ -5,7 +5,9 @@ and images. Not part of the test run (the file name does not start with test_); 
     .venv/bin/python -m pytest tests/portal/screenshots.py -p no:cacheprovider -q
 
 It writes compare.png, lesion.png, patient-body-map.png, dashboard.png, batch.png, agreement.png
-and result-outline.png into docs/screenshots/ (SKINPORTAL_SCREENSHOTS_DIR to write elsewhere).
+and result-outline.png into docs/screenshots/ (SKINPORTAL_SCREENSHOTS_DIR to write elsewhere), and,
+with ../shared beside the repository, result-suggested.png: the served model suggesting melanoma
+over a more probable naevus on a HAM10000 image, and saying why.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import HAM_IMAGES, needs_ham10000
 from tests.portal.browser import CHROMIUM, CHROMIUM_ARGS, in_own_thread, require_browser
 from tests.portal.helpers import PASSWORD, REPO_ROOT
 from tests.portal.test_segmentation_storage import classical_segmenter  # noqa: F401 - drawn lesions
@@ -100,25 +103,54 @@ def _clinic(owner, colleague, org) -> dict:
 
 def test_screenshots(owner, colleague, org, live_server):
     ids = in_own_thread(lambda: _clinic(owner, colleague, org))
+    _take(live_server, owner, [
+        ("dashboard.png", "/", "#follow-ups"),
+        ("compare.png", f"/lesions/{ids['back']}/compare/", "#summary"),
+        ("lesion.png", f"/lesions/{ids['back']}/", "svg.plot"),
+        ("patient-body-map.png", f"/patients/{ids['ada']}/", "h1"),
+        ("batch.png", f"/batches/{ids['batch']}/", "h1"),
+        ("agreement.png", f"/organisations/{ids['org']}/agreement/", "h1"),
+        ("result-outline.png", f"/images/{ids['later']}/", "#outline-overlay"),
+    ])
+
+
+# Image alone, the served model calls it a naevus first and suggests melanoma (tests/portal/test_operating_point.py).
+SUGGESTED_MELANOMA_IMAGE = "ISIC_0024387"
+
+
+@needs_ham10000
+def test_screenshot_of_a_suggested_melanoma(shipped_model, owner, colleague, org, live_server):
+    def upload() -> int:
+        from diagnosis import services
+
+        patient = services.patients.patient_create(user=owner, organisation=org, external_id="MRN-3307",
+                                                   name="Cleo Example")
+        lesion = services.patients.lesion_create(user=colleague, patient=patient, body_site="unknown",
+                                                 label="Referred image")
+        with open(os.path.join(HAM_IMAGES, f"{SUGGESTED_MELANOMA_IMAGE}.jpg"), "rb") as fh:
+            (image,) = services.uploads.lesion_image_upload(
+                user=colleague, lesion=lesion, files=[services.uploads.ImageUpload("referred.jpg", fh.read())],
+                captured_at=dt.date(2026, 11, 30))
+        services.classification.classification_run(image_ids=[image.pk])
+        assert image.classifications.get().favoured_over_most_likely
+        return image.pk
+
+    image_id = in_own_thread(upload)
+    _take(live_server, owner, [("result-suggested.png", f"/images/{image_id}/", "#top-class")])
+
+
+def _take(live_server, user, shots: list[tuple[str, str, str]]) -> None:
+    """Log in as `user` and save (file name, path, selector to wait for) as full-page PNGs in OUT."""
     OUT.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         page.set_default_timeout(30_000)
         page.goto(f"{live_server.url}/accounts/login/")
-        page.fill("#id_username", owner.username)
+        page.fill("#id_username", user.username)
         page.fill("#id_password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{live_server.url}/")
-        shots = [
-            ("dashboard.png", "/", "#follow-ups"),
-            ("compare.png", f"/lesions/{ids['back']}/compare/", "#summary"),
-            ("lesion.png", f"/lesions/{ids['back']}/", "svg.plot"),
-            ("patient-body-map.png", f"/patients/{ids['ada']}/", "h1"),
-            ("batch.png", f"/batches/{ids['batch']}/", "h1"),
-            ("agreement.png", f"/organisations/{ids['org']}/agreement/", "h1"),
-            ("result-outline.png", f"/images/{ids['later']}/", "#outline-overlay"),
-        ]
         for name, path, ready in shots:
             page.goto(f"{live_server.url}{path}")
             page.wait_for_selector(ready)
