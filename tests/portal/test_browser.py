@@ -140,6 +140,6 @@ def test_it_places_a_lesion_by_clicking_the_body_map(colleague, lesion, live_ser
     assert page.locator('svg[data-view="front"] .map-marker.off').count() == 1
     page.click("button[type=submit].primary")
     page.wait_for_url(f"**/lesions/{lesion.pk}/")
-    lesion.refresh_from_db()
+    in_own_thread(lesion.refresh_from_db)  # here, under Playwright's loop, its connection would never be closed
     assert lesion.map_view == "back" and abs(lesion.map_x - 0.25) < 0.02 and abs(lesion.map_y - 1 / 3) < 0.02
     assert not [text for text in console if "Content Security Policy" in text]
