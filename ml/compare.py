@@ -24,13 +24,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ml.classes import CLASSES
 from ml.data import Record, load_metadata, read_split_csv, records_in
 from ml.inference import Classifier
-from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc
+from ml.metrics import (
+    balanced_accuracy,
+    bootstrap_resamples,
+    confusion_matrix,
+    is_malignant,
+    malignancy_scores,
+    per_class_report,
+    roc_auc,
+)
 from ml.scores import suggested_classes
-
-MELANOMA = CLASSES.index("mel")
 
 DEFAULT_IMAGES = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ham10000", "images")
@@ -46,7 +51,7 @@ def split_records(model_dir: str, metadata: str, images: str, split: str) -> lis
 
 def probabilities(model_dir: str, paths: Sequence[str], batch: int = 64) -> np.ndarray:
     """The bundle's calibrated image-only probabilities (fp32) for each image file."""
-    return answers(model_dir, paths)[0]
+    return answers(model_dir, paths, batch=batch)[0]
 
 
 def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = None,
@@ -65,18 +70,13 @@ def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = No
     return classifier.probabilities_with_context(probs, contexts), classifier.class_bias
 
 
-def melanoma_recall(labels: np.ndarray, predicted: np.ndarray) -> float:
-    is_melanoma = labels == MELANOMA
-    return float((predicted[is_melanoma] == MELANOMA).mean()) if is_melanoma.any() else 0.0
-
-
 def figures(labels: np.ndarray, probs: np.ndarray, class_bias: np.ndarray | None = None) -> dict[str, float]:
     """Balanced accuracy and melanoma recall of the suggested class (plain argmax without a
     bias), malignant ROC AUC of the probabilities."""
     predicted = suggested_classes(probs, class_bias)
     return {"balanced_accuracy": balanced_accuracy(labels, predicted),
             "malignant_auc": roc_auc(is_malignant(labels), malignancy_scores(probs)) or 0.0,
-            "melanoma_recall": melanoma_recall(labels, predicted)}
+            "melanoma_recall": per_class_report(confusion_matrix(labels, predicted))["mel"]["recall"] or 0.0}
 
 
 def paired_bootstrap(labels: np.ndarray, groups: Sequence[str], base: np.ndarray, other: np.ndarray,
@@ -119,16 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | balanced accuracy | malignant AUC | melanoma recall | bal. acc. higher than baseline in "
           "| AUC higher in | melanoma recall higher in |")
     print("|---|---|---|---|---|---|---|")
-    base_probs = served[0][0]
-    for model, (probs, _), bias in zip(args.models, served, biases):
+    for i, (model, (probs, _), bias) in enumerate(zip(args.models, served, biases)):
         f = figures(labels, probs, bias)
         name = os.path.basename(model.rstrip("/"))
-        row = f"| {name}{' (baseline)' if probs is base_probs else ''} | {f['balanced_accuracy']:.4f} | " \
+        row = f"| {name}{' (baseline)' if i == 0 else ''} | {f['balanced_accuracy']:.4f} | " \
               f"{f['malignant_auc']:.4f} | {f['melanoma_recall']:.4f} |"
-        if probs is base_probs:
+        if i == 0:
             print(row + " | | |")
             continue
-        wins = paired_bootstrap(labels, groups, base_probs, probs, n_resamples=args.bootstrap, seed=args.seed,
+        wins = paired_bootstrap(labels, groups, served[0][0], probs, n_resamples=args.bootstrap, seed=args.seed,
                                 base_bias=biases[0], other_bias=bias)
         print(row + f" {wins['balanced_accuracy']:.0%} of resamples | {wins['malignant_auc']:.0%} | "
                     f"{wins['melanoma_recall']:.0%} |")

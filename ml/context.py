@@ -83,7 +83,7 @@ class ContextPrior:
     def thresholds(self, contexts: Iterable[ClinicalContext | None], *, with_context: float,
                    image_only: float) -> np.ndarray:
         """Each answer's malignancy threshold: the one fitted for answers with context where a
-        field moved it, the image's own otherwise (as ml.inference.Classifier.threshold_for)."""
+        field moved it, the image's own otherwise (ml.inference.Classifier serves by this rule)."""
         return np.array([with_context if self.used(c) else image_only for c in contexts], dtype=np.float64)
 
     def apply(self, probabilities: np.ndarray, contexts: Iterable[ClinicalContext | None]) -> np.ndarray:

@@ -403,7 +403,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         per_item = [contexts.get(item.image_id) for item in items]
         alone = summary(probs, labels, threshold=classifier.threshold, class_bias=classifier.class_bias)
         probs = classifier.probabilities_with_context(probs, per_item)
-        threshold = np.array([classifier.threshold_for(c) for c in per_item])
+        threshold = classifier.thresholds_for(per_item)
         context_report = {"used_for_images": sum(bool(classifier.context_used(c)) for c in per_item),
                           "image_alone": {k: alone[k] for k in ("balanced_accuracy", "malignant_sensitivity",
                                                                 "malignant_specificity", "malignant_auc")}}

@@ -197,7 +197,13 @@ class Classifier:
 
     def threshold_for(self, context: ClinicalContext | None) -> float:
         """The malignancy threshold fitted for answers with context when any field was used."""
-        return self.context_threshold if self.context_used(context) else self.threshold
+        return float(self.thresholds_for([context])[0])
+
+    def thresholds_for(self, contexts: Sequence[ClinicalContext | None]) -> np.ndarray:
+        """Each answer's malignancy threshold (ContextPrior.thresholds: the rule packaging measures by)."""
+        if self.context_prior is None:
+            return np.full(len(contexts), self.threshold, dtype=np.float64)
+        return self.context_prior.thresholds(contexts, with_context=self.context_threshold, image_only=self.threshold)
 
     def context_used(self, context: ClinicalContext | None) -> dict[str, str]:
         return self.context_prior.used(context) if self.context_prior is not None else {}

@@ -107,9 +107,8 @@ def build_model(base: keras.Model, *, dropout: float, seed: int, n_classes: int 
     return keras.Model(image, logits, name="skinportal_mobilenetv2")
 
 
-def load_initial_weights(model: keras.Model, bundle_dir: str, config: PreprocessConfig) -> str:
-    """Copy a trained bundle's weights (its model.keras) into the freshly built `model`; the
-    bundle's version. Refuses (ValueError) a bundle whose preprocessing or layer shapes differ:
+def load_initial_weights(model: keras.Model, bundle_dir: str, config: PreprocessConfig) -> None:
+    """Copy a trained bundle's weights (its model.keras) into the freshly built `model`. Refuses (ValueError) a bundle whose preprocessing or layer shapes differ:
     weights learned on other inputs would start the run from the wrong place without a word."""
     from ml.manifest import load_manifest
 
@@ -123,7 +122,6 @@ def load_initial_weights(model: keras.Model, bundle_dir: str, config: Preprocess
         raise ValueError(f"{bundle_dir}'s model.keras does not match this architecture "
                          f"({len(trained_shapes)} weight arrays vs {len(shapes)}, or other shapes)")
     model.set_weights(trained.get_weights())
-    return str(manifest["version"])
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):

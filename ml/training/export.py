@@ -275,8 +275,7 @@ def package(
         log(f"test {name}: {headline(full)}")
         if classifier.context_prior is not None:
             probs = classifier.probabilities_with_context(probs, test_contexts)  # the same run, moved
-            thresholds = classifier.context_prior.thresholds(test_contexts, with_context=classifier.context_threshold,
-                                                             image_only=classifier.threshold)
+            thresholds = classifier.thresholds_for(test_contexts)
             full = summary(probs, test_y, thresholds, classifier.class_bias)
             full["intervals_95"] = bootstrap_intervals(probs, test_y, thresholds, groups=[r.lesion_id for r in test],
                                                        n_resamples=args.bootstrap, seed=args.seed,
@@ -296,18 +295,14 @@ def package(
     return manifest
 
 
-def served_probabilities(val: Sequence[Record], probs: np.ndarray, context: dict | None) -> np.ndarray:
-    """Validation probabilities as the portal serves them: moved by the clinical context where adopted."""
-    if context is None:
-        return probs
-    return ContextPrior.from_dict(context).apply(probs, [r.context for r in val])
-
-
 def suggested_class_operating_point(*, val: Sequence[Record], val_probs: dict[str, np.ndarray], context: dict | None,
                                     log: Callable[[str], None] = print) -> dict:
     """The manifest's `decision` section, chosen on fp32's validation answers as served."""
+    probs = val_probs["fp32"]
+    if context is not None:
+        probs = ContextPrior.from_dict(context).apply(probs, [r.context for r in val])
     return fit_operating_point(
-        labels=np.array([r.label for r in val]), probs=served_probabilities(val, val_probs["fp32"], context), log=log,
+        labels=np.array([r.label for r in val]), probs=probs, log=log,
         chosen_on="validation, fp32" + (", with the clinical context" if context is not None else ""))
 
 
@@ -317,16 +312,16 @@ def validation_headlines(*, val: Sequence[Record], val_probs: dict[str, np.ndarr
     `variants[name]["validation"]`; with the clinical context (each answer with the threshold it
     is served with) returned per variant, or None when the bundle has no context table."""
     val_y = np.array([r.label for r in val])
-    with_context: dict[str, dict] = {}
     for name, probs in val_probs.items():
-        threshold = variants[name]["malignancy_threshold"]
-        variants[name]["validation"] = headline(summary(probs, val_y, threshold, class_bias))
-        if context is not None:
-            thresholds = ContextPrior.from_dict(context).thresholds(
-                [r.context for r in val], with_context=context["malignancy_threshold"][name], image_only=threshold)
-            with_context[name] = headline(summary(served_probabilities(val, probs, context), val_y, thresholds,
-                                                  class_bias))
-    return with_context if context is not None else None
+        variants[name]["validation"] = headline(summary(probs, val_y, variants[name]["malignancy_threshold"], class_bias))
+    if context is None:
+        return None
+    prior, contexts = ContextPrior.from_dict(context), [r.context for r in val]
+    return {name: headline(summary(
+        prior.apply(probs, contexts), val_y,
+        prior.thresholds(contexts, with_context=context["malignancy_threshold"][name],
+                         image_only=variants[name]["malignancy_threshold"]),
+        class_bias)) for name, probs in val_probs.items()}
 
 
 def make_current(bundle_dir: str) -> None:

@@ -276,7 +276,8 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     base = backbone.build_backbone(args.alpha, config.height_width, weights)
     model = endtoend.build_model(base, dropout=cfg.dropout, seed=cfg.seed)
     if args.init_from:
-        log(f"starting from the weights of {endtoend.load_initial_weights(model, args.init_from, config)}")
+        endtoend.load_initial_weights(model, args.init_from, config)
+        log(f"starting from the weights of {cfg.init_from}")
     log(f"end-to-end fine-tuning at {config.describe()} ({config.colour}): {cfg}")
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=config, cfg=cfg,
                                       checkpoint_dir=os.path.join(work, "end_to_end"), log=log,
