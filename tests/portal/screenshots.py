@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import HAM_IMAGES, needs_ham10000
 from tests.portal.browser import CHROMIUM, CHROMIUM_ARGS, in_own_thread, require_browser
+from tests.portal.test_operating_point import FAVOURED_IMAGE  # naevus most probable, melanoma suggested
 from tests.portal.helpers import PASSWORD, REPO_ROOT
 from tests.portal.test_segmentation_storage import classical_segmenter  # noqa: F401 - drawn lesions
 
@@ -114,10 +115,6 @@ def test_screenshots(owner, colleague, org, live_server):
     ])
 
 
-# Image alone, the served model calls it a naevus first and suggests melanoma (tests/portal/test_operating_point.py).
-SUGGESTED_MELANOMA_IMAGE = "ISIC_0024387"
-
-
 @needs_ham10000
 def test_screenshot_of_a_suggested_melanoma(shipped_model, owner, colleague, org, live_server):
     def upload() -> int:
@@ -127,7 +124,7 @@ def test_screenshot_of_a_suggested_melanoma(shipped_model, owner, colleague, org
                                                    name="Cleo Example")
         lesion = services.patients.lesion_create(user=colleague, patient=patient, body_site="unknown",
                                                  label="Referred image")
-        with open(os.path.join(HAM_IMAGES, f"{SUGGESTED_MELANOMA_IMAGE}.jpg"), "rb") as fh:
+        with open(os.path.join(HAM_IMAGES, f"{FAVOURED_IMAGE}.jpg"), "rb") as fh:
             (image,) = services.uploads.lesion_image_upload(
                 user=colleague, lesion=lesion, files=[services.uploads.ImageUpload("referred.jpg", fh.read())],
                 captured_at=dt.date(2026, 11, 30))
