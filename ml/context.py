@@ -134,11 +134,14 @@ def fit_context_prior(contexts: Iterable[ClinicalContext], labels: np.ndarray, *
     for context, label in zip(contexts, labels):
         for field, value in context.known().items():
             counts.setdefault(field, {}).setdefault(value, np.zeros(len(CLASSES)))[label] += 1
-    with np.errstate(divide="ignore", invalid="ignore"):  # a class absent from training gets 0
-        log_ratios = {
-            field: {value: tuple(float(x) for x in np.where(
-                prior > 0, np.log((c + SMOOTHING * prior) / (c.sum() + SMOOTHING)) - np.log(prior), 0.0))
-                for value, c in sorted(values.items())}
-            for field, values in counts.items()
-        }
+    log_ratios = {field: {value: tuple(float(x) for x in smoothed_log_ratio(c, prior))
+                          for value, c in sorted(values.items())}
+                  for field, values in counts.items()}
     return ContextPrior(weight=weight, log_ratios=log_ratios)
+
+
+def smoothed_log_ratio(counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """log p(class | value) - log p(class) of one value's per-class training counts, its class mix
+    smoothed toward `prior` with SMOOTHING pseudo-images; a class absent from training gets 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(prior > 0, np.log((counts + SMOOTHING * prior) / (counts.sum() + SMOOTHING)) - np.log(prior), 0.0)
