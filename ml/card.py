@@ -310,6 +310,14 @@ def _clinical_context(add, context: dict, alone: dict, weighed: dict | None) -> 
     add("")
 
 
+# What each `ml train --augmentation` draws (ml.training.augment.AUGMENTATIONS), in the card's words.
+VIEWS = {
+    "full": "random resized crop, flips, 90-degree turns, rotation with shear and scale, colour jitter, occasional "
+            "resolution loss, cutout",
+    "light": "light views only: flips, 90-degree turns and mild colour jitter, without crops, warps or cutout",
+}
+
+
 def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) -> None:
     start = (f"Started from the weights of `{fit['init_from']}` (an earlier end-to-end run on the same split, "
              "continued at a lower rate with the weight average; its own card gives its recipe), not from ImageNet. "
@@ -317,8 +325,7 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
     add(f"{start}End to end: every layer trained (BatchNorm statistics frozen), {fit['warmup_epochs']} warm-up epoch(s) "
         f"then cosine decay over {fit['epochs']} epochs; AdamW with peak learning rates {fit['backbone_lr']:g} "
         f"(backbone) and {fit['head_lr']:g} (head), weight decay {fit['weight_decay']:g}, batch {fit['batch_size']}; "
-        f"a fresh random view of every image each epoch (random resized crop, flips, 90-degree turns, rotation with "
-        f"shear and scale, colour jitter, occasional resolution loss, cutout); classes drawn with {fit['sampling']} "
+        f"a fresh random view of every image each epoch ({VIEWS[fit.get('augmentation', 'full')]}); classes drawn with {fit['sampling']} "
         f"sampling and loss weights taking it {fit.get('balance', 1.0):.0%} of the way to balanced; label smoothing "
         f"{fit['label_smoothing']:g}; "
         + (f"images whose diagnosis was not confirmed by histopathology weighted {fit['unconfirmed_weight']:g} "
@@ -420,6 +427,7 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --mixup {fit['mixup']:g}" if fit.get("mixup") else "",
         f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
         f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
+        f" --augmentation {fit['augmentation']}" if fit.get("augmentation", "full") != "full" else "",
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",
     ])

@@ -114,3 +114,22 @@ def augment_end_to_end(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         out = cutout(out, rng)
     return np.ascontiguousarray(out)
+
+
+def augment_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A mild view (RGB uint8 in and out): flips, 90-degree turns and a little colour jitter; no
+    crop, warp, resample or cutout, so the lesion keeps the scale and sharpness it has at
+    inference. For the last epochs of a run, after training on `augment_end_to_end`'s views.
+    Deterministic for a given generator state."""
+    out = img
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if rng.random() < 0.5:
+        out = out[::-1, :]
+    out = np.rot90(out, int(rng.integers(0, 4)))
+    out = colour_jitter(np.ascontiguousarray(out), rng, brightness=0.1, contrast=0.1, saturation=0.1, hue=4)
+    return np.ascontiguousarray(out)
+
+
+# End-to-end training's views by name (EndToEndConfig.augmentation, `ml train --augmentation`).
+AUGMENTATIONS = {"full": augment_end_to_end, "light": augment_light}

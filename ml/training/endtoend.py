@@ -40,7 +40,7 @@ from ml.data import Record
 from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
 from ml.training import steps
-from ml.training.augment import augment_end_to_end
+from ml.training.augment import AUGMENTATIONS
 from ml.training.steps import Batch
 
 SAMPLINGS: tuple[str, ...] = ("natural", "sqrt", "balanced")
@@ -80,6 +80,10 @@ class EndToEndConfig:
     # an end-to-end model: a lower rate and the weight average, as in SWA); None = the ImageNet
     # backbone and a fresh head. Part of the config so a checkpoint is never resumed onto another start.
     init_from: str | None = None
+    # The training views (ml.training.augment.AUGMENTATIONS): "full" (random resized crop, warps,
+    # cutout, ...) or "light" (flips, turns, a little colour jitter), e.g. for a short last run
+    # from a trained bundle on views closer to what the model sees at inference.
+    augmentation: str = "full"
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -90,6 +94,8 @@ class EndToEndConfig:
             raise ValueError(f"mixup must be >= 0, got {self.mixup}")
         if not 0 < self.unconfirmed_weight <= 1:
             raise ValueError(f"unconfirmed_weight must be in (0, 1], got {self.unconfirmed_weight}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {tuple(AUGMENTATIONS)}, got {self.augmentation!r}")
 
 
 # --- The model -----------------------------------------------------------------------------
@@ -184,9 +190,9 @@ def epoch_order(labels: np.ndarray, cfg: EndToEndConfig, epoch: int) -> np.ndarr
     return rng.choice(len(labels), size=len(labels), replace=True, p=sampling_probabilities(labels, cfg.sampling))
 
 
-def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[int]) -> np.ndarray:
+def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[int], augmentation: str = "full") -> np.ndarray:
     """One augmented, preprocessed view; the same `seed` always gives the same view."""
-    return preprocess(augment_end_to_end(image, np.random.default_rng(list(seed))), config)
+    return preprocess(AUGMENTATIONS[augmentation](image, np.random.default_rng(list(seed))), config)
 
 
 def batch_targets(
@@ -227,7 +233,8 @@ def batches(
 
     def build(b: int) -> Batch:
         chosen = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        views = [training_view(images[i], config, (cfg.seed, epoch, b * cfg.batch_size + k)) for k, i in enumerate(chosen)]
+        views = [training_view(images[i], config, (cfg.seed, epoch, b * cfg.batch_size + k), cfg.augmentation)
+                 for k, i in enumerate(chosen)]
         return batch_targets(np.stack(views), labels[chosen], weights=image_weights[chosen], cfg=cfg,
                              seed=(cfg.seed, epoch, b, 1))
 

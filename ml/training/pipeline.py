@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--unconfirmed-weight", type=float, default=1.0,
                      help="loss weight of an image not confirmed by histopathology (dx_type) relative to a "
                           "confirmed one of its class, each class's mean weight kept; 1 = all alike")
+    e2e.add_argument("--augmentation", default="full", choices=["full", "light"],
+                     help="training views: full (crops, warps, cutout, ...) or light (flips, turns, mild colour)")
     e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
                      help="what picks the kept epoch (raw or averaged weights) on validation")
     e2e.add_argument("--latency-reference", default=None,
@@ -269,7 +271,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         weight_decay=args.weight_decay, batch_size=args.batch_size, dropout=args.dropout,
         label_smoothing=args.label_smoothing, sampling=args.sampling, balance=args.balance, ema_decay=args.ema_decay,
         patience=args.patience, seed=args.seed, mixup=args.mixup, selection=args.select,
-        unconfirmed_weight=args.unconfirmed_weight,
+        unconfirmed_weight=args.unconfirmed_weight, augmentation=args.augmentation,
         init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
     )
     keras.utils.set_random_seed(args.seed)

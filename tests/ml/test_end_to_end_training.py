@@ -23,7 +23,7 @@ from ml.inference import Classifier  # noqa: E402
 from ml.manifest import OUTPUTS  # noqa: E402
 from ml.preprocessing import PreprocessConfig  # noqa: E402
 from ml.training import endtoend  # noqa: E402
-from ml.training.augment import augment_end_to_end  # noqa: E402
+from ml.training.augment import AUGMENTATIONS, augment_light  # noqa: E402
 from tests.conftest import encode, make_image  # noqa: E402
 from tests.ml.datasets import generated_dataset  # noqa: E402
 
@@ -32,26 +32,43 @@ pytestmark = pytest.mark.slow
 CONFIG = PreprocessConfig(size=48, width=64, colour="clahe")
 
 
+@pytest.mark.parametrize("kind", sorted(AUGMENTATIONS))
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_it_augments_with_the_same_dtype_channels_and_range_deterministically(seed):
+def test_it_augments_with_the_same_dtype_channels_and_range_deterministically(seed, kind):
     image = make_image(200, 150, seed=seed)
-    first = augment_end_to_end(image, np.random.default_rng(seed))
-    again = augment_end_to_end(image, np.random.default_rng(seed))
-    other = augment_end_to_end(image, np.random.default_rng(seed + 100))
+    augment = AUGMENTATIONS[kind]
+    first = augment(image, np.random.default_rng(seed))
+    again = augment(image, np.random.default_rng(seed))
+    other = augment(image, np.random.default_rng(seed + 100))
     assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
     assert min(first.shape[:2]) >= 1
     assert np.array_equal(first, again)
     assert first.shape != other.shape or not np.array_equal(first, other)
 
 
-def test_it_makes_training_views_of_the_model_input_shape_and_range():
+@pytest.mark.parametrize("kind", sorted(AUGMENTATIONS))
+def test_it_makes_training_views_of_the_model_input_shape_and_range(kind):
     image = make_image(200, 150, seed=4)
-    views = [endtoend.training_view(image, CONFIG, (7, 0, k)) for k in range(6)]
+    views = [endtoend.training_view(image, CONFIG, (7, 0, k), kind) for k in range(6)]
     for view in views:
         assert view.shape == (48, 64, 3) and view.dtype == np.float32
         assert view.min() >= -1.0 and view.max() <= 1.0
-    assert np.array_equal(views[0], endtoend.training_view(image, CONFIG, (7, 0, 0)))
+    assert np.array_equal(views[0], endtoend.training_view(image, CONFIG, (7, 0, 0), kind))
     assert not np.array_equal(views[0], views[1])
+
+
+def test_it_keeps_the_whole_image_in_a_light_view():
+    # No crop, warp or cutout: every light view is the image turned or mirrored, its colours
+    # moved a little (the same pixels, in one of the 8 orientations of the square's group).
+    image = make_image(200, 150, seed=5)
+    for seed in range(8):
+        view = augment_light(image, np.random.default_rng(seed))
+        assert sorted(view.shape[:2]) == sorted(image.shape[:2])
+        orientations = [np.rot90(flipped, k) for flipped in (image, image[:, ::-1]) for k in range(4)]
+        closest = min(np.abs(view.astype(int) - o.astype(int)).mean() for o in orientations if o.shape == view.shape)
+        assert closest < 30  # colour jitter only; a crop or warp would move every pixel
+    with pytest.raises(ValueError, match="augmentation"):
+        endtoend.EndToEndConfig(augmentation="heavy")
 
 
 def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced():
