@@ -340,15 +340,17 @@ def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
 def test_its_card_gives_a_continued_runs_start_and_the_command_that_continues_it(bundle, tmp_path):
     import shutil
 
-    assert "--init-from" not in render_card(bundle)
+    first = render_card(bundle)
+    assert "--init-from" not in first and "--augmentation" not in first and "random resized crop" in first
     continued = tmp_path / "continued"
     shutil.copytree(bundle, continued)
     manifest = json.loads((continued / "manifest.json").read_text())
-    manifest["training"]["fit"]["init_from"] = "mnv2-start"
+    manifest["training"]["fit"] |= {"init_from": "mnv2-start", "augmentation": "light"}
     (continued / "manifest.json").write_text(json.dumps(manifest))
     card = render_card(str(continued))
     assert "Started from the weights of `mnv2-start`" in card
     assert "--init-from ml/models/mnv2-start --split-csv ml/models/mnv2-start/split.csv" in card
+    assert "--augmentation light" in card and "light views only" in card and "random resized crop" not in card
 
 
 def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(bundle, capsys):
