@@ -88,10 +88,7 @@ class ContextPrior:
 
     def apply(self, probabilities: np.ndarray, contexts: Iterable[ClinicalContext | None]) -> np.ndarray:
         """Calibrated probabilities (N, classes) with each row's context taken into account."""
-        log_p = np.log(np.clip(probabilities, 1e-12, 1.0)) + np.stack([self.offsets(c) for c in contexts])
-        log_p -= log_p.max(axis=1, keepdims=True)
-        out = np.exp(log_p)
-        return out / out.sum(axis=1, keepdims=True)
+        return shifted(probabilities, np.stack([self.offsets(c) for c in contexts]))
 
     def to_dict(self) -> dict:
         return {"fields": list(FIELDS), "weight": self.weight, "smoothing": SMOOTHING,
@@ -122,6 +119,14 @@ class ContextPrior:
         if not 0 <= weight <= 1:
             raise ModelIntegrityError(f"manifest context weight must be within [0, 1], got {weight}")
         return cls(weight=weight, log_ratios=log_ratios)
+
+
+def shifted(probabilities: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Probabilities (N, classes) with `offsets` added to their logarithms, renormalised per row."""
+    log_p = np.log(np.clip(probabilities, 1e-12, 1.0)) + offsets
+    log_p -= log_p.max(axis=1, keepdims=True)
+    out = np.exp(log_p)
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def fit_context_prior(contexts: Iterable[ClinicalContext], labels: np.ndarray, *, weight: float = 1.0) -> ContextPrior:

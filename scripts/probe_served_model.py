@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ml.classes import CLASSES
 from ml.compare import DEFAULT_IMAGES, DEFAULT_METADATA, figures, paired_bootstrap, split_records
-from ml.context import ClinicalContext, fit_context_prior, smoothed_log_ratio
+from ml.context import ClinicalContext, fit_context_prior, shifted, smoothed_log_ratio
 from ml.data import Record
 from ml.inference import Classifier
 from ml.manifest import default_model_dir
@@ -126,7 +126,8 @@ def prepared(images: Sequence[np.ndarray], config: PreprocessConfig,
 
 
 def probe_head(judge: Judge, session: ort.InferenceSession, clf: Classifier, images: dict[str, list[np.ndarray]],
-               train_y: np.ndarray, columns: slice, views: int, seed: int) -> None:
+               train_y: np.ndarray, columns: slice, views: int, seed: int) -> dict[str, np.ndarray]:
+    """Prints the table; returns the served layer's (image-only) validation and test probabilities."""
     judge.header("1. the classifier layer on frozen features (image alone, plain argmax)")
     outputs = {s: run_graph(session, prepared(images[s], clf.config), columns) for s in (*SPLITS, "train")}
     train_views = [outputs["train"][1]] + [
@@ -144,7 +145,8 @@ def probe_head(judge: Judge, session: ort.InferenceSession, clf: Classifier, ima
         temperature = fit_temperature(logits["val"], judge.labels["val"])  # each variant's own, on validation
         return {s: softmax(logits[s], temperature) for s in SPLITS}
 
-    judge.row("trained layer (as served)", {s: softmax(outputs[s][0], clf.temperature) for s in SPLITS})
+    served = {s: softmax(outputs[s][0], clf.temperature) for s in SPLITS}
+    judge.row("trained layer (as served)", served)
     for tau in (0.5, 1.0):
         judge.row(f"tau-normalised weights, tau {tau:g}", scored(weights / np.linalg.norm(weights, axis=0) ** tau,
                                                                   np.zeros_like(bias)))
@@ -154,6 +156,7 @@ def probe_head(judge: Judge, session: ort.InferenceSession, clf: Classifier, ima
         for c in (0.001, 0.01):
             refit = LogisticRegression(C=c, class_weight="balanced", max_iter=500).fit(x, y)
             judge.row(f"class-balanced re-fit, training images {label}, C {c:g}", scored(refit.coef_.T, refit.intercept_))
+    return served
 
 
 def joint_offsets(train: Sequence[Record], contexts: Sequence[ClinicalContext], fields: tuple[str, str]) -> np.ndarray:
@@ -184,12 +187,7 @@ def probe_context(judge: Judge, clf: Classifier, image_probs: dict[str, np.ndarr
              for pair in itertools.combinations(("age", "sex", "site"), 2)}
 
     def moved(offsets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for s in SPLITS:
-            log_p = np.log(np.clip(image_probs[s], 1e-12, 1.0)) + offsets[s]
-            p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
-            out[s] = p / p.sum(axis=1, keepdims=True)
-        return out
+        return {s: shifted(image_probs[s], offsets[s]) for s in SPLITS}
 
     def weighted(**weights: float) -> dict[str, np.ndarray]:
         return {s: sum(w * single[f][s] for f, w in weights.items()) for s in SPLITS}
@@ -254,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     train_y = np.array([r.label for r in records["train"]])
     print(f"model {clf.model_version}; validation {len(records['val'])} images; "
           f"{args.bootstrap} paired lesion resamples")
-    probe_head(judge, session, clf, images, train_y, columns, args.views, args.seed)
-    image_probs = {s: softmax(run_graph(session, prepared(images[s], clf.config), columns)[0], clf.temperature)
-                   for s in SPLITS}
+    image_probs = probe_head(judge, session, clf, images, train_y, columns, args.views, args.seed)
     probe_context(judge, clf, image_probs, records["train"], records)
     sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
     probe_size(judge, session, clf, images, sizes)

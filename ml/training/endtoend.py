@@ -190,7 +190,8 @@ def epoch_order(labels: np.ndarray, cfg: EndToEndConfig, epoch: int) -> np.ndarr
     return rng.choice(len(labels), size=len(labels), replace=True, p=sampling_probabilities(labels, cfg.sampling))
 
 
-def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[int], augmentation: str = "full") -> np.ndarray:
+def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[int],
+                  augmentation: str = "full") -> np.ndarray:
     """One augmented, preprocessed view; the same `seed` always gives the same view."""
     return preprocess(AUGMENTATIONS[augmentation](image, np.random.default_rng(list(seed))), config)
 

@@ -28,6 +28,7 @@ from ml.data import (
     write_split_csv,
 )
 from ml.preprocessing import COLOUR_MODES, PreprocessConfig
+from ml.training.augment import AUGMENTATIONS
 
 
 def log(message: str) -> None:
@@ -77,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--unconfirmed-weight", type=float, default=1.0,
                      help="loss weight of an image not confirmed by histopathology (dx_type) relative to a "
                           "confirmed one of its class, each class's mean weight kept; 1 = all alike")
-    e2e.add_argument("--augmentation", default="full", choices=["full", "light"],
+    e2e.add_argument("--augmentation", default="full", choices=sorted(AUGMENTATIONS),
                      help="training views: full (crops, warps, cutout, ...) or light (flips, turns, mild colour)")
     e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
                      help="what picks the kept epoch (raw or averaged weights) on validation")
