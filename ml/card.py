@@ -336,6 +336,8 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
         f"early stopping by validation {fit.get('selection', 'balanced_accuracy').replace('+auc', ' + malignant AUC').replace('_', ' ')} "
         f"(patience {fit['patience']}); seed {fit['seed']}. Ran {fit['epochs_run']} "
         f"epochs; kept epoch {fit['best_epoch']} ({fit['best_weights']} weights).\n")
+    if fit.get("soup"):
+        _soup(add, fit)
     if history:
         wall = sum(row["seconds"] for row in history)
         cores = fit.get("cpu_cores")
@@ -373,6 +375,19 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
         add(f"\nShipped: test-time views {', '.join(post['test_time_views'])}; prior adjustment tau "
             f"{post['prior_adjustment_tau']:+.1f} (logits - tau * log(training class frequency), folded into the "
             "classifier's bias). Temperature and malignancy threshold were fitted after that, on the final pipeline.\n")
+
+
+def _soup(add, fit: dict) -> None:
+    members = fit["soup"]["members"]
+    add(f"**The packaged weights are a soup**: the {fit['soup']['method']} of {len(members)} runs of this recipe "
+        "that differ only in their seed. They share their start and train briefly at a low rate, so they stay in one "
+        "basin of the loss and their mean is one network, at one network's latency. The epoch table below is the "
+        f"run with seed {fit['seed']}; every figure outside it is the soup's.\n")
+    add("| member seed | kept epoch | val bal. acc. | val malignant AUC |\n|---|---|---|---|")
+    for m in members:
+        add(f"| {m['seed']} | {m['best_epoch']} ({m['best_weights']}) | {m['val_balanced_accuracy']:.4f} "
+            f"| {_fmt(m['val_malignant_auc'], 4)} |")
+    add("")
 
 
 DATA_ARGUMENTS = "--metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images"
@@ -431,17 +446,28 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",
     ])
+
+    def train_command(seed: int, tail: str = "") -> str:
+        return (
+            ".venv/bin/python -m ml train --mode end-to-end \\\n"
+            f"    {DATA_ARGUMENTS} \\\n"
+            f"    --out ml/models/{trained} --alpha {manifest['architecture']['alpha']} --size {prep['size']}{width} "
+            f"--colour {prep['colour']} \\\n"
+            f"    --epochs {fit['epochs']} --warmup-epochs {fit['warmup_epochs']} --patience {fit['patience']} "
+            f"--batch-size {fit['batch_size']} --backbone-lr {fit['backbone_lr']:g} --head-lr {fit['head_lr']:g} \\\n"
+            f"    --weight-decay {fit['weight_decay']:g} --dropout {fit['dropout']:g} --sampling {fit['sampling']} "
+            f"--label-smoothing {fit['label_smoothing']:g} --balance {fit.get('balance', 1.0):g} "
+            f"--ema-decay {fit['ema_decay']:g}{extras} \\\n"
+            f"    --seed {seed} --split-seed {split['seed']} --min-int8-agreement {gate:g}{tail}\n"
+        )
+
+    # A soup: each other member trained first in its own work folder, then this run averages them in.
+    others = [m["seed"] for m in fit.get("soup", {}).get("members", []) if m["seed"] != fit["seed"]]
+    member_dirs = {seed: f"~/.cache/skinportal/train/{trained}-seed{seed}" for seed in others}
+    commands = "".join(train_command(seed, f" \\\n    --work-dir {member_dirs[seed]} --train-only") for seed in others)
+    commands += train_command(fit["seed"], f" \\\n    --average-with {' '.join(member_dirs.values())}" if others else "")
     return (
-        "```sh\n.venv/bin/python -m ml train --mode end-to-end \\\n"
-        f"    {DATA_ARGUMENTS} \\\n"
-        f"    --out ml/models/{trained} --alpha {manifest['architecture']['alpha']} --size {prep['size']}{width} "
-        f"--colour {prep['colour']} \\\n"
-        f"    --epochs {fit['epochs']} --warmup-epochs {fit['warmup_epochs']} --patience {fit['patience']} "
-        f"--batch-size {fit['batch_size']} --backbone-lr {fit['backbone_lr']:g} --head-lr {fit['head_lr']:g} \\\n"
-        f"    --weight-decay {fit['weight_decay']:g} --dropout {fit['dropout']:g} --sampling {fit['sampling']} "
-        f"--label-smoothing {fit['label_smoothing']:g} --balance {fit.get('balance', 1.0):g} "
-        f"--ema-decay {fit['ema_decay']:g}{extras} \\\n"
-        f"    --seed {fit['seed']} --split-seed {split['seed']} --min-int8-agreement {gate:g}\n"
+        "```sh\n" + commands
         + _packaging_commands(manifest, trained, gate) + "```\n\n"
         + (_repackaged_note(manifest, trained) + "\n" if trained != manifest["version"] else "")
         + "Re-running the same command after an interruption continues from the last finished epoch (checkpoints in "

@@ -251,13 +251,13 @@ def batches(
 # --- Checkpoints ---------------------------------------------------------------------------
 
 
-def _save_arrays(path: str, arrays: Sequence[np.ndarray]) -> None:
+def save_arrays(path: str, arrays: Sequence[np.ndarray]) -> None:
     tmp = path + ".tmp.npz"
     np.savez(tmp, *arrays)
     os.replace(tmp, path)
 
 
-def _load_arrays(path: str) -> list[np.ndarray]:
+def load_arrays(path: str) -> list[np.ndarray]:
     with np.load(path) as data:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
 
@@ -417,7 +417,7 @@ def train_end_to_end(
         elif os.path.exists(last_path) or done or finish_now:
             saved["config"] = saved_config
             if os.path.exists(last_path):
-                trainer.restore(_load_arrays(last_path))
+                trainer.restore(load_arrays(last_path))
             state = saved
             log(f"resuming end-to-end training at epoch {state['next_epoch'] + 1}")
         else:  # starting afresh would overwrite the only copy of its best epoch
@@ -458,7 +458,7 @@ def train_end_to_end(
             if improved:
                 if kind == "ema":
                     trainer.swap_ema()
-                _save_arrays(best_path, [keras.ops.convert_to_numpy(v.value) for v in model.variables])
+                save_arrays(best_path, [keras.ops.convert_to_numpy(v.value) for v in model.variables])
                 if kind == "ema":
                     trainer.swap_ema()
                 chosen = raw if kind == "raw" else averaged
@@ -474,16 +474,22 @@ def train_end_to_end(
                 f"{row['seconds']:.0f}s{' *best (' + kind + ')' if improved else ''}")
             state["history"].append(row)
             state["next_epoch"] = epoch + 1
-            _save_arrays(last_path, trainer.state_arrays())
+            save_arrays(last_path, trainer.state_arrays())
             _write_json(state_path, state)
             run_epochs += 1
     if os.path.exists(best_path):
-        for v, value in zip(model.variables, _load_arrays(best_path)):
+        for v, value in zip(model.variables, load_arrays(best_path)):
             v.assign(value)
     if state["best"]:
         best = state["best"]
         log(f"best epoch {best['epoch']} ({best['weights']} weights, by {best.get('selection', 'balanced_accuracy')}): "
             f"val balanced accuracy {best['balanced_accuracy']:.4f}, malignant AUC {best.get('malignant_auc') or 0:.4f}")
-    state["finished"] = (state["next_epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
-                         or "ended_by_operator_after" in state)
+    state["finished"] = run_finished(state, cfg)
     return state
+
+
+def run_finished(state: dict, cfg: EndToEndConfig) -> bool:
+    """Whether a run's loop state needs no further epoch: its planned end, early stopping, or
+    --finish-now."""
+    return (state["next_epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
+            or "ended_by_operator_after" in state)

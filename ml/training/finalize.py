@@ -196,7 +196,8 @@ def finalize(*, model: keras.Model, out: str, version: str, config: PreprocessCo
                      "frozen_through": None},
         "fit": cfg | {"mode": "end-to-end", "cpu_cores": os.cpu_count(), "best_epoch": history["best"]["epoch"],
                       "best_weights": history["best"]["weights"], "epochs_run": history["next_epoch"],
-                      "ended_by_operator_after": history.get("ended_by_operator_after")},
+                      "ended_by_operator_after": history.get("ended_by_operator_after")}
+               | ({"soup": history["soup"]} if "soup" in history else {}),
         "history": history["history"],
         "probe": [],
         "post_training": {

@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--train-only", action="store_true",
                      help="train and keep the checkpoint, no packaging: needs no TensorFlow, so it also runs under "
                           "KERAS_BACKEND=jax (a lent GPU machine); package later with the same command without it")
+    e2e.add_argument("--average-with", nargs="+", metavar="WORK_DIR", default=[],
+                     help="package the uniform mean of this run's best-epoch weights and those of these finished runs "
+                          "(their --work-dir or end_to_end/ folders): the same command with other seeds (a model soup)")
     e2e.add_argument("--finish-now", action="store_true",
                      help="end a resumed run where it stands (as an early stop) and package its best epoch")
     parser.add_argument("--seed", type=int, default=20261125)
@@ -173,8 +176,9 @@ def run(args: argparse.Namespace) -> dict:
         counts = Counter(r.dx for r in part)
         log(f"{name}: {len(part)} images, {len({r.lesion_id for r in part})} lesions, " + " ".join(f"{c}={counts[c]}" for c in CLASSES))
 
-    if args.train_only and args.mode != "end-to-end":
-        sys.exit("--train-only is for --mode end-to-end")
+    for flag, given in (("--train-only", args.train_only), ("--average-with", args.average_with)):
+        if given and args.mode != "end-to-end":
+            sys.exit(f"{flag} is for --mode end-to-end")
     if args.mode == "end-to-end":
         return run_end_to_end(args, train=train, val=val, test=test, out=out, version=version, work=work,
                               weights=weights_for(args.alpha))
@@ -262,7 +266,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     import keras
 
     from ml.manifest import load_manifest
-    from ml.training import backbone, endtoend
+    from ml.training import backbone, endtoend, soup
 
     if args.colour == "auto":
         sys.exit("--mode end-to-end needs an explicit --colour (the cached mode's probe chose clahe for v1 and v2)")
@@ -275,6 +279,8 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         unconfirmed_weight=args.unconfirmed_weight, augmentation=args.augmentation,
         init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
     )
+    if args.average_with:  # refused now rather than after the training
+        soup.check_members(args.average_with, cfg, config.to_dict())
     keras.utils.set_random_seed(args.seed)
     base = backbone.build_backbone(args.alpha, config.height_width, weights)
     model = endtoend.build_model(base, dropout=cfg.dropout, seed=cfg.seed)
@@ -292,6 +298,10 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         log(f"trained; checkpoint in {os.path.join(work, 'end_to_end')} (state.json and best.npz are all that "
             "packaging needs): run the same command without --train-only to package it")
         return None
+
+    if args.average_with:
+        state = soup.soup_into(model, state=state, paths=args.average_with, cfg=cfg, preprocessing=config.to_dict(),
+                               log=log)
 
     # Imported late: a job resumed for packaging picks up the current post-processing code.
     from ml.training import finalize

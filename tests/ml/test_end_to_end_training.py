@@ -407,6 +407,55 @@ def test_it_starts_a_second_run_from_a_bundles_weights_on_its_own_split_and_inpu
         np.testing.assert_array_equal(loaded, original)
 
 
+def test_it_packages_the_mean_of_several_seeds_best_weights_as_one_network(bundle, tmp_path):
+    metadata = os.path.join(os.path.dirname(bundle), "metadata.csv")
+    images = os.path.join(os.path.dirname(bundle), "images")
+
+    def train(work, seed, *extra):
+        return ml_main(["train", "--mode", "end-to-end", "--metadata", metadata, "--images", images,
+                        "--out", str(tmp_path / "soup"), "--work-dir", str(tmp_path / work), "--alpha", "0.35",
+                        "--weights", "none", "--size", "48", "--width", "64", "--colour", "clahe", "--epochs", "1",
+                        "--warmup-epochs", "0", "--batch-size", "8", "--split-csv", os.path.join(bundle, "split.csv"),
+                        # Rates high enough for one tiny epoch to move the seeds apart.
+                        "--backbone-lr", "0.01", "--head-lr", "0.01", "--ema-decay", "0.5",
+                        "--init-from", bundle, "--seed", str(seed), *extra])
+
+    assert train("a", 1, "--train-only") == 0
+    assert train("b", 2, "--train-only") == 0
+    # Refused before any training: a member sharing this run's seed, one of another recipe, an unfinished one.
+    with pytest.raises(ValueError, match="a seed of its own"):
+        train("c", 1, "--average-with", str(tmp_path / "a"))
+    state = json.loads((tmp_path / "a" / "end_to_end" / "state.json").read_text())
+    for name, changed, message in (("other", {"config": state["config"] | {"mixup": 0.5}}, r"other settings \(mixup\)"),
+                                   ("unfinished", {"next_epoch": 0}, "stopped after epoch 0 of 1")):
+        folder = tmp_path / name / "end_to_end"
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps(state | changed))
+        (folder / "best.npz").write_bytes((tmp_path / "a" / "end_to_end" / "best.npz").read_bytes())
+        with pytest.raises(ValueError, match=message):
+            train("c", 3, "--average-with", str(tmp_path / name))
+    assert not (tmp_path / "c" / "end_to_end" / "state.json").exists()  # nothing was trained for the refused soups
+
+    assert train("c", 3, "--average-with", str(tmp_path / "a"), str(tmp_path / "b" / "end_to_end"),
+                 "--calibration-images", "16", "--parity-images", "16", "--bootstrap", "20",
+                 "--min-int8-agreement", "1.01", "--latency-reference", "none") == 0
+    soup = json.loads((tmp_path / "soup" / "manifest.json").read_text())["training"]["fit"]["soup"]
+    assert [m["seed"] for m in soup["members"]] == [3, 1, 2]
+    members = [_best_model(tmp_path / run / "end_to_end") for run in ("a", "b", "c")]
+    packaged = keras.models.load_model(str(tmp_path / "soup" / "model.keras"), compile=False)
+    weights = [m.get_weights() for m in members]
+    assert max(np.abs(a - b).max() for a, b in zip(weights[0], weights[1])) > 1e-3  # the seeds did train apart
+    shifted = len(weights[0]) - 1  # the classifier's bias also carries the prior shift, if one was adopted
+    for i, value in enumerate(packaged.get_weights()):
+        if i != shifted:
+            np.testing.assert_allclose(value, np.mean([w[i] for w in weights], axis=0), atol=1e-5)
+    card = render_card(str(tmp_path / "soup"))
+    assert "The packaged weights are a soup" in card and "| 2 | 1 (" in card
+    assert "--seed 1 --split-seed" in card and "--work-dir ~/.cache/skinportal/train/soup-seed1 --train-only" in card
+    assert ("--average-with ~/.cache/skinportal/train/soup-seed1 ~/.cache/skinportal/train/soup-seed2"
+            in card.split("--seed 3")[1])
+
+
 def test_it_names_the_three_exported_outputs_by_their_shapes_and_orders_them():
     import onnx
     import onnxruntime as ort
