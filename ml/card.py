@@ -379,10 +379,11 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
 
 def _soup(add, fit: dict) -> None:
     members = fit["soup"]["members"]
-    add(f"**The packaged weights are a soup**: the {fit['soup']['method']} of {len(members)} runs of this recipe "
-        "that differ only in their seed. They share their start and train briefly at a low rate, so they stay in one "
+    add(f"**The packaged weights are a soup**: the mean of the best-epoch weights of {len(members)} runs of this "
+        "recipe that differ only in their seed (a uniform model soup). They share their start and train briefly at a low rate, so they stay in one "
         "basin of the loss and their mean is one network, at one network's latency. The epoch table below is the "
-        f"run with seed {fit['seed']}; every figure outside it is the soup's.\n")
+        f"run with seed {fit['seed']}, as are the training time and CPU-hours below (each member took about as long); every "
+        "other figure is the soup's.\n")
     add("| member seed | kept epoch | val bal. acc. | val malignant AUC |\n|---|---|---|---|")
     for m in members:
         add(f"| {m['seed']} | {m['best_epoch']} ({m['best_weights']}) | {m['val_balanced_accuracy']:.4f} "
