@@ -132,15 +132,25 @@ def test_it_picks_the_highest_threshold_reaching_the_target_sensitivity(target, 
     threshold = metrics.threshold_for_sensitivity(scores, malignant, target)
     sensitivity = (scores[malignant] >= threshold).mean()
     assert sensitivity >= target
-    higher = scores[malignant][scores[malignant] > threshold]
-    if higher.size:  # the next malignant score up would miss the target
+    flagged = scores[malignant][scores[malignant] >= threshold]
+    higher = flagged[flagged > flagged.min()]
+    if higher.size:  # a threshold at the next malignant score up would miss the target
         assert (scores[malignant] >= higher.min()).mean() < target
 
 
 def test_it_does_not_ask_for_one_case_too_many_because_of_float_rounding():
     scores = np.arange(100, dtype=float)
     # 0.07 * 100 == 7.000000000000001: exactly 7 of the 100 positives are needed.
-    assert metrics.threshold_for_sensitivity(scores, np.ones(100, bool), 0.07) == 93.0
+    assert 92.0 < metrics.threshold_for_sensitivity(scores, np.ones(100, bool), 0.07) < 93.0
+
+
+def test_it_keeps_the_last_needed_case_flagged_when_its_score_comes_back_a_rounding_lower():
+    scores = np.array([0.9, 0.7, 0.62, 0.61, 0.3, 0.2])
+    malignant = np.array([True, True, False, True, False, False])
+    threshold = metrics.threshold_for_sensitivity(scores, malignant, 1.0)
+    assert threshold == pytest.approx(0.455)  # halfway between the last malignant case (0.61) and 0.3
+    assert 0.61 - 1e-7 >= threshold  # the serving path's float32 score of that case still passes
+    assert ((scores >= threshold) == (scores >= 0.61)).all()  # the same cases flagged as at its own score
 
 
 def test_it_refuses_a_threshold_without_malignant_cases():
