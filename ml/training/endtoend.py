@@ -407,8 +407,7 @@ def train_end_to_end(
     if os.path.exists(state_path) and (os.path.exists(last_path) or os.path.exists(best_path)):
         with open(state_path) as fh:
             saved = json.load(fh)
-        # Settings added after a checkpoint was written count as their defaults.
-        saved_config = asdict(EndToEndConfig()) | saved.get("config", {})
+        saved_config = checkpoint_config(saved)
         # A run trained on another machine (a lent GPU) comes back as state.json and best.npz
         # alone: without last.npz it can be packaged (finished, or ended with --finish-now), not continued.
         done = saved["next_epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience
@@ -486,6 +485,11 @@ def train_end_to_end(
             f"val balanced accuracy {best['balanced_accuracy']:.4f}, malignant AUC {best.get('malignant_auc') or 0:.4f}")
     state["finished"] = run_finished(state, cfg)
     return state
+
+
+def checkpoint_config(state: dict) -> dict:
+    """A saved loop state's settings; settings added after it was written count as their defaults."""
+    return asdict(EndToEndConfig()) | state.get("config", {})
 
 
 def run_finished(state: dict, cfg: EndToEndConfig) -> bool:

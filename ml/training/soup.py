@@ -23,7 +23,7 @@ from dataclasses import asdict
 import keras
 import numpy as np
 
-from ml.training.endtoend import EndToEndConfig, load_arrays, run_finished
+from ml.training.endtoend import EndToEndConfig, checkpoint_config, load_arrays, run_finished
 
 METHOD = "uniform mean of the members' best-epoch weights (a model soup)"
 
@@ -42,7 +42,7 @@ def member_state(path: str, cfg: EndToEndConfig, preprocessing: dict) -> dict:
         raise ValueError(f"{path}: no end-to-end run there (it needs state.json and best.npz)")
     with open(state_path) as fh:
         state = json.load(fh)
-    theirs = asdict(EndToEndConfig()) | state.get("config", {})
+    theirs = checkpoint_config(state)
     ours = asdict(cfg)
     differs = sorted(key for key in ours if key != "seed" and theirs.get(key) != ours[key])
     if state.get("preprocessing") != preprocessing:
