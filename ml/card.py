@@ -419,11 +419,18 @@ def _packaging_commands(manifest: dict, trained: str, gate: float) -> str:
     version = manifest["version"]
     return (
         (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{version} "
-         f"--version {version} \\\n    {DATA_ARGUMENTS} --min-int8-agreement {gate:g}\n" if trained != version else "")
+         f"--version {version} \\\n    {DATA_ARGUMENTS} --min-int8-agreement {gate:g}{_target_flag(manifest)}\n"
+         if trained != version else "")
         + f".venv/bin/python -m ml screening-report --model ml/models/{version} \\\n"
         f"    {DATA_ARGUMENTS} --masks ../shared/data/ham10000/masks\n"
         f".venv/bin/python -m ml card --model ml/models/{version}\n"
     )
+
+
+def _target_flag(manifest: dict) -> str:
+    """The malignancy threshold's target sensitivity, where the bundle's differs from the default 0.90."""
+    target = manifest["variants"]["fp32"].get("target_sensitivity", 0.9)
+    return f" --target-sensitivity {target:g}" if abs(target - 0.9) > 1e-9 else ""
 
 
 def _repackaged_note(manifest: dict, trained: str) -> str:
@@ -444,6 +451,7 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
         f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
         f" --augmentation {fit['augmentation']}" if fit.get("augmentation", "full") != "full" else "",
+        _target_flag(manifest) if trained == manifest["version"] else "",
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",
     ])

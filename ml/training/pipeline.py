@@ -96,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "KERAS_BACKEND=jax (a lent GPU machine); package later with the same command without it")
     e2e.add_argument("--average-with", nargs="+", metavar="WORK_DIR", default=[],
                      help="package the uniform mean of this run's best-epoch weights and those of these finished runs "
-                          "(their --work-dir or end_to_end/ folders): the same command with other seeds (a model soup)")
+                          "(their --work-dir or end_to_end/ folders): the same command with other seeds (a model soup); "
+                          "a bundle this command packaged (a soup or one run) counts as its members")
     e2e.add_argument("--finish-now", action="store_true",
                      help="end a resumed run where it stands (as an early stop) and package its best epoch")
     parser.add_argument("--seed", type=int, default=20261125)
@@ -125,13 +126,13 @@ def cap_per_class(records: list[Record], cap: int | None, seed: int) -> list[Rec
     return kept
 
 
-def refuse_foreign_split(bundle_dir: str, split_of: dict[str, str]) -> None:
-    """A run that starts from a bundle's weights must use that bundle's split: its weights have
-    seen the bundle's training images, which another split could put in validation or test."""
+def refuse_foreign_split(bundle_dir: str, split_of: dict[str, str], flag: str = "--init-from") -> None:
+    """A run that starts from (or averages in) a bundle's weights must use that bundle's split: its
+    weights have seen the bundle's training images, which another split could put in validation or test."""
     bundle_split = read_split_csv(os.path.join(bundle_dir, "split.csv"))
     moved = [i for i, s in split_of.items() if bundle_split.get(i, s) != s]
     if moved:
-        sys.exit(f"--init-from {bundle_dir}: {len(moved)} images sit in another part of the split than when it was "
+        sys.exit(f"{flag} {bundle_dir}: {len(moved)} images sit in another part of the split than when it was "
                  f"trained (e.g. {moved[0]}); pass --split-csv {os.path.join(bundle_dir, 'split.csv')}")
 
 
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     import keras  # training extra only
 
     from ml.training import backbone
+    from ml.training.soup import is_bundle
 
     out = os.path.abspath(args.out)
     version = args.version or os.path.basename(out.rstrip("/"))
@@ -170,6 +172,9 @@ def run(args: argparse.Namespace) -> dict:
         write_split_csv(os.path.join(out, "split.csv"), records, split_of)
     if getattr(args, "init_from", None):
         refuse_foreign_split(args.init_from, split_of)
+    for member in getattr(args, "average_with", None) or []:
+        if is_bundle(member):
+            refuse_foreign_split(member, split_of, flag="--average-with")
     records = cap_per_class(records, args.max_per_class, args.seed)
     train, val, test = (records_in(records, split_of, s) for s in ("train", "val", "test"))
     for name, part in (("train", train), ("val", val), ("test", test)):
@@ -301,7 +306,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
 
     if args.average_with:
         state = soup.soup_into(model, state=state, paths=args.average_with, cfg=cfg, preprocessing=config.to_dict(),
-                               log=log)
+                               train_labels=np.array([r.label for r in train]), log=log)
 
     # Imported late: a job resumed for packaging picks up the current post-processing code.
     from ml.training import finalize

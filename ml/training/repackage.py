@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument("--parity-images", type=int, default=128)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--target-sensitivity", type=float,
+                        help="fit the malignancy threshold for this validation sensitivity (default: the old bundle's)")
     parser.add_argument("--make-current", action="store_true")
     args = parser.parse_args(argv)
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = old["variants"]["fp32"]
     args.seed = int(old.get("training", {}).get("fit", {}).get("seed", 20261125))
     args.split_seed = int(old["training_data"]["split"]["seed"])
-    args.target_sensitivity = float(fp32.get("target_sensitivity", 0.9))
+    if args.target_sensitivity is None:
+        args.target_sensitivity = float(fp32.get("target_sensitivity", 0.9))
 
     split_of = read_split_csv(os.path.join(source, "split.csv"))
     records = [r for r in load_metadata(args.metadata, args.images) if r.image_id in split_of]

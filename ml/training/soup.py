@@ -11,6 +11,11 @@ soup collapsed; docs/model.md).
 The members are named by their checkpoint folders (a `--work-dir`, or its `end_to_end/`). Each
 must have finished, with this run's settings apart from the seed, and a seed of its own: a soup
 of other recipes or of one run twice is refused before any training starts.
+
+A member may also be a bundle this recipe packaged (its model.keras): a soup of k runs counts k
+times, so adding three new seeds to a three-seed soup bundle gives the six-run uniform mean
+without the first three checkpoints (the mean is associative). Its split is checked by the
+caller (`pipeline.refuse_foreign_split`), as for `--init-from`.
 """
 
 from __future__ import annotations
@@ -23,9 +28,14 @@ from dataclasses import asdict
 import keras
 import numpy as np
 
-from ml.training.endtoend import EndToEndConfig, checkpoint_config, load_arrays, run_finished
+from ml.training.endtoend import EndToEndConfig, checkpoint_config, load_arrays, prior_bias, run_finished
 
 METHOD = "uniform mean of the members' best-epoch weights (a model soup)"
+
+
+def is_bundle(path: str) -> bool:
+    """A packaged model folder (manifest.json beside model.keras) rather than a checkpoint folder."""
+    return os.path.isfile(os.path.join(path, "manifest.json"))
 
 
 def checkpoint_folder(path: str) -> str:
@@ -34,8 +44,21 @@ def checkpoint_folder(path: str) -> str:
     return nested if os.path.isfile(os.path.join(nested, "state.json")) else path
 
 
+def _refuse_other_recipe(path: str, theirs: dict, their_preprocessing: dict, cfg: EndToEndConfig,
+                         preprocessing: dict) -> None:
+    ours = asdict(cfg)
+    differs = sorted(key for key in ours if key != "seed" and theirs.get(key) != ours[key])
+    if their_preprocessing != preprocessing:
+        differs.append("preprocessing")
+    if differs:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(differs)}): a soup averages runs of "
+                         "one recipe that differ only in their seed")
+
+
 def member_state(path: str, cfg: EndToEndConfig, preprocessing: dict) -> dict:
     """A member's loop state, once it is shown to be a finished run of `cfg`'s recipe."""
+    if is_bundle(path):
+        return bundle_member(path, cfg, preprocessing)
     folder = checkpoint_folder(path)
     state_path, best_path = os.path.join(folder, "state.json"), os.path.join(folder, "best.npz")
     if not (os.path.isfile(state_path) and os.path.isfile(best_path)):
@@ -43,23 +66,40 @@ def member_state(path: str, cfg: EndToEndConfig, preprocessing: dict) -> dict:
     with open(state_path) as fh:
         state = json.load(fh)
     theirs = checkpoint_config(state)
-    ours = asdict(cfg)
-    differs = sorted(key for key in ours if key != "seed" and theirs.get(key) != ours[key])
-    if state.get("preprocessing") != preprocessing:
-        differs.append("preprocessing")
-    if differs:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(differs)}): a soup averages runs of "
-                         "one recipe that differ only in their seed")
+    _refuse_other_recipe(path, theirs, state.get("preprocessing"), cfg, preprocessing)
     if not run_finished(state, EndToEndConfig(**theirs)):
         raise ValueError(f"{path}: its run stopped after epoch {state['next_epoch']} of {theirs['epochs']}; "
                          "finish it (re-run its command) before averaging it")
-    return state | {"config": theirs}
+    return state | {"config": theirs, "records": [_record(state, os.path.abspath(path))]}
+
+
+def bundle_member(path: str, cfg: EndToEndConfig, preprocessing: dict) -> dict:
+    """A packaged bundle as a member: its recipe from the manifest, its runs (one, or a soup's
+    members) as the records, each counting once in the mean."""
+    from ml.manifest import load_manifest
+    from ml.preprocessing import PreprocessConfig
+
+    manifest = load_manifest(path)
+    fit = manifest.get("training", {}).get("fit", {})
+    if fit.get("mode") != "end-to-end" or not os.path.isfile(os.path.join(path, "model.keras")):
+        raise ValueError(f"{path}: not a bundle of an end-to-end run with its model.keras")
+    theirs = {key: fit.get(key) for key in asdict(cfg)}
+    their_preprocessing = PreprocessConfig.from_dict(manifest["preprocessing"]).to_dict()
+    _refuse_other_recipe(path, theirs, their_preprocessing, cfg, preprocessing)
+    source = f"{manifest['version']} ({os.path.abspath(path)})"
+    runs = fit.get("soup", {}).get("members") or [{
+        "seed": fit["seed"], "best_epoch": fit.get("best_epoch"), "best_weights": fit.get("best_weights"),
+        "val_balanced_accuracy": None, "val_malignant_auc": None}]
+    records = [run | {"checkpoint": source if run.get("checkpoint") == "this run" else run.get("checkpoint"),
+                      "via": manifest["version"]} for run in runs]
+    prior_tau = float(manifest["training"].get("post_training", {}).get("prior_adjustment_tau", 0.0))
+    return {"config": theirs, "records": records, "bundle": path, "prior_tau": prior_tau}
 
 
 def check_members(paths: Sequence[str], cfg: EndToEndConfig, preprocessing: dict) -> list[dict]:
     """The members' states, in order; raises before any training when one cannot join the soup."""
     states = [member_state(path, cfg, preprocessing) for path in paths]
-    seeds = [cfg.seed, *(state["config"]["seed"] for state in states)]
+    seeds = [cfg.seed, *(record["seed"] for state in states for record in state["records"])]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"the soup's runs have seeds {seeds}: each member needs a seed of its own")
     return states
@@ -72,23 +112,42 @@ def _record(state: dict, source: str) -> dict:
             "val_malignant_auc": best.get("malignant_auc")}
 
 
+def _member_weights(path: str, state: dict, model: keras.Model, train_labels: np.ndarray) -> list[np.ndarray]:
+    if "bundle" in state:
+        trained = keras.models.load_model(os.path.join(path, "model.keras"), compile=False)
+        # Packaging baked its class-prior shift into the dense bias (ml/training/finalize.py);
+        # the runs' own weights are those without it.
+        dense = trained.get_layer("logits")
+        dense.bias.assign(dense.bias.numpy() - prior_bias(train_labels, state["prior_tau"]))
+        arrays = [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in trained.variables]
+    else:
+        arrays = load_arrays(os.path.join(checkpoint_folder(path), "best.npz"))
+    shapes = [tuple(a.shape) for a in arrays]
+    if shapes != [tuple(v.shape) for v in model.variables]:
+        raise ValueError(f"{path}: its weights ({len(arrays)} arrays) do not match this model's "
+                         f"({len(model.variables)}), or their shapes differ")
+    return arrays
+
+
 def soup_into(model: keras.Model, *, state: dict, paths: Sequence[str], cfg: EndToEndConfig, preprocessing: dict,
-              log: Callable[[str], None] = print) -> dict:
+              train_labels: np.ndarray, log: Callable[[str], None] = print) -> dict:
     """Replace `model`'s weights (this run's best epoch) by the mean of theirs and the members'
-    best epochs; return this run's state with a `soup` record of every member."""
+    best epochs, a bundle weighted by its number of runs (`train_labels`: the training split's, to
+    take a bundle's class-prior shift back out); return this run's state with a `soup`
+    record of every run."""
     states = check_members(paths, cfg, preprocessing)
     weights = [[np.asarray(keras.ops.convert_to_numpy(v.value)) for v in model.variables]]
-    for path in paths:
-        arrays = load_arrays(os.path.join(checkpoint_folder(path), "best.npz"))
-        if len(arrays) != len(model.variables):
-            raise ValueError(f"{path}: best.npz holds {len(arrays)} arrays, this model has {len(model.variables)}")
-        weights.append(arrays)
+    counts = [1]
+    for path, member in zip(paths, states):
+        weights.append(_member_weights(path, member, model, train_labels))
+        counts.append(len(member["records"]))
     for i, variable in enumerate(model.variables):
         values = [w[i] for w in weights]
         if np.issubdtype(values[0].dtype, np.floating):
-            variable.assign(np.mean(values, axis=0).astype(values[0].dtype))
+            mean = np.average(np.stack(values).astype(np.float64), axis=0, weights=counts)
+            variable.assign(mean.astype(values[0].dtype))
         # Integer state (the dropout generator's seed) stays this run's: it plays no part at inference.
-    members = [_record(state, "this run"), *(_record(s, os.path.abspath(p)) for s, p in zip(states, paths))]
+    members = [_record(state, "this run"), *(record for member in states for record in member["records"])]
     log(f"soup: the mean of {len(members)} runs' best-epoch weights, seeds "
         + ", ".join(str(m["seed"]) for m in members))
     return state | {"soup": {"method": METHOD, "members": members}}

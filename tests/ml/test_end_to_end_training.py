@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 from ml.__main__ import main as ml_main  # noqa: E402
 from ml.card import render_card  # noqa: E402
 from ml.classes import CLASSES  # noqa: E402
-from ml.data import load_metadata  # noqa: E402
+from ml.data import load_metadata, read_split_csv  # noqa: E402
 from ml.errors import ModelIntegrityError  # noqa: E402
 from ml.explain import heat_map  # noqa: E402
 from ml.inference import Classifier  # noqa: E402
@@ -455,6 +455,29 @@ def test_it_packages_the_mean_of_several_seeds_best_weights_as_one_network(bundl
     assert ("--average-with ~/.cache/skinportal/train/soup-seed1 ~/.cache/skinportal/train/soup-seed2"
             in card.split("--seed 3")[1])
 
+    # The soup bundle as one member of a larger soup: it counts as its three runs, its class-prior
+    # shift is taken back out, and seeds it already holds are refused.
+    with pytest.raises(ValueError, match="a seed of its own"):
+        train("e", 2, "--out", str(tmp_path / "refused"), "--average-with", str(tmp_path / "soup"))
+    assert train("d", 4, "--out", str(tmp_path / "bigger"), "--average-with", str(tmp_path / "soup"),
+                 "--target-sensitivity", "0.91", "--calibration-images", "16", "--parity-images", "16", "--bootstrap", "20",
+                 "--min-int8-agreement", "1.01", "--latency-reference", "none") == 0
+    manifest = json.loads((tmp_path / "bigger" / "manifest.json").read_text())
+    members = manifest["training"]["fit"]["soup"]["members"]
+    assert [m["seed"] for m in members] == [4, 3, 1, 2]
+    assert [m.get("via") for m in members] == [None, "soup", "soup", "soup"]
+    weights.append(_best_model(tmp_path / "d" / "end_to_end").get_weights())
+    split = read_split_csv(os.path.join(bundle, "split.csv"))
+    train_labels = np.array([r.label for r in load_metadata(metadata, [images]) if split[r.image_id] == "train"])
+    tau = manifest["training"]["post_training"]["prior_adjustment_tau"]
+    bigger = keras.models.load_model(str(tmp_path / "bigger" / "model.keras"), compile=False).get_weights()
+    bigger[shifted] = bigger[shifted] - endtoend.prior_bias(train_labels, tau)
+    for i, value in enumerate(bigger):
+        np.testing.assert_allclose(value, np.mean([w[i] for w in weights], axis=0), atol=1e-5)
+    card = render_card(str(tmp_path / "bigger"))
+    assert "--average-with ~/.cache/skinportal/train/bigger-seed3 ~/.cache/skinportal/train/bigger-seed1" in card
+    assert card.count("--target-sensitivity 0.91") == 4  # every run's command: the members' and the last
+
 
 def test_it_names_the_three_exported_outputs_by_their_shapes_and_orders_them():
     import onnx
@@ -664,3 +687,17 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
     test_rows = [row for row in (tmp_path / "out" / "split.csv").read_text().split() if row.endswith(",test")]
     assert len(test_rows) == sum(s == "test" for s in split_of.values())
     assert Classifier(str(tmp_path / "out")).predict(encode(make_image(80, 60, seed=3))).top_class in CLASSES
+
+
+def test_it_refits_the_threshold_for_another_target_sensitivity_when_repackaging(bundle, tmp_path):
+    metadata = os.path.join(os.path.dirname(bundle), "metadata.csv")
+    images = os.path.join(os.path.dirname(bundle), "images")
+    out = tmp_path / "refit"
+    assert ml_main(["repackage", "--model", bundle, "--out", str(out), "--version", "refit", "--metadata", metadata,
+                    "--images", images, "--calibration-images", "16", "--parity-images", "16", "--bootstrap", "20",
+                    "--min-int8-agreement", "1.01", "--target-sensitivity", "0.99"]) == 0
+    old = json.loads((Path(bundle) / "manifest.json").read_text())["variants"]["fp32"]
+    new = json.loads((out / "manifest.json").read_text())["variants"]["fp32"]
+    assert (old["target_sensitivity"], new["target_sensitivity"]) == (0.9, 0.99)
+    assert new["malignancy_threshold"] <= old["malignancy_threshold"]  # more sensitive: flags at a lower score
+    assert "--min-int8-agreement 1.01 --target-sensitivity 0.99\n" in render_card(str(out))
