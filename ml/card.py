@@ -29,7 +29,7 @@ KNOWN_LIMITS = """\
 - **Resolution.** Trained on HAM10000's 200x150 copies (at their own size, or enlarged to a square input); sharper
   images from other sources are reduced to the same size, but fine detail the training images never had cannot help.
 - **Calibration** was fitted on the HAM10000 validation split with class-balanced training; probabilities are
-  not prevalence-adjusted for a given clinic, and the malignancy threshold was chosen for 90% sensitivity on
+  not prevalence-adjusted for a given clinic, and the malignancy threshold was chosen for {target:.0%} sensitivity on
   that split: check it on local data before relying on it.
 """
 
@@ -253,7 +253,7 @@ def render_card(model_dir: str, segmenter_dir=_NAMED) -> str:
     render_segmentation(add, named_segmenter_dir() if segmenter_dir is _NAMED else segmenter_dir)
 
     add("## Known limits\n")
-    add(KNOWN_LIMITS)
+    add(KNOWN_LIMITS.format(target=manifest["variants"]["fp32"].get("target_sensitivity", 0.9)))
     if "context" in manifest:
         add("- The clinical-context table encodes HAM10000's population (two sites, in Austria and Australia, "
             "mostly fair skin): for another population its ratios are a prior that may not hold, and a wrongly "

@@ -57,7 +57,8 @@ def test_it_records_what_an_auditor_needs(manifest):
     assert quant["checked_on_validation_images"] >= 1000
     assert (quant["agreement"] >= quant["required_agreement"]) == quant.get("shipped", True)
     for variant in manifest["variants"].values():
-        assert variant["validation_sensitivity"] >= variant["target_sensitivity"] == 0.9
+        # Fitted for at least the 0.90 the issue asks (0.91 since v3m.4: a margin), and reached on validation.
+        assert variant["validation_sensitivity"] >= variant["target_sensitivity"] >= 0.9
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
