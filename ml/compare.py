@@ -13,7 +13,9 @@ validation; the test split is for reporting only.
 By default the networks are compared: the image alone, the plain argmax. `--as-served` judges
 the answers each bundle serves: moved by the clinical context of each image's metadata row
 (where the bundle has a context table) and the suggested class taken at the bundle's own
-operating point (its manifest's melanoma bias), as `ml evaluate` and the portal do.
+operating point (its manifest's melanoma bias), as `ml evaluate` and the portal do. The last
+column is each bundle's malignant sensitivity and specificity at its own threshold (with context,
+each answer's threshold, as served), the figures a threshold rule is judged by.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,6 +37,7 @@ from ml.metrics import (
     malignancy_scores,
     per_class_report,
     roc_auc,
+    sensitivity_specificity,
 )
 from ml.scores import suggested_classes
 
@@ -51,13 +55,18 @@ def split_records(model_dir: str, metadata: str, images: str, split: str) -> lis
 
 def probabilities(model_dir: str, paths: Sequence[str], batch: int = 64) -> np.ndarray:
     """The bundle's calibrated image-only probabilities (fp32) for each image file."""
-    return answers(model_dir, paths, batch=batch)[0]
+    return answers(model_dir, paths, batch=batch).probabilities
 
 
-def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = None,
-            batch: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-    """(probabilities, the bundle's class bias); with `contexts`, the probabilities are moved by
-    each image's clinical context as the bundle serves them."""
+class Answers(NamedTuple):
+    probabilities: np.ndarray
+    class_bias: np.ndarray | None
+    thresholds: np.ndarray  # each answer's malignancy threshold
+
+
+def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = None, batch: int = 64) -> Answers:
+    """The bundle's answers; with `contexts`, the probabilities are moved by each image's clinical
+    context, and judged by each one's threshold, as the bundle serves them."""
     classifier = Classifier(model_dir, variant="fp32")
     out = []
     for start in range(0, len(paths), batch):
@@ -67,7 +76,13 @@ def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = No
                 chunk.append(classifier.prepare(fh.read()))
         out.append(classifier.probabilities(np.stack(chunk)))
     probs = np.concatenate(out)
-    return classifier.probabilities_with_context(probs, contexts), classifier.class_bias
+    thresholds = (classifier.thresholds_for(contexts) if contexts is not None
+                  else np.full(len(probs), classifier.threshold))
+    return Answers(classifier.probabilities_with_context(probs, contexts), classifier.class_bias, thresholds)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def figures(labels: np.ndarray, probs: np.ndarray, class_bias: np.ndarray | None = None) -> dict[str, float]:
@@ -112,23 +127,26 @@ def main(argv: list[str] | None = None) -> int:
     labels, groups = np.array([r.label for r in records]), [r.lesion_id for r in records]
     contexts = [r.context for r in records] if args.as_served else None
     served = [answers(m, [r.path for r in records], contexts) for m in args.models]
-    biases = [bias if args.as_served else None for _, bias in served]
+    biases = [s.class_bias if args.as_served else None for s in served]
     judged = ("as served (clinical context, each bundle's operating point)" if args.as_served
               else "the image alone, plain argmax")
     print(f"{args.split} split: {len(labels)} images, {len(set(groups))} lesions; baseline {args.models[0]}; {judged}\n")
     print("| model | balanced accuracy | malignant AUC | melanoma recall | bal. acc. higher than baseline in "
-          "| AUC higher in | melanoma recall higher in |")
-    print("|---|---|---|---|---|---|---|")
-    for i, (model, (probs, _), bias) in enumerate(zip(args.models, served, biases)):
-        f = figures(labels, probs, bias)
+          "| AUC higher in | melanoma recall higher in | sensitivity / specificity at its threshold |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i, (model, answered, bias) in enumerate(zip(args.models, served, biases)):
+        f = figures(labels, answered.probabilities, bias)
+        sensitivity, specificity = sensitivity_specificity(
+            is_malignant(labels), malignancy_scores(answered.probabilities) >= answered.thresholds)
         name = os.path.basename(model.rstrip("/"))
         row = f"| {name}{' (baseline)' if i == 0 else ''} | {f['balanced_accuracy']:.4f} | " \
               f"{f['malignant_auc']:.4f} | {f['melanoma_recall']:.4f} |"
+        operating = f" {_fmt(sensitivity)} / {_fmt(specificity)} |"
         if i == 0:
-            print(row + " | | |")
+            print(row + " | | |" + operating)
             continue
-        wins = paired_bootstrap(labels, groups, served[0][0], probs, n_resamples=args.bootstrap, seed=args.seed,
-                                base_bias=biases[0], other_bias=bias)
+        wins = paired_bootstrap(labels, groups, served[0].probabilities, answered.probabilities,
+                                n_resamples=args.bootstrap, seed=args.seed, base_bias=biases[0], other_bias=bias)
         print(row + f" {wins['balanced_accuracy']:.0%} of resamples | {wins['malignant_auc']:.0%} | "
-                    f"{wins['melanoma_recall']:.0%} |")
+                    f"{wins['melanoma_recall']:.0%} |" + operating)
     return 0

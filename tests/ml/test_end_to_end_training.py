@@ -363,6 +363,11 @@ def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(bun
     # A model is never better than itself.
     assert "| 0% of resamples | 0% | 0% |" in rows[1]
     assert rows[0].split("|")[2] == rows[1].split("|")[2]
+    # The last column: sensitivity / specificity at the bundle's own threshold, as packaging measured them.
+    fitted = json.loads((Path(bundle) / "manifest.json").read_text())["variants"]["fp32"]
+    sensitivity, specificity = (float(x) for x in rows[1].split("|")[-2].split(" / "))
+    assert sensitivity == pytest.approx(fitted["validation_sensitivity"], abs=1e-4)
+    assert specificity == pytest.approx(fitted["validation_specificity"], abs=1e-4)
     # As served, the clinical context (it tells the class in this generated data) moves the figures.
     assert ml_main([*argv, "--as-served"]) == 0
     out = capsys.readouterr().out
