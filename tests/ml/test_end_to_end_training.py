@@ -22,7 +22,7 @@ from ml.explain import heat_map  # noqa: E402
 from ml.inference import Classifier  # noqa: E402
 from ml.manifest import OUTPUTS  # noqa: E402
 from ml.preprocessing import PreprocessConfig  # noqa: E402
-from ml.training import endtoend  # noqa: E402
+from ml.training import batching, endtoend  # noqa: E402
 from ml.training.augment import AUGMENTATIONS, augment_light  # noqa: E402
 from tests.conftest import encode, make_image  # noqa: E402
 from tests.ml.datasets import generated_dataset  # noqa: E402
@@ -49,11 +49,11 @@ def test_it_augments_with_the_same_dtype_channels_and_range_deterministically(se
 @pytest.mark.parametrize("kind", sorted(AUGMENTATIONS))
 def test_it_makes_training_views_of_the_model_input_shape_and_range(kind):
     image = make_image(200, 150, seed=4)
-    views = [endtoend.training_view(image, CONFIG, (7, 0, k), kind) for k in range(6)]
+    views = [batching.training_view(image, CONFIG, (7, 0, k), kind) for k in range(6)]
     for view in views:
         assert view.shape == (48, 64, 3) and view.dtype == np.float32
         assert view.min() >= -1.0 and view.max() <= 1.0
-    assert np.array_equal(views[0], endtoend.training_view(image, CONFIG, (7, 0, 0), kind))
+    assert np.array_equal(views[0], batching.training_view(image, CONFIG, (7, 0, 0), kind))
     assert not np.array_equal(views[0], views[1])
 
 
@@ -74,16 +74,16 @@ def test_it_keeps_the_whole_image_in_a_light_view():
 def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced():
     labels = np.array([0] * 400 + [1] * 100 + [2] * 25 + [3] * 1 + [4] * 9 + [5] * 16 + [6] * 49)
     for sampling in endtoend.SAMPLINGS:
-        probs = endtoend.sampling_probabilities(labels, sampling)
-        weights = endtoend.loss_weights(labels, sampling)
+        probs = batching.sampling_probabilities(labels, sampling)
+        weights = batching.loss_weights(labels, sampling)
         mass = np.bincount(labels, weights=probs, minlength=len(CLASSES))
         # Drawn mass times loss weight is the same for every class: balanced in expectation.
         assert np.allclose(mass * weights, (mass * weights)[0], rtol=1e-5)
         assert probs.sum() == pytest.approx(1.0)
-    sqrt_mass = np.bincount(labels, weights=endtoend.sampling_probabilities(labels, "sqrt"), minlength=len(CLASSES))
+    sqrt_mass = np.bincount(labels, weights=batching.sampling_probabilities(labels, "sqrt"), minlength=len(CLASSES))
     assert sqrt_mass[0] / sqrt_mass[1] == pytest.approx(2.0)  # sqrt(400 / 100)
-    order = endtoend.epoch_order(labels, endtoend.EndToEndConfig(), epoch=3)
-    assert np.array_equal(order, endtoend.epoch_order(labels, endtoend.EndToEndConfig(), epoch=3))
+    order = batching.epoch_order(labels, endtoend.EndToEndConfig(), epoch=3)
+    assert np.array_equal(order, batching.epoch_order(labels, endtoend.EndToEndConfig(), epoch=3))
     assert len(order) == len(labels)
 
 
@@ -555,14 +555,14 @@ def test_it_mixes_image_pairs_with_their_targets_and_weights_by_one_share():
     views = rng.normal(size=(8, 4, 4, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 0])
     weights = np.linspace(0.5, 2.0, len(labels)).astype(np.float32)
-    plain = endtoend.batch_targets(views, labels, weights=weights, cfg=endtoend.EndToEndConfig(), seed=(1, 2))
+    plain = batching.batch_targets(views, labels, weights=weights, cfg=endtoend.EndToEndConfig(), seed=(1, 2))
     np.testing.assert_array_equal(plain[0], views)
     np.testing.assert_array_equal(plain[1].argmax(1), labels)
     np.testing.assert_array_equal(plain[2], weights)
 
     cfg = endtoend.EndToEndConfig(mixup=0.4, label_smoothing=0.1)
-    x, targets, w = endtoend.batch_targets(views, labels, weights=weights, cfg=cfg, seed=(1, 2))
-    again = endtoend.batch_targets(views, labels, weights=weights, cfg=cfg, seed=(1, 2))
+    x, targets, w = batching.batch_targets(views, labels, weights=weights, cfg=cfg, seed=(1, 2))
+    again = batching.batch_targets(views, labels, weights=weights, cfg=cfg, seed=(1, 2))
     np.testing.assert_array_equal(x, again[0])  # a pure function of the seed: resumable
     np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
     assert not np.allclose(x, views)
@@ -585,13 +585,13 @@ def test_it_refuses_unknown_selection_rules_and_negative_mixup():
 def test_it_weighs_unconfirmed_diagnoses_down_within_their_class_and_keeps_each_class_mean():
     labels = np.array([0, 0, 5, 5, 5, 5, 6, 6])
     dx_types = ["histo", "histo", "histo", "follow_up", "follow_up", "consensus", "histo", "consensus"]
-    factors = endtoend.confirmation_weights(labels, dx_types, 0.5)
+    factors = batching.confirmation_weights(labels, dx_types, 0.5)
     assert factors[:2] == pytest.approx([1.0, 1.0])  # all confirmed: unchanged
     for label in (0, 5, 6):
         assert factors[labels == label].mean() == pytest.approx(1.0)
     # Within a class a confirmed image weighs twice an unconfirmed one.
     assert factors[2] == pytest.approx(2 * factors[3]) and factors[6] == pytest.approx(2 * factors[7])
-    np.testing.assert_allclose(endtoend.confirmation_weights(labels, dx_types, 1.0), 1.0)
+    np.testing.assert_allclose(batching.confirmation_weights(labels, dx_types, 1.0), 1.0)
 
 
 def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
