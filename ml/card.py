@@ -451,6 +451,8 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
         f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
         f" --augmentation {fit['augmentation']}" if fit.get("augmentation", "full") != "full" else "",
+        f" --distill-from ml/models/{fit['distill_from']} --distill-weight {fit['distill_weight']:g}"
+        if fit.get("distill_from") else "",
         _target_flag(manifest) if trained == manifest["version"] else "",
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",

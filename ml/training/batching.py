@@ -70,12 +70,17 @@ def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[in
 
 def batch_targets(
     views: np.ndarray, labels: np.ndarray, *, weights: np.ndarray, cfg: EndToEndConfig, seed: Sequence[int],
-    n_classes: int = len(CLASSES),
+    n_classes: int = len(CLASSES), teacher: np.ndarray | None = None,
 ) -> Batch:
-    """Soft targets (label smoothing) and the images' loss `weights` for one batch, then mixup when
+    """Soft targets (label smoothing; with `teacher`, the teacher's probabilities for these images
+    blended in at `cfg.distill_weight`) and the images' loss `weights` for one batch, then mixup when
     `cfg.mixup` > 0: each image blended with another of the batch, its target and weight blended by
     the same share."""
     targets = np.eye(n_classes, dtype=np.float32)[labels] * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
+    if cfg.distill_weight > 0:
+        if teacher is None:
+            raise ValueError(f"distillation from {cfg.distill_from} needs the teacher's answers")
+        targets = (1.0 - cfg.distill_weight) * targets + cfg.distill_weight * np.asarray(teacher, dtype=np.float32)
     weights = np.asarray(weights, dtype=np.float32)
     if cfg.mixup > 0:
         rng = np.random.default_rng(list(seed))
@@ -97,11 +102,13 @@ def batches(
     cfg: EndToEndConfig,
     image_weights: np.ndarray,
     epoch: int,
+    teacher: np.ndarray | None = None,
     pool: ThreadPoolExecutor,
     prefetch: int = 3,
 ) -> Iterator[Batch]:
     """Full batches in `order`, built `prefetch` batches ahead in `pool`; `image_weights` is each
-    training image's loss weight (class weight times confirmation factor)."""
+    training image's loss weight (class weight times confirmation factor); `teacher`, when distilling,
+    each training image's teacher probabilities."""
     n_batches = len(order) // cfg.batch_size
 
     def build(b: int) -> Batch:
@@ -109,7 +116,7 @@ def batches(
         views = [training_view(images[i], config, (cfg.seed, epoch, b * cfg.batch_size + k), cfg.augmentation)
                  for k, i in enumerate(chosen)]
         return batch_targets(np.stack(views), labels[chosen], weights=image_weights[chosen], cfg=cfg,
-                             seed=(cfg.seed, epoch, b, 1))
+                             seed=(cfg.seed, epoch, b, 1), teacher=None if teacher is None else teacher[chosen])
 
     pending: deque = deque()
     for b in range(n_batches):

@@ -85,6 +85,11 @@ class EndToEndConfig:
     # cutout, ...) or "light" (flips, turns, a little colour jitter), e.g. for a short last run
     # from a trained bundle on views closer to what the model sees at inference.
     augmentation: str = "full"
+    # Distillation: the version of a trained bundle (the teacher) whose calibrated answers, averaged
+    # over each training image and its mirror image, make up `distill_weight` of every target
+    # (the label the rest). 0 = the labels alone.
+    distill_from: str | None = None
+    distill_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -97,6 +102,9 @@ class EndToEndConfig:
             raise ValueError(f"unconfirmed_weight must be in (0, 1], got {self.unconfirmed_weight}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {tuple(AUGMENTATIONS)}, got {self.augmentation!r}")
+        if not 0 <= self.distill_weight <= 1 or (self.distill_weight > 0) != (self.distill_from is not None):
+            raise ValueError(f"distill_weight must be in (0, 1] with a teacher and 0 without one, got "
+                             f"{self.distill_weight} with teacher {self.distill_from!r}")
 
 
 # --- The model -----------------------------------------------------------------------------
@@ -278,8 +286,12 @@ def train_end_to_end(
     stop_after: int | None = None,
     finish_now: bool = False,
     workers: int = 2,
+    teacher_answers: Callable[[], np.ndarray] | None = None,
 ) -> dict:
     """Train `model` in place; leave the best epoch's weights in it and return the loop state.
+
+    `teacher_answers` (when distilling) gives each training image's teacher probabilities; it is
+    called only when an epoch is left to train.
 
     `stop_after` ends this call after that many epochs (the checkpoint is written as usual):
     it is how the tests interrupt a run. `finish_now` ends a resumed run where it stands, as an
@@ -332,6 +344,13 @@ def train_end_to_end(
         log(f"ending the run after epoch {state['next_epoch']} as asked (--finish-now)")
         stop_after = 0
     images = load_images(train, log)
+    teacher = None
+    if cfg.distill_weight > 0 and not run_finished(state, cfg) and (stop_after is None or stop_after > 0):
+        if teacher_answers is None:
+            raise ValueError(f"distillation from {cfg.distill_from} needs the teacher's answers")
+        teacher = teacher_answers()
+        if teacher.shape != (len(train), len(CLASSES)):
+            raise ValueError(f"the teacher answered {teacher.shape}, not one row per training image")
     val_x = np.stack([preprocess(read_image(r.path), config) for r in val])
     run_epochs = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -342,7 +361,8 @@ def train_end_to_end(
             started = time.time()
             order = epoch_order(train_y, cfg, epoch)
             loss = trainer.train_epoch(batches(images, train_y, order, config=config, cfg=cfg,
-                                               image_weights=image_weights, epoch=epoch, pool=pool))
+                                               image_weights=image_weights, epoch=epoch, pool=pool,
+                                               teacher=teacher))
             train_seconds = time.time() - started
             raw = evaluate(trainer, val_x, val_y, train_y)
             trainer.swap_ema()

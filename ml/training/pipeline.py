@@ -88,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--init-from", metavar="BUNDLE",
                      help="start from a trained end-to-end bundle's weights (same split, preprocessing and width) "
                           "instead of the ImageNet backbone: a second, shorter run at a lower rate")
+    e2e.add_argument("--distill-from", metavar="BUNDLE",
+                     help="a trained bundle on this split (the teacher): each target blends the label with its "
+                          "answers, averaged over the image and its mirror image (ml/training/distill.py)")
+    e2e.add_argument("--distill-weight", type=float, default=0.5,
+                     help="the teacher's share of each target with --distill-from (default 0.5)")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
     e2e.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                      help="threads building augmented views (the result does not depend on it)")
@@ -172,6 +177,8 @@ def run(args: argparse.Namespace) -> dict:
         write_split_csv(os.path.join(out, "split.csv"), records, split_of)
     if getattr(args, "init_from", None):
         refuse_foreign_split(args.init_from, split_of)
+    if getattr(args, "distill_from", None):
+        refuse_foreign_split(args.distill_from, split_of, flag="--distill-from")
     for member in getattr(args, "average_with", None) or []:
         if is_bundle(member):
             refuse_foreign_split(member, split_of, flag="--average-with")
@@ -271,7 +278,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     import keras
 
     from ml.manifest import load_manifest
-    from ml.training import backbone, endtoend, soup
+    from ml.training import backbone, distill, endtoend, soup
 
     if args.colour == "auto":
         sys.exit("--mode end-to-end needs an explicit --colour (the cached mode's probe chose clahe for v1 and v2)")
@@ -283,6 +290,8 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         patience=args.patience, seed=args.seed, mixup=args.mixup, selection=args.select,
         unconfirmed_weight=args.unconfirmed_weight, augmentation=args.augmentation,
         init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
+        distill_from=load_manifest(args.distill_from)["version"] if args.distill_from else None,
+        distill_weight=args.distill_weight if args.distill_from else 0.0,
     )
     if args.average_with:  # refused now rather than after the training
         soup.check_members(args.average_with, cfg, config.to_dict())
@@ -292,10 +301,17 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     if args.init_from:
         endtoend.load_initial_weights(model, args.init_from, config)
         log(f"starting from the weights of {cfg.init_from}")
+
+    def teacher() -> np.ndarray:
+        log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight:g}): its answers for "
+            f"{len(train)} training images, each with its mirror image")
+        return distill.teacher_answers(args.distill_from, train)
+
     log(f"end-to-end fine-tuning at {config.describe()} ({config.colour}): {cfg}")
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=config, cfg=cfg,
                                       checkpoint_dir=os.path.join(work, "end_to_end"), log=log,
-                                      stop_after=args.stop_after, finish_now=args.finish_now, workers=args.workers)
+                                      stop_after=args.stop_after, finish_now=args.finish_now, workers=args.workers,
+                                      teacher_answers=teacher if args.distill_from else None)
     if not state["finished"]:
         log(f"stopped after epoch {state['next_epoch']}; re-run the same command to continue")
         return None

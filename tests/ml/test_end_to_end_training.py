@@ -572,6 +572,61 @@ def test_it_mixes_image_pairs_with_their_targets_and_weights_by_one_share():
     assert np.all((w >= weights.min() - 1e-6) & (w <= weights.max() + 1e-6))
 
 
+def test_it_blends_the_teachers_answers_into_the_targets_at_the_distillation_weight():
+    rng = np.random.default_rng(1)
+    views = rng.normal(size=(4, 4, 4, 3)).astype(np.float32)
+    labels = np.array([0, 4, 5, 6])
+    teacher = rng.dirichlet(np.ones(len(CLASSES)), size=len(labels)).astype(np.float32)
+    cfg = endtoend.EndToEndConfig(distill_from="teacher-v1", distill_weight=0.25)
+    _, targets, _ = batching.batch_targets(views, labels, weights=np.ones(4), cfg=cfg, seed=(1, 2), teacher=teacher)
+    np.testing.assert_allclose(targets, 0.75 * np.eye(len(CLASSES))[labels] + 0.25 * teacher, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the teacher's answers"):
+        batching.batch_targets(views, labels, weights=np.ones(4), cfg=cfg, seed=(1, 2))
+    for weight, teacher_version in ((0.5, None), (0.0, "teacher-v1"), (1.5, "teacher-v1")):
+        with pytest.raises(ValueError, match="distill_weight"):
+            endtoend.EndToEndConfig(distill_from=teacher_version, distill_weight=weight)
+
+
+def test_it_distils_a_bundles_two_view_answers_into_a_run_and_records_the_teacher(bundle, tmp_path):
+    from ml.data import records_in
+    from ml.inference import Classifier
+    from ml.training.distill import teacher_answers
+
+    metadata = os.path.join(os.path.dirname(bundle), "metadata.csv")
+    images = os.path.join(os.path.dirname(bundle), "images")
+    split = read_split_csv(os.path.join(bundle, "split.csv"))
+    train_records = records_in(load_metadata(metadata, [images]), split, "train")
+    answers = teacher_answers(bundle, train_records[:5], batch=2)
+    classifier = Classifier(bundle, variant="fp32")
+    with open(train_records[0].path, "rb") as fh:
+        x = classifier.prepare(fh.read())[None]
+    mirrored = (classifier.probabilities(x) + classifier.probabilities(np.ascontiguousarray(x[:, :, ::-1]))) / 2
+    assert answers.shape == (5, len(CLASSES)) and answers.dtype == np.float32
+    np.testing.assert_allclose(answers[0], mirrored[0], atol=1e-6)
+    np.testing.assert_allclose(answers.sum(1), 1.0, atol=1e-5)
+
+    def train(name, *extra):
+        return ml_main(["train", "--mode", "end-to-end", "--metadata", metadata, "--images", images,
+                        "--out", str(tmp_path / name), "--work-dir", str(tmp_path / f"work-{name}"), "--alpha", "0.35",
+                        "--weights", "none", "--size", "48", "--width", "64", "--colour", "clahe", "--epochs", "1",
+                        "--warmup-epochs", "0", "--batch-size", "8", "--split-csv", os.path.join(bundle, "split.csv"),
+                        "--backbone-lr", "0.01", "--head-lr", "0.01", "--init-from", bundle, "--seed", "5", *extra])
+
+    assert train("plain", "--train-only") == 0
+    assert train("distilled", "--distill-from", bundle, "--distill-weight", "0.5", "--calibration-images", "16",
+                 "--parity-images", "16", "--bootstrap", "20", "--min-int8-agreement", "1.01",
+                 "--latency-reference", "none") == 0
+    # The same seed and start: only the targets differ, and so do the trained weights.
+    plain, distilled = (_best_model(tmp_path / f"work-{name}" / "end_to_end").get_weights()
+                        for name in ("plain", "distilled"))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, distilled)) > 1e-4
+    fit = json.loads((tmp_path / "distilled" / "manifest.json").read_text())["training"]["fit"]
+    teacher_version = json.loads((Path(bundle) / "manifest.json").read_text())["version"]
+    assert (fit["distill_from"], fit["distill_weight"]) == (teacher_version, 0.5)
+    assert (f"--distill-from ml/models/{teacher_version} --distill-weight 0.5"
+            in render_card(str(tmp_path / "distilled")))
+
+
 def test_it_refuses_unknown_selection_rules_and_negative_mixup():
     with pytest.raises(ValueError, match="selection"):
         endtoend.EndToEndConfig(selection="auc")
