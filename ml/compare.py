@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -64,18 +64,21 @@ class Answers(NamedTuple):
     thresholds: np.ndarray  # each answer's malignancy threshold
 
 
-def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = None, batch: int = 64) -> Answers:
-    """The bundle's answers; with `contexts`, the probabilities are moved by each image's clinical
-    context, and judged by each one's threshold, as the bundle serves them."""
-    classifier = Classifier(model_dir, variant="fp32")
-    out = []
+def prepared_batches(classifier: Classifier, paths: Sequence[str], batch: int = 64) -> Iterator[np.ndarray]:
+    """The image files, `batch` at a time, decoded and preprocessed as the bundle serves them."""
     for start in range(0, len(paths), batch):
         chunk = []
         for path in paths[start : start + batch]:
             with open(path, "rb") as fh:
                 chunk.append(classifier.prepare(fh.read()))
-        out.append(classifier.probabilities(np.stack(chunk)))
-    probs = np.concatenate(out)
+        yield np.stack(chunk)
+
+
+def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = None, batch: int = 64) -> Answers:
+    """The bundle's answers; with `contexts`, the probabilities are moved by each image's clinical
+    context, and judged by each one's threshold, as the bundle serves them."""
+    classifier = Classifier(model_dir, variant="fp32")
+    probs = np.concatenate([classifier.probabilities(x) for x in prepared_batches(classifier, paths, batch)])
     thresholds = (classifier.thresholds_for(contexts) if contexts is not None
                   else np.full(len(probs), classifier.threshold))
     return Answers(classifier.probabilities_with_context(probs, contexts), classifier.class_bias, thresholds)

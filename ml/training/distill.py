@@ -21,16 +21,11 @@ from ml.data import Record
 def teacher_answers(bundle_dir: str, records: Sequence[Record], *, batch: int = 64) -> np.ndarray:
     """(len(records), classes) float32: the bundle's image-only probabilities, mean of the image
     and its mirror image."""
+    from ml.compare import prepared_batches
     from ml.inference import Classifier
+    from ml.training.finalize import flip_batch
 
     classifier = Classifier(bundle_dir, variant="fp32")
-    answers = []
-    for start in range(0, len(records), batch):
-        prepared = []
-        for record in records[start : start + batch]:
-            with open(record.path, "rb") as fh:
-                prepared.append(classifier.prepare(fh.read()))
-        x = np.stack(prepared)
-        mirrored = np.ascontiguousarray(x[:, :, ::-1, :])  # NHWC: the width axis
-        answers.append((classifier.probabilities(x) + classifier.probabilities(mirrored)) / 2.0)
+    answers = [(classifier.probabilities(x) + classifier.probabilities(flip_batch(x, "h"))) / 2.0
+               for x in prepared_batches(classifier, [r.path for r in records], batch)]
     return np.concatenate(answers).astype(np.float32)
