@@ -22,10 +22,14 @@ if TYPE_CHECKING:  # the config's module imports this one
     from ml.training.endtoend import EndToEndConfig
 
 
+# Each class's share of the draws goes as (class count) ** power.
+SAMPLING_POWERS: dict[str, float] = {"natural": 1.0, "sqrt": 0.5, "balanced": 0.0}
+
+
 def sampling_probabilities(labels: np.ndarray, sampling: str) -> np.ndarray:
     """Per-image draw probabilities: class mass proportional to n_c (natural), sqrt(n_c) or 1."""
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
-    power = {"natural": 1.0, "sqrt": 0.5, "balanced": 0.0}[sampling]
+    power = SAMPLING_POWERS[sampling]
     class_mass = np.where(counts > 0, counts**power, 0.0)
     per_image = class_mass[labels] / counts[labels]
     return per_image / per_image.sum()
@@ -35,7 +39,7 @@ def loss_weights(labels: np.ndarray, sampling: str, balance: float = 1.0) -> np.
     """Per-class loss weights that take the sampled class mix `balance` of the way to equal class
     weight in expectation (1: all the way), normalised so the average drawn image weighs 1."""
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
-    power = {"natural": 1.0, "sqrt": 0.5, "balanced": 0.0}[sampling]
+    power = SAMPLING_POWERS[sampling]
     present = counts > 0
     weights = np.zeros_like(counts)
     weights[present] = counts[present] ** (-power * balance)
