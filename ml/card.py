@@ -331,6 +331,9 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
         + (f"images whose diagnosis was not confirmed by histopathology weighted {fit['unconfirmed_weight']:g} "
            f"against confirmed ones of their class (class means kept); " if fit.get("unconfirmed_weight", 1.0) != 1.0 else "")
         + (f"mixup of image pairs (Beta({fit['mixup']:g}, {fit['mixup']:g})); " if fit.get("mixup") else "")
+        + (f"an auxiliary lesion-mask target (the HAM10000 segmentation masks, each cell of the last feature map "
+           f"learning its lesion share; weight {fit['mask_weight']:g}; training only, not in the exported network); "
+           if fit.get("mask_weight") else "")
         + f"weight "
         f"average (EMA, decay {fit['ema_decay']:g}) scored beside the raw weights every epoch; the epoch kept and "
         f"early stopping by validation {fit.get('selection', 'balanced_accuracy').replace('+auc', ' + malignant AUC').replace('_', ' ')} "
@@ -453,6 +456,7 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --augmentation {fit['augmentation']}" if fit.get("augmentation", "full") != "full" else "",
         f" --distill-from ml/models/{fit['distill_from']} --distill-weight {fit['distill_weight']:g}"
         if fit.get("distill_from") else "",
+        f" --mask-weight {fit['mask_weight']:g} --masks ../shared/data/ham10000/masks" if fit.get("mask_weight") else "",
         _target_flag(manifest) if trained == manifest["version"] else "",
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",

@@ -120,16 +120,31 @@ def augment_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A mild view (RGB uint8 in and out): flips, 90-degree turns and a little colour jitter; no
     crop, warp, resample or cutout, so the lesion keeps the scale and sharpness it has at
     inference. For the last epochs of a run, after training on `augment_end_to_end`'s views.
-    Deterministic for a given generator state."""
+    Deterministic for a given generator state.
+
+    A fourth channel (the lesion mask, `with_mask`) takes the same flips and turns and no colour
+    change; the RGB view is the one the same generator state gives without it."""
     out = img
     if rng.random() < 0.5:
         out = out[:, ::-1]
     if rng.random() < 0.5:
         out = out[::-1, :]
     out = np.rot90(out, int(rng.integers(0, 4)))
-    out = colour_jitter(np.ascontiguousarray(out), rng, brightness=0.1, contrast=0.1, saturation=0.1, hue=4)
-    return np.ascontiguousarray(out)
+    rgb = colour_jitter(np.ascontiguousarray(out[..., :3]), rng, brightness=0.1, contrast=0.1, saturation=0.1, hue=4)
+    if out.shape[2] > 3:
+        rgb = np.concatenate([rgb, out[..., 3:]], axis=2)
+    return np.ascontiguousarray(rgb)
+
+
+def with_mask(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The RGB image with its lesion mask (uint8, 255 = lesion; resized to the image if it differs)
+    as a fourth channel, for the views that carry a mask (MASKED_AUGMENTATIONS)."""
+    if mask.shape[:2] != img.shape[:2]:
+        mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(np.concatenate([img, mask.reshape(*img.shape[:2], 1)], axis=2))
 
 
 # End-to-end training's views by name (EndToEndConfig.augmentation, `ml train --augmentation`).
 AUGMENTATIONS = {"full": augment_end_to_end, "light": augment_light}
+# The views whose geometry a lesion mask can follow (a fourth channel, see `with_mask`).
+MASKED_AUGMENTATIONS: tuple[str, ...] = ("light",)

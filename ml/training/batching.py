@@ -11,10 +11,11 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from ml.classes import CLASSES
-from ml.preprocessing import PreprocessConfig, preprocess
+from ml.preprocessing import PreprocessConfig, preprocess, resize
 from ml.training.augment import AUGMENTATIONS
 from ml.training.steps import Batch
 
@@ -72,14 +73,25 @@ def training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[in
     return preprocess(AUGMENTATIONS[augmentation](image, np.random.default_rng(list(seed))), config)
 
 
+def masked_training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequence[int], augmentation: str,
+                         grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(view, lesion target) of an image carrying its mask as a fourth channel: the view is
+    `training_view`'s for the same seed; the target is the lesion's share of each cell of the
+    (height, width) `grid`, float32 in [0, 1], after the view's flips and turns and the model's resize."""
+    view = AUGMENTATIONS[augmentation](image, np.random.default_rng(list(seed)))
+    mask = resize(np.repeat(view[..., 3:], 3, axis=2), config.height_width)[..., 0]
+    cells = cv2.resize(mask.astype(np.float32) / 255.0, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+    return preprocess(np.ascontiguousarray(view[..., :3]), config), cells[..., None]
+
+
 def batch_targets(
     views: np.ndarray, labels: np.ndarray, *, weights: np.ndarray, cfg: EndToEndConfig, seed: Sequence[int],
-    n_classes: int = len(CLASSES), teacher: np.ndarray | None = None,
+    n_classes: int = len(CLASSES), teacher: np.ndarray | None = None, masks: np.ndarray | None = None,
 ) -> Batch:
     """Soft targets (label smoothing; with `teacher`, the teacher's probabilities for these images
     blended in at `cfg.distill_weight`) and the images' loss `weights` for one batch, then mixup when
     `cfg.mixup` > 0: each image blended with another of the batch, its target and weight blended by
-    the same share."""
+    the same share. With `masks` (lesion targets), the batch carries them as a fourth part, mixed alike."""
     targets = np.eye(n_classes, dtype=np.float32)[labels] * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
     if cfg.distill_weight > 0:
         if teacher is None:
@@ -92,9 +104,12 @@ def batch_targets(
         share = np.float32(max(share, 1.0 - share))  # the first image stays the larger part
         partner = rng.permutation(len(labels))
         views = share * views + (1.0 - share) * views[partner]
+        if masks is not None:
+            masks = share * masks + (1.0 - share) * masks[partner]
         targets = share * targets + (1.0 - share) * targets[partner]
         weights = share * weights + (1.0 - share) * weights[partner]
-    return views.astype(np.float32), targets.astype(np.float32), weights.astype(np.float32)
+    batch = views.astype(np.float32), targets.astype(np.float32), weights.astype(np.float32)
+    return batch if masks is None else (*batch, np.asarray(masks, dtype=np.float32))
 
 
 def batches(
@@ -107,20 +122,29 @@ def batches(
     image_weights: np.ndarray,
     epoch: int,
     teacher: np.ndarray | None = None,
+    mask_grid: tuple[int, int] | None = None,
     pool: ThreadPoolExecutor,
     prefetch: int = 3,
 ) -> Iterator[Batch]:
     """Full batches in `order`, built `prefetch` batches ahead in `pool`; `image_weights` is each
     training image's loss weight (class weight times confirmation factor); `teacher`, when distilling,
-    each training image's teacher probabilities."""
+    each training image's teacher probabilities; `mask_grid`, with a lesion-mask target (the images
+    carry their masks), the (height, width) grid of the lesion targets."""
     n_batches = len(order) // cfg.batch_size
 
     def build(b: int) -> Batch:
         chosen = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        views = [training_view(images[i], config, (cfg.seed, epoch, b * cfg.batch_size + k), cfg.augmentation)
-                 for k, i in enumerate(chosen)]
-        return batch_targets(np.stack(views), labels[chosen], weights=image_weights[chosen], cfg=cfg,
-                             seed=(cfg.seed, epoch, b, 1), teacher=None if teacher is None else teacher[chosen])
+        seeds = [(cfg.seed, epoch, b * cfg.batch_size + k) for k in range(len(chosen))]
+        masks = None
+        if mask_grid is None:
+            views = np.stack([training_view(images[i], config, seed, cfg.augmentation) for i, seed in zip(chosen, seeds)])
+        else:
+            pairs = [masked_training_view(images[i], config, seed, cfg.augmentation, mask_grid)
+                     for i, seed in zip(chosen, seeds)]
+            views, masks = np.stack([view for view, _ in pairs]), np.stack([cells for _, cells in pairs])
+        return batch_targets(views, labels[chosen], weights=image_weights[chosen], cfg=cfg,
+                             seed=(cfg.seed, epoch, b, 1), teacher=None if teacher is None else teacher[chosen],
+                             masks=masks)
 
     pending: deque = deque()
     for b in range(n_batches):

@@ -40,7 +40,7 @@ from ml.data import Record
 from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
 from ml.training import steps
-from ml.training.augment import AUGMENTATIONS
+from ml.training.augment import AUGMENTATIONS, MASKED_AUGMENTATIONS, with_mask
 from ml.training.batching import batches, confirmation_weights, epoch_order, loss_weights
 from ml.training.steps import Batch
 
@@ -90,6 +90,11 @@ class EndToEndConfig:
     # (the label the rest). 0 = the labels alone.
     distill_from: str | None = None
     distill_weight: float = 0.0
+    # Auxiliary lesion-mask target: a 1x1 convolution on the last feature map learns, from the
+    # HAM10000 segmentation masks, which cells of the grid hold the lesion (binary cross-entropy on
+    # each cell's lesion fraction), weighted `mask_weight` against the diagnosis loss; the head is
+    # used only in training, the exported network is unchanged. 0 = off.
+    mask_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -105,6 +110,9 @@ class EndToEndConfig:
         if not 0 <= self.distill_weight <= 1 or (self.distill_weight > 0) != (self.distill_from is not None):
             raise ValueError(f"distill_weight must be in (0, 1] with a teacher and 0 without one, got "
                              f"{self.distill_weight} with teacher {self.distill_from!r}")
+        if self.mask_weight < 0 or (self.mask_weight > 0 and self.augmentation not in MASKED_AUGMENTATIONS):
+            raise ValueError(f"mask_weight must be >= 0, and a lesion-mask target needs views a mask can follow "
+                             f"{MASKED_AUGMENTATIONS}; got {self.mask_weight} with {self.augmentation!r}")
 
 
 # --- The model -----------------------------------------------------------------------------
@@ -120,6 +128,15 @@ def build_model(base: keras.Model, *, dropout: float, seed: int, n_classes: int 
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     return keras.Model(image, logits, name="skinportal_mobilenetv2")
+
+
+def with_lesion_head(model: keras.Model) -> keras.Model:
+    """The training graph of a lesion-mask target: image -> (logits, lesion logits per cell of the
+    last feature map), sharing every layer with `model`. The head's kernel starts at zero, so its
+    first gradients leave the trained backbone alone until it has learnt something."""
+    features = model.get_layer("pool").input
+    lesion = keras.layers.Conv2D(1, 1, kernel_initializer="zeros", name="lesion_mask")(features)
+    return keras.Model(model.input, [model.output, lesion], name="skinportal_mobilenetv2_with_lesion_mask")
 
 
 def load_initial_weights(model: keras.Model, bundle_dir: str, config: PreprocessConfig) -> None:
@@ -187,9 +204,11 @@ class Trainer:
     def __init__(self, model: keras.Model, base: keras.Model, cfg: EndToEndConfig, *, steps_per_epoch: int,
                  class_weights: np.ndarray) -> None:
         self.model, self.cfg = model, cfg
+        # What the step trains: the model itself, or the model with its lesion-mask head.
+        self.train_model = with_lesion_head(model) if cfg.mask_weight > 0 else model
         base_ids = {id(v) for v in base.trainable_variables}
-        self.backbone_vars = [v for v in model.trainable_variables if id(v) in base_ids]
-        self.head_vars = [v for v in model.trainable_variables if id(v) not in base_ids]
+        self.backbone_vars = [v for v in self.train_model.trainable_variables if id(v) in base_ids]
+        self.head_vars = [v for v in self.train_model.trainable_variables if id(v) not in base_ids]
         warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
         self.backbone_opt = keras.optimizers.AdamW(WarmupCosine(cfg.backbone_lr, warmup, total), weight_decay=cfg.weight_decay)
         self.head_opt = keras.optimizers.AdamW(WarmupCosine(cfg.head_lr, warmup, total), weight_decay=cfg.weight_decay)
@@ -202,6 +221,8 @@ class Trainer:
                     for i, v in enumerate(self.trainable)]
         self.step = keras.Variable(np.int32(0), dtype="int32", trainable=False, name="ema_step")
         self.class_weights = np.asarray(class_weights, dtype=np.float32)
+        # The (height, width) of the lesion-mask target: the last feature map's grid.
+        self.mask_grid = tuple(self.train_model.outputs[1].shape[1:3]) if cfg.mask_weight > 0 else None
         self._run_epoch = steps.epoch_runner(self)
 
     def train_epoch(self, batch_iter: Iterator[Batch]) -> float:
@@ -219,7 +240,7 @@ class Trainer:
 
     def _state_variables(self) -> list:
         """Everything a resumed run needs, in a fixed order."""
-        return [*self.model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
+        return [*self.train_model.variables, *self.backbone_opt.variables, *self.head_opt.variables, *self.ema, self.step]
 
     def state_arrays(self) -> list[np.ndarray]:
         return [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in self._state_variables()]
@@ -266,10 +287,19 @@ def _best_score(best: dict) -> float:
     return best.get("score", best["balanced_accuracy"])
 
 
-def load_images(records: Sequence[Record], log: Callable[[str], None]) -> list[np.ndarray]:
+def load_images(records: Sequence[Record], log: Callable[[str], None], masks_dir: str | None = None) -> list[np.ndarray]:
+    """The training images (RGB uint8); with `masks_dir`, each with its lesion mask as a fourth channel."""
+    from ml.training.segmentation import mask_path
+
     started = time.time()
     images = [read_image(r.path) for r in records]
-    log(f"decoded {len(images)} images in {time.time() - started:.0f}s")
+    if masks_dir is not None:
+        for i, record in enumerate(records):
+            mask = cv2.imread(mask_path(masks_dir, record.image_id), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise FileNotFoundError(f"no lesion mask for {record.image_id} in {masks_dir}")
+            images[i] = with_mask(images[i], mask)
+    log(f"decoded {len(images)} images{' and their lesion masks' if masks_dir else ''} in {time.time() - started:.0f}s")
     return images
 
 
@@ -287,11 +317,14 @@ def train_end_to_end(
     finish_now: bool = False,
     workers: int = 2,
     teacher_answers: Callable[[], np.ndarray] | None = None,
+    masks_dir: str | None = None,
 ) -> dict:
     """Train `model` in place; leave the best epoch's weights in it and return the loop state.
 
     `teacher_answers` (when distilling) gives each training image's teacher probabilities; it is
     called only when an epoch is left to train.
+    `masks_dir` holds the training images' lesion masks (`<image_id>_segmentation.png`), needed
+    when `cfg.mask_weight` > 0.
 
     `stop_after` ends this call after that many epochs (the checkpoint is written as usual):
     it is how the tests interrupt a run. `finish_now` ends a resumed run where it stands, as an
@@ -343,7 +376,9 @@ def train_end_to_end(
         state.setdefault("ended_by_operator_after", state["next_epoch"])
         log(f"ending the run after epoch {state['next_epoch']} as asked (--finish-now)")
         stop_after = 0
-    images = load_images(train, log)
+    if cfg.mask_weight > 0 and masks_dir is None:
+        raise ValueError("a lesion-mask target (mask_weight > 0) needs the masks' folder")
+    images = load_images(train, log, masks_dir if cfg.mask_weight > 0 else None)
     teacher = None
     if cfg.distill_weight > 0 and not run_finished(state, cfg) and (stop_after is None or stop_after > 0):
         if teacher_answers is None:
@@ -362,7 +397,7 @@ def train_end_to_end(
             order = epoch_order(train_y, cfg, epoch)
             loss = trainer.train_epoch(batches(images, train_y, order, config=config, cfg=cfg,
                                                image_weights=image_weights, epoch=epoch, pool=pool,
-                                               teacher=teacher))
+                                               teacher=teacher, mask_grid=trainer.mask_grid))
             train_seconds = time.time() - started
             raw = evaluate(trainer, val_x, val_y, train_y)
             trainer.swap_ema()

@@ -93,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "answers, averaged over the image and its mirror image (ml/training/distill.py)")
     e2e.add_argument("--distill-weight", type=float, default=0.5,
                      help="the teacher's share of each target with --distill-from (default 0.5)")
+    e2e.add_argument("--mask-weight", type=float, default=0.0,
+                     help="weight of an auxiliary lesion-mask target learnt from --masks on the last feature map "
+                          "(training only; the exported network is unchanged); needs --augmentation light; 0 = off")
+    e2e.add_argument("--masks", metavar="DIR", help="the lesion masks (<image_id>_segmentation.png) for --mask-weight")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
     e2e.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                      help="threads building augmented views (the result does not depend on it)")
@@ -291,8 +295,10 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         unconfirmed_weight=args.unconfirmed_weight, augmentation=args.augmentation,
         init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
         distill_from=load_manifest(args.distill_from)["version"] if args.distill_from else None,
-        distill_weight=args.distill_weight if args.distill_from else 0.0,
+        distill_weight=args.distill_weight if args.distill_from else 0.0, mask_weight=args.mask_weight,
     )
+    if cfg.mask_weight > 0 and not args.masks:
+        sys.exit("--mask-weight needs --masks DIR (the lesion masks)")
     if args.average_with:  # refused now rather than after the training
         soup.check_members(args.average_with, cfg, config.to_dict())
     keras.utils.set_random_seed(args.seed)
@@ -311,7 +317,8 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=config, cfg=cfg,
                                       checkpoint_dir=os.path.join(work, "end_to_end"), log=log,
                                       stop_after=args.stop_after, finish_now=args.finish_now, workers=args.workers,
-                                      teacher_answers=teacher if args.distill_from else None)
+                                      teacher_answers=teacher if args.distill_from else None,
+                                      masks_dir=args.masks)
     if not state["finished"]:
         log(f"stopped after epoch {state['next_epoch']}; re-run the same command to continue")
         return None

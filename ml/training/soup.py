@@ -83,7 +83,8 @@ def bundle_member(path: str, cfg: EndToEndConfig, preprocessing: dict) -> dict:
     fit = manifest.get("training", {}).get("fit", {})
     if fit.get("mode") != "end-to-end" or not os.path.isfile(os.path.join(path, "model.keras")):
         raise ValueError(f"{path}: not a bundle of an end-to-end run with its model.keras")
-    theirs = {key: fit.get(key) for key in asdict(cfg)}
+    defaults = asdict(EndToEndConfig())  # settings added after the bundle was made count as their defaults
+    theirs = {key: fit.get(key, defaults[key]) for key in asdict(cfg)}
     their_preprocessing = PreprocessConfig.from_dict(manifest["preprocessing"]).to_dict()
     _refuse_other_recipe(path, theirs, their_preprocessing, cfg, preprocessing)
     source = f"{manifest['version']} ({os.path.abspath(path)})"

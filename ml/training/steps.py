@@ -3,7 +3,8 @@
 The loop, data, checkpoints and selection are backend-neutral; only taking gradients is not.
 TensorFlow (the default, and what CI runs) uses a `tf.function` around a `GradientTape`; JAX
 (`KERAS_BACKEND=jax`, for a lent GPU machine that has JAX but no TensorFlow) uses a jitted
-stateless step. Both compute the same thing: a weighted soft-target cross-entropy, one AdamW
+stateless step. Both compute the same thing: a weighted soft-target cross-entropy (under
+TensorFlow, plus the lesion-mask loss when the config asks for it), one AdamW
 update each for the backbone and the head, and the EMA update. The weights and checkpoints they
 write are interchangeable, so a run trained under JAX is packaged under TensorFlow.
 """
@@ -19,7 +20,8 @@ import numpy as np
 if TYPE_CHECKING:
     from ml.training.endtoend import Trainer
 
-Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (views, soft targets, per-image loss weights)
+# (views, soft targets, per-image loss weights[, lesion targets per feature-map cell])
+Batch = tuple[np.ndarray, ...]
 EpochRunner = Callable[[Iterable[Batch]], list[float]]
 
 
@@ -27,6 +29,11 @@ def weighted_loss(logits, target, weight):
     """Mean over the batch of each image's soft-target cross-entropy times its loss weight."""
     per_image = -keras.ops.sum(target * keras.ops.log_softmax(logits, axis=-1), axis=-1)
     return keras.ops.mean(per_image * weight)
+
+
+def lesion_loss(lesion_logits, lesion_target):
+    """Mean binary cross-entropy of the lesion head's cells against each cell's lesion share."""
+    return keras.ops.mean(keras.ops.binary_crossentropy(lesion_target, lesion_logits, from_logits=True))
 
 
 def ema_decay_at(step, decay: float):
@@ -51,9 +58,13 @@ def _tensorflow_runner(trainer: Trainer) -> EpochRunner:
     n_backbone = len(trainer.backbone_vars)
 
     @tf.function
-    def step(x, target, weight):
+    def step(x, target, weight, lesion=None):
         with tf.GradientTape() as tape:
-            loss = weighted_loss(trainer.model(x, training=True), target, weight)
+            if lesion is None:
+                loss = weighted_loss(trainer.model(x, training=True), target, weight)
+            else:
+                logits, lesion_logits = trainer.train_model(x, training=True)
+                loss = weighted_loss(logits, target, weight) + trainer.cfg.mask_weight * lesion_loss(lesion_logits, lesion)
         grads = tape.gradient(loss, trainer.trainable)
         trainer.backbone_opt.apply(grads[:n_backbone], trainer.backbone_vars)
         trainer.head_opt.apply(grads[n_backbone:], trainer.head_vars)
@@ -64,13 +75,16 @@ def _tensorflow_runner(trainer: Trainer) -> EpochRunner:
         return loss
 
     def run(batches: Iterable[Batch]) -> list[float]:
-        return [float(step(tf.constant(x), tf.constant(t), tf.constant(w))) for x, t, w in batches]
+        return [float(step(*(tf.constant(part) for part in batch))) for batch in batches]
 
     return run
 
 
 def _jax_runner(trainer: Trainer) -> EpochRunner:
     import jax
+
+    if trainer.train_model is not trainer.model:
+        raise RuntimeError("the lesion-mask target (mask_weight > 0) trains under the tensorflow Keras backend only")
 
     model = trainer.model
     trainable = model.trainable_variables
