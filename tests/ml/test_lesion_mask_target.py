@@ -115,14 +115,13 @@ def test_its_lesion_head_sends_gradients_into_the_whole_backbone():
     assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
 
 
-def _live_weights(run_dir, model, *, with_head: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(the network's weights, the lesion head's) after a run's last epoch, from its last.npz."""
+def _lesion_head_weights(run_dir, model) -> list[np.ndarray]:
+    """The lesion head's weights after a run's last epoch, from its last.npz (the checkpoint holds
+    the training graph's variables: the network's and the head's)."""
     arrays = endtoend.load_arrays(str(run_dir / "last.npz"))
-    trained = endtoend.with_lesion_head(model) if with_head else model  # the order the checkpoint was written in
-    position = {id(v): i for i, v in enumerate(trained.variables)}
-    network = [arrays[position[id(v)]] for v in model.variables]
-    head = [arrays[i] for v, i in position.items() if v not in {id(w) for w in model.variables}]
-    return network, head
+    training = endtoend.with_lesion_head(model)  # the order the checkpoint was written in
+    network = {id(v) for v in model.variables}
+    return [arrays[i] for i, v in enumerate(training.variables) if id(v) not in network]
 
 
 def test_it_trains_the_lesion_head_beside_the_network_and_resumes_it(tmp_path):
@@ -144,7 +143,7 @@ def test_it_trains_the_lesion_head_beside_the_network_and_resumes_it(tmp_path):
     first_loss = state["history"][0]["loss"] - plain["history"][0]["loss"]
     assert first_loss == pytest.approx(np.log(2.0), abs=1e-4)
     # The head lives in the checkpoint beside the network, and has learnt.
-    _, head = _live_weights(tmp_path / "straight", straight, with_head=True)
+    head = _lesion_head_weights(tmp_path / "straight", straight)
     assert [w.shape for w in head] == [(1, 1, 1280, 1), (1,)]
     assert float(np.abs(head[1]).max()) > 1e-3
 
