@@ -334,6 +334,8 @@ def _end_to_end_training(add, manifest: dict, fit: dict, history: list[dict]) ->
         + (f"an auxiliary lesion-mask target (the HAM10000 segmentation masks, each cell of the last feature map "
            f"learning its lesion share; weight {fit['mask_weight']:g}; training only, not in the exported network); "
            if fit.get("mask_weight") else "")
+        + (f"a malignant-vs-benign binary cross-entropy added to the loss (weight {fit['malignant_weight']:g}); "
+           if fit.get("malignant_weight") else "")
         + f"weight "
         f"average (EMA, decay {fit['ema_decay']:g}) scored beside the raw weights every epoch; the epoch kept and "
         f"early stopping by validation {fit.get('selection', 'balanced_accuracy').replace('+auc', ' + malignant AUC').replace('_', ' ')} "
@@ -457,6 +459,7 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         f" --distill-from ml/models/{fit['distill_from']} --distill-weight {fit['distill_weight']:g}"
         if fit.get("distill_from") else "",
         f" --mask-weight {fit['mask_weight']:g} --masks ../shared/data/ham10000/masks" if fit.get("mask_weight") else "",
+        f" --malignant-weight {fit['malignant_weight']:g}" if fit.get("malignant_weight") else "",
         _target_flag(manifest) if trained == manifest["version"] else "",
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",

@@ -95,6 +95,10 @@ class EndToEndConfig:
     # each cell's lesion fraction), weighted `mask_weight` against the diagnosis loss; the head is
     # used only in training, the exported network is unchanged. 0 = off.
     mask_weight: float = 0.0
+    # A second term of the training loss: the binary cross-entropy of malignant vs benign (the
+    # softmax's mass on mel, bcc and akiec against the target's), weighted `malignant_weight`
+    # against the diagnosis loss; aimed at the malignancy flag's ranking. 0 = off.
+    malignant_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -110,6 +114,8 @@ class EndToEndConfig:
         if not 0 <= self.distill_weight <= 1 or (self.distill_weight > 0) != (self.distill_from is not None):
             raise ValueError(f"distill_weight must be in (0, 1] with a teacher and 0 without one, got "
                              f"{self.distill_weight} with teacher {self.distill_from!r}")
+        if self.malignant_weight < 0:
+            raise ValueError(f"malignant_weight must be >= 0, got {self.malignant_weight}")
         if self.mask_weight < 0 or (self.mask_weight > 0 and self.augmentation not in MASKED_AUGMENTATIONS):
             raise ValueError(f"mask_weight must be >= 0, and a lesion-mask target needs views a mask can follow "
                              f"{MASKED_AUGMENTATIONS}; got {self.mask_weight} with {self.augmentation!r}")

@@ -96,6 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--mask-weight", type=float, default=0.0,
                      help="weight of an auxiliary lesion-mask target learnt from --masks on the last feature map "
                           "(training only; the exported network is unchanged); needs --augmentation light; 0 = off")
+    e2e.add_argument("--malignant-weight", type=float, default=0.0,
+                     help="weight of a malignant-vs-benign binary cross-entropy added to the training loss; 0 = off")
     e2e.add_argument("--masks", metavar="DIR", help="the lesion masks (<image_id>_segmentation.png) for --mask-weight")
     e2e.add_argument("--stop-after", type=int, help="end this call after N epochs (re-run to continue)")
     e2e.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
@@ -296,6 +298,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
         distill_from=load_manifest(args.distill_from)["version"] if args.distill_from else None,
         distill_weight=args.distill_weight if args.distill_from else 0.0, mask_weight=args.mask_weight,
+        malignant_weight=args.malignant_weight,
     )
     if cfg.mask_weight > 0 and not args.masks:
         sys.exit("--mask-weight needs --masks DIR (the lesion masks)")

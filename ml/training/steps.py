@@ -3,7 +3,8 @@
 The loop, data, checkpoints and selection are backend-neutral; only taking gradients is not.
 TensorFlow (the default, and what CI runs) uses a `tf.function` around a `GradientTape`; JAX
 (`KERAS_BACKEND=jax`, for a lent GPU machine that has JAX but no TensorFlow) uses a jitted
-stateless step. Both compute the same thing: a weighted soft-target cross-entropy (under
+stateless step. Both compute the same thing: a weighted soft-target cross-entropy (with the
+malignant-vs-benign term when the config weighs it; under
 TensorFlow, plus the lesion-mask loss when the config asks for it), one AdamW
 update each for the backbone and the head, and the EMA update. The weights and checkpoints they
 write are interchangeable, so a run trained under JAX is packaged under TensorFlow.
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from ml.classes import CLASSES, MALIGNANT_INDICES
+
 if TYPE_CHECKING:
     from ml.training.endtoend import Trainer
 
@@ -25,9 +28,22 @@ Batch = tuple[np.ndarray, ...]
 EpochRunner = Callable[[Iterable[Batch]], list[float]]
 
 
-def weighted_loss(logits, target, weight):
-    """Mean over the batch of each image's soft-target cross-entropy times its loss weight."""
-    per_image = -keras.ops.sum(target * keras.ops.log_softmax(logits, axis=-1), axis=-1)
+# 1 for the malignant classes (mel, bcc, akiec), 0 for the benign ones, in CLASSES order.
+MALIGNANT = np.array([i in MALIGNANT_INDICES for i in range(len(CLASSES))], dtype=bool)
+
+
+def weighted_loss(logits, target, weight, malignant_weight: float = 0.0):
+    """Mean over the batch of each image's soft-target cross-entropy times its loss weight; with
+    `malignant_weight` > 0, plus that share of the binary cross-entropy of malignant vs benign (the
+    softmax's malignant mass against the target's), the question the malignancy flag answers."""
+    log_probs = keras.ops.log_softmax(logits, axis=-1)
+    per_image = -keras.ops.sum(target * log_probs, axis=-1)
+    if malignant_weight > 0:
+        log_malignant = keras.ops.logsumexp(keras.ops.take(log_probs, np.flatnonzero(MALIGNANT), axis=-1), axis=-1)
+        log_benign = keras.ops.logsumexp(keras.ops.take(log_probs, np.flatnonzero(~MALIGNANT), axis=-1), axis=-1)
+        target_malignant = keras.ops.sum(keras.ops.take(target, np.flatnonzero(MALIGNANT), axis=-1), axis=-1)
+        per_image = per_image - malignant_weight * (target_malignant * log_malignant
+                                                    + (1.0 - target_malignant) * log_benign)
     return keras.ops.mean(per_image * weight)
 
 
@@ -56,15 +72,16 @@ def _tensorflow_runner(trainer: Trainer) -> EpochRunner:
     import tensorflow as tf
 
     n_backbone = len(trainer.backbone_vars)
+    malignant_weight = trainer.cfg.malignant_weight
 
     @tf.function
     def step(x, target, weight, lesion=None):
         with tf.GradientTape() as tape:
             if lesion is None:
-                loss = weighted_loss(trainer.model(x, training=True), target, weight)
+                loss = weighted_loss(trainer.model(x, training=True), target, weight, malignant_weight)
             else:
                 logits, lesion_logits = trainer.train_model(x, training=True)
-                loss = weighted_loss(logits, target, weight) + trainer.cfg.mask_weight * lesion_loss(lesion_logits, lesion)
+                loss = weighted_loss(logits, target, weight, malignant_weight) + trainer.cfg.mask_weight * lesion_loss(lesion_logits, lesion)
         grads = tape.gradient(loss, trainer.trainable)
         trainer.backbone_opt.apply(grads[:n_backbone], trainer.backbone_vars)
         trainer.head_opt.apply(grads[n_backbone:], trainer.head_vars)
@@ -93,11 +110,12 @@ def _jax_runner(trainer: Trainer) -> EpochRunner:
     head_at = [position[id(v)] for v in trainer.head_vars]
     trainer_order = backbone_at + head_at  # the order of trainer.trainable and trainer.ema
     decay_limit = trainer.cfg.ema_decay
+    malignant_weight = trainer.cfg.malignant_weight
 
     def step(values, non_trainable, backbone_opt, head_opt, ema, count, x, target, weight):
         def loss_of(values):
             logits, updated = model.stateless_call(values, non_trainable, x, training=True)
-            return weighted_loss(logits, target, weight), updated
+            return weighted_loss(logits, target, weight, malignant_weight), updated
 
         (loss, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(values)
         new_backbone, backbone_opt = trainer.backbone_opt.stateless_apply(

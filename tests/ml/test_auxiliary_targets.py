@@ -1,6 +1,7 @@
-"""`ml train --mask-weight`: the light views carry a lesion mask through the same flips and turns,
-the targets are the lesion's share of each cell of the last feature map, and a run trains (and
-resumes) the lesion head beside the network it exports unchanged (TensorFlow; generated images)."""
+"""The training-only targets beside the diagnosis. `ml train --mask-weight`: the light views carry a
+lesion mask through the same flips and turns, the targets are the lesion's share of each cell of the
+last feature map, and a run trains (and resumes) the lesion head beside the network it exports
+unchanged. `--malignant-weight`: a malignant-vs-benign term in the loss (TensorFlow; generated images)."""
 
 import json
 import os
@@ -80,6 +81,27 @@ def test_it_makes_lesion_targets_on_the_feature_grid_beside_the_same_view():
         np.testing.assert_allclose(np.sort(cells.ravel()), [0, 0, 1, 1], atol=0.02)
 
 
+def test_it_adds_the_malignant_vs_benign_cross_entropy_at_its_weight():
+    from ml.classes import CLASSES, MALIGNANT_INDICES
+    from ml.training.steps import weighted_loss
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, len(CLASSES))).astype(np.float32)
+    target = rng.dirichlet(np.ones(len(CLASSES)), size=5).astype(np.float32)  # soft, as after mixup
+    weight = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    malignant = list(MALIGNANT_INDICES)
+    p_malignant, t_malignant = probs[:, malignant].sum(1), target[:, malignant].sum(1)
+    diagnosis = -(target * np.log(probs)).sum(1)
+    binary = -(t_malignant * np.log(p_malignant) + (1 - t_malignant) * np.log(1 - p_malignant))
+    plain = float(weighted_loss(logits, target, weight))
+    assert plain == pytest.approx(float(np.mean(diagnosis * weight)), rel=1e-5)
+    assert float(weighted_loss(logits, target, weight, 0.5)) == pytest.approx(
+        float(np.mean((diagnosis + 0.5 * binary) * weight)), rel=1e-5)
+    with pytest.raises(ValueError, match="malignant_weight"):
+        endtoend.EndToEndConfig(malignant_weight=-1.0)
+
+
 def test_it_refuses_a_lesion_target_without_views_a_mask_can_follow():
     with pytest.raises(ValueError, match="mask_weight"):
         endtoend.EndToEndConfig(mask_weight=1.0, augmentation="full")
@@ -155,7 +177,7 @@ def test_it_trains_the_lesion_head_beside_the_network_and_resumes_it(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_it_records_the_lesion_target_in_the_manifest_and_the_cards_command(tmp_path):
+def test_it_records_the_auxiliary_targets_in_the_manifest_and_the_cards_command(tmp_path):
     metadata, images = generated_dataset(str(tmp_path / "data"))
     masks = str(tmp_path / "masks")
     write_masks(images, masks)
@@ -167,9 +189,9 @@ def test_it_records_the_lesion_target_in_the_manifest_and_the_cards_command(tmp_
             "--min-int8-agreement", "1.01", "--latency-reference", "none"]
     with pytest.raises(SystemExit, match="--masks"):
         ml_main([*argv, "--mask-weight", "0.5"])
-    assert ml_main([*argv, "--mask-weight", "0.5", "--masks", masks]) == 0
+    assert ml_main([*argv, "--mask-weight", "0.5", "--masks", masks, "--malignant-weight", "0.25"]) == 0
     fit = json.loads((out / "manifest.json").read_text())["training"]["fit"]
-    assert fit["mask_weight"] == 0.5
+    assert (fit["mask_weight"], fit["malignant_weight"]) == (0.5, 0.25)
     card = render_card(str(out))
-    assert "--mask-weight 0.5 --masks ../shared/data/ham10000/masks" in card
-    assert "auxiliary lesion-mask target" in card
+    assert "--mask-weight 0.5 --masks ../shared/data/ham10000/masks --malignant-weight 0.25" in card
+    assert "auxiliary lesion-mask target" in card and "malignant-vs-benign binary cross-entropy" in card
