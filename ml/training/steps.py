@@ -3,11 +3,10 @@
 The loop, data, checkpoints and selection are backend-neutral; only taking gradients is not.
 TensorFlow (the default, and what CI runs) uses a `tf.function` around a `GradientTape`; JAX
 (`KERAS_BACKEND=jax`, for a lent GPU machine that has JAX but no TensorFlow) uses a jitted
-stateless step. Both compute the same thing: a weighted soft-target cross-entropy (with the
-malignant-vs-benign term when the config weighs it; under
-TensorFlow, plus the lesion-mask loss when the config asks for it), one AdamW
-update each for the backbone and the head, and the EMA update. The weights and checkpoints they
-write are interchangeable, so a run trained under JAX is packaged under TensorFlow.
+stateless step. Both compute the same thing: a weighted soft-target cross-entropy (plus the
+malignant-vs-benign term when the config weighs it, and, under TensorFlow only, the lesion-mask
+term), one AdamW update each for the backbone and the head, and the EMA update. The weights and
+checkpoints they write are interchangeable, so a run trained under JAX is packaged under TensorFlow.
 """
 
 from __future__ import annotations
