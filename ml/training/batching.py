@@ -79,7 +79,7 @@ def masked_training_view(image: np.ndarray, config: PreprocessConfig, seed: Sequ
     `training_view`'s for the same seed; the target is the lesion's share of each cell of the
     (height, width) `grid`, float32 in [0, 1], after the view's flips and turns and the model's resize."""
     view = AUGMENTATIONS[augmentation](image, np.random.default_rng(list(seed)))
-    mask = resize(np.repeat(view[..., 3:], 3, axis=2), config.height_width)[..., 0]
+    mask = resize(np.ascontiguousarray(view[..., 3]), config.height_width)
     cells = cv2.resize(mask.astype(np.float32) / 255.0, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
     return preprocess(np.ascontiguousarray(view[..., :3]), config), cells[..., None]
 

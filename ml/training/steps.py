@@ -27,8 +27,7 @@ Batch = tuple[np.ndarray, ...]
 EpochRunner = Callable[[Iterable[Batch]], list[float]]
 
 
-# 1 for the malignant classes (mel, bcc, akiec), 0 for the benign ones, in CLASSES order.
-MALIGNANT = np.array([i in MALIGNANT_INDICES for i in range(len(CLASSES))], dtype=bool)
+BENIGN_INDICES: tuple[int, ...] = tuple(i for i in range(len(CLASSES)) if i not in MALIGNANT_INDICES)
 
 
 def weighted_loss(logits, target, weight, malignant_weight: float = 0.0):
@@ -38,9 +37,10 @@ def weighted_loss(logits, target, weight, malignant_weight: float = 0.0):
     log_probs = keras.ops.log_softmax(logits, axis=-1)
     per_image = -keras.ops.sum(target * log_probs, axis=-1)
     if malignant_weight > 0:
-        log_malignant = keras.ops.logsumexp(keras.ops.take(log_probs, np.flatnonzero(MALIGNANT), axis=-1), axis=-1)
-        log_benign = keras.ops.logsumexp(keras.ops.take(log_probs, np.flatnonzero(~MALIGNANT), axis=-1), axis=-1)
-        target_malignant = keras.ops.sum(keras.ops.take(target, np.flatnonzero(MALIGNANT), axis=-1), axis=-1)
+        malignant, benign = list(MALIGNANT_INDICES), list(BENIGN_INDICES)
+        log_malignant = keras.ops.logsumexp(keras.ops.take(log_probs, malignant, axis=-1), axis=-1)
+        log_benign = keras.ops.logsumexp(keras.ops.take(log_probs, benign, axis=-1), axis=-1)
+        target_malignant = keras.ops.sum(keras.ops.take(target, malignant, axis=-1), axis=-1)
         per_image = per_image - malignant_weight * (target_malignant * log_malignant
                                                     + (1.0 - target_malignant) * log_benign)
     return keras.ops.mean(per_image * weight)
