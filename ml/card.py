@@ -284,6 +284,15 @@ def render_card(model_dir: str, segmenter_dir=_NAMED) -> str:
     return "\n".join(lines)
 
 
+def _context_route(context: dict) -> str:
+    """How packaging's guard chose the context weight (bundles before v3m.8 had one route)."""
+    if context.get("chosen_by") == "malignant_auc":
+        return ("no weight gained 0.01 balanced accuracy, so the highest malignant AUC among weights raising it "
+                "by at least 0.005 in 90% of paired lesion resamples without lowering balanced accuracy")
+    return "the largest balanced-accuracy gain of at least 0.01 winning in 90% of paired lesion resamples " \
+           "without losing malignant AUC"
+
+
 def _clinical_context(add, context: dict, alone: dict, weighed: dict | None) -> None:
     known = context["fitted_on"]["images_with_field_known"]
     add("### With the clinical context\n")
@@ -291,17 +300,19 @@ def _clinical_context(add, context: dict, alone: dict, weighed: dict | None) -> 
         "log p(class | value) - log p(class), counted on the training split "
         f"({', '.join(f'{field} known for {n:,} images' for field, n in known.items())}; age in bands "
         f"{', '.join(context['age_bands'])}; smoothed with {context['smoothing']:g} pseudo-images toward the prior), "
-        f"times **{context['weight']:g}** (chosen on validation: the largest balanced-accuracy gain of at least 0.01 "
-        "winning in 90% of paired lesion resamples without losing malignant AUC), to the calibrated "
+        f"times **{context['weight']:g}** (chosen on validation: {_context_route(context)}), to the calibrated "
         "log-probabilities; such answers are flagged at their own malignancy threshold "
         f"({context['malignancy_threshold']['fp32']:.4f}, fitted on validation for the same sensitivity). Unknown "
         "fields add nothing: an image without context gets the image-only answer. Screening and the heatmap judge "
         "the image alone. The test column above uses each test image's own metadata.\n")
-    add("| weight | val balanced accuracy | gain | won in resamples | val malignant AUC |\n|---|---|---|---|---|")
+    with_auc = all("auc_bootstrap_win_fraction" in row for row in context["selection"])
+    add("| weight | val balanced accuracy | gain | won in resamples | val malignant AUC |"
+        + (" AUC gain | AUC won in resamples |\n|---|---|---|---|---|---|---|" if with_auc else "\n|---|---|---|---|---|"))
     for row in context["selection"]:
         chosen = " **(used)**" if float(row["candidate"]) == context["weight"] else ""
         add(f"| {row['candidate']}{chosen} | {row['val_balanced_accuracy']:.4f} | {row['gain']:+.4f} | "
-            f"{row['bootstrap_win_fraction']:.1%} | {row['val_malignant_auc']:.4f} |")
+            f"{row['bootstrap_win_fraction']:.1%} | {row['val_malignant_auc']:.4f} |"
+            + (f" {row['auc_gain']:+.4f} | {row['auc_bootstrap_win_fraction']:.1%} |" if with_auc else ""))
     if weighed:
         add("\n| class | recall, image alone | recall, with context |\n|---|---|---|")
         for c in CLASSES:

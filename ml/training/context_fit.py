@@ -1,7 +1,9 @@
 """At packaging: the clinical-context table (ml.context) counted on the training split, its
 weight chosen on validation behind the post-training guard (ml.training.finalize.choose: a
-balanced-accuracy gain of at least 0.01, winning in 90% of paired lesion resamples, AUC kept),
-and a malignancy threshold per variant re-fitted on validation for answers that use it."""
+balanced-accuracy gain of at least 0.01, winning in 90% of paired lesion resamples, AUC kept;
+or, when no weight clears that, a malignant-AUC gain of at least MIN_AUC_GAIN winning in 90% of
+the resamples with balanced accuracy not lower: the malignancy flag is that ranking), and a
+malignancy threshold per variant re-fitted on validation for answers that use it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ml.data import Record
 from ml.metrics import bootstrap_resamples, is_malignant, malignancy_scores, threshold_for_sensitivity
 
 WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_AUC_GAIN = 0.005
 
 
 def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: dict[str, np.ndarray],
@@ -38,7 +41,7 @@ def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: di
                   for w in WEIGHTS}
     resamples = list(bootstrap_resamples(len(val_y), groups=[r.lesion_id for r in val],
                                          n_resamples=BOOTSTRAP_RESAMPLES, seed=seed))
-    chosen, rows = choose(val_y, candidates, "0", resamples)
+    chosen, rows = choose(val_y, candidates, "0", resamples, min_auc_gain=MIN_AUC_GAIN)
     for row in rows:
         log(f"clinical context weight {row}")
     if chosen == "0":
@@ -56,6 +59,7 @@ def fit_context(*, train: Sequence[Record], val: Sequence[Record], val_probs: di
     log(f"clinical context adopted: weight {prior.weight:g}, malignancy threshold with context {thresholds}")
     return prior.to_dict() | {
         "malignancy_threshold": thresholds,
+        "chosen_by": next(r["chosen_by"] for r in rows if r["candidate"] == chosen),
         "fitted_on": {"split": "train", "images": len(train), "images_with_field_known": known},
         "selection": rows,
     }, rows

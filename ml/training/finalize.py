@@ -52,10 +52,21 @@ def paired_win_fraction(labels: np.ndarray, base_preds: np.ndarray, preds: np.nd
     return float(np.mean(wins))
 
 
+def paired_auc_win_fraction(labels: np.ndarray, base_scores: np.ndarray, scores: np.ndarray,
+                            resamples: list[np.ndarray]) -> float:
+    """Fraction of resamples in which `scores` rank malignant above benign better (higher AUC)."""
+    malignant = is_malignant(labels)
+    wins = [(roc_auc(malignant[i], scores[i]) or 0.0) > (roc_auc(malignant[i], base_scores[i]) or 0.0)
+            for i in resamples]
+    return float(np.mean(wins))
+
+
 def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
-           resamples: list[np.ndarray]) -> tuple[str, list[dict]]:
+           resamples: list[np.ndarray], *, min_auc_gain: float | None = None) -> tuple[str, list[dict]]:
     """The candidate (name -> logits) to use: the baseline unless another clearly beats it on
-    balanced accuracy without costing malignant AUC."""
+    balanced accuracy without costing malignant AUC. With `min_auc_gain`, a second route when
+    none does: the candidate that raises malignant AUC by at least that much, in at least
+    MIN_WIN_FRACTION of the resamples, without lowering balanced accuracy (the highest AUC wins)."""
     malignant = is_malignant(labels)
 
     def auc(logits: np.ndarray) -> float:
@@ -63,17 +74,32 @@ def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
 
     base_preds = candidates[baseline].argmax(1)
     base_score, base_auc = balanced_accuracy(labels, base_preds), auc(candidates[baseline])
+    base_malignancy = malignancy_scores(softmax(candidates[baseline]))
     rows, best, best_score = [], baseline, base_score
+    by_auc, best_auc = baseline, base_auc
     for name, logits in candidates.items():
         preds = logits.argmax(1)
         score, candidate_auc = balanced_accuracy(labels, preds), auc(logits)
         wins = 1.0 if name == baseline else paired_win_fraction(labels, base_preds, preds, resamples)
-        rows.append({"candidate": name, "val_balanced_accuracy": round(score, 4), "gain": round(score - base_score, 4),
-                     "bootstrap_win_fraction": round(wins, 3), "val_malignant_auc": round(candidate_auc, 4)})
-        if (name != baseline and score - base_score >= MIN_GAIN and wins >= MIN_WIN_FRACTION and score > best_score
-                and candidate_auc >= base_auc - MAX_AUC_LOSS):
+        row = {"candidate": name, "val_balanced_accuracy": round(score, 4), "gain": round(score - base_score, 4),
+               "bootstrap_win_fraction": round(wins, 3), "val_malignant_auc": round(candidate_auc, 4)}
+        if name != baseline and score - base_score >= MIN_GAIN and wins >= MIN_WIN_FRACTION and score > best_score \
+                and candidate_auc >= base_auc - MAX_AUC_LOSS:
             best, best_score = name, score
-    return best, rows
+        if min_auc_gain is not None:
+            auc_wins = 1.0 if name == baseline else paired_auc_win_fraction(
+                labels, base_malignancy, malignancy_scores(softmax(logits)), resamples)
+            row |= {"auc_gain": round(candidate_auc - base_auc, 4), "auc_bootstrap_win_fraction": round(auc_wins, 3)}
+            if name != baseline and candidate_auc - base_auc >= min_auc_gain and auc_wins >= MIN_WIN_FRACTION \
+                    and score >= base_score and candidate_auc > best_auc:
+                by_auc, best_auc = name, candidate_auc
+        rows.append(row)
+    chosen = best if best != baseline else by_auc
+    if min_auc_gain is not None:  # which route the choice took, for the card
+        for row in rows:
+            row["chosen_by"] = None if row["candidate"] != chosen or chosen == baseline else (
+                "balanced_accuracy" if chosen == best else "malignant_auc")
+    return chosen, rows
 
 
 def with_views(model: keras.Model, config: PreprocessConfig, views: tuple[str, ...]) -> keras.Model:

@@ -334,7 +334,23 @@ def test_it_renders_a_model_card_for_the_end_to_end_bundle(bundle):
     # No int8 column for a variant that is not there; a column for the answers with clinical context.
     assert "| metric | fp32 | fp32 with clinical context |\n" in card
     assert "### With the clinical context" in card and "**(used)**" in card
+    assert "| AUC gain | AUC won in resamples |" in card  # both routes of the context guard, per weight
+    assert "the largest balanced-accuracy gain of at least 0.01" in card
     assert "test-time views `none`" in card and "prior adjustment `tau=+0.0`" in card
+
+
+def test_its_card_says_when_the_context_weight_was_chosen_for_its_malignant_auc(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "by-auc"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["context"]["chosen_by"] == "balanced_accuracy"  # the generated context tells the class
+    manifest["context"]["chosen_by"] = "malignant_auc"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    card = render_card(str(copy))
+    assert "no weight gained 0.01 balanced accuracy, so the highest malignant AUC" in card
+    assert "the largest balanced-accuracy gain of at least 0.01" not in card
 
 
 def test_its_card_gives_a_continued_runs_start_and_the_command_that_continues_it(bundle, tmp_path):
@@ -672,6 +688,44 @@ def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
     assert finalize.choose(labels, {"base": base, "scrambled": scrambled}, "base", resamples)[0] == "base"
     chosen, rows = finalize.choose(labels, {"base": base, "better": better}, "base", resamples)
     assert chosen == "better" and all("val_malignant_auc" in row for row in rows)
+
+
+def test_it_takes_a_candidate_that_only_ranks_malignancy_better_when_asked_to_count_auc():
+    from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc, softmax
+    from ml.training import finalize
+
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(len(CLASSES)), 60)
+    onehot = np.eye(len(CLASSES))[labels]
+    base = rng.normal(size=onehot.shape) + 1.5 * onehot
+    malignant_columns = [CLASSES.index(c) for c in ("akiec", "bcc", "mel")]
+    benign_columns = [i for i in range(len(CLASSES)) if i not in malignant_columns]
+    # Same argmax everywhere (malignant columns raised together only where one already leads), but
+    # malignant images' malignancy scores rise: AUC up, balanced accuracy unchanged.
+    leads_malignant = np.isin(base.argmax(1), malignant_columns) & is_malignant(labels)
+    ranked = base.copy()
+    ranked[np.ix_(leads_malignant, malignant_columns)] += 3.0
+    # The same ranking, but benign columns shuffled on benign images: balanced accuracy falls.
+    worse = ranked.copy()
+    shuffled = ~is_malignant(labels) & (rng.random(len(labels)) < 0.5)
+    worse[np.ix_(shuffled, benign_columns)] = worse[np.ix_(shuffled, benign_columns[::-1])]
+    resamples = list(bootstrap_resamples(len(labels), groups=list(range(len(labels))), n_resamples=200, seed=1))
+
+    def auc(logits):
+        return roc_auc(is_malignant(labels), malignancy_scores(softmax(logits)))
+
+    assert (ranked.argmax(1) == base.argmax(1)).all() and auc(ranked) >= auc(base) + 0.005
+    assert balanced_accuracy(labels, worse.argmax(1)) < balanced_accuracy(labels, base.argmax(1))
+    assert auc(worse) == pytest.approx(auc(ranked))
+    candidates = {"base": base, "ranked": ranked, "worse": worse}
+    assert finalize.choose(labels, candidates, "base", resamples)[0] == "base"  # balanced accuracy only
+    chosen, rows = finalize.choose(labels, candidates, "base", resamples, min_auc_gain=0.005)
+    assert chosen == "ranked"
+    by_name = {row["candidate"]: row for row in rows}
+    assert by_name["ranked"]["chosen_by"] == "malignant_auc" and by_name["worse"]["chosen_by"] is None
+    assert by_name["ranked"]["auc_bootstrap_win_fraction"] >= finalize.MIN_WIN_FRACTION
+    # A gain below the bar is not taken.
+    assert finalize.choose(labels, candidates, "base", resamples, min_auc_gain=1.0)[0] == "base"
 
 
 JAX_WITHOUT_TENSORFLOW = (
