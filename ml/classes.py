@@ -23,6 +23,7 @@ CLASS_NAMES: dict[str, str] = {
 }
 
 MALIGNANT_INDICES: tuple[int, ...] = tuple(i for i, c in enumerate(CLASSES) if c in MALIGNANT_CLASSES)
+BENIGN_INDICES: tuple[int, ...] = tuple(i for i, c in enumerate(CLASSES) if c not in MALIGNANT_CLASSES)
 
 
 def display_name(code: str) -> str:

@@ -68,18 +68,13 @@ def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
     none does: the candidate that raises malignant AUC by at least that much, in at least
     MIN_WIN_FRACTION of the resamples, without lowering balanced accuracy (the highest AUC wins)."""
     malignant = is_malignant(labels)
-
-    def auc(logits: np.ndarray) -> float:
-        return roc_auc(malignant, malignancy_scores(softmax(logits))) or 0.0
-
-    base_preds = candidates[baseline].argmax(1)
-    base_score, base_auc = balanced_accuracy(labels, base_preds), auc(candidates[baseline])
-    base_malignancy = malignancy_scores(softmax(candidates[baseline]))
+    base_preds, base_malignancy = candidates[baseline].argmax(1), malignancy_scores(softmax(candidates[baseline]))
+    base_score, base_auc = balanced_accuracy(labels, base_preds), roc_auc(malignant, base_malignancy) or 0.0
     rows, best, best_score = [], baseline, base_score
     by_auc, best_auc = baseline, base_auc
     for name, logits in candidates.items():
-        preds = logits.argmax(1)
-        score, candidate_auc = balanced_accuracy(labels, preds), auc(logits)
+        preds, malignancy = logits.argmax(1), malignancy_scores(softmax(logits))
+        score, candidate_auc = balanced_accuracy(labels, preds), roc_auc(malignant, malignancy) or 0.0
         wins = 1.0 if name == baseline else paired_win_fraction(labels, base_preds, preds, resamples)
         row = {"candidate": name, "val_balanced_accuracy": round(score, 4), "gain": round(score - base_score, 4),
                "bootstrap_win_fraction": round(wins, 3), "val_malignant_auc": round(candidate_auc, 4)}
@@ -87,8 +82,8 @@ def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
                 and candidate_auc >= base_auc - MAX_AUC_LOSS:
             best, best_score = name, score
         if min_auc_gain is not None:
-            auc_wins = 1.0 if name == baseline else paired_auc_win_fraction(
-                labels, base_malignancy, malignancy_scores(softmax(logits)), resamples)
+            auc_wins = 1.0 if name == baseline else paired_auc_win_fraction(labels, base_malignancy, malignancy,
+                                                                             resamples)
             row |= {"auc_gain": round(candidate_auc - base_auc, 4), "auc_bootstrap_win_fraction": round(auc_wins, 3)}
             if name != baseline and candidate_auc - base_auc >= min_auc_gain and auc_wins >= MIN_WIN_FRACTION \
                     and score >= base_score and candidate_auc > best_auc:
@@ -96,9 +91,9 @@ def choose(labels: np.ndarray, candidates: dict[str, np.ndarray], baseline: str,
         rows.append(row)
     chosen = best if best != baseline else by_auc
     if min_auc_gain is not None:  # which route the choice took, for the card
+        route = "balanced_accuracy" if best != baseline else "malignant_auc" if by_auc != baseline else None
         for row in rows:
-            row["chosen_by"] = None if row["candidate"] != chosen or chosen == baseline else (
-                "balanced_accuracy" if chosen == best else "malignant_auc")
+            row["chosen_by"] = route if row["candidate"] == chosen else None
     return chosen, rows
 
 

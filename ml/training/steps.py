@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from ml.classes import CLASSES, MALIGNANT_INDICES
+from ml.classes import BENIGN_INDICES, MALIGNANT_INDICES
 
 if TYPE_CHECKING:
     from ml.training.endtoend import Trainer
@@ -25,9 +25,6 @@ if TYPE_CHECKING:
 # (views, soft targets, per-image loss weights[, lesion targets per feature-map cell])
 Batch = tuple[np.ndarray, ...]
 EpochRunner = Callable[[Iterable[Batch]], list[float]]
-
-
-BENIGN_INDICES: tuple[int, ...] = tuple(i for i in range(len(CLASSES)) if i not in MALIGNANT_INDICES)
 
 
 def weighted_loss(logits, target, weight, malignant_weight: float = 0.0):

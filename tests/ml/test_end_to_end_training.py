@@ -15,7 +15,7 @@ import tensorflow as tf  # noqa: E402
 
 from ml.__main__ import main as ml_main  # noqa: E402
 from ml.card import render_card  # noqa: E402
-from ml.classes import CLASSES  # noqa: E402
+from ml.classes import BENIGN_INDICES, CLASSES, MALIGNANT_INDICES  # noqa: E402
 from ml.data import load_metadata, read_split_csv  # noqa: E402
 from ml.errors import ModelIntegrityError  # noqa: E402
 from ml.explain import heat_map  # noqa: E402
@@ -665,8 +665,14 @@ def test_it_weighs_unconfirmed_diagnoses_down_within_their_class_and_keeps_each_
     np.testing.assert_allclose(batching.confirmation_weights(labels, dx_types, 1.0), 1.0)
 
 
+def malignant_auc(labels: np.ndarray, logits: np.ndarray) -> float | None:
+    from ml.metrics import is_malignant, malignancy_scores, roc_auc, softmax
+
+    return roc_auc(is_malignant(labels), malignancy_scores(softmax(logits)))
+
+
 def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
-    from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc, softmax
+    from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant
     from ml.training import finalize
 
     rng = np.random.default_rng(3)
@@ -680,26 +686,23 @@ def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
     scrambled = 10.0 * np.eye(len(CLASSES))[better.argmax(1)] + rng.uniform(0, 9, size=onehot.shape)
     resamples = list(bootstrap_resamples(len(labels), groups=list(range(len(labels))), n_resamples=200, seed=1))
 
-    def auc(logits):
-        return roc_auc(is_malignant(labels), malignancy_scores(softmax(logits)))
-
     assert balanced_accuracy(labels, scrambled.argmax(1)) - balanced_accuracy(labels, base.argmax(1)) >= finalize.MIN_GAIN
-    assert auc(scrambled) < auc(base) - finalize.MAX_AUC_LOSS <= auc(better)
+    base_auc = malignant_auc(labels, base)
+    assert malignant_auc(labels, scrambled) < base_auc - finalize.MAX_AUC_LOSS <= malignant_auc(labels, better)
     assert finalize.choose(labels, {"base": base, "scrambled": scrambled}, "base", resamples)[0] == "base"
     chosen, rows = finalize.choose(labels, {"base": base, "better": better}, "base", resamples)
     assert chosen == "better" and all("val_malignant_auc" in row for row in rows)
 
 
 def test_it_takes_a_candidate_that_only_ranks_malignancy_better_when_asked_to_count_auc():
-    from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc, softmax
+    from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant
     from ml.training import finalize
 
     rng = np.random.default_rng(5)
     labels = np.repeat(np.arange(len(CLASSES)), 60)
     onehot = np.eye(len(CLASSES))[labels]
     base = rng.normal(size=onehot.shape) + 1.5 * onehot
-    malignant_columns = [CLASSES.index(c) for c in ("akiec", "bcc", "mel")]
-    benign_columns = [i for i in range(len(CLASSES)) if i not in malignant_columns]
+    malignant_columns, benign_columns = list(MALIGNANT_INDICES), list(BENIGN_INDICES)
     # Same argmax everywhere (malignant columns raised together only where one already leads), but
     # malignant images' malignancy scores rise: AUC up, balanced accuracy unchanged.
     leads_malignant = np.isin(base.argmax(1), malignant_columns) & is_malignant(labels)
@@ -711,12 +714,10 @@ def test_it_takes_a_candidate_that_only_ranks_malignancy_better_when_asked_to_co
     worse[np.ix_(shuffled, benign_columns)] = worse[np.ix_(shuffled, benign_columns[::-1])]
     resamples = list(bootstrap_resamples(len(labels), groups=list(range(len(labels))), n_resamples=200, seed=1))
 
-    def auc(logits):
-        return roc_auc(is_malignant(labels), malignancy_scores(softmax(logits)))
-
-    assert (ranked.argmax(1) == base.argmax(1)).all() and auc(ranked) >= auc(base) + 0.005
+    assert (ranked.argmax(1) == base.argmax(1)).all()
+    assert malignant_auc(labels, ranked) >= malignant_auc(labels, base) + 0.005
     assert balanced_accuracy(labels, worse.argmax(1)) < balanced_accuracy(labels, base.argmax(1))
-    assert auc(worse) == pytest.approx(auc(ranked))
+    assert malignant_auc(labels, worse) == pytest.approx(malignant_auc(labels, ranked))
     candidates = {"base": base, "ranked": ranked, "worse": worse}
     assert finalize.choose(labels, candidates, "base", resamples)[0] == "base"  # balanced accuracy only
     chosen, rows = finalize.choose(labels, candidates, "base", resamples, min_auc_gain=0.005)
