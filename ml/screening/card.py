@@ -1,4 +1,4 @@
-"""The model card's section on knowing when not to answer, and on the heatmaps (ml/card.py calls it).
+"""The model card's section on knowing when not to answer, and on the heatmaps (ml/card/ calls it).
 
 Every figure is read from the manifest's "screening" section (limits fitted at packaging) and
 metrics.json's "screening_report" (measured by `python -m ml screening-report` on the test split).
