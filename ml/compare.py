@@ -35,8 +35,8 @@ from ml.metrics import (
     confusion_matrix,
     is_malignant,
     malignancy_scores,
+    malignant_auc,
     per_class_report,
-    roc_auc,
     sensitivity_specificity,
 )
 from ml.scores import suggested_classes
@@ -93,7 +93,7 @@ def figures(labels: np.ndarray, probs: np.ndarray, class_bias: np.ndarray | None
     bias), malignant ROC AUC of the probabilities."""
     predicted = suggested_classes(probs, class_bias)
     return {"balanced_accuracy": balanced_accuracy(labels, predicted),
-            "malignant_auc": roc_auc(is_malignant(labels), malignancy_scores(probs)) or 0.0,
+            "malignant_auc": malignant_auc(labels, probs) or 0.0,
             "melanoma_recall": per_class_report(confusion_matrix(labels, predicted))["mel"]["recall"] or 0.0}
 
 

@@ -66,6 +66,12 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def malignant_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC AUC of the malignancy score (the malignant classes' summed probability) for telling the
+    malignant group from the rest: the ranking behind the malignancy flag. None when one group is empty."""
+    return roc_auc(is_malignant(labels), malignancy_scores(probs))
+
+
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1).
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ml.classes import CLASSES
 from ml.data import Record
-from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
+from ml.metrics import balanced_accuracy, malignant_auc, softmax
 from ml.preprocessing import PreprocessConfig, preprocess, read_image
 from ml.training import steps
 from ml.training.augment import AUGMENTATIONS, MASKED_AUGMENTATIONS, with_mask
@@ -276,7 +276,7 @@ def evaluate(trainer: Trainer, val_x: np.ndarray, val_y: np.ndarray, train_y: np
     probs = softmax(logits)
     result = {
         "balanced_accuracy": balanced_accuracy(val_y, probs.argmax(1)),
-        "malignant_auc": roc_auc(is_malignant(val_y), malignancy_scores(probs)),
+        "malignant_auc": malignant_auc(val_y, probs),
     }
     judged = result["balanced_accuracy"]
     if trainer.cfg.balance < 1.0:

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from ml.classes import CLASSES
-from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
+from ml.metrics import balanced_accuracy, malignant_auc, softmax
 from ml.training.backbone import set_upper_trainable
 
 
@@ -128,7 +128,7 @@ def fit(
         val_logits = head.predict(val_x, batch_size=128, verbose=0)
         probs = softmax(val_logits)
         bacc = balanced_accuracy(val_labels, probs.argmax(1))
-        auc = roc_auc(is_malignant(val_labels), malignancy_scores(probs))
+        auc = malignant_auc(val_labels, probs)
         row = {
             "epoch": epoch + 1,
             "stage": stage,

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ml.data import Record
-from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc
+from ml.metrics import balanced_accuracy, malignant_auc
 from ml.preprocessing import PreprocessConfig
 from ml.training.backbone import build_backbone
 from ml.training.features import cache_features
@@ -39,7 +39,7 @@ def linear_probe(train_x, train_y, val_x, val_y, seed: int) -> dict:
     probs[:, clf.classes_] = clf.predict_proba(scaler.transform(val_x))
     return {
         "val_balanced_accuracy": round(balanced_accuracy(val_y, probs.argmax(1)), 4),
-        "val_malignant_auc": round(roc_auc(is_malignant(val_y), malignancy_scores(probs)) or 0.0, 4),
+        "val_malignant_auc": round(malignant_auc(val_y, probs) or 0.0, 4),
     }
 
 

@@ -665,10 +665,10 @@ def test_it_weighs_unconfirmed_diagnoses_down_within_their_class_and_keeps_each_
     np.testing.assert_allclose(batching.confirmation_weights(labels, dx_types, 1.0), 1.0)
 
 
-def malignant_auc(labels: np.ndarray, logits: np.ndarray) -> float | None:
-    from ml.metrics import is_malignant, malignancy_scores, roc_auc, softmax
+def logits_malignant_auc(labels: np.ndarray, logits: np.ndarray) -> float | None:
+    from ml.metrics import malignant_auc, softmax
 
-    return roc_auc(is_malignant(labels), malignancy_scores(softmax(logits)))
+    return malignant_auc(labels, softmax(logits))
 
 
 def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
@@ -687,8 +687,9 @@ def test_it_adopts_a_post_training_change_only_if_it_keeps_the_malignant_auc():
     resamples = list(bootstrap_resamples(len(labels), groups=list(range(len(labels))), n_resamples=200, seed=1))
 
     assert balanced_accuracy(labels, scrambled.argmax(1)) - balanced_accuracy(labels, base.argmax(1)) >= finalize.MIN_GAIN
-    base_auc = malignant_auc(labels, base)
-    assert malignant_auc(labels, scrambled) < base_auc - finalize.MAX_AUC_LOSS <= malignant_auc(labels, better)
+    base_auc = logits_malignant_auc(labels, base)
+    assert (logits_malignant_auc(labels, scrambled) < base_auc - finalize.MAX_AUC_LOSS
+            <= logits_malignant_auc(labels, better))
     assert finalize.choose(labels, {"base": base, "scrambled": scrambled}, "base", resamples)[0] == "base"
     chosen, rows = finalize.choose(labels, {"base": base, "better": better}, "base", resamples)
     assert chosen == "better" and all("val_malignant_auc" in row for row in rows)
@@ -715,9 +716,9 @@ def test_it_takes_a_candidate_that_only_ranks_malignancy_better_when_asked_to_co
     resamples = list(bootstrap_resamples(len(labels), groups=list(range(len(labels))), n_resamples=200, seed=1))
 
     assert (ranked.argmax(1) == base.argmax(1)).all()
-    assert malignant_auc(labels, ranked) >= malignant_auc(labels, base) + 0.005
+    assert logits_malignant_auc(labels, ranked) >= logits_malignant_auc(labels, base) + 0.005
     assert balanced_accuracy(labels, worse.argmax(1)) < balanced_accuracy(labels, base.argmax(1))
-    assert malignant_auc(labels, worse) == pytest.approx(malignant_auc(labels, ranked))
+    assert logits_malignant_auc(labels, worse) == pytest.approx(logits_malignant_auc(labels, ranked))
     candidates = {"base": base, "ranked": ranked, "worse": worse}
     assert finalize.choose(labels, candidates, "base", resamples)[0] == "base"  # balanced accuracy only
     chosen, rows = finalize.choose(labels, candidates, "base", resamples, min_auc_gain=0.005)
@@ -741,7 +742,7 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
     import sys
 
     from ml.data import write_split_csv
-    from ml.metrics import balanced_accuracy, is_malignant, malignancy_scores, roc_auc, softmax
+    from ml.metrics import balanced_accuracy, malignant_auc, softmax
     from ml.preprocessing import preprocess, read_image
 
     metadata, images = generated_dataset(str(tmp_path / "data"))
@@ -789,7 +790,7 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
     val_y = np.array([r.label for r in val])
     probs = softmax(model.predict(np.stack([preprocess(read_image(r.path), CONFIG) for r in val]), verbose=0))
     assert balanced_accuracy(val_y, probs.argmax(1)) == pytest.approx(state["best"]["balanced_accuracy"], abs=1e-9)
-    assert roc_auc(is_malignant(val_y), malignancy_scores(probs)) == pytest.approx(state["best"]["malignant_auc"],
+    assert malignant_auc(val_y, probs) == pytest.approx(state["best"]["malignant_auc"],
                                                                                      abs=1e-3)
 
     # The same options without --train-only package it here, the test images back in place.
