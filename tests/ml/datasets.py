@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import os
 
+import cv2
 import numpy as np
 
 from ml.classes import CLASSES
 from tests.conftest import encode, make_image
-
 
 CONTEXT_SITES = ("face", "back", "trunk", "scalp", "lower extremity", "chest", "hand")  # one per class
 
@@ -34,3 +34,20 @@ def generated_dataset(root: str, *, per_class: int = 10, width: int = 80, height
                 extra = [str(20 + 10 * k), ("male", "female")[lesion % 2], CONTEXT_SITES[k]] if context else []
                 writer.writerow([f"L_{k}_{lesion}", image_id, dx, *extra])
     return csv_path, images
+
+
+def disc_mask(height: int, width: int, centre: tuple[int, int], radius: int) -> np.ndarray:
+    """A lesion mask (uint8, 255 inside): a filled disc at `centre` (row, column)."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.circle(mask, (centre[1], centre[0]), radius, 255, thickness=-1)
+    return mask
+
+
+def generated_masks(images: str, folder: str) -> None:
+    """A disc a little off centre for every image in `images`, named as HAM10000's masks are."""
+    os.makedirs(folder)
+    for name in os.listdir(images):
+        image = cv2.imread(os.path.join(images, name))
+        height, width = image.shape[:2]
+        mask = disc_mask(height, width, (height // 3, width // 3), min(height, width) // 4)
+        cv2.imwrite(os.path.join(folder, name.rsplit(".", 1)[0] + "_segmentation.png"), mask)

@@ -4,9 +4,7 @@ last feature map, and a run trains (and resumes) the lesion head beside the netw
 unchanged. `--malignant-weight`: a malignant-vs-benign term in the loss (TensorFlow; generated images)."""
 
 import json
-import os
 
-import cv2
 import numpy as np
 import pytest
 
@@ -22,32 +20,16 @@ from ml.preprocessing import PreprocessConfig
 from ml.training import batching, endtoend
 from ml.training.augment import augment_light, with_mask
 from tests.conftest import make_image
-from tests.ml.datasets import generated_dataset
+from tests.ml.datasets import disc_mask, generated_dataset, generated_masks
 
 pytestmark = pytest.mark.slow
 
 CONFIG = PreprocessConfig(size=48, width=64, colour="clahe")
 
 
-def _lesion(height: int, width: int, centre: tuple[int, int], radius: int) -> np.ndarray:
-    mask = np.zeros((height, width), np.uint8)
-    cv2.circle(mask, (centre[1], centre[0]), radius, 255, thickness=-1)
-    return mask
-
-
-def write_masks(images: str, folder: str) -> None:
-    """A disc a little off centre for every generated image, named as HAM10000's masks are."""
-    os.makedirs(folder)
-    for name in os.listdir(images):
-        image = cv2.imread(os.path.join(images, name))
-        height, width = image.shape[:2]
-        mask = _lesion(height, width, (height // 3, width // 3), min(height, width) // 4)
-        cv2.imwrite(os.path.join(folder, name.rsplit(".", 1)[0] + "_segmentation.png"), mask)
-
-
 def test_it_moves_the_mask_with_the_light_views_flips_and_turns_and_leaves_the_colours_as_they_were():
     image = make_image(200, 150, seed=3)
-    mask = _lesion(150, 200, (30, 40), 20)
+    mask = disc_mask(150, 200, (30, 40), 20)
     carried = with_mask(image, mask)
 
     def orientations(a):  # the 8 ways a light view can turn or mirror
@@ -149,7 +131,7 @@ def _lesion_head_weights(run_dir, model) -> list[np.ndarray]:
 def test_it_trains_the_lesion_head_beside_the_network_and_resumes_it(tmp_path):
     metadata, images = generated_dataset(str(tmp_path / "data"), per_class=4)
     masks = str(tmp_path / "masks")
-    write_masks(images, masks)
+    generated_masks(images, masks)
     records = load_metadata(metadata, [images])
     with pytest.raises(ValueError, match="masks' folder"):
         _run(records, tmp_path / "none", None, mask_weight=1.0)
@@ -180,7 +162,7 @@ def test_it_trains_the_lesion_head_beside_the_network_and_resumes_it(tmp_path):
 def test_it_records_the_auxiliary_targets_in_the_manifest_and_the_cards_command(tmp_path):
     metadata, images = generated_dataset(str(tmp_path / "data"))
     masks = str(tmp_path / "masks")
-    write_masks(images, masks)
+    generated_masks(images, masks)
     out = tmp_path / "bundle"
     argv = ["train", "--mode", "end-to-end", "--metadata", metadata, "--images", images, "--out", str(out),
             "--work-dir", str(tmp_path / "work"), "--alpha", "0.35", "--weights", "none", "--size", "48",
