@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{args.epochs} --size {config.describe()} --colour {config.colour} --lr {args.lr:g}"
                + (f" --steps {args.steps}" if args.steps else "")
                + (f" --limit {args.limit}" if args.limit else ""))
-    package_bundle(out=args.out, bundle=args.bundle or os.path.join(args.out, "bundle"), version=args.version,
+    package_bundle(bundle=args.bundle or os.path.join(args.out, "bundle"), version=args.version,
                    config=config, state=state, weights_path=best, parity_images=val_images[:16],
                    split_path=split_path, records_by_split={k: v for k, v in by_split.items() if k != "train"},
                    masks_dir=args.masks, command=command, train_count=len(by_split["train"]),

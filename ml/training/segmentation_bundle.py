@@ -56,7 +56,7 @@ def export_onnx(model, path: str, config: PreprocessConfig, sample: np.ndarray) 
     return float(np.abs(onnx_prob - keras_prob).max())
 
 
-def package_bundle(*, out: str, bundle: str, version: str, config: PreprocessConfig, state: dict,
+def package_bundle(*, bundle: str, version: str, config: PreprocessConfig, state: dict,
                    weights_path: str, parity_images: np.ndarray, split_path: str, records_by_split: dict,
                    masks_dir: str, command: str, train_count: int, skip_scores: bool = False, log=print) -> dict:
     """Export the best weights to `bundle` (model.onnx, manifest.json, metrics.json) and return the manifest."""
