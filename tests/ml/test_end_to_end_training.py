@@ -790,8 +790,7 @@ def test_it_packages_under_tensorflow_a_run_trained_under_jax_without_the_test_i
     val_y = np.array([r.label for r in val])
     probs = softmax(model.predict(np.stack([preprocess(read_image(r.path), CONFIG) for r in val]), verbose=0))
     assert balanced_accuracy(val_y, probs.argmax(1)) == pytest.approx(state["best"]["balanced_accuracy"], abs=1e-9)
-    assert malignant_auc(val_y, probs) == pytest.approx(state["best"]["malignant_auc"],
-                                                                                     abs=1e-3)
+    assert malignant_auc(val_y, probs) == pytest.approx(state["best"]["malignant_auc"], abs=1e-3)
 
     # The same options without --train-only package it here, the test images back in place.
     assert ml_main(["train", *options, "--images", images, str(held_out), "--calibration-images", "16",
