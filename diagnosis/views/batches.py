@@ -64,7 +64,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         archive = data.get("archive")
         try:
-            batch = services.uploads.batch_create(
+            batch = services.batches.batch_create(
                 user=request.user,
                 organisation=None if lesion else data.get("organisation"),
                 lesion=lesion,

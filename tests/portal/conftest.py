@@ -189,7 +189,7 @@ def victim(owner, colleague, org, patient, lesion, upload, run_on_commit) -> dic
     image = upload(image_bytes(RED))
     review = services.reviews.review_create(user=colleague, image=image, diagnosis="mel", comment="looks irregular")
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=owner, lesion=lesion, files=[services.uploads.ImageUpload(name="b.png", data=image_bytes(GREEN))]
         )
     return {

@@ -93,7 +93,7 @@ def _clinic(owner, colleague, org) -> dict:
     services.reviews.review_create(user=colleague, image=chest_image, diagnosis="mel", histopathology_confirmed=True)
     services.patients.lesion_follow_up_set(user=colleague, lesion=back, follow_up_on=dt.date.today() + dt.timedelta(days=5))
     Lesion.objects.filter(pk=arm.pk).update(follow_up_on=dt.date.today() - dt.timedelta(days=4))  # overdue
-    batch = services.uploads.batch_create(
+    batch = services.batches.batch_create(
         user=colleague, organisation=org,
         files=[services.uploads.ImageUpload(f"clinic-{i}.png", lesion_picture(radius=50 + 7 * i, seed=10 + i,
                                                                               colour=(100 + 12 * i, 60, 40)))

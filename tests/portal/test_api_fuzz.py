@@ -178,7 +178,7 @@ def _populate(user, organisation, run_on_commit, *, tag: str) -> dict[str, list[
         (image,) = services.uploads.lesion_image_upload(
             user=user, lesion=lesion, files=[services.uploads.ImageUpload(name="photo.png", data=image_bytes(RED))]
         )
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=user, lesion=lesion, files=[services.uploads.ImageUpload(name="batch.png", data=image_bytes(GREEN))]
         )
     # Outputs with their nulls: an image still queued (no classification) and one whose task failed.

@@ -81,7 +81,7 @@ def test_it_answers_a_progress_poll_with_the_same_few_queries_whatever_the_batch
     sizes = {}
     for n in (2, 12):
         with run_on_commit():
-            batch = services.uploads.batch_create(
+            batch = services.batches.batch_create(
                 user=colleague,
                 lesion=lesion,
                 files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(n)],
@@ -98,7 +98,7 @@ def test_it_answers_a_waiting_client_when_the_worker_has_finished_the_batch(
 ):
     monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=colleague,
             lesion=lesion,
             files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(3)],
@@ -122,7 +122,7 @@ def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
 ):
     monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=colleague, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
         )
     Classification.objects.create(image=batch.images.get(), model_version="v", status=ClassificationStatus.RUNNING)
@@ -138,7 +138,7 @@ def test_it_answers_with_the_progress_so_far_when_the_wait_runs_out(
 def test_it_counts_queued_running_done_and_failed_images(owner, lesion, run_on_commit, monkeypatch):
     monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=owner, lesion=lesion, files=[services.uploads.ImageUpload(f"{i}.png", image_bytes()) for i in range(4)]
         )
     images = list(LesionImage.objects.filter(batch=batch).order_by("id"))
@@ -238,7 +238,7 @@ def test_it_needs_a_lesion_or_a_csv(api_for, colleague, org):
 
 def test_it_keeps_batches_inside_the_organisation(api_for, client_for, owner, reader, outsider, lesion, run_on_commit):
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=owner, lesion=lesion, files=[services.uploads.ImageUpload("a.png", image_bytes())]
         )
     assert api_for(outsider).get(f"{API}/batches/{batch.pk}/").status_code == 404
@@ -291,7 +291,7 @@ def test_it_classifies_a_micro_batch_in_one_go(owner, lesion, run_on_commit, mon
     monkeypatch.setattr(inference, "classify_many",
                         lambda images, contexts=None: calls.append(len(images)) or real(images, contexts))
     with run_on_commit():
-        services.uploads.batch_create(
+        services.batches.batch_create(
             user=owner,
             lesion=lesion,
             files=[services.uploads.ImageUpload(f"{i}.png", image_bytes(RED if i % 2 else GREEN)) for i in range(20)],
@@ -310,7 +310,7 @@ def test_it_refuses_an_oversized_member_of_a_zip_and_keeps_the_rest(owner, lesio
         zf.writestr("small.png", image_bytes(GREEN))
     buffer.seek(0)
     with run_on_commit():
-        batch = services.uploads.batch_create(user=owner, lesion=lesion, archive=buffer, archive_name="s.zip")
+        batch = services.batches.batch_create(user=owner, lesion=lesion, archive=buffer, archive_name="s.zip")
     assert batch.rejected == [{"name": "big.png", "error": "the file is larger than the 0.1 MiB limit"}]
     assert [image.source_name for image in batch.images.all()] == ["small.png"]
     assert selectors.batch_progress(batch=batch).finished
@@ -329,6 +329,6 @@ def test_it_creates_no_lesion_for_a_refused_file_and_reports_it_once(owner, org,
         zf.writestr("big.png", image_bytes(RED, size=(400, 400)))
     buffer.seek(0)
     with run_on_commit():
-        batch = services.uploads.batch_create(user=owner, organisation=org, archive=buffer, archive_name="s.zip")
+        batch = services.batches.batch_create(user=owner, organisation=org, archive=buffer, archive_name="s.zip")
     assert [r["name"] for r in batch.rejected] == ["cut.png", "big.png"]  # not also "listed but not in the ZIP"
     assert set(Lesion.objects.filter(patient=patient).values_list("label", flat=True)) == {"Left calf"}

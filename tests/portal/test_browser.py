@@ -64,7 +64,7 @@ def test_it_updates_the_batch_progress_bar_by_itself(colleague, lesion, live_ser
 
     monkeypatch.setattr(tasks.classify_images, "delay", lambda *args, **kwargs: None)  # no worker yet
     batch = in_own_thread(
-        lambda: services.uploads.batch_create(
+        lambda: services.batches.batch_create(
             user=colleague,
             lesion=lesion,
             files=[services.uploads.ImageUpload(f"{i}.png", image_bytes(RED)) for i in range(3)],

@@ -70,7 +70,7 @@ class Ctx:
 @pytest.fixture
 def ctx(owner, colleague, outsider, org, patient, lesion, upload) -> Ctx:
     image = upload()
-    batch = services.uploads.batch_create(
+    batch = services.batches.batch_create(
         user=owner, lesion=lesion, files=[services.uploads.ImageUpload(name="b.png", data=image_bytes())]
     )
     membership = Membership.objects.get(user=colleague, organisation=org)

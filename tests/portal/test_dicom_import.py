@@ -440,7 +440,7 @@ def test_a_batch_takes_dicom_files_from_a_zip_with_a_reason_for_each_bad_one(own
         bundle.writestr("visit/b.dcm", make_dicom(_rgb(seed=32), NumberOfFrames=2))
     archive.seek(0)
     with run_on_commit():
-        batch = services.uploads.batch_create(user=owner, lesion=lesion, archive=archive, archive_name="visit.zip")
+        batch = services.batches.batch_create(user=owner, lesion=lesion, archive=archive, archive_name="visit.zip")
     (stored,) = batch.images.all()
     assert stored.source_format == "DICOM" and stored.classifications.get().succeeded
     assert any("b.dcm" in row["name"] and "2 frames" in row["error"] for row in batch.rejected), batch.rejected

@@ -134,7 +134,7 @@ def test_it_marks_each_finished_batch_image_with_its_warnings_and_no_green_for_a
     client_for, colleague, lesion, run_on_commit
 ):
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=colleague,
             lesion=lesion,
             files=[services.uploads.ImageUpload(f"{name}.png", image_bytes(colour))
@@ -157,7 +157,7 @@ def test_it_marks_each_finished_batch_image_with_its_warnings_and_no_green_for_a
 
 def test_it_gives_the_progress_poll_each_done_image_s_warnings_and_level(colleague, lesion, run_on_commit):
     with run_on_commit():
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=colleague,
             lesion=lesion,
             files=[services.uploads.ImageUpload(f"{i}.png", image_bytes(colour))

@@ -84,7 +84,7 @@ def batch(owner, lesion, colleague, run_on_commit):
     files = [services.uploads.ImageUpload(name=name, data=image_bytes(colour))
              for name, colour in (("a-green.png", GREEN), ("b-red.png", RED), ("c-blue.png", BLUE))]
     with run_on_commit():
-        batch = services.uploads.batch_create(user=owner, lesion=lesion, files=files)
+        batch = services.batches.batch_create(user=owner, lesion=lesion, files=files)
     red = batch.images.get(source_name="b-red.png")
     services.reviews.review_create(user=colleague, image=red, diagnosis="mel", histopathology_confirmed=True)
     return batch

@@ -170,7 +170,7 @@ def test_it_refuses_a_batch_of_files_over_the_budget_as_a_whole(owner, lesion, s
     settings.SKINPORTAL_UPLOAD_PIXEL_BUDGET = 3 * 200 * 200
     files = [ImageUpload(f"{i}.png", image_bytes(GREEN, size=(200, 200))) for i in range(5)]
     with pytest.raises(ValidationError) as refused:
-        services.uploads.batch_create(user=owner, lesion=lesion, files=files)
+        services.batches.batch_create(user=owner, lesion=lesion, files=files)
     assert PIXEL_BUDGET in str(refused.value.message_dict["images"])
     _assert_nothing_stored(settings)
 
@@ -183,7 +183,7 @@ def test_it_leaves_no_batch_lesion_or_file_when_a_zip_goes_over_the_budget_midwa
         deflated=True,
     )
     with pytest.raises(ValidationError) as refused:
-        services.uploads.batch_create(user=owner, organisation=org, archive=io.BytesIO(archive))
+        services.batches.batch_create(user=owner, organisation=org, archive=io.BytesIO(archive))
     assert "2.png would bring this upload to" in str(refused.value.message_dict["archive"])
     assert not Lesion.objects.filter(label="Left calf").exists()  # the CSV's new lesion went too
     _assert_nothing_stored(settings)
@@ -203,7 +203,7 @@ def test_it_leaves_no_batch_running_when_a_batch_fails_after_storing_files(owner
     monkeypatch.setattr(inference, "sanitise_upload", dies_on_the_twentieth)
     files = [ImageUpload(f"{i}.png", image_bytes()) for i in range(24)]
     with pytest.raises(RuntimeError):
-        services.uploads.batch_create(user=owner, lesion=lesion, files=files)
+        services.batches.batch_create(user=owner, lesion=lesion, files=files)
     _assert_nothing_stored(settings)
 
 
@@ -215,7 +215,7 @@ def test_it_refuses_a_batch_that_runs_past_its_seconds_and_stores_nothing(owner,
     settings.SKINPORTAL_UPLOAD_SECONDS = 1
     archive = zip_of([(f"{i}.png", image_bytes(RED, size=(200, 200))) for i in range(4)], deflated=True)
     with pytest.raises(ValidationError) as refused:
-        services.uploads.batch_create(user=owner, lesion=lesion, archive=io.BytesIO(archive))
+        services.batches.batch_create(user=owner, lesion=lesion, archive=io.BytesIO(archive))
     assert "1.png: this upload has taken 1.2 s to check, over the 1 s" in str(refused.value.message_dict["archive"])
     _assert_nothing_stored(settings)
 

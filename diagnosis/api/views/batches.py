@@ -78,7 +78,7 @@ class BatchListApi(PaginatedListMixin, ScopedApiView):
             organisation = PatientListApi._organisation(request, data.get("organisation"))
         files = [services.uploads.ImageUpload.from_file(f) for f in data.get("images") or []]
         archive = data.get("archive")
-        batch = services.uploads.batch_create(
+        batch = services.batches.batch_create(
             user=request.user,
             organisation=organisation,
             lesion=lesion,
