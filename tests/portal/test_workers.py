@@ -149,7 +149,9 @@ def worker_queue(settings, monkeypatch) -> Iterator[str]:
     from diagnosis import tasks
 
     queue = f"skinportal-test-{uuid.uuid4().hex[:10]}"
-    sender = Celery("skinportal-test-sender", broker=REDIS_URL)
+    # Not the current app: the portal's shared tasks bind to the current app, and a later test in
+    # this process would send its classifications to this broker instead of running them eagerly.
+    sender = Celery("skinportal-test-sender", broker=REDIS_URL, set_as_current=False)
     sender.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=False)
 
     def sender_for(name: str) -> Callable[..., object]:
@@ -241,7 +243,7 @@ def test_it_loses_nothing_and_classifies_nothing_twice_when_a_worker_is_killed(
     files = [
         services.uploads.ImageUpload(f"mole-{i:02d}.png", image_bytes(_colour(i), size=(100, 100))) for i in range(50)
     ]
-    batch = services.uploads.batch_create(user=owner, lesion=lesion, files=files)  # commits: 5 tasks of 10 images sent
+    batch = services.batches.batch_create(user=owner, lesion=lesion, files=files)  # commits: 5 tasks of 10 images sent
     assert batch.rejected == [] and LesionImage.objects.filter(batch=batch).count() == 50
 
     # Kill the worker (and its pool process) with no warning while it is classifying a micro-batch
