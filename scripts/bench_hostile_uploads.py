@@ -22,28 +22,22 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "bench-password-not-secret-1"
+from benchkit.api import OCTET_STREAM, Api, decode, free_port, multipart
+from benchkit.procs import PeakRss, children
+from benchkit.report import table
+from benchkit.stack import PASSWORD, REPO_ROOT, Stack, gunicorn_command, log, manage, service_env
+
 TARGET_SECONDS, TARGET_MB = 5.0, 300.0
 
-sys.path.insert(0, str(REPO_ROOT))
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+sys.path.insert(0, str(REPO_ROOT))  # ml.bench and tests.portal.hostile_corpus build the payloads
 
 
 # --- Payloads: built in code, with the hostile corpus's builders ------------------------------
@@ -60,11 +54,11 @@ class Payload:
         return sum(len(data) for _, data in self.files)
 
 
-def _normal_jpegs(n: int) -> list[tuple[str, bytes]]:
+def _normal_jpegs(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
     """Dermatoscopy-sized JPEGs: 600x450, the size of the original HAM10000 images."""
     from ml.bench import synthetic_jpegs
 
-    return synthetic_jpegs(n)
+    return synthetic_jpegs(n, seed=seed)
 
 
 def _phone_jpeg(seed: int) -> bytes:
@@ -172,27 +166,6 @@ def payloads() -> list[Payload]:
 # --- The server -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _manage(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        check=False,
-        cwd=REPO_ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
 SETUP = f"PASSWORD = {PASSWORD!r}\n" + (
     """
 from django.contrib.auth.models import User
@@ -238,7 +211,9 @@ print("WORKER", len(ids), sum(row.status == "succeeded" for row in rows), second
 
 
 def worker_row(env: dict[str, str]) -> str:
-    line = next((l for l in _manage(env, "shell", stdin=WORKER).splitlines() if l.startswith("WORKER ")), "")
+    line = next(
+        (l for l in manage(env, "shell", stdin=WORKER, error=SystemExit).splitlines() if l.startswith("WORKER ")), ""
+    )
     if not line:
         return "worker: no line from the micro-batch run"
     _, n, succeeded, seconds, peak = line.split()
@@ -246,37 +221,6 @@ def worker_row(env: dict[str, str]) -> str:
         f"| worker: one micro-batch of {n} stored 12 MP phone photos ({succeeded} classified) | | "
         f"{float(seconds):.2f} s | {float(peak):.0f} MB |"
     )
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    chunks = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
-    ]
-    for field, filename, data in files:
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-        )
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
 @dataclass
@@ -306,40 +250,29 @@ def _outcome(status: int, body: dict) -> str:
 
 def send(port: int, token: str, lesion_id: int, payload: Payload) -> tuple[int, dict, float]:
     if payload.route == "image":
-        path, fields, files = "/api/v1/images/", {"lesion": str(lesion_id)}, [("image", *payload.files[0])]
+        path, field, files = "/api/v1/images/", "image", payload.files[:1]
     elif payload.route == "batch-zip":
-        path, fields, files = "/api/v1/batches/", {"lesion": str(lesion_id)}, [("archive", *payload.files[0])]
+        path, field, files = "/api/v1/batches/", "archive", payload.files[:1]
     else:
-        path, fields, files = "/api/v1/batches/", {"lesion": str(lesion_id)}, [("images", *f) for f in payload.files]
-    body, content_type = _multipart(fields, files)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    headers = {"Authorization": f"Token {token}", "Content-Type": content_type, "Accept": "application/json"}
+        path, field, files = "/api/v1/batches/", "images", payload.files
+    body, content_type = multipart(
+        {"lesion": str(lesion_id)}, [(field, name, data, OCTET_STREAM) for name, data in files]
+    )
+    # A connection of its own, and no retry: a refused or killed upload must not be sent twice.
+    api = Api(port, token, retry=False)
     started = time.perf_counter()
-    conn.request("POST", path, body=body, headers=headers)
-    response = conn.getresponse()
-    raw = response.read()
+    status, raw = api.send("POST", path, body, content_type)
     seconds = time.perf_counter() - started
-    conn.close()
-    try:
-        data = json.loads(raw or b"{}")
-    except json.JSONDecodeError:  # gunicorn's own answer when it kills a worker at its timeout
-        title = raw.decode(errors="replace").split("<title>")[-1].split("</title>")[0].strip()
-        data = {"error": {"message": f"{title or 'not JSON'} (not the portal's answer)"}}
-    return response.status, data, seconds
+    api.close()
+    return status, decode(raw), seconds
 
 
 def run(eager: bool, only: list[str], timeout: int) -> tuple[list[Result], str]:
     todo = [p for p in payloads() if not only or any(o.lower() in p.name.lower() for o in only)]
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-            "MEDIA_ROOT": f"{tmp}/media",
-            "SKINPORTAL_ENV": "development",
-            "DEBUG": "false",
-            "SKINPORTAL_THROTTLE_UPLOADS": "1000/minute",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = service_env(
+            database_url=f"sqlite:///{tmp}/db.sqlite3", media_root=f"{tmp}/media", throttle_uploads="1000/minute"
+        )
         if eager:
             env.pop("CELERY_BROKER_URL", None)
             env["CELERY_TASK_ALWAYS_EAGER"] = "true"
@@ -347,36 +280,20 @@ def run(eager: bool, only: list[str], timeout: int) -> tuple[list[Result], str]:
             env["CELERY_BROKER_URL"] = "memory://localhost/"
             env["CELERY_TASK_ALWAYS_EAGER"] = "false"
         log("migrating a fresh database")
-        _manage(env, "migrate", "--noinput")
-        line = next(l for l in _manage(env, "shell", stdin=SETUP).splitlines() if l.startswith("BENCH "))
-        _, token, lesion_id = line.split()
-        port = _free_port()
-        log(f"starting gunicorn on port {port}")
-        server_log = open(f"{tmp}/gunicorn.log", "w")  # noqa: SIM115 - open while the server runs
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "skinportal.wsgi",
-                "--workers",
-                "1",
-                "--threads",
-                "1",
-                "--timeout",
-                str(timeout),
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=server_log,
+        manage(env, "migrate", "--noinput", error=SystemExit)
+        line = next(
+            l for l in manage(env, "shell", stdin=SETUP, error=SystemExit).splitlines() if l.startswith("BENCH ")
         )
+        _, token, lesion_id = line.split()
+        port = free_port()
+        log(f"starting gunicorn on port {port}")
+        stack = Stack(env=env, workdir=Path(tmp))
+        server = stack.start("gunicorn", gunicorn_command(port, workers=1, threads=1, timeout=timeout))
         results: list[Result] = []
         try:
             worker = _wait_for_worker(server.pid, port)
-            _warm_up(port, token, int(lesion_id))
+            warm_ups = 0
+            _warm_up(port, token, int(lesion_id), round_=warm_ups)
             for payload in todo:
                 results.append(_measure(worker, port, token, int(lesion_id), payload))
                 log(
@@ -386,19 +303,15 @@ def run(eager: bool, only: list[str], timeout: int) -> tuple[list[Result], str]:
                 if server.poll() is not None:
                     log("the server stopped: see its log")
                     break
-                if worker not in _children(server.pid):  # killed (timeout): gunicorn starts another
+                if worker not in children(server.pid):  # killed (timeout): gunicorn starts another
                     log("the server worker was killed; waiting for its replacement")
                     time.sleep(1)
                     worker = _wait_for_worker(server.pid, port)
-                    _warm_up(port, token, int(lesion_id))
+                    warm_ups += 1
+                    _warm_up(port, token, int(lesion_id), round_=warm_ups)
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            server_log.close()
-            log_tail = Path(f"{tmp}/gunicorn.log").read_text()[-2000:]
+            stack.stop(grace=20)
+            log_tail = stack.tail()
             if "Traceback" in log_tail or "WORKER TIMEOUT" in log_tail:
                 log("gunicorn log:\n" + log_tail)
         log("classifying one micro-batch as a worker does")
@@ -408,22 +321,23 @@ def run(eager: bool, only: list[str], timeout: int) -> tuple[list[Result], str]:
 def _wait_for_worker(master: int, port: int) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        children = _children(master)
-        if children:
+        workers = children(master)
+        if workers:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return children[0]
+                    return workers[0]
             except OSError:
                 pass
         time.sleep(0.2)
     raise SystemExit("gunicorn did not start (see its log)")
 
 
-def _warm_up(port: int, token: str, lesion_id: int) -> None:
-    """One small upload first, so the imports (OpenCV, NumPy) are in the baseline."""
+def _warm_up(port: int, token: str, lesion_id: int, *, round_: int) -> None:
+    """One small upload first, so the imports (OpenCV, NumPy) are in the baseline. Each round
+    sends new images: the portal refuses a file already stored on the lesion (409)."""
     from tests.portal.hostile_corpus import zip_of
 
-    small = _normal_jpegs(2)
+    small = _normal_jpegs(2, seed=1000 + round_)  # none of them among the payloads' images (seed 0)
     for payload in (
         Payload("warm-up", "image", small[:1]),
         Payload("warm-up", "batch-zip", [("w.zip", zip_of(small, deflated=True))]),
@@ -434,57 +348,35 @@ def _warm_up(port: int, token: str, lesion_id: int) -> None:
 
 
 def _measure(worker: int, port: int, token: str, lesion_id: int, payload: Payload) -> Result:
-    Path(f"/proc/{worker}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    before = _status_kb(worker, "VmRSS")
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:  # VmHWM is gone with the process if gunicorn kills it: keep the last seen
-        while not done.wait(0.05):
-            try:
-                peak[0] = max(peak[0], _status_kb(worker, "VmHWM"))
-            except (OSError, KeyError):
-                return
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    started = time.perf_counter()
-    try:
-        status, body, seconds = send(port, token, lesion_id, payload)
-        outcome = _outcome(status, body)
-    except (http.client.HTTPException, ConnectionError) as exc:
-        status, seconds = 0, time.perf_counter() - started
-        outcome = f"no answer ({type(exc).__name__}): the server worker was killed"
-    done.set()
-    sampler.join()
-    try:
-        peak[0] = max(peak[0], _status_kb(worker, "VmHWM"))
-    except (OSError, KeyError):
-        pass
-    return Result(payload, status, outcome, seconds, (peak[0] - before) / 1024)
+    with PeakRss(worker) as peak:
+        started = time.perf_counter()
+        try:
+            status, body, seconds = send(port, token, lesion_id, payload)
+            outcome = _outcome(status, body)
+        except (http.client.HTTPException, ConnectionError) as exc:
+            status, seconds = 0, time.perf_counter() - started
+            outcome = f"no answer ({type(exc).__name__}): the server worker was killed"
+    return Result(payload, status, outcome, seconds, peak.mib)
 
 
 def _size(n: int) -> str:
     return f"{n / 1024:,.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:,.1f} MB"
 
 
-def table(results: list[Result], eager: bool) -> str:
-    rows = [
-        (
-            f"Serving process: gunicorn, 1 sync worker; classification "
-            f"{'in the request (eager)' if eager else 'queued'}; {os.cpu_count()} cores. "
-            f"Goal: under {TARGET_SECONDS:.0f} s and {TARGET_MB:.0f} MB each."
-        ),
-        "",
-        "| payload | bytes | outcome | seconds | peak RSS increase (MB) |",
-        "|---|---:|---|---:|---:|",
-    ]
+def results_table(results: list[Result], eager: bool) -> str:
+    rows = []
     for r in results:
         outcome = r.outcome.replace("|", "\\|").replace("\n", " ")
         if len(outcome) > 160:
             outcome = outcome[:157] + "..."
-        rows.append(f"| {r.payload.name} | {_size(r.payload.size)} | {outcome} | {r.seconds:.2f} | {r.peak_mb:.0f} |")
-    return "\n".join(rows)
+        rows.append([r.payload.name, _size(r.payload.size), outcome, f"{r.seconds:.2f}", f"{r.peak_mb:.0f}"])
+    headers = ["payload", "bytes", "outcome", "seconds", "peak RSS increase (MB)"]
+    intro = (
+        f"Serving process: gunicorn, 1 sync worker; classification "
+        f"{'in the request (eager)' if eager else 'queued'}; {os.cpu_count()} cores. "
+        f"Goal: under {TARGET_SECONDS:.0f} s and {TARGET_MB:.0f} MB each."
+    )
+    return "\n".join([intro, "", table(headers, rows, markdown=True, align="lrlrr")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/proc/self/clear_refs").exists():
         raise SystemExit("needs Linux /proc (clear_refs) to measure peak RSS")
     results, worker = run(args.eager, [o for o in args.only.split(",") if o], args.timeout)
-    print(table(results, args.eager))
+    print(results_table(results, args.eager))
     print()
     print("| classification (worker process) | | seconds | peak RSS increase |")
     print("|---|---|---:|---:|")

@@ -27,35 +27,38 @@ the end. Run it on a quiet machine: it warns when `ml train` is running or the l
 from __future__ import annotations
 
 import argparse
-import http.client
-import io
-import json
 import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
-import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from benchkit.api import Api, wait_ready
+from benchkit.procs import children, cpu_snapshot, machine_quiet, rss_mib
+from benchkit.report import percentile, table
+from benchkit.stack import (
+    PASSWORD,
+    REPO_ROOT,
+    Stack,
+    celery_worker_command,
+    forget_queue,
+    gunicorn_command,
+    log,
+    manage,
+    recreate_database,
+    service_env,
+)
+from benchkit.workload import batch_run, latency_level, new_lesion, reclassify_run, upload_and_wait
+
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "ham10000" / "images"
-PASSWORD = "bench-password-not-secret-1"
 
 
-# ------------------------------------------------------------------------------------ helpers
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+# ------------------------------------------------------------------------------------ inputs
 
 
 def load_images(folder: Path | None, n: int) -> tuple[list[tuple[str, bytes]], str]:
@@ -67,221 +70,6 @@ def load_images(folder: Path | None, n: int) -> tuple[list[tuple[str, bytes]], s
     from ml.bench import synthetic_jpegs
 
     return synthetic_jpegs(n), f"{n} synthetic 600x450 JPEGs (no image folder found)"
-
-
-def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes, str]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    chunks: list[bytes] = []
-    for name, value in fields.items():
-        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, filename, data, content_type in files:
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-        )
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
-
-
-class Api:
-    """A keep-alive HTTP client for one thread."""
-
-    def __init__(self, port: int, token: str = "") -> None:
-        self.port, self.token = port, token
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> tuple[int, dict]:
-        headers = {"Accept": "application/json", "Host": "127.0.0.1"}
-        if self.token:
-            headers["Authorization"] = f"Token {self.token}"
-        if content_type:
-            headers["Content-Type"] = content_type
-        for attempt in (1, 2):
-            try:
-                self.conn.request(method, path, body=body, headers=headers)
-                response = self.conn.getresponse()
-                raw = response.read()
-                break
-            except (http.client.HTTPException, ConnectionError):
-                self.conn.close()
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-                if attempt == 2:
-                    raise
-        try:
-            return response.status, json.loads(raw or b"{}")
-        except json.JSONDecodeError:
-            return response.status, {"raw": raw[:500].decode(errors="replace")}
-
-    def json(self, method: str, path: str, data: dict | None = None, expect: int = 200) -> dict:
-        body = json.dumps(data).encode() if data is not None else None
-        status, payload = self.request(method, path, body, "application/json" if body else "")
-        if status != expect:
-            raise RuntimeError(f"{method} {path}: HTTP {status}: {payload}")
-        return payload
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return []
-    return [int(x) for x in out.split()]
-
-
-def _process_cpu(pid: int, *, reaped: bool = False) -> float:
-    """CPU seconds (user + system) of one process, plus its waited-for children when `reaped`."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        kids = children(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
-def pids_named(name: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False).stdout
-    return [int(x) for x in out.split()]
-
-
-def cpu_snapshot(web_pid: int, worker_pid: int) -> dict[str, float]:
-    """CPU seconds so far of each part of the stack. A process tree counts its exited children
-    (PostgreSQL backends that closed, gunicorn workers that were replaced) through its root."""
-    postgres = pids_named("postgres")
-    postmaster = min(postgres, default=0)
-    times = os.times()
-    return {
-        "gunicorn (web)": sum(_process_cpu(p, reaped=p == web_pid) for p in [web_pid, *descendants(web_pid)]),
-        "celery worker": sum(_process_cpu(p, reaped=p == worker_pid) for p in [worker_pid, *descendants(worker_pid)]),
-        "PostgreSQL": sum(_process_cpu(p, reaped=p == postmaster) for p in postgres),
-        "Redis": sum(_process_cpu(p) for p in pids_named("redis-server")),
-        "this client": times.user + times.system,
-    }
-
-
-def machine_quiet() -> tuple[bool, str]:
-    load1 = os.getloadavg()[0]
-    training = subprocess.run(["pgrep", "-f", "ml train"], capture_output=True, text=True, check=False).stdout.split()
-    training = [pid for pid in training if int(pid) != os.getpid()]
-    quiet = load1 < 0.7 and not training
-    return quiet, f"1-minute load {load1:.2f}" + (
-        f", `ml train` running (pid {', '.join(training)})" if training else ""
-    )
-
-
-# ------------------------------------------------------------------------------------ services
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    port: int
-    workdir: Path
-    procs: list[subprocess.Popen] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
-        path = self.workdir / f"{name}.log"
-        handle = path.open("wb")
-        proc = subprocess.Popen(
-            args, cwd=REPO_ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.procs.append(proc)
-        self.logs.append(path)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-        deadline = time.monotonic() + 15
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def tail(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in self.logs if p.exists())
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
-def recreate_database(url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-        raise SystemExit(f"database name {name!r}: use letters, digits and _ only")
-    admin = urlunsplit(
-        (
-            parts.scheme.replace("postgres", "postgresql", 1) if parts.scheme == "postgres" else parts.scheme,
-            parts.netloc,
-            "/postgres",
-            "",
-            "",
-        )
-    )
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def forget_queue(redis_url: str, queue: str) -> None:
-    """Remove this run's queue and kombu's bindings for it from Redis."""
-    try:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        client.close()
-    except Exception as exc:  # noqa: BLE001 - cleanup only
-        log(f"could not clean up queue {queue}: {exc}")
 
 
 def raw_throughput(threads: int, images: Path | None) -> tuple[float, str]:
@@ -297,147 +85,6 @@ def raw_throughput(threads: int, images: Path | None) -> tuple[float, str]:
             cells = re.split(r"\s{2,}", line.strip())
             return float(cells[3]), result.stdout
     raise RuntimeError(f"no onnxruntime fp32 row in:\n{result.stdout}")
-
-
-# ------------------------------------------------------------------------------------ measurements
-
-
-def wait_ready(port: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            status, body = Api(port).request("GET", "/readyz")
-            if status == 200:
-                return
-            last = str(body)
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    raise RuntimeError(f"/readyz never answered 200: {last}")
-
-
-def upload_and_wait(api: Api, lesion_id: int, name: str, data: bytes) -> float:
-    """Seconds from the upload until its classification is stored, the way an integrator waits:
-    one GET /api/v1/images/{id}/?wait=30 instead of a polling loop."""
-    body, content_type = multipart({"lesion": str(lesion_id)}, [("image", name, data, "image/jpeg")])
-    started = time.perf_counter()
-    status, payload = api.request("POST", "/api/v1/images/", body, content_type)
-    if status != 201:
-        raise RuntimeError(f"upload: HTTP {status}: {payload}")
-    while payload.get("classification") is None or payload["classification"]["status"] in ("pending", "running"):
-        status, payload = api.request("GET", f"/api/v1/images/{payload['id']}/?wait=30")
-        if time.perf_counter() - started > 120:
-            raise RuntimeError(f"image {payload.get('id')} not classified within 120 s")
-    if payload["classification"]["status"] != "succeeded":
-        raise RuntimeError(f"classification failed: {payload['classification']['error_message']}")
-    return time.perf_counter() - started
-
-
-def batch_run(api: Api, lesion_id: int, images: list[tuple[str, bytes]]) -> tuple[float, float, int]:
-    """(seconds from POST to finished, seconds the POST itself took, the batch's id)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in images:
-            zf.writestr(name, data)
-    body, content_type = multipart(
-        {"lesion": str(lesion_id)}, [("archive", "batch.zip", buffer.getvalue(), "application/zip")]
-    )
-    started = time.perf_counter()
-    status, payload = api.request("POST", "/api/v1/batches/", body, content_type)
-    posted = time.perf_counter() - started
-    if status != 201:
-        raise RuntimeError(f"batch: HTTP {status}: {str(payload)[:500]}")
-    if payload["rejected"]:
-        raise RuntimeError(f"batch: files refused: {payload['rejected'][:3]}")
-    batch_id = payload["id"]
-    while payload["status"] != "finished":
-        status, payload = api.request("GET", f"/api/v1/batches/{batch_id}/?wait=30")
-        if time.perf_counter() - started > 600:
-            raise RuntimeError("batch not finished within 600 s")
-    elapsed = time.perf_counter() - started
-    if payload["progress"]["failed"]:
-        raise RuntimeError(f"batch: {payload['progress']['failed']} classifications failed")
-    return elapsed, posted, batch_id
-
-
-def reclassify_run(env: dict[str, str], database_url: str, batch_id: int) -> tuple[float, int]:
-    """The batch's images classified again with nothing else running: their results are deleted
-    and `manage.py reclassify` queues them. Returns (seconds from the first claim to the last
-    result, by the worker's own timestamps, images): the worker node's own rate, as when web
-    nodes and the database run on other machines."""
-    import psycopg
-
-    url = database_url.replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(url, autocommit=True) as conn:
-        ids = [row[0] for row in conn.execute("SELECT id FROM diagnosis_lesionimage WHERE batch_id = %s", [batch_id])]
-        conn.execute("DELETE FROM diagnosis_classification WHERE image_id = ANY(%s)", [ids])
-        manage(env, "reclassify")
-        deadline = time.monotonic() + 300
-        while True:
-            (done,) = conn.execute(
-                "SELECT count(*) FROM diagnosis_classification WHERE image_id = ANY(%s) AND status = 'succeeded'",
-                [ids],
-            ).fetchone()
-            if done == len(ids):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"reclassify: {done} of {len(ids)} images classified within 300 s")
-            time.sleep(0.1)
-        (span,) = conn.execute(
-            "SELECT EXTRACT(EPOCH FROM max(finished_at) - min(started_at)) FROM diagnosis_classification "
-            "WHERE image_id = ANY(%s)",
-            [ids],
-        ).fetchone()
-    return float(span), len(ids)
-
-
-def latency_level(
-    port: int, token: str, lesion_id: int, images: list[tuple[str, bytes]], clients: int, requests: int
-) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    counter = iter(range(requests))
-
-    def client() -> None:
-        api = Api(port, token)
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            name, data = images[i % len(images)]
-            try:
-                seconds = upload_and_wait(api, lesion_id, name, data)
-            except Exception as exc:  # noqa: BLE001 - reported after the threads end
-                with lock:
-                    errors.append(exc)
-                return
-            with lock:
-                latencies.append(seconds)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} request(s) failed; first: {errors[0]}")
-    return latencies, len(latencies) / (time.perf_counter() - started)
-
-
-# ------------------------------------------------------------------------------------ report
-
-
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
 
 
 # ------------------------------------------------------------------------------------ phases
@@ -478,25 +125,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def stack_env(args: argparse.Namespace, *, queue: str, worker_threads: int, workdir: Path) -> dict[str, str]:
     """The environment of every process of the stack (and of manage.py)."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "skinportal.settings",
-        "SKINPORTAL_ENV": "development",
-        "DEBUG": "false",
-        "DATABASE_URL": args.database_url,
-        "DB_CONN_MAX_AGE": "60",
-        "CELERY_BROKER_URL": args.redis_url,
-        "CELERY_QUEUE": queue,
-        "CELERY_WORKER_CONCURRENCY": str(args.worker_processes),
-        "SKINPORTAL_ORT_THREADS": str(worker_threads),
-        "MEDIA_ROOT": str(workdir / "media"),
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
+    env = service_env(
+        database_url=args.database_url,
+        media_root=str(workdir / "media"),
         # One benchmark user uploads far faster than a clinic: the per-user upload throttle
         # (60/minute by default) would measure the throttle, not the pipeline.
-        "SKINPORTAL_THROTTLE_UPLOADS": "1000000/minute",
-        "SKINPORTAL_THROTTLE_TOKEN": "1000/minute",
-    }
+        throttle_uploads="1000000/minute",
+        DJANGO_SETTINGS_MODULE="skinportal.settings",
+        DB_CONN_MAX_AGE="60",
+        CELERY_BROKER_URL=args.redis_url,
+        CELERY_QUEUE=queue,
+        CELERY_WORKER_CONCURRENCY=str(args.worker_processes),
+        SKINPORTAL_ORT_THREADS=str(worker_threads),
+        LOG_LEVEL="WARNING",
+        SKINPORTAL_THROTTLE_TOKEN="1000/minute",
+    )
     env.pop("CELERY_TASK_ALWAYS_EAGER", None)
     return env
 
@@ -507,43 +150,11 @@ def start_services(stack: Stack, args: argparse.Namespace, *, queue: str) -> tup
     manage(stack.env, "createclinician", "--org", "Bench Clinic", "--username", "bench", "--password", PASSWORD)
     web = stack.start(
         "gunicorn",
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "skinportal.wsgi",
-            "--bind",
-            f"127.0.0.1:{args.port}",
-            "--workers",
-            str(args.web_workers),
-            "--threads",
-            str(args.web_threads),
-            "--worker-class",
-            "gthread",
-            "--timeout",
-            "300",
-        ],
+        gunicorn_command(
+            args.port, workers=args.web_workers, threads=args.web_threads, timeout=300, worker_class="gthread"
+        ),
     )
-    worker = stack.start(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "skinportal",
-            "worker",
-            "--queues",
-            queue,
-            "--concurrency",
-            str(args.worker_processes),
-            "--loglevel",
-            "warning",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-    )
+    worker = stack.start("worker", celery_worker_command(queue, args.worker_processes))
     wait_ready(args.port)
     return web, worker
 
@@ -554,14 +165,6 @@ def seed_lesion(port: int) -> tuple[str, Api, int]:
     api = Api(port, token)
     patient = api.json("POST", "/api/v1/patients/", {"external_id": "B-1", "name": "Bench Patient"}, expect=201)
     return token, api, new_lesion(api, patient["id"], "bench")
-
-
-def new_lesion(api: Api, patient_id: int, label: str) -> int:
-    """A fresh lesion: the portal refuses a file already on a lesion (409 duplicate_image), so
-    each phase that uploads the same images again gets its own."""
-    lesion = api.json("POST", "/api/v1/lesions/", {"patient": patient_id, "body_site": "back", "label": label},
-                      expect=201)
-    return lesion["id"]
 
 
 @dataclass(frozen=True)
@@ -764,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="skinportal-bench-"))
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = stack_env(args, queue=queue, worker_threads=worker_threads, workdir=workdir)
-    stack = Stack(env=env, port=args.port, workdir=workdir)
+    stack = Stack(env=env, workdir=workdir)
     log(f"database {args.database_url}, queue {queue} on {args.redis_url}, work folder {workdir}")
     recreate_database(args.database_url)
     try:
