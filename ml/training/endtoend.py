@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import keras
@@ -145,13 +145,23 @@ def with_lesion_head(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, [model.output, lesion], name="skinportal_mobilenetv2_with_lesion_mask")
 
 
-def load_initial_weights(model: keras.Model, bundle_dir: str, config: PreprocessConfig) -> None:
+def load_initial_weights(
+    model: keras.Model, bundle_dir: str, config: PreprocessConfig, *, other_size: bool = False
+) -> None:
     """Copy a trained bundle's weights (its model.keras) into the freshly built `model`. Refuses (ValueError) a bundle whose preprocessing or layer shapes differ:
-    weights learned on other inputs would start the run from the wrong place without a word."""
+    weights learned on other inputs would start the run from the wrong place without a word.
+
+    `other_size` lets the bundle's input size differ (colour, scaling and order must still match):
+    the network is convolutional up to its global pooling, so the weights fit any size, and a
+    fine-tune at the new size adapts them to the scale at which lesions now appear (FixRes,
+    Touvron et al. 2019)."""
     from ml.manifest import load_manifest
 
     manifest = load_manifest(bundle_dir)
-    if PreprocessConfig.from_dict(manifest["preprocessing"]) != config:
+    trained_on = PreprocessConfig.from_dict(manifest["preprocessing"])
+    if other_size:
+        trained_on = replace(trained_on, size=config.size, width=config.width)
+    if trained_on != config:
         raise ValueError(f"{bundle_dir} was trained on {manifest['preprocessing']}, this run uses {config.to_dict()}")
     trained = keras.models.load_model(os.path.join(bundle_dir, "model.keras"), compile=False)
     shapes = [tuple(w.shape) for w in model.get_weights()]

@@ -88,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--init-from", metavar="BUNDLE",
                      help="start from a trained end-to-end bundle's weights (same split, preprocessing and width) "
                           "instead of the ImageNet backbone: a second, shorter run at a lower rate")
+    e2e.add_argument("--init-other-size", action="store_true",
+                     help="with --init-from: the bundle may have been trained at another input size (its weights "
+                          "fit any size; the run adapts them to this one)")
     e2e.add_argument("--distill-from", metavar="BUNDLE",
                      help="a trained bundle on this split (the teacher): each target blends the label with its "
                           "answers, averaged over the image and its mirror image (ml/training/distill.py)")
@@ -302,13 +305,15 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     )
     if cfg.mask_weight > 0 and not args.masks:
         sys.exit("--mask-weight needs --masks DIR (the lesion masks)")
+    if args.init_other_size and not args.init_from:
+        sys.exit("--init-other-size needs --init-from BUNDLE")
     if args.average_with:  # refused now rather than after the training
         soup.check_members(args.average_with, cfg, config.to_dict())
     keras.utils.set_random_seed(args.seed)
     base = backbone.build_backbone(args.alpha, config.height_width, weights)
     model = endtoend.build_model(base, dropout=cfg.dropout, seed=cfg.seed)
     if args.init_from:
-        endtoend.load_initial_weights(model, args.init_from, config)
+        endtoend.load_initial_weights(model, args.init_from, config, other_size=args.init_other_size)
         log(f"starting from the weights of {cfg.init_from}")
 
     def teacher() -> np.ndarray:
