@@ -28,6 +28,7 @@ from diagnosis.services.classification import classification_enqueue_on_commit
 from diagnosis.services.patients import lesion_create
 from diagnosis.services.uploads import (
     ImageUpload,
+    charge_file_bytes,
     check_captured_at,
     lesion_image_build,
     stored_files_removed_on_failure,
@@ -192,12 +193,7 @@ def _file_members(
         raise ValidationError({"images": "Choose at least one image file (JPEG or PNG) or a ZIP archive."})
     if len(files) > max_files:
         raise ValidationError({"images": f"At most {max_files} images per batch; you sent {len(files)}."})
-    try:
-        for upload in files:
-            if len(upload.data) <= max_bytes:
-                budget.charge_file_bytes(len(upload.data), what=upload.name or "a file")
-    except BudgetExceeded as exc:
-        raise ValidationError({"images": f"{exc}."}) from exc
+    charge_file_bytes(files, budget=budget, max_bytes=max_bytes, field="images", unnamed="a file")
     return [
         Member(f.name or f"file {i + 1}", *((f.data, "") if len(f.data) <= max_bytes else (None, too_large(max_bytes))))
         for i, f in enumerate(files)

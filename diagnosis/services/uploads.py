@@ -66,12 +66,7 @@ def _prepare_uploads(
         raise ValidationError({"image": f"At most {max_files} images per upload; you sent {len(files)}."})
     prepared: list[inference.SanitisedImage] = []
     errors: list[str] = []
-    try:  # the files' bytes, all paid before any is decoded
-        for upload in files:
-            if len(upload.data) <= max_bytes:
-                budget.charge_file_bytes(len(upload.data), what=upload.name or "the file")
-    except BudgetExceeded as exc:
-        raise ValidationError({"image": f"{exc}."}) from exc
+    charge_file_bytes(files, budget=budget, max_bytes=max_bytes, field="image", unnamed="the file")
     for upload in files:
         label = upload.name or "the file"
         if len(upload.data) > max_bytes:
@@ -86,6 +81,20 @@ def _prepare_uploads(
     if errors:
         raise ValidationError({"image": errors})
     return prepared
+
+
+def charge_file_bytes(
+    files: Sequence[ImageUpload], *, budget: UploadBudget, max_bytes: int, field: str, unnamed: str
+) -> None:
+    """Pay every file's bytes to the request's budget before any is decoded (a file over the size
+    cap pays nothing: it is refused on its own). Over the budget: ValidationError on `field`;
+    `unnamed` names a file that came without a name."""
+    try:
+        for upload in files:
+            if len(upload.data) <= max_bytes:
+                budget.charge_file_bytes(len(upload.data), what=upload.name or unnamed)
+    except BudgetExceeded as exc:
+        raise ValidationError({field: f"{exc}."}) from exc
 
 
 def check_captured_at(captured_at: dt.date | None) -> dt.date:
