@@ -176,10 +176,8 @@ user = User.objects.create_user(username="bench", password=PASSWORD)
 services.accounts.membership_set(user=user, organisation=org, role=Role.ADMIN)
 patient = services.patients.patient_create(user=user, organisation=org, external_id="B-1", name="Bench")
 lesion = services.patients.lesion_create(user=user, patient=patient, body_site="back", label="Back")
-accounts = services.accounts
-make = getattr(accounts, "api_token_create", None) or getattr(accounts, "api_token_get_or_create")
-token = make(user=user)
-print("BENCH", getattr(token, "key", token), lesion.pk)
+token = services.accounts.api_token_create(user=user)
+print("BENCH", token.key, lesion.pk)
 """
 )
 
