@@ -1,6 +1,6 @@
 from django.urls import path
 
-from diagnosis.views import batches, home, lesions, organisations, patients, tokens
+from diagnosis.views import batches, home, lesions, model, organisations, patients, tokens
 from diagnosis.views import compare as compare_views
 from diagnosis.views import reports as report_views
 
@@ -29,6 +29,7 @@ urlpatterns = [
     path("images/<int:image_id>/classify/", lesions.image_classify, name="image-classify"),
     path("images/<int:image_id>/report.pdf", report_views.image_report, name="image-report"),
     path("ops/", home.ops, name="ops"),
+    path("model/", model.model_page, name="model"),
     path("account/api-tokens/", tokens.api_tokens, name="account-api-tokens"),
     path("account/api-tokens/revoke/", tokens.api_token_revoke, name="account-api-token-revoke"),
     path("account/api-tokens/rotate/", tokens.api_token_rotate, name="account-api-token-rotate"),

@@ -159,6 +159,10 @@ _PAGED = " Paginated: `page` and `page_size` (at most 100); `next` and `previous
 OPERATION_DESCRIPTIONS: dict[str, str] = {
     "auth_token_create": "A new API token for a username and password (a JSON body). Wrong passwords count "
     "towards the login lockout, and the endpoint is rate-limited per client address.",
+    "model_retrieve": "The model that classifies new images: its version, what it is for, its classes and "
+    "malignant group, the clinical context it weighs, its operating point, and its figures on the held-out test "
+    "split (image alone, and with the clinical context) with 95% intervals over lesions. 503 when the served "
+    "model's manifest cannot be read.",
     "me_retrieve": "Who you are: your user id, username and, for each organisation you belong to, your role "
     "and whether you may write there.",
     "patients_list": "The patients of your organisations, by name. `q` matches the name or the external id; "

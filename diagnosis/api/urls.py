@@ -31,6 +31,7 @@ urlpatterns = [
     path("auth/tokens/<apitokenkey:token_key>/", views.ApiTokenDetailApi.as_view(), name="api-token-detail"),
     path("auth/tokens/<apitokenkey:token_key>/rotate/", views.ApiTokenRotateApi.as_view(), name="api-token-rotate"),
     path("me/", views.MeApi.as_view(), name="api-me"),
+    path("model/", views.ServedModelApi.as_view(), name="api-model"),
     path("patients/", views.PatientListApi.as_view(), name="api-patient-list"),
     path("patients/<int:patient_id>/", views.PatientDetailApi.as_view(), name="api-patient-detail"),
     path("lesions/", views.LesionListApi.as_view(), name="api-lesion-list"),

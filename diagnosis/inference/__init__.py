@@ -16,7 +16,8 @@ One module per part, all re-exported here (callers write `inference.<name>`):
   classifier     the onnxruntime classifier: many images in one run, the worker's warm-up
   explanation    heatmaps drawn from a stored activation map
   segmentation   the lesion's outline and measurements, computed with each classification
-  model_info     the readiness check, the measured performance, the version a result gets
+  model_info     the readiness check, the measured performance, the version a result gets,
+                 the served model described (its page and GET /api/v1/model/)
   opencv         OpenCV imported on first use, one thread per process
 """
 
@@ -37,12 +38,15 @@ from diagnosis.inference.explanation import (
     heatmap_png,
 )
 from diagnosis.inference.model_info import (
+    HeldOutFigures,
     ModelPerformance,
     ModelStatus,
+    ServedModel,
     context_table_values,
     current_model_version,
     model_check,
     model_performance,
+    served_model,
 )
 from diagnosis.inference.opencv import (
     use_one_opencv_thread,
@@ -86,6 +90,7 @@ __all__ = [
     "WARNING_CODES",
     "WARNING_TEXT",
     "BudgetExceeded",
+    "HeldOutFigures",
     "ImageSource",
     "ImageTooLargeError",
     "InvalidImageError",
@@ -95,6 +100,7 @@ __all__ = [
     "ModelStatus",
     "PortalPrediction",
     "SanitisedImage",
+    "ServedModel",
     "UploadBudget",
     "check_minimum_size",
     "classify_many",
@@ -113,6 +119,7 @@ __all__ = [
     "png_inflated_size",
     "sanitise_upload",
     "segment_image",
+    "served_model",
     "use_one_opencv_thread",
     "warm_up",
     "warning_label",

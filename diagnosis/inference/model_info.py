@@ -1,16 +1,22 @@
 """What the portal says about the served model: the readiness check, the measured performance
-from its manifest (per model version and variant), the version a new classification gets."""
+from its manifest (per model version and variant), the version a new classification gets, and
+the model described for people (the model page and GET /api/v1/model/)."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.conf import settings
 
 from diagnosis.inference.classifier import configured_model_dir
+from ml.classes import CLASSES, MALIGNANT_CLASSES
 from ml.errors import MLError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -161,3 +167,129 @@ def current_model_version() -> str:
     from ml.manifest import load_manifest
 
     return str(load_manifest(configured_model_dir())["version"])
+
+
+# --- The served model described (the model page and GET /api/v1/model/) ----------------------------
+
+# The test figures a description carries, in the order the page lists them.
+HEADLINE_METRICS = ("balanced_accuracy", "malignant_auc", "malignant_sensitivity", "malignant_specificity", "ece")
+
+
+@dataclass(frozen=True)
+class HeldOutFigures:
+    """How one way of answering (the image alone, or with the clinical context) did on the
+    bundle's held-out test split: the headline figures, each class's recall, 95% intervals over
+    lesions where they were measured, and the malignancy threshold those answers are flagged at."""
+
+    answers: str  # "image alone" | "with clinical context"
+    images: int
+    threshold: float
+    balanced_accuracy: float
+    malignant_auc: float
+    malignant_sensitivity: float
+    malignant_specificity: float
+    ece: float
+    recall: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What a clinician or an integrator should know about the model that answers now, from its
+    manifest: what it is for, what it looks at, how it was tested, and on what data."""
+
+    version: str
+    variant: str
+    created: str
+    intended_use: str
+    input_height: int | None  # None: not stated in a readable form
+    input_width: int | None
+    malignant_classes: tuple[str, ...]
+    context_fields: tuple[str, ...]  # the clinical context it can weigh (empty: the image alone)
+    favoured_class: str | None  # suggested whenever its probability is at least this share of the top one
+    favoured_when_at_least: float | None
+    training_data: str
+    training_data_licence: str
+    citation: str
+    model_licence: str
+    test: tuple[HeldOutFigures, ...]  # image alone first; empty when the bundle has no test figures
+
+
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _test_figures(metrics: dict, threshold: object, *, answers: str) -> HeldOutFigures | None:
+    """One metrics block as HeldOutFigures (None where there is none; a malformed one raises)."""
+    if not isinstance(metrics, dict) or threshold is None:
+        return None
+    return HeldOutFigures(
+        answers=answers,
+        images=int(metrics["n_images"]),
+        threshold=float(threshold),
+        **{key: float(metrics[key]) for key in HEADLINE_METRICS},
+        recall={str(code): float(value) for code, value in metrics.get("recall", {}).items()},
+        intervals={str(key): (float(low), float(high)) for key, (low, high) in metrics.get("intervals_95", {}).items()},
+    )
+
+
+def _favoured(decision: dict) -> tuple[str | None, float | None]:
+    """The class the operating point favours and the share of the top class's probability at
+    which it is suggested; (None, None) when the suggested class is simply the most probable."""
+    favoured = decision.get("favoured_class")
+    return (str(favoured), float(decision["favoured_when_at_least"])) if favoured else (None, None)
+
+
+def _input_size(manifest: dict) -> tuple[int | None, int | None]:
+    """(height, width) from the manifest's NHWC input shape."""
+    shape = manifest["input"]["shape"]
+    if not (isinstance(shape, list) and len(shape) == 4):
+        raise ValueError(f"input shape {shape!r} is not NHWC")
+    return int(shape[1]), int(shape[2])
+
+
+def _part(read: Callable[[], T], default: T) -> T:
+    """One descriptive part of a manifest, or `default` where the loader accepted the manifest
+    but this part is malformed: the page then leaves the part out instead of failing."""
+    try:
+        return read()
+    except _MALFORMED:
+        return default
+
+
+def served_model() -> ServedModel | None:
+    """The configured bundle described for people (None when its manifest cannot be read;
+    model_check says why)."""
+    manifest = _served_manifest()
+    if manifest is None:
+        return None
+    variant = settings.SKINPORTAL_MODEL_VARIANT
+    metrics, context, decision, data, licence = (
+        value if isinstance(value, dict) else {}
+        for value in (manifest.get(key) for key in ("metrics", "context", "decision", "training_data", "licence"))
+    )
+    blocks = (
+        _part(lambda: _test_figures(metrics["test"][variant], manifest["variants"][variant]["malignancy_threshold"],
+                                    answers="image alone"), None),
+        _part(lambda: _test_figures(metrics["test_with_context"][variant], context["malignancy_threshold"][variant],
+                                    answers="with clinical context"), None),
+    )
+    favoured = _part(lambda: _favoured(decision), (None, None))
+    height, width = _part(lambda: _input_size(manifest), (None, None))
+    malignant = set(manifest.get("malignant_classes") or MALIGNANT_CLASSES)
+    return ServedModel(
+        version=str(manifest["version"]),
+        variant=variant,
+        created=str(manifest.get("created", "")),
+        intended_use=str(manifest.get("intended_use", "")),
+        input_height=height,
+        input_width=width,
+        malignant_classes=tuple(code for code in CLASSES if code in malignant),
+        context_fields=_part(lambda: tuple(str(field) for field in context.get("fields", ())), ()),
+        favoured_class=favoured[0],
+        favoured_when_at_least=favoured[1],
+        training_data=str(data.get("name", "")),
+        training_data_licence=str(data.get("licence", "")),
+        citation=str(data.get("citation", "")),
+        model_licence=str(licence.get("model", "")),
+        test=tuple(block for block in blocks if block is not None),
+    )

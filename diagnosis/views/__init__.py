@@ -5,6 +5,6 @@ ran (ObjectScopeMiddleware): views take it with `url_object(request, "lesion_id"
 fetching it again.
 
 One module per part of the site (diagnosis/urls.py names them): home (dashboard, operations),
-patients, lesions (and their images), batches, organisations (members, audit log); common holds
-what they share.
+patients, lesions (and their images), batches, organisations (members, audit log), model (the
+served model described); common holds what they share.
 """

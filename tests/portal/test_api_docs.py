@@ -178,6 +178,7 @@ def record_walkthrough() -> dict[str, Any]:
     call("batch-create", 201, "post", "/batches/", batch, "multipart")
     not_an_image = SimpleUploadedFile("lesion.txt", b"not an image", content_type="text/plain")
     call("error", 400, "post", "/images/", {"lesion": lesion_id, "image": not_an_image}, "multipart")
+    call("model", 200, "get", "/model/")
     return answers
 
 

@@ -9,6 +9,7 @@ One module per sub-domain; everything public is re-exported here, so views write
   results    images and their classifications (readings, warnings, heatmap queries)
   reviews    reviews, the review queue, agreement with the reviews
   batches    batches and their images
+  model      the served model described
 """
 
 from diagnosis.api.serializers.accounts import (  # noqa: F401
@@ -31,6 +32,11 @@ from diagnosis.api.serializers.common import (  # noqa: F401
     NOTICE,
     IdField,
     _absolute,
+)
+from diagnosis.api.serializers.model import (  # noqa: F401
+    HeldOutFiguresOutput,
+    ModelClassOutput,
+    ServedModelOutput,
 )
 from diagnosis.api.serializers.records import (  # noqa: F401
     MAP_RULE,

@@ -10,6 +10,7 @@ One module per sub-domain; the views are re-exported here for diagnosis/api/urls
   results    images (file, heatmap, classify) and classifications
   reviews    reviews and the review queue
   batches    batches
+  model      the served model described
 """
 
 from diagnosis.api.views.accounts import (  # noqa: F401
@@ -29,6 +30,10 @@ from diagnosis.api.views.batches import (  # noqa: F401
     BatchDetailApi,
     BatchListApi,
     batch_data,
+)
+from diagnosis.api.views.model import (  # noqa: F401
+    ModelUnavailable,
+    ServedModelApi,
 )
 from diagnosis.api.views.records import (  # noqa: F401
     FollowUpListApi,
