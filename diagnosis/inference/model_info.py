@@ -213,6 +213,7 @@ class ServedModel:
     citation: str
     model_licence: str
     test: tuple[HeldOutFigures, ...]  # image alone first; empty when the bundle has no test figures
+    test_images_per_class: dict[str, int]  # how many test images each recall is over ({} when not stated)
 
 
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -292,4 +293,7 @@ def served_model() -> ServedModel | None:
         citation=str(data.get("citation", "")),
         model_licence=str(licence.get("model", "")),
         test=tuple(block for block in blocks if block is not None),
+        test_images_per_class=_part(
+            lambda: {str(code): int(n) for code, n in data["splits"]["test"]["classes"].items()}, {}
+        ),
     )

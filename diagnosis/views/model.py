@@ -52,6 +52,7 @@ def model_page(request: HttpRequest) -> HttpResponse:
             "threshold_row": [percent(test.threshold) for test in tests],
             "class_rows": [
                 (inference.display_name(code), code in inference.MALIGNANT_CLASSES,
+                 model.test_images_per_class.get(code, "–") if model else "–",
                  [percent(test.recall[code]) if code in test.recall else "–" for test in tests])
                 for code in inference.CLASSES
             ],

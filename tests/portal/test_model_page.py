@@ -45,6 +45,8 @@ def test_it_describes_the_shipped_model_with_its_own_test_figures(shipped_model,
     assert percent(manifest["context"]["malignancy_threshold"]["fp32"]) in page
     assert all(display_name(code) in page for code in CLASSES)
     assert page.count("malignant group</span>") == len(MALIGNANT_CLASSES)
+    for code, images in manifest["training_data"]["splits"]["test"]["classes"].items():
+        assert f"{display_name(code)}" in page and f"<td>{images}</td>" in page
     assert manifest["training_data"]["licence"] in page
 
 
@@ -67,6 +69,7 @@ def test_it_answers_the_same_through_the_api(shipped_model, owner, api_for):
     assert with_context["malignant_sensitivity"] == measured["malignant_sensitivity"]
     assert with_context["recall"] == measured["recall"]
     assert with_context["intervals_95"]["malignant_auc"] == measured["intervals_95"]["malignant_auc"]
+    assert body["test_images_per_class"] == manifest["training_data"]["splits"]["test"]["classes"]
     assert "not a certified medical device" in body["notice"]
 
 

@@ -54,6 +54,9 @@ class ServedModelOutput(serializers.Serializer):
     )
     favoured_when_at_least = serializers.FloatField(allow_null=True)
     test = HeldOutFiguresOutput(many=True, help_text="Its figures on the held-out test split; the image alone first.")
+    test_images_per_class = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Class code -> test images each recall is over."
+    )
     training_data = serializers.CharField()
     training_data_licence = serializers.CharField()
     citation = serializers.CharField()
