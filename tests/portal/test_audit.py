@@ -18,7 +18,7 @@ from tests.portal.helpers import PASSWORD, RED, image_bytes
 from tests.portal.urlwalk import url_routes
 
 # Named routes that show no patient data and change no member (health, sign-in, the caller's own
-# account, operations counters, API schema and docs). The organisation pages (members, audit log)
+# account, operations counters, API schema and docs, the model page). The organisation pages (members, audit log)
 # are audited too: AUDITED_ORGANISATION_ROUTES.
 NOT_PATIENT_DATA = {
     "healthz",
@@ -44,6 +44,8 @@ NOT_PATIENT_DATA = {
     "api-docs",
     "api-redoc",
     "api-fhir-metadata",  # the FHIR CapabilityStatement
+    "model",  # the served model described: its manifest, no patient's record
+    "api-model",
 }
 # What a clinician does on each route in the walk: the method, and form data for POSTs.
 POSTED = {
