@@ -15,8 +15,8 @@ from diagnosis.interpretation import percent
 METRIC_LABELS: dict[str, tuple[str, str]] = {
     "balanced_accuracy": ("Balanced accuracy (the mean of the seven classes' recall)", "percent"),
     "malignant_auc": ("Malignant vs benign: ROC AUC", "decimal"),
-    "malignant_sensitivity": ("Sensitivity of the flag: malignant lesions flagged", "percent"),
-    "malignant_specificity": ("Specificity of the flag: benign lesions not flagged", "percent"),
+    "malignant_sensitivity": ("Sensitivity of the flag: malignant images flagged", "percent"),
+    "malignant_specificity": ("Specificity of the flag: benign images not flagged", "percent"),
     "ece": ("Calibration error (ECE; 0 = the probabilities mean what they say)", "decimal"),
 }
 

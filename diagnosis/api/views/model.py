@@ -23,8 +23,8 @@ class ServedModelApi(ScopedApiView):
     @extend_schema(
         responses={
             200: s.ServedModelOutput,
-            503: OpenApiResponse(ErrorSerializer, description="The served model's manifest cannot be read; "
-                                 "/readyz fails too and classifications wait."),
+            503: OpenApiResponse(ErrorSerializer, description="The served model's manifest cannot be read "
+                                 "(the readiness check, /readyz, fails too)."),
         },
         tags=["model"],
     )
