@@ -117,6 +117,20 @@ def _served_manifest() -> dict | None:
     return manifest
 
 
+def _held_out(manifest: dict, variant: str, *, with_context: bool) -> tuple[dict | None, float | None]:
+    """A bundle's test metrics for `variant` (of the answers that weighed the clinical context, or
+    of the image alone) and the malignancy threshold those answers are flagged at; None for
+    either where the manifest has none. The model page and every result's performance line read
+    them here."""
+    test = manifest.get("metrics", {}).get("test_with_context" if with_context else "test", {}).get(variant)
+    entry = manifest["variants"].get(variant)
+    if not entry:
+        return test, None
+    if with_context:
+        return test, manifest.get("context", {}).get("malignancy_threshold", {}).get(variant)
+    return test, entry["malignancy_threshold"]
+
+
 def model_performance(model_version: str, variant: str = "fp32", *, with_context: bool = False
                       ) -> ModelPerformance | None:
     """The configured bundle's measured test figures when it is the bundle that gave
@@ -125,13 +139,8 @@ def model_performance(model_version: str, variant: str = "fp32", *, with_context
     manifest = _served_manifest()
     if manifest is None or manifest["version"] != model_version:
         return None
-    variant = variant or "fp32"
-    metrics = manifest.get("metrics", {})
-    test = metrics.get("test_with_context" if with_context else "test", {}).get(variant)
-    entry = manifest["variants"].get(variant)
-    if with_context and entry:
-        entry = {"malignancy_threshold": manifest.get("context", {}).get("malignancy_threshold", {}).get(variant)}
-    if not (test and entry and entry["malignancy_threshold"] is not None):
+    test, threshold = _held_out(manifest, variant or "fp32", with_context=with_context)
+    if not test or threshold is None:
         return None
     intervals = test.get("intervals_95", {})
     splits = manifest.get("training_data", {})
@@ -141,7 +150,7 @@ def model_performance(model_version: str, variant: str = "fp32", *, with_context
 
     return ModelPerformance(
         model_version=model_version,
-        threshold=float(entry["malignancy_threshold"]),
+        threshold=float(threshold),
         sensitivity=float(test["malignant_sensitivity"]),
         sensitivity_interval=interval("malignant_sensitivity"),
         specificity=float(test["malignant_specificity"]),
@@ -219,7 +228,7 @@ class ServedModel:
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-def _test_figures(metrics: dict, threshold: object, *, answers: str) -> HeldOutFigures | None:
+def _test_figures(metrics: dict | None, threshold: float | None, *, answers: str) -> HeldOutFigures | None:
     """One metrics block as HeldOutFigures (None where there is none; a malformed one raises)."""
     if not isinstance(metrics, dict) or threshold is None:
         return None
@@ -264,15 +273,14 @@ def served_model() -> ServedModel | None:
     if manifest is None:
         return None
     variant = settings.SKINPORTAL_MODEL_VARIANT
-    metrics, context, decision, data, licence = (
+    context, decision, data, licence = (
         value if isinstance(value, dict) else {}
-        for value in (manifest.get(key) for key in ("metrics", "context", "decision", "training_data", "licence"))
+        for value in (manifest.get(key) for key in ("context", "decision", "training_data", "licence"))
     )
     blocks = (
-        _part(lambda: _test_figures(metrics["test"][variant], manifest["variants"][variant]["malignancy_threshold"],
-                                    answers="image alone"), None),
-        _part(lambda: _test_figures(metrics["test_with_context"][variant], context["malignancy_threshold"][variant],
-                                    answers="with clinical context"), None),
+        _part(lambda: _test_figures(*_held_out(manifest, variant, with_context=False), answers="image alone"), None),
+        _part(lambda: _test_figures(*_held_out(manifest, variant, with_context=True), answers="with clinical context"),
+              None),
     )
     favoured = _part(lambda: _favoured(decision), (None, None))
     height, width = _part(lambda: _input_size(manifest), (None, None))

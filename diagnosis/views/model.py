@@ -45,13 +45,13 @@ def model_page(request: HttpRequest) -> HttpResponse:
         "diagnosis/model.html",
         {
             "model": model,
-            "status": inference.model_check(),
+            "status": None if model else inference.model_check(),  # why it cannot be described
             "tests": tests,
             "metric_rows": [(label, [_figure(test, metric) for test in tests])
                             for metric, (label, _) in METRIC_LABELS.items()],
             "threshold_row": [percent(test.threshold) for test in tests],
             "class_rows": [
-                (inference.display_name(code), code in inference.MALIGNANT_CLASSES,
+                (inference.display_name(code), bool(model) and code in model.malignant_classes,
                  model.test_images_per_class.get(code, "–") if model else "–",
                  [percent(test.recall[code]) if code in test.recall else "–" for test in tests])
                 for code in inference.CLASSES
