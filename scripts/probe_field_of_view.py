@@ -27,7 +27,6 @@ changes. Needs no TensorFlow.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
@@ -36,9 +35,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ml.classes import CLASSES
+from ml.compare import figures
+from ml.data import load_metadata, read_split_csv, records_in
 from ml.inference import Classifier
-from ml.metrics import balanced_accuracy, malignant_auc
 from ml.preprocessing import read_image
 from ml.screening.perturb import round_field_of_view
 
@@ -108,27 +107,23 @@ def main() -> None:
     parser.add_argument("--split-csv", help="default: the bundle's split.csv")
     args = parser.parse_args()
 
-    with open(args.split_csv or os.path.join(args.model, "split.csv"), newline="") as fh:
-        split = {row["image_id"]: row["split"] for row in csv.DictReader(fh)}
-    with open(args.metadata, newline="") as fh:
-        diagnosis = {row["image_id"]: row["dx"] for row in csv.DictReader(fh)}
-    ids = sorted(diagnosis)
-
+    records = load_metadata(args.metadata, [args.images])
     corners = np.zeros(5, int)
-    for image_id in ids:
-        corners[dark_corner_count(read_image(os.path.join(args.images, f"{image_id}.jpg")))] += 1
-    print(f"all {len(ids)} images, by number of dark corners 0-4: {corners.tolist()}\n")
+    for record in records:
+        corners[dark_corner_count(read_image(record.path))] += 1
+    print(f"all {len(records)} images, by number of dark corners 0-4: {corners.tolist()}\n")
 
-    val = [image_id for image_id in ids if split.get(image_id) == "val"]
-    labels = np.array([CLASSES.index(diagnosis[image_id]) for image_id in val])
+    val = records_in(records, read_split_csv(args.split_csv or os.path.join(args.model, "split.csv")), "val")
+    labels = np.array([record.label for record in val])
     classifier = Classifier(args.model)
-    images = [read_image(os.path.join(args.images, f"{image_id}.jpg")) for image_id in val]
+    images = [read_image(record.path) for record in val]
 
     def scores(batch: list[np.ndarray]) -> str:
         probs = np.concatenate([
             classifier.probabilities(np.stack([classifier.prepare(image) for image in batch[start:start + 64]]))
             for start in range(0, len(batch), 64)])
-        return f"{balanced_accuracy(labels, probs.argmax(1)):.3f} / {malignant_auc(labels, probs):.3f}"
+        measured = figures(labels, probs)
+        return f"{measured['balanced_accuracy']:.3f} / {measured['malignant_auc']:.3f}"
 
     conditions = {
         "as stored": lambda image: image,
