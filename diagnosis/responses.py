@@ -38,9 +38,11 @@ def heatmap_response(image: LesionImage, class_code: str | None) -> HttpResponse
     try:
         with image.file.open("rb") as handle:
             data = handle.read()
-        png = inference.heatmap_png(data, shown.activation_map, class_code or shown.top_class)
+        png = inference.heatmap_png(data, shown.activation_map, class_code or shown.top_class, shown.field_of_view)
     except (OSError, inference.InvalidImageError) as exc:
         raise Http404("The image file is missing or unreadable.") from exc
+    except ValueError as exc:  # a stored map or crop box that cannot be drawn
+        raise HeatmapUnavailable("No heatmap for this image: its stored activation map could not be drawn.") from exc
     return HttpResponse(png, content_type="image/png")
 
 

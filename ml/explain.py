@@ -15,6 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ml.field_of_view import FieldOfView
 from ml.preprocessing import input_is_turned
 
 OVERLAY_ALPHA = 0.45
@@ -28,7 +29,7 @@ def heat_grid(cam: np.ndarray, class_index: int) -> np.ndarray:
 
 
 def heat_map(cam: np.ndarray, class_index: int, image_shape: tuple[int, int],
-             input_shape: tuple[int, int] | None = None) -> np.ndarray:
+             input_shape: tuple[int, int] | None = None, field_of_view: FieldOfView | None = None) -> np.ndarray:
     """float32 (H, W) map in [0, 1] for an image of `image_shape` = (H, W).
 
     The grid has the model input's orientation (a 150x200 input gives a 5x7 grid): when
@@ -38,7 +39,17 @@ def heat_map(cam: np.ndarray, class_index: int, image_shape: tuple[int, int],
     when rounding made the grid square for a non-square input (MobileNetV2 gives a 2x2 grid for
     48x64 and a 4x4 one for 112x128): pass it when the classifier is at hand
     (Classifier.config.height_width).
+
+    `field_of_view`: the crop the model read (Prediction.field_of_view), when its bundle crops
+    to a dermatoscope's field of view; the map then fills that box (scaled to `image_shape`,
+    which may be a smaller copy of the image) and is zero on the frame around it.
     """
+    if field_of_view is not None:
+        rows, columns = field_of_view.on(image_shape)
+        full = np.zeros(image_shape, dtype=np.float32)
+        full[rows, columns] = heat_map(cam, class_index, (rows.stop - rows.start, columns.stop - columns.start),
+                                       input_shape)
+        return full
     height, width = image_shape
     grid = heat_grid(cam, class_index)
     turned = input_is_turned((height, width), tuple(input_shape) if input_shape is not None else grid.shape[:2])

@@ -30,14 +30,16 @@ from ml.classes import CLASSES
 from ml.context import ClinicalContext, ContextPrior
 from ml.cpu import int8_kernel_class
 from ml.errors import InvalidImageError, ModelIntegrityError
+from ml.field_of_view import FieldOfView
 from ml.manifest import OUTPUTS, VARIANTS, default_model_dir, load_manifest, variant_file
-from ml.preprocessing import DEFAULT_MAX_PIXELS, PreprocessConfig, decode_image, preprocess_views
+from ml.preprocessing import DEFAULT_MAX_PIXELS, ModelView, PreprocessConfig, decode_image, model_input, model_view
 from ml.scores import class_bias_vector, malignancy_scores, softmax, suggested_classes
 from ml.screening.screen import Screening, ScreeningResult, load_screening
 
 logger = logging.getLogger(__name__)
 
-ImageInput = bytes | bytearray | memoryview | np.ndarray
+# Image bytes, a decoded RGB uint8 array, or one already reduced to the model (Classifier.view).
+ImageInput = bytes | bytearray | memoryview | np.ndarray | ModelView
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Prediction:
     # image's (height, width) that ml.explain.heat_map maps it back onto.
     cam: np.ndarray | None = field(default=None, repr=False, compare=False)
     image_size: tuple[int, int] | None = None
+    # The crop to the dermatoscope's field of view the map lies in (a bundle that crops, and an
+    # image with a frame); None: the map covers the whole image.
+    field_of_view: FieldOfView | None = None
     # The clinical context that moved the answer (ml.context): field -> value used (the age as
     # its band); empty when none was given or the bundle has no context table.
     context: dict[str, str] = field(default_factory=dict)
@@ -65,14 +70,14 @@ class Prediction:
         data = asdict(self)
         data["warnings"] = list(self.warnings)
         data["cam"] = None if self.cam is None else np.round(self.cam, 5).tolist()
+        data["field_of_view"] = None if self.field_of_view is None else self.field_of_view.to_dict()
         return data
 
 
 @dataclass(frozen=True)
 class _Prepared:
     tensor: np.ndarray  # the model input
-    resized: np.ndarray  # the same image at the input geometry before the colour step
-    size: tuple[int, int]  # the decoded image's (height, width)
+    view: ModelView  # the same image at the input geometry before the colour step, and where it came from
 
 
 class Classifier:
@@ -161,13 +166,20 @@ class Classifier:
         if len(cam) != 4 or cam[-1] != n_classes:
             raise ModelIntegrityError(f"{self.path}: class activation map shape {cam} is not (N, h, w, {n_classes})")
 
-    def _prepare(self, image: ImageInput) -> _Prepared:
+    def view(self, image: bytes | np.ndarray) -> ModelView:
+        """Image bytes or an RGB uint8 array reduced to the model input's geometry (cropped to the
+        field of view when the bundle says so): all predict needs of a large upload."""
         if isinstance(image, (bytes, bytearray, memoryview)):
             image = decode_image(bytes(image), max_pixels=self.max_pixels)
         elif not isinstance(image, np.ndarray):
             raise InvalidImageError(f"expected image bytes or an RGB array, got {type(image).__name__}")
-        tensor, resized = preprocess_views(image, self.config)
-        return _Prepared(tensor=tensor, resized=resized, size=(int(image.shape[0]), int(image.shape[1])))
+        return model_view(image, self.config)
+
+    def _prepare(self, image: ImageInput) -> _Prepared:
+        view = image if isinstance(image, ModelView) else self.view(image)
+        if view.image.shape[:2] != self.config.height_width:
+            raise InvalidImageError(f"a view of {view.image.shape[:2]} is not this model's {self.config.describe()}")
+        return _Prepared(tensor=model_input(view, self.config), view=view)
 
     def prepare(self, image: ImageInput) -> np.ndarray:
         """Image bytes or an RGB uint8 array -> the model's input tensor for one image."""
@@ -223,7 +235,8 @@ class Classifier:
             warnings=screened.warnings,
             screening=screened.measures,
             cam=np.asarray(cam, dtype=np.float32),
-            image_size=prepared.size,
+            image_size=prepared.view.size,
+            field_of_view=prepared.view.field_of_view,
             context=self.context_used(context),
         )
 
@@ -244,7 +257,7 @@ class Classifier:
             prepared = [self._prepare(image) for image in images[start : start + batch_size]]
             chunk = contexts[start : start + batch_size]
             probs, features, cams = self.run(np.stack([p.tensor for p in prepared]))
-            screened = self.screening.screen_batch([p.resized for p in prepared], probs, features)
+            screened = self.screening.screen_batch([p.view.image for p in prepared], probs, features)
             results.extend(map(self._to_prediction, self.probabilities_with_context(probs, chunk), cams, prepared,
                                screened, chunk))
         return results

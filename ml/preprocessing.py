@@ -1,6 +1,7 @@
 """The one preprocessing path shared by training, export checks and inference.
 
-decode (OpenCV, RGB order) -> resize to the model input -> colour step -> scale to [-1, 1]
+decode (OpenCV, RGB order) -> [crop to the dermatoscope's field of view, when the bundle says so
+(ml.field_of_view)] -> resize to the model input -> colour step -> scale to [-1, 1]
 (MobileNetV2's ImageNet normalisation). Training applies its augmentations to the decoded
 uint8 RGB image and then calls :func:`preprocess`, so the model never sees pixels prepared
 any other way. No TensorFlow here: inference imports this module.
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ml.errors import ImageTooLargeError, InvalidImageError
+from ml.field_of_view import FieldOfView, crop_to_field_of_view
 
 ColourMode = Literal["none", "shades_of_gray", "clahe", "gray_histeq"]
 COLOUR_MODES: tuple[str, ...] = ("none", "shades_of_gray", "clahe", "gray_histeq")
@@ -45,6 +47,9 @@ class PreprocessConfig:
     offset: float = -1.0
     colour_order: str = "RGB"
     width: int | None = None
+    # Crop to the bright field of view before the resize (ml.field_of_view): a dermatoscope's
+    # black frame taken away. Off in every bundle whose manifest does not say so.
+    field_of_view: bool = False
 
     def __post_init__(self) -> None:
         if self.colour not in COLOUR_MODES:
@@ -53,6 +58,8 @@ class PreprocessConfig:
             raise ValueError(f"input size {self.size} is below MobileNetV2's minimum of 32")
         if self.width is not None and self.width < 32:
             raise ValueError(f"input width {self.width} is below MobileNetV2's minimum of 32")
+        if not isinstance(self.field_of_view, bool):  # a manifest's value: refused like the others
+            raise ValueError(f"field_of_view must be true or false, got {self.field_of_view!r}")  # noqa: TRY004
 
     @property
     def height_width(self) -> tuple[int, int]:
@@ -65,13 +72,17 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.width is None:  # square bundles keep the manifest they always had
+        # Square bundles, and bundles without the crop, keep the manifest they always had.
+        if self.width is None:
             del data["width"]
+        if not self.field_of_view:
+            del data["field_of_view"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessConfig:
-        return cls(**{k: data[k] for k in ("size", "colour", "scale", "offset", "colour_order", "width") if k in data})
+        keys = ("size", "colour", "scale", "offset", "colour_order", "width", "field_of_view")
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 def check_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
@@ -407,18 +418,41 @@ _COLOUR_STEPS = {
 }
 
 
-def preprocess_views(image_rgb: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(model input, resized image): the (height, width, 3) float32 input in [-1, 1], and the
-    uint8 RGB image resized to the input's geometry before the colour step (what the quality
-    checks measure: CLAHE would hide a dark or flat image). Deterministic."""
+@dataclass(frozen=True)
+class ModelView:
+    """An image reduced to the model input's geometry, before the colour step: what the quality
+    checks measure, and all the classifier needs of a large upload."""
+
+    image: np.ndarray  # uint8 RGB at the input's (height, width)
+    size: tuple[int, int]  # the decoded image's (height, width)
+    field_of_view: FieldOfView | None  # the crop box in the decoded image; None: the whole image
+
+
+def model_view(image_rgb: np.ndarray, config: PreprocessConfig) -> ModelView:
+    """Crop (when the config says so) and resize an HxWx3 uint8 RGB image to the model input."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise InvalidImageError(f"expected an HxWx3 uint8 RGB array, got {image_rgb.shape} {image_rgb.dtype}")
     if min(image_rgb.shape[:2]) < 1:
         raise InvalidImageError("the image has no pixels")
-    resized = resize(image_rgb, config.height_width)
-    img = _COLOUR_STEPS[config.colour](resized)
-    out = img.astype(np.float32) * np.float32(config.scale) + np.float32(config.offset)
-    return out, resized
+    size = (int(image_rgb.shape[0]), int(image_rgb.shape[1]))
+    box = None
+    if config.field_of_view:
+        image_rgb, box = crop_to_field_of_view(image_rgb)
+    return ModelView(image=resize(image_rgb, config.height_width), size=size, field_of_view=box)
+
+
+def model_input(view: ModelView, config: PreprocessConfig) -> np.ndarray:
+    """The (height, width, 3) float32 input in [-1, 1] of a ModelView: colour step and scaling."""
+    img = _COLOUR_STEPS[config.colour](view.image)
+    return img.astype(np.float32) * np.float32(config.scale) + np.float32(config.offset)
+
+
+def preprocess_views(image_rgb: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(model input, resized image): the (height, width, 3) float32 input in [-1, 1], and the
+    uint8 RGB image reduced to the input's geometry before the colour step (what the quality
+    checks measure: CLAHE would hide a dark or flat image). Deterministic."""
+    view = model_view(image_rgb, config)
+    return model_input(view, config), view.image
 
 
 def preprocess(image_rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -112,6 +112,7 @@ def write_bundle(
     ood_threshold: float = 100.0,
     quality: dict | None = None,
     confidence: dict | None = None,
+    field_of_view: bool = False,
 ) -> str:
     """Write ``model`` as model.onnx with screening.npz and a real manifest.json into ``folder``.
 
@@ -120,7 +121,8 @@ def write_bundle(
     `dermoscopic_colours` (default: the origin), flagging beyond `ood_threshold`; `quality` and
     `confidence` override the limits (default: warn about nothing). ``int8_copy`` lists the same
     file as the 'int8' variant too, for tests that switch variants. ``width`` declares a
-    non-square (size x width) input, as ``tiny_onnx(size, width=...)`` builds.
+    non-square (size x width) input, as ``tiny_onnx(size, width=...)`` builds; ``field_of_view``
+    makes the bundle crop to a dermatoscope's field of view (ml.field_of_view).
     """
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -140,7 +142,7 @@ def write_bundle(
         "input": {"name": "input", "shape": [None, size, width or size, 3], "layout": "NHWC", "dtype": "float32"},
         "outputs": {"logits": {"name": "logits"}, "features": {"name": "features"}, "cam": {"name": "cam"}},
         "preprocessing": {"size": size, "colour": "none", "scale": 1 / 127.5, "offset": -1.0, "colour_order": "RGB",
-                          **({"width": width} if width else {})},
+                          **({"width": width} if width else {}), **({"field_of_view": True} if field_of_view else {})},
         "variants": {"fp32": variant, **({"int8": dict(variant)} if int8_copy else {})},
         "screening": {
             "file": SCREENING_FILE,

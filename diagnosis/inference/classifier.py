@@ -31,6 +31,9 @@ class PortalPrediction:
     warnings: tuple[str, ...] = ()  # ml.screening.WARNING_CODES, most fundamental first
     screening: dict[str, float | None] = field(default_factory=dict)  # the measures behind them
     activation_map: list | None = None  # [row][column][class], rounded; drawn by heatmap_png
+    # The crop to the dermatoscope's field of view the map lies in (ml.field_of_view.FieldOfView
+    # as a dict); None when the model read the whole image.
+    field_of_view: dict[str, int] | None = None
     context: dict[str, str] = field(default_factory=dict)  # the clinical context that moved the answer
 
 
@@ -82,7 +85,8 @@ def classify_many(
     Each image is read (a reader is called only when its turn comes), decoded and at once
     reduced to the model's input size, before the next: a micro-batch holds one full-size image
     at a time and model-sized ones otherwise (16 decoded 36 MP images were 1.7 GB). The
-    reduction is the one preprocess_views applies, so the results are the same.
+    reduction (crop to the field of view where the bundle says so, resize) is the one
+    preprocess_views applies, so the results are the same.
     Returns one entry per input, in order: a prediction, or the InvalidImageError of an image
     that could not be decoded, or the OSError of one that could not be read (the others still
     get their results). Raises MLError for a model problem. `inference_ms` is the image's
@@ -91,10 +95,9 @@ def classify_many(
     use_one_opencv_thread()
     import numpy as np
 
-    from ml.preprocessing import decode_image, resize
+    from ml.preprocessing import decode_image
 
     classifier = get_classifier()
-    model_size = classifier.config.height_width
     results: list[PortalPrediction | InvalidImageError | OSError | None] = [None] * len(images)
     reduced, positions, decode_ms = [], [], []
     for index, source in enumerate(images):
@@ -106,7 +109,7 @@ def classify_many(
             results[index] = exc
             continue
         del data
-        reduced.append(resize(rgb, model_size))
+        reduced.append(classifier.view(rgb))
         del rgb  # before the next image is decoded
         positions.append(index)
         decode_ms.append((time.perf_counter() - started) * 1000.0)
@@ -130,6 +133,7 @@ def classify_many(
                 # Four decimals of a logit contribution are far below what a colour shows.
                 activation_map=None if prediction.cam is None else np.round(prediction.cam, 4).tolist(),
                 context=dict(prediction.context),
+                field_of_view=None if prediction.field_of_view is None else prediction.field_of_view.to_dict(),
             )
     return results  # type: ignore[return-value]
 

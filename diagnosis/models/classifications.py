@@ -48,6 +48,12 @@ class Classification(models.Model):
         null=True, blank=True,
         help_text="Class activation map as nested lists [row][column][class], in the model input's orientation.",
     )
+    field_of_view = models.JSONField(
+        null=True, blank=True,
+        help_text="The crop to the dermatoscope's field of view the model read and the activation map lies in "
+                  "(top, left, height, width in pixels of an image of image_height x image_width; "
+                  "ml.field_of_view); null when it read the whole image.",
+    )
     context = models.JSONField(
         default=dict, blank=True,
         help_text="The clinical context that moved the answer (ml.context): age band, sex and body site as used; "

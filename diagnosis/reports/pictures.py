@@ -55,7 +55,8 @@ def visit_pictures(*, image: LesionImage, classification: Classification | None)
     try:
         # The map is drawn over the print copy, not the stored file: it is scaled to whatever
         # image it is given, and decoding a large upload a second time would cost far more.
-        drawn = inference.heatmap_overlay(np.asarray(small), classification.activation_map, classification.top_class)
+        drawn = inference.heatmap_overlay(np.asarray(small), classification.activation_map, classification.top_class,
+                                          classification.field_of_view)
         heatmap = _print_jpeg(Image.fromarray(drawn))
     except ValueError:
         return Pictures(photo, None, "", MAP_UNREADABLE)

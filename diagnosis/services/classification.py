@@ -40,6 +40,7 @@ _FAILURE_CLEARS = {
     "warnings": [],
     "screening": {},
     "activation_map": None,
+    "field_of_view": None,
     "segmentation": None,
 }
 
@@ -333,6 +334,7 @@ def _outcome(claim: Claim, prediction: inference.PortalPrediction | Exception, *
             "warnings": list(prediction.warnings),
             "screening": prediction.screening,
             "activation_map": prediction.activation_map,
+            "field_of_view": prediction.field_of_view,
             "context": prediction.context,
             "segmentation": _segmentation(claim.image),
             "error_message": "",

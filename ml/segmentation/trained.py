@@ -71,6 +71,8 @@ class TrainedSegmenter:
         self.method: str = str(self.manifest["version"])
         self.path = verified_file(self.model_dir, self.manifest["files"]["model"], "segmentation model file")
         self.config = PreprocessConfig.from_dict(self.manifest["preprocessing"])
+        if self.config.field_of_view:  # its mask is mapped back onto the whole image
+            raise ModelIntegrityError(f"{self.model_dir}: a segmentation bundle may not crop to the field of view")
         self.threshold = float(self.manifest["output"]["threshold"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)

@@ -356,7 +356,10 @@ def _manifest(out, version, config, variants, parity, quant, training, train, va
         "screening": screening,
         "preprocessing": config.to_dict() | {
             "function": "ml.preprocessing.preprocess",
-            "steps": "decode (OpenCV) -> RGB -> resize whole image to size x width (a non-square "
+            "steps": "decode (OpenCV) -> RGB -> "
+                     + ("crop to the bright field of view, dark remainder filled with the rim's median colour "
+                        "(ml.field_of_view) -> " if config.field_of_view else "")
+                     + "resize whole image to size x width (a non-square "
                      "target first turns an image whose long side runs the other way by 90 degrees; INTER_AREA when "
                      "shrinking, INTER_LINEAR when enlarging) -> colour step -> x * scale + offset",
         },

@@ -6,11 +6,14 @@ The weights are not touched: the bundle's model.keras goes through ml.training.e
 with the bundle's own split (split.csv), seed and training record, so temperature, threshold
 and the test figures are computed afresh on the same images, and the new files and manifest are
 written to --out (a new version: the served graph and the warnings it gives are new).
+`--field-of-view` turns the crop to a dermatoscope's field of view on (ml.field_of_view): the same
+weights, a new preprocessing step, so everything fitted on validation is fitted again.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--target-sensitivity", type=float,
                         help="fit the malignancy threshold for this validation sensitivity (default: the old bundle's)")
+    parser.add_argument("--field-of-view", action="store_true",
+                        help="crop every image to the dermatoscope's field of view before the resize "
+                             "(ml.field_of_view; the new bundle's preprocessing declares it)")
     parser.add_argument("--make-current", action="store_true")
     args = parser.parse_args(argv)
 
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(source, MANIFEST_NAME)) as fh:
         old = json.load(fh)
     config = PreprocessConfig.from_dict(old["preprocessing"])
+    if args.field_of_view:
+        config = dataclasses.replace(config, field_of_view=True)
     fp32 = old["variants"]["fp32"]
     args.seed = int(old.get("training", {}).get("fit", {}).get("seed", 20261125))
     args.split_seed = int(old["training_data"]["split"]["seed"])

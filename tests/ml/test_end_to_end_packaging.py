@@ -93,12 +93,17 @@ def test_it_refits_the_threshold_for_another_target_sensitivity_when_repackaging
     out = tmp_path / "refit"
     assert ml_main(["repackage", "--model", e2e_bundle, "--out", str(out), "--version", "refit", "--metadata", metadata,
                     "--images", images, "--calibration-images", "16", "--parity-images", "16", "--bootstrap", "20",
-                    "--min-int8-agreement", "1.01", "--target-sensitivity", "0.99"]) == 0
-    old = json.loads((Path(e2e_bundle) / "manifest.json").read_text())["variants"]["fp32"]
-    new = json.loads((out / "manifest.json").read_text())["variants"]["fp32"]
+                    "--min-int8-agreement", "1.01", "--target-sensitivity", "0.99", "--field-of-view"]) == 0
+    old_manifest = json.loads((Path(e2e_bundle) / "manifest.json").read_text())
+    new_manifest = json.loads((out / "manifest.json").read_text())
+    # The crop to the field of view: declared by the new bundle only, and used by its classifier.
+    assert "field_of_view" not in old_manifest["preprocessing"] and new_manifest["preprocessing"]["field_of_view"]
+    assert "crop to the bright field of view" in new_manifest["preprocessing"]["steps"]
+    assert Classifier(str(out)).config.field_of_view and not Classifier(e2e_bundle).config.field_of_view
+    old, new = old_manifest["variants"]["fp32"], new_manifest["variants"]["fp32"]
     assert (old["target_sensitivity"], new["target_sensitivity"]) == (0.9, 0.99)
     assert new["malignancy_threshold"] <= old["malignancy_threshold"]  # more sensitive: flags at a lower score
-    assert "--min-int8-agreement 1.01 --target-sensitivity 0.99\n" in render_card(str(out))
+    assert "--min-int8-agreement 1.01 --target-sensitivity 0.99 --field-of-view\n" in render_card(str(out))
 
 
 def test_it_takes_the_clinical_context_into_account_when_given(e2e_bundle):

@@ -101,6 +101,12 @@ def test_it_refuses_a_bundle_for_another_task(bundle_copy):
         TrainedSegmenter(shipped_model_dir())  # the classifier's bundle
 
 
+def test_it_refuses_a_segmentation_bundle_that_would_crop_to_the_field_of_view(bundle_copy):
+    edit_manifest(bundle_copy, lambda m: m["preprocessing"].update(field_of_view=True))
+    with pytest.raises(ModelIntegrityError, match="field of view"):
+        TrainedSegmenter(bundle_copy)
+
+
 @pytest.mark.parametrize("change", [
     lambda m: m["output"].update(shape=[None, 64, 64, 1]),
     lambda m: m["input"].update(shape=[None, 96, 96, 3]),

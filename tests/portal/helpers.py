@@ -47,11 +47,13 @@ STAND_IN_SCREENING = {
 }
 
 
-def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION, busy: bool = False) -> Path:
+def build_stand_in_bundle(folder: Path, *, version: str = STAND_IN_VERSION, busy: bool = False,
+                          field_of_view: bool = False) -> Path:
     """input float32 [N,224,224,3] -> channel means (features), their 7x7 grid times a 3x7
-    matrix (cam) and the means times it (logits); `busy` makes each image cost ~50 ms."""
+    matrix (cam) and the means times it (logits); `busy` makes each image cost ~50 ms;
+    `field_of_view` makes it crop to a dermatoscope's field of view (ml.field_of_view)."""
     write_bundle(folder, tiny_onnx(224, stand_in_weights(), busy=busy), size=224, version=version,
-                 threshold=STAND_IN_THRESHOLD, int8_copy=False, **STAND_IN_SCREENING)
+                 threshold=STAND_IN_THRESHOLD, int8_copy=False, field_of_view=field_of_view, **STAND_IN_SCREENING)
     return folder
 
 

@@ -17,7 +17,8 @@ from django.urls import reverse
 
 from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE, read_result
 from diagnosis.models import AuditEvent, Classification, LesionImage
-from tests.portal.helpers import BLUE, GREEN, RED, image_bytes
+from ml.inference import reset_classifier
+from tests.portal.helpers import BLUE, GREEN, RED, build_stand_in_bundle, image_bytes
 
 API = "/api/v1"
 DARK = (10, 30, 12)
@@ -120,13 +121,19 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return decoded.shape[1], decoded.shape[0]
 
 
-def _half_and_half(width: int = 160, height: int = 120) -> bytes:
-    """Red on the left, green on the right."""
+def _half_and_half(width: int = 160, height: int = 120, frame: int = 0) -> bytes:
+    """Red on the left, green on the right; `frame` pixels of black around it (a dermatoscope's)."""
     rgb = np.zeros((height, width, 3), np.uint8)
     rgb[:, : width // 2] = RED
     rgb[:, width // 2 :] = GREEN
+    rgb = cv2.copyMakeBorder(rgb, frame, frame, frame, frame, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     _, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return data.tobytes()
+
+
+def _overlay(response) -> np.ndarray:
+    data = b"".join(response.streaming_content) if response.streaming else response.content
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(int)
 
 
 def test_it_serves_the_heatmap_over_the_image_from_the_api(upload, api_for, colleague):
@@ -140,6 +147,39 @@ def test_it_serves_the_heatmap_over_the_image_from_the_api(upload, api_for, coll
     left_change = np.abs(overlay[:, 10:60] - np.array(RED)).mean()
     right_change = np.abs(overlay[:, 100:150] - np.array(GREEN)).mean()
     assert left_change > 10 * max(right_change, 1)
+
+
+@pytest.fixture
+def cropping_model(settings, tmp_path):
+    """The stand-in model, cropping to the dermatoscope's field of view (ml.field_of_view)."""
+    settings.SKINPORTAL_MODEL_DIR = str(build_stand_in_bundle(tmp_path / "cropping", field_of_view=True))
+    reset_classifier()
+    yield
+    reset_classifier()
+
+
+def test_it_answers_and_draws_the_heatmap_inside_the_dermatoscopes_field_of_view(
+        cropping_model, upload, api_for, colleague):
+    framed, bare = upload(_half_and_half(frame=60)), upload(_half_and_half())
+    result, bare_result = framed.classifications.get(), bare.classifications.get()
+    assert result.field_of_view == {"top": 60, "left": 60, "height": 120, "width": 160,
+                                    "image_height": 240, "image_width": 280}
+    assert bare_result.field_of_view is None
+    # The model read what is inside the frame: the same answer as for the bare image.
+    assert result.probabilities == pytest.approx(bare_result.probabilities, abs=1e-4)
+    overlay = _overlay(api_for(colleague).get(f"{API}/images/{framed.pk}/heatmap/", {"class": "mel"}))
+    assert overlay.shape == (240, 280, 3)
+    assert overlay[:55].max() == 0 and overlay[185:].max() == 0 and overlay[:, :55].max() == 0  # the frame as it was
+    left_change = np.abs(overlay[70:170, 70:120] - np.array(RED)).mean()
+    right_change = np.abs(overlay[70:170, 160:210] - np.array(GREEN)).mean()
+    assert left_change > 10 * max(right_change, 1)  # melanoma's evidence is the red half, inside the box
+
+
+def test_it_gives_a_clear_404_when_a_stored_crop_box_cannot_be_drawn(cropping_model, upload, api_for, colleague):
+    image = upload(_half_and_half(frame=60))
+    Classification.objects.filter(image=image).update(field_of_view={"top": "sixty"})
+    response = api_for(colleague).get(f"{API}/images/{image.pk}/heatmap/")
+    assert response.status_code == 404 and "could not be drawn" in response.json()["error"]["message"]
 
 
 def test_it_defaults_the_heatmap_to_the_top_class_and_refuses_an_unknown_class(upload, api_for, client_for, colleague):
