@@ -41,7 +41,7 @@ from ml.data import load_metadata, read_split_csv, records_in
 from ml.field_of_view import crop_to_field_of_view
 from ml.inference import Classifier
 from ml.preprocessing import read_image
-from ml.screening.perturb import round_field_of_view
+from ml.screening.perturb import framed, round_field_of_view
 
 
 def dark_corner_count(image_rgb: np.ndarray, threshold: float = 30.0) -> int:
@@ -51,20 +51,6 @@ def dark_corner_count(image_rgb: np.ndarray, threshold: float = 30.0) -> int:
     k = max(2, min(grey.shape) // 15)
     patches = (grey[:k, :k], grey[:k, -k:], grey[-k:, :k], grey[-k:, -k:])
     return sum(float(patch.mean()) < threshold for patch in patches)
-
-
-def framed(image_rgb: np.ndarray, canvas_scale: float, radius_scale: float = 1.0) -> np.ndarray:
-    """The image centred on a black canvas `canvas_scale` times its size, black outside the circle
-    of `radius_scale` x half the canvas's shorter side."""
-    h, w = image_rgb.shape[:2]
-    height, width = int(h * canvas_scale), int(w * canvas_scale)
-    canvas = np.zeros((height, width, 3), np.uint8)
-    top, left = (height - h) // 2, (width - w) // 2
-    canvas[top:top + h, left:left + w] = image_rgb
-    yy, xx = np.mgrid[:height, :width]
-    radius = min(height, width) / 2 * radius_scale
-    canvas[(yy - height / 2) ** 2 + (xx - width / 2) ** 2 > radius * radius] = 0
-    return canvas
 
 
 def main() -> None:

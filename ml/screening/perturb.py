@@ -71,6 +71,21 @@ def round_field_of_view(image: np.ndarray, radius_fraction: float = 0.5) -> np.n
     return square
 
 
+def framed(image: np.ndarray, canvas_scale: float = 1.0, radius_scale: float = 1.0) -> np.ndarray:
+    """The whole image centred on a black canvas `canvas_scale` times its size, black outside the
+    circle of `radius_scale` x half the canvas's shorter side: a round field of view that cuts
+    the image's corners (1.0 / 1.15), or one the image sits inside (1.5 / 1.0)."""
+    h, w = image.shape[:2]
+    height, width = int(h * canvas_scale), int(w * canvas_scale)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas[top : top + h, left : left + w] = image
+    yy, xx = np.mgrid[:height, :width]
+    radius = min(height, width) / 2 * radius_scale
+    canvas[(yy - height / 2) ** 2 + (xx - width / 2) ** 2 > radius * radius] = 0
+    return canvas
+
+
 def zoomed(image: np.ndarray, crop_fraction: float = 0.6) -> np.ndarray:
     """The centre `crop_fraction` of each side: a higher magnification."""
     h, w = image.shape[:2]

@@ -3,13 +3,16 @@
 Dermatoscopic images have no canonical orientation, so every flip and rotation is a
 valid view; random-resized crops with aspect jitter cover other cameras' framing
 (HAM10000 is 4:3, many sources are square); colour jitter covers other dermatoscopes and
-lighting; an occasional down-and-up resample covers lower-resolution sources.
+lighting; an occasional down-and-up resample covers lower-resolution sources; a random round
+frame (`light_framed`) covers dermatoscopes that leave a black frame around their field of view.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from ml.screening.perturb import framed
 
 
 def random_resized_crop(img: np.ndarray, rng: np.random.Generator, scale=(0.55, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
@@ -136,6 +139,25 @@ def augment_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def random_frame(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A dermatoscope's black frame around a round field of view (ml.screening.perturb), at random:
+    a circle that cuts the image's corners and ends, or the image on a larger black canvas."""
+    if rng.random() < 0.5:
+        return framed(img, 1.0, radius_scale=float(rng.uniform(1.0, 1.25)))
+    return framed(img, float(rng.uniform(1.1, 1.5)), radius_scale=float(rng.uniform(0.95, 1.1)))
+
+
+def augment_light_framed(img: np.ndarray, rng: np.random.Generator, p_frame: float = 0.5) -> np.ndarray:
+    """`augment_light`'s view, framed by `random_frame` with probability `p_frame`: for a bundle that
+    crops to the field of view (the crop then runs in preprocessing, as at inference), so the
+    network learns the views a round frame leaves, skin cut away and corners filled.
+    Deterministic for a given generator state."""
+    out = augment_light(img, rng)
+    if rng.random() < p_frame:
+        out = random_frame(out, rng)
+    return out
+
+
 def with_mask(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The RGB image with its lesion mask (uint8, 255 = lesion; resized to the image if it differs)
     as a fourth channel, for the views that carry a mask (MASKED_AUGMENTATIONS)."""
@@ -145,6 +167,6 @@ def with_mask(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 # End-to-end training's views by name (EndToEndConfig.augmentation, `ml train --augmentation`).
-AUGMENTATIONS = {"full": augment_end_to_end, "light": augment_light}
+AUGMENTATIONS = {"full": augment_end_to_end, "light": augment_light, "light_framed": augment_light_framed}
 # The views whose geometry a lesion mask can follow (a fourth channel, see `with_mask`).
 MASKED_AUGMENTATIONS: tuple[str, ...] = ("light",)

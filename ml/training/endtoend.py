@@ -154,13 +154,18 @@ def load_initial_weights(
     `other_size` lets the bundle's input size differ (colour, scaling and order must still match):
     the network is convolutional up to its global pooling, so the weights fit any size, and a
     fine-tune at the new size adapts them to the scale at which lesions now appear (FixRes,
-    Touvron et al. 2019)."""
+    Touvron et al. 2019). A run that crops to the field of view may start from one that did not.
+    """
     from ml.manifest import load_manifest
 
     manifest = load_manifest(bundle_dir)
     trained_on = PreprocessConfig.from_dict(manifest["preprocessing"])
     if other_size:
         trained_on = replace(trained_on, size=config.size, width=config.width)
+    if config.field_of_view:
+        # A run may add the crop to its start's preprocessing: it changes framed images only,
+        # which the start never saw cropped and the run is there to learn.
+        trained_on = replace(trained_on, field_of_view=True)
     if trained_on != config:
         raise ValueError(f"{bundle_dir} was trained on {manifest['preprocessing']}, this run uses {config.to_dict()}")
     trained = keras.models.load_model(os.path.join(bundle_dir, "model.keras"), compile=False)

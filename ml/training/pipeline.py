@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="input height (and width, unless --width is given)")
     parser.add_argument("--width", type=int, help="input width for a non-square input, e.g. --size 150 --width 200")
     parser.add_argument("--colour", default="auto", choices=["auto", *COLOUR_MODES], help="'auto' = probe decides")
+    parser.add_argument("--field-of-view", action="store_true",
+                        help="crop every image to the dermatoscope's field of view before the resize (ml.field_of_view)")
     parser.add_argument("--probe-backbones", action="store_true", help="also probe the other backbone width")
     parser.add_argument("--cut", default="block_5_add", help="last frozen layer; its output is cached")
     parser.add_argument("--views", type=int, default=8, help="augmented views cached per training image")
@@ -79,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="loss weight of an image not confirmed by histopathology (dx_type) relative to a "
                           "confirmed one of its class, each class's mean weight kept; 1 = all alike")
     e2e.add_argument("--augmentation", default="full", choices=sorted(AUGMENTATIONS),
-                     help="training views: full (crops, warps, cutout, ...) or light (flips, turns, mild colour)")
+                     help="training views: full (crops, warps, cutout, ...), light (flips, turns, mild colour) or "
+                          "light_framed (light, half of them in a random dermatoscope frame; with --field-of-view)")
     e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
                      help="what picks the kept epoch (raw or averaged weights) on validation")
     e2e.add_argument("--latency-reference", default=None,
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
         other = 0.35 if args.alpha == 1.0 else 1.0
         probe_rows = probe.run_probe(candidates=[(args.alpha, colour), (other, colour)], weights_for=weights_for,
                                      train=train, val=val, size=args.size, work_dir=work, seed=args.seed, log=log)
-    config = PreprocessConfig(size=args.size, colour=colour, width=args.width)
+    config = PreprocessConfig(size=args.size, colour=colour, width=args.width, field_of_view=args.field_of_view)
 
     # 3. Cached outputs of the frozen lower blocks.
     keras.utils.set_random_seed(args.seed)
@@ -291,7 +294,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
 
     if args.colour == "auto":
         sys.exit("--mode end-to-end needs an explicit --colour (the cached mode's probe chose clahe for v1 and v2)")
-    config = PreprocessConfig(size=args.size, colour=args.colour, width=args.width)
+    config = PreprocessConfig(size=args.size, colour=args.colour, width=args.width, field_of_view=args.field_of_view)
     cfg = endtoend.EndToEndConfig(
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, head_lr=args.head_lr, backbone_lr=args.backbone_lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, dropout=args.dropout,

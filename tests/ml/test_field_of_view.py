@@ -154,3 +154,16 @@ def test_it_draws_the_heatmap_inside_the_crop_only():
     np.testing.assert_array_equal(heat[20:80, 40:120], heat_map(cam, 0, (60, 80)))
     half = heat_map(cam, 0, (50, 80), field_of_view=box)  # a copy at half the size
     assert half[:10].max() == 0 and half[:, :20].max() == 0 and (half[10:40, 20:60] > 0).mean() > 0.9
+
+
+def test_it_finds_the_round_view_of_the_frames_the_screening_report_draws():
+    from ml.screening.perturb import framed
+
+    inner = skin(120, 90, seed=11)
+    padded_view = framed(inner, 1.5)  # the image inside the circle, on a black canvas 1.5x its size
+    assert padded_view.shape == (135, 180, 3) and padded_view[0, 0].max() == 0
+    np.testing.assert_array_equal(padded_view[67, 90], inner[45, 60])
+    view, box = crop_to_field_of_view(padded_view)  # back to the image, its cut corners filled
+    assert box == FieldOfView(top=22, left=30, height=90, width=120, image_height=135, image_width=180)
+    assert cv2.cvtColor(view, cv2.COLOR_RGB2GRAY).min() > DARK_LEVEL
+    np.testing.assert_array_equal(view[20:70, 30:90], inner[20:70, 30:90])
