@@ -208,6 +208,13 @@ def test_it_starts_a_second_run_from_a_bundles_weights_on_its_own_split_and_inpu
     assert state["config"]["init_from"] == json.loads(Path(e2e_bundle, "manifest.json").read_text())["version"]
     for loaded, original in zip(best_model(tmp_path / "same" / "end_to_end").get_weights(), trained, strict=True):
         np.testing.assert_array_equal(loaded, original)
+    # A run may add the crop to the field of view (and train on framed views) from a start without it.
+    assert train("framed", "--width", "64", "--field-of-view", "--augmentation", "light_framed", "--head-lr", "0",
+                 "--backbone-lr", "0", *own_split) == 0
+    framed_state = json.loads((tmp_path / "framed" / "end_to_end" / "state.json").read_text())
+    assert framed_state["preprocessing"]["field_of_view"] is True
+    for loaded, original in zip(best_model(tmp_path / "framed" / "end_to_end").get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(loaded, original)
 
 
 def test_it_packages_the_mean_of_several_seeds_best_weights_as_one_network(e2e_bundle, tmp_path):

@@ -167,3 +167,17 @@ def test_it_finds_the_round_view_of_the_frames_the_screening_report_draws():
     assert box == FieldOfView(top=22, left=30, height=90, width=120, image_height=135, image_width=180)
     assert cv2.cvtColor(view, cv2.COLOR_RGB2GRAY).min() > DARK_LEVEL
     np.testing.assert_array_equal(view[20:70, 30:90], inner[20:70, 30:90])
+
+
+def test_it_finds_the_view_of_a_large_upload_on_a_smaller_copy_and_crops_it_at_full_size():
+    inner = cv2.resize(skin(120, 90, seed=12), (1600, 1200), interpolation=cv2.INTER_LINEAR)
+    framed_upload = padded(round_frame(inner, 1.1), 203, 301, 197, 299)  # 2200 x 1600: every 4th pixel is read
+    view, box = crop_to_field_of_view(framed_upload)
+    assert box is not None and (box.image_height, box.image_width) == (1600, 2200)
+    # The box is found to within the copy's pixel (4 here): the image's height, the circle's width
+    # (its diameter of 1.1 x 1200 cuts the image's ends).
+    assert abs(box.top - 203) <= 4 and abs(box.left - (301 + 140)) <= 4
+    assert abs(box.height - 1200) <= 8 and abs(box.width - 1320) <= 8
+    assert view.shape[:2] == (box.height, box.width) and cv2.cvtColor(view, cv2.COLOR_RGB2GRAY).min() > DARK_LEVEL
+    centre = framed_upload[box.top + 500:box.top + 700, box.left + 700:box.left + 900]
+    np.testing.assert_array_equal(view[500:700, 700:900], centre)
