@@ -159,7 +159,7 @@ def cropping_model(settings, tmp_path):
 
 
 def test_it_answers_and_draws_the_heatmap_inside_the_dermatoscopes_field_of_view(
-        cropping_model, upload, api_for, colleague):
+        cropping_model, upload, api_for, client_for, colleague):
     framed, bare = upload(_half_and_half(frame=60)), upload(_half_and_half())
     result, bare_result = framed.classifications.get(), bare.classifications.get()
     assert result.field_of_view == {"top": 60, "left": 60, "height": 120, "width": 160,
@@ -173,6 +173,9 @@ def test_it_answers_and_draws_the_heatmap_inside_the_dermatoscopes_field_of_view
     left_change = np.abs(overlay[70:170, 70:120] - np.array(RED)).mean()
     right_change = np.abs(overlay[70:170, 160:210] - np.array(GREEN)).mean()
     assert left_change > 10 * max(right_change, 1)  # melanoma's evidence is the red half, inside the box
+    page = client_for(colleague).get(reverse("image-detail", args=[framed.pk])).content.decode()
+    assert 'id="field-of-view-note"' in page and "160×120 px" in page
+    assert 'id="field-of-view-note"' not in client_for(colleague).get(reverse("image-detail", args=[bare.pk])).content.decode()
 
 
 def test_it_gives_a_clear_404_when_a_stored_crop_box_cannot_be_drawn(cropping_model, upload, api_for, colleague):
