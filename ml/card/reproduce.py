@@ -40,7 +40,8 @@ def _packaging_commands(manifest: dict, trained: str, gate: float) -> str:
     version = manifest["version"]
     return (
         (f".venv/bin/python -m ml repackage --model ml/models/{trained} --out ml/models/{version} "
-         f"--version {version} \\\n    {DATA_ARGUMENTS} --min-int8-agreement {gate:g}{_target_flag(manifest)}\n"
+         f"--version {version} \\\n    {DATA_ARGUMENTS} --min-int8-agreement {gate:g}{_target_flag(manifest)}"
+         f"{' --field-of-view' if manifest['preprocessing'].get('field_of_view') else ''}\n"
          if trained != version else "")
         + f".venv/bin/python -m ml screening-report --model ml/models/{version} \\\n"
         f"    {DATA_ARGUMENTS} --masks ../shared/data/ham10000/masks\n"
@@ -55,11 +56,15 @@ def _target_flag(manifest: dict) -> str:
 
 
 def _repackaged_note(manifest: dict, trained: str) -> str:
-    same = ("its image-only classifications are the same to within float rounding; with the clinical context "
-            "(this release's packaging adds its table) they move as described above" if "context" in manifest
-            else "its classifications are the same to within float rounding")
+    cropped = bool(manifest["training"]["fit"].get("field_of_view_added"))
+    images = "of images without a dark frame " if cropped else ""
+    same = (f"its image-only classifications {images}are the same to within float rounding; with the clinical "
+            "context (this release's packaging adds its table) they move as described above" if "context" in manifest
+            else f"its classifications {images}are the same to within float rounding")
+    added = "this release's screening statistics and outputs" + (
+        ", and the crop to the dermatoscope's field of view in its preprocessing" if cropped else "")
     return (f"`{manifest['version']}` holds the weights of `{trained}`, packaged again by `python -m ml repackage` "
-            f"(this release's screening statistics and outputs); {same}.\n")
+            f"({added}); {same}.\n")
 
 
 def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
@@ -76,6 +81,9 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
         if fit.get("distill_from") else "",
         f" --mask-weight {fit['mask_weight']:g} --masks ../shared/data/ham10000/masks" if fit.get("mask_weight") else "",
         f" --malignant-weight {fit['malignant_weight']:g}" if fit.get("malignant_weight") else "",
+        # The crop to the field of view: in the training command when the run had it, not when a
+        # repackage added it (the repackage command then carries the flag).
+        " --field-of-view" if prep.get("field_of_view") and not fit.get("field_of_view_added") else "",
         _target_flag(manifest) if trained == manifest["version"] else "",
         f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
         if fit.get("init_from") else "",

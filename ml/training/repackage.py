@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     training = training_record(source, old)
     # The version whose training made these weights (a repackage of a repackage names the first).
     training["fit"] = training["fit"] | {"repackaged_from": training["fit"].get("repackaged_from", old["version"])}
+    if config.field_of_view and not PreprocessConfig.from_dict(old["preprocessing"]).field_of_view:
+        training["fit"]["field_of_view_added"] = True  # the weights were trained without the crop
     export.package(model=model, out=out, version=args.version, config=config, train=train, val=val, test=test,
                    args=args, training=training, log=log)
     if args.make_current:

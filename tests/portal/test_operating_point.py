@@ -85,7 +85,7 @@ def test_its_fhir_and_dicom_exports_say_suggested_why_and_what_was_weighed(uploa
     assert len(observation_resource(plain)["note"]) == 2 and "Read from the image alone" in classification_note(plain)
 
 
-# A HAM10000 image the served model (v3m.4, image alone) calls a naevus at 0.466 and a melanoma at
+# A HAM10000 image the served model (v3m.12, v3m.4's network; image alone) calls a naevus at 0.466 and a melanoma at
 # 0.447: at least 0.74x the naevus's (its operating point), so melanoma is suggested. (v3m.3: 0.506
 # and 0.418; v3s.1 used ISIC_0024387: 0.532 and 0.372, against its 0.55x.)
 FAVOURED_IMAGE = "ISIC_0025225"
