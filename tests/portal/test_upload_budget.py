@@ -361,7 +361,7 @@ def test_it_classifies_a_micro_batch_holding_one_full_size_image_at_a_time(monke
     monkeypatch.setattr(
         type(classifier),
         "predict_batch",
-        lambda self, batch, **kw: fed.extend(a.shape for a in batch) or real_predict(self, batch, **kw),
+        lambda self, batch, **kw: fed.extend(view.image.shape for view in batch) or real_predict(self, batch, **kw),
     )
     results = inference.classify_many([reader(i) for i in range(len(images))])
     assert all(isinstance(result, inference.PortalPrediction) for result in results)
