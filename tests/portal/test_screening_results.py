@@ -178,6 +178,21 @@ def test_it_answers_and_draws_the_heatmap_inside_the_dermatoscopes_field_of_view
     assert 'id="field-of-view-note"' not in client_for(colleague).get(reverse("image-detail", args=[bare.pk])).content.decode()
 
 
+def test_it_prints_the_heatmap_inside_the_field_of_view_in_the_pdf_report(cropping_model, upload):
+    from diagnosis.reports.pictures import visit_pictures
+
+    red = np.zeros((240, 280, 3), np.uint8)
+    red[60:180, 60:220] = RED  # melanoma to the stand-in model, its evidence everywhere in the box
+    image = upload(cv2.imencode(".png", cv2.cvtColor(red, cv2.COLOR_RGB2BGR))[1].tobytes())
+    assert image.classifications.get().top_class == "mel"
+    printed = visit_pictures(image=image, classification=image.classifications.get())
+    heatmap = cv2.imdecode(np.frombuffer(printed.heatmap.jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    photo = cv2.imdecode(np.frombuffer(printed.photo.jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    assert heatmap.shape == photo.shape == (240, 280, 3)
+    assert heatmap[:50].max() < 25 and heatmap[:, :50].max() < 25  # the frame stays black (JPEG noise aside)
+    assert np.abs(heatmap[70:170, 70:210] - photo[70:170, 70:210]).mean() > 10  # the map is inside the box
+
+
 def test_it_gives_a_clear_404_when_a_stored_crop_box_cannot_be_drawn(cropping_model, upload, api_for, colleague):
     image = upload(_half_and_half(frame=60))
     Classification.objects.filter(image=image).update(field_of_view={"top": "sixty"})
