@@ -153,7 +153,8 @@ def run_explain(classifier, paths: list[str], out_dir: str, class_code: str | No
             print(f"{os.path.basename(path)}: {error}", file=sys.stderr)
             continue
         code = class_code or prediction.top_class
-        heat = heat_map(prediction.cam, CLASSES.index(code), image.shape[:2], classifier.config.height_width)
+        heat = heat_map(prediction.cam, CLASSES.index(code), image.shape[:2], classifier.config.height_width,
+                        field_of_view=prediction.field_of_view)
         stem = os.path.join(out_dir, image_id(path))
         np.save(stem + ".npy", heat.astype(np.float32))
         with open(stem + ".png", "wb") as fh:

@@ -61,7 +61,8 @@ def localisation(predictions, masks: Sequence[np.ndarray | None], input_shape: t
         lesion = mask > 127
         if not lesion.any() or lesion.all():
             continue
-        heat = heat_map(prediction.cam, CLASSES.index(prediction.top_class), lesion.shape, input_shape)
+        heat = heat_map(prediction.cam, CLASSES.index(prediction.top_class), lesion.shape, input_shape,
+                        field_of_view=prediction.field_of_view)
         total = float(heat.sum())
         if total <= 0:
             continue

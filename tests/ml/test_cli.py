@@ -219,3 +219,17 @@ def test_it_neither_predicts_nor_explains_with_tensorflow(warning_bundle, images
     result = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_it_draws_a_cropping_bundles_map_inside_the_field_of_view(tmp_path):
+    bundle = write_tiny_bundle(str(tmp_path / "cropping"), size=32, field_of_view=True)
+    folder = tmp_path / "framed"
+    folder.mkdir()
+    framed = cv2.copyMakeBorder(textured(RED), 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    write(folder, "framed.png", encode(framed, ".png"))
+    out = tmp_path / "maps"
+    assert main(["explain", "--images", str(folder), "--model", bundle, "--out", str(out), "--class", "mel"]) == 0
+    heat = np.load(out / "framed.npy")
+    assert heat.shape == (200, 240)
+    assert heat[:40].max() == 0 and heat[160:].max() == 0 and heat[:, :40].max() == 0 and heat[:, 200:].max() == 0
+    assert heat[40:160, 40:200].max() > 0
