@@ -310,6 +310,8 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         sys.exit("--mask-weight needs --masks DIR (the lesion masks)")
     if args.init_other_size and not args.init_from:
         sys.exit("--init-other-size needs --init-from BUNDLE")
+    if args.augmentation == "light_framed" and not args.field_of_view:
+        sys.exit("--augmentation light_framed needs --field-of-view: the frames are drawn for the crop to take away")
     if args.average_with:  # refused now rather than after the training
         soup.check_members(args.average_with, cfg, config.to_dict())
     keras.utils.set_random_seed(args.seed)
