@@ -11,7 +11,7 @@ resize, in training, packaging, evaluation and the portal alike; the box is kept
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
@@ -48,13 +48,12 @@ class FieldOfView:
             raise ValueError(f"field of view {self.to_dict()} reaches outside its image")
 
     def to_dict(self) -> dict[str, int]:
-        return {"top": self.top, "left": self.left, "height": self.height, "width": self.width,
-                "image_height": self.image_height, "image_width": self.image_width}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> FieldOfView:
         """The box as stored (to_dict); ValueError for anything else."""
-        keys = ("top", "left", "height", "width", "image_height", "image_width")
+        keys = tuple(f.name for f in fields(cls))
         if not isinstance(data, dict) or any(not isinstance(data.get(k), int) or isinstance(data.get(k), bool)
                                              for k in keys):
             raise ValueError(f"a field of view needs the integers {', '.join(keys)}; got {data!r}")

@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out must be a new folder: the old bundle stays as it was")
     with open(os.path.join(source, MANIFEST_NAME)) as fh:
         old = json.load(fh)
-    config = PreprocessConfig.from_dict(old["preprocessing"])
-    if args.field_of_view:
-        config = dataclasses.replace(config, field_of_view=True)
+    trained_config = PreprocessConfig.from_dict(old["preprocessing"])
+    config = dataclasses.replace(trained_config, field_of_view=True) if args.field_of_view else trained_config
     fp32 = old["variants"]["fp32"]
     args.seed = int(old.get("training", {}).get("fit", {}).get("seed", 20261125))
     args.split_seed = int(old["training_data"]["split"]["seed"])
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     training = training_record(source, old)
     # The version whose training made these weights (a repackage of a repackage names the first).
     training["fit"] = training["fit"] | {"repackaged_from": training["fit"].get("repackaged_from", old["version"])}
-    if config.field_of_view and not PreprocessConfig.from_dict(old["preprocessing"]).field_of_view:
+    if config.field_of_view and not trained_config.field_of_view:
         training["fit"]["field_of_view_added"] = True  # the weights were trained without the crop
     export.package(model=model, out=out, version=args.version, config=config, train=train, val=val, test=test,
                    args=args, training=training, log=log)
