@@ -4,10 +4,13 @@ Dermatoscopic images have no canonical orientation, so every flip and rotation i
 valid view; random-resized crops with aspect jitter cover other cameras' framing
 (HAM10000 is 4:3, many sources are square); colour jitter covers other dermatoscopes and
 lighting; an occasional down-and-up resample covers lower-resolution sources; a random round
-frame (`light_framed`) covers dermatoscopes that leave a black frame around their field of view.
+frame (`light_framed`, `light_framed_quarter`) covers dermatoscopes that leave a black frame
+around their field of view.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import cv2
 import numpy as np
@@ -167,6 +170,10 @@ def with_mask(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 # End-to-end training's views by name (EndToEndConfig.augmentation, `ml train --augmentation`).
-AUGMENTATIONS = {"full": augment_end_to_end, "light": augment_light, "light_framed": augment_light_framed}
+# The framed views (half, or a quarter, of them in a frame) are for a bundle that crops to the field
+# of view: without the crop the network would learn the black frames themselves.
+AUGMENTATIONS = {"full": augment_end_to_end, "light": augment_light, "light_framed": augment_light_framed,
+                 "light_framed_quarter": partial(augment_light_framed, p_frame=0.25)}
+FRAMED_AUGMENTATIONS: tuple[str, ...] = ("light_framed", "light_framed_quarter")
 # The views whose geometry a lesion mask can follow (a fourth channel, see `with_mask`).
 MASKED_AUGMENTATIONS: tuple[str, ...] = ("light",)

@@ -28,7 +28,7 @@ from ml.data import (
     write_split_csv,
 )
 from ml.preprocessing import COLOUR_MODES, PreprocessConfig
-from ml.training.augment import AUGMENTATIONS
+from ml.training.augment import AUGMENTATIONS, FRAMED_AUGMENTATIONS
 
 
 def log(message: str) -> None:
@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "confirmed one of its class, each class's mean weight kept; 1 = all alike")
     e2e.add_argument("--augmentation", default="full", choices=sorted(AUGMENTATIONS),
                      help="training views: full (crops, warps, cutout, ...), light (flips, turns, mild colour) or "
-                          "light_framed (light, half of them in a random dermatoscope frame; with --field-of-view)")
+                          "light_framed (light, half of them in a random dermatoscope frame; with --field-of-view), "
+                          "light_framed_quarter (the same, a quarter of them framed)")
     e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
                      help="what picks the kept epoch (raw or averaged weights) on validation")
     e2e.add_argument("--latency-reference", default=None,
@@ -310,8 +311,8 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         sys.exit("--mask-weight needs --masks DIR (the lesion masks)")
     if args.init_other_size and not args.init_from:
         sys.exit("--init-other-size needs --init-from BUNDLE")
-    if args.augmentation == "light_framed" and not args.field_of_view:
-        sys.exit("--augmentation light_framed needs --field-of-view: the frames are drawn for the crop to take away")
+    if args.augmentation in FRAMED_AUGMENTATIONS and not args.field_of_view:
+        sys.exit(f"--augmentation {args.augmentation} needs --field-of-view: the frames are drawn for the crop to take away")
     if args.average_with:  # refused now rather than after the training
         soup.check_members(args.average_with, cfg, config.to_dict())
     keras.utils.set_random_seed(args.seed)

@@ -55,6 +55,14 @@ def test_it_keeps_the_whole_image_in_a_light_view():
         endtoend.EndToEndConfig(augmentation="heavy")
 
 
+@pytest.mark.parametrize(("kind", "share"), [("light", 0.0), ("light_framed", 0.5), ("light_framed_quarter", 0.25)])
+def test_it_frames_the_share_of_views_its_name_says(kind, share):
+    # make_image has no black pixels; a frame blacks out at least the corners of the view.
+    image = np.maximum(make_image(200, 150, seed=6), 40)
+    framed = [(AUGMENTATIONS[kind](image, np.random.default_rng(seed)) < 5).all(axis=2).any() for seed in range(400)]
+    assert np.mean(framed) == pytest.approx(share, abs=0.07)
+
+
 def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced():
     labels = np.array([0] * 400 + [1] * 100 + [2] * 25 + [3] * 1 + [4] * 9 + [5] * 16 + [6] * 49)
     for sampling in endtoend.SAMPLINGS:

@@ -209,8 +209,8 @@ def test_it_starts_a_second_run_from_a_bundles_weights_on_its_own_split_and_inpu
     for loaded, original in zip(best_model(tmp_path / "same" / "end_to_end").get_weights(), trained, strict=True):
         np.testing.assert_array_equal(loaded, original)
     # Framed views without the crop that takes the frames away: a mistake, said before any training.
-    with pytest.raises(SystemExit, match="light_framed needs --field-of-view"):
-        train("framed_uncropped", "--width", "64", "--augmentation", "light_framed", *own_split)
+    with pytest.raises(SystemExit, match="light_framed_quarter needs --field-of-view"):
+        train("framed_uncropped", "--width", "64", "--augmentation", "light_framed_quarter", *own_split)
     # A run may add the crop to the field of view (and train on framed views) from a start without it.
     assert train("framed", "--width", "64", "--field-of-view", "--augmentation", "light_framed", "--head-lr", "0",
                  "--backbone-lr", "0", *own_split) == 0
