@@ -36,6 +36,7 @@ from diagnosis.inference.explanation import (
     HEATMAP_MAX_SIDE,
     heatmap_overlay,
     heatmap_png,
+    stored_field_of_view,
 )
 from diagnosis.inference.model_info import (
     HeldOutFigures,

@@ -27,6 +27,19 @@ def heatmap_overlay(rgb, activation_map: list, class_code: str, field_of_view: d
     return overlay(rgb, heat_map(cam, CLASSES.index(class_code), rgb.shape[:2], field_of_view=box))
 
 
+def stored_field_of_view(data) -> dict[str, int] | None:
+    """A result's stored crop box as the API shows it, or None: none stored, or one that is not a
+    box (the heatmap endpoint says so in its 404; a result's other fields stay readable)."""
+    from ml.field_of_view import FieldOfView
+
+    if data is None:
+        return None
+    try:
+        return FieldOfView.from_dict(data).to_dict()
+    except ValueError:
+        return None
+
+
 def heatmap_png(image_data: bytes, activation_map: list, class_code: str, field_of_view: dict | None = None) -> bytes:
     """PNG of the stored image with one class's activation map blended over it (at most
     HEATMAP_MAX_SIDE pixels on the long side). Raises InvalidImageError for an unreadable image

@@ -165,6 +165,10 @@ def test_it_answers_and_draws_the_heatmap_inside_the_dermatoscopes_field_of_view
     assert result.field_of_view == {"top": 60, "left": 60, "height": 120, "width": 160,
                                     "image_height": 240, "image_width": 280}
     assert bare_result.field_of_view is None
+    # The API says which part of the upload the model read, and that it read all of the bare one.
+    api = api_for(colleague)
+    assert api.get(f"{API}/images/{framed.pk}/").json()["classification"]["field_of_view"] == result.field_of_view
+    assert api.get(f"{API}/images/{bare.pk}/").json()["classification"]["field_of_view"] is None
     # The model read what is inside the frame: the same answer as for the bare image.
     assert result.probabilities == pytest.approx(bare_result.probabilities, abs=1e-4)
     overlay = _overlay(api_for(colleague).get(f"{API}/images/{framed.pk}/heatmap/", {"class": "mel"}))
@@ -198,6 +202,9 @@ def test_it_gives_a_clear_404_when_a_stored_crop_box_cannot_be_drawn(cropping_mo
     Classification.objects.filter(image=image).update(field_of_view={"top": "sixty"})
     response = api_for(colleague).get(f"{API}/images/{image.pk}/heatmap/")
     assert response.status_code == 404 and "could not be drawn" in response.json()["error"]["message"]
+    # The result itself still reads, without a box it cannot vouch for.
+    result = api_for(colleague).get(f"{API}/images/{image.pk}/")
+    assert result.status_code == 200 and result.json()["classification"]["field_of_view"] is None
 
 
 def test_it_defaults_the_heatmap_to_the_top_class_and_refuses_an_unknown_class(upload, api_for, client_for, colleague):

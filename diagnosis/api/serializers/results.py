@@ -12,7 +12,7 @@ from rest_framework import serializers
 from diagnosis.api.serializers.common import NOTICE, IdField, _absolute
 from diagnosis.api.serializers.segmentation import SegmentationOutput, segmentation_data
 from diagnosis.api.waiting import MAX_WAIT_SECONDS
-from diagnosis.inference import CLASSES, WARNING_CODES, model_performance
+from diagnosis.inference import CLASSES, WARNING_CODES, model_performance, stored_field_of_view
 from diagnosis.interpretation import LEVELS, read_result
 from diagnosis.models import (
     PIXELS_PER_MM_MAX,
@@ -73,6 +73,15 @@ class PerformanceOutput(serializers.Serializer):
     evaluated_on = serializers.CharField()
 
 
+class FieldOfViewOutput(serializers.Serializer):
+    top = serializers.IntegerField(help_text="First row of the crop, in pixels of the stored image.")
+    left = serializers.IntegerField(help_text="First column of the crop.")
+    height = serializers.IntegerField()
+    width = serializers.IntegerField()
+    image_height = serializers.IntegerField(help_text="The stored image's height the box is measured in.")
+    image_width = serializers.IntegerField()
+
+
 class ClassificationOutput(serializers.Serializer):
     id = serializers.IntegerField()
     image = serializers.IntegerField(source="image_id")
@@ -119,6 +128,10 @@ class ClassificationOutput(serializers.Serializer):
         "of answers like this one.")
     heatmap_url = serializers.SerializerMethodField(
         help_text="PNG of the class activation map over the image (null when this result has none).")
+    field_of_view = serializers.SerializerMethodField(
+        help_text="The part of the image the model read: its crop to the dermatoscope's round field of view, "
+        "the dark frame around it left out (skin under the frame was not seen; the heatmap lies inside this box). "
+        "Null when the model read the whole image.")
     segmentation = serializers.SerializerMethodField(
         help_text="The lesion's outline and ABCD-style measurements, computed with this result (null for results "
         "from before outlines were stored, or when the segmentation failed).")
@@ -157,6 +170,10 @@ class ClassificationOutput(serializers.Serializer):
         if not (obj.succeeded and obj.activation_map):
             return None
         return _absolute(self.context.get("request"), reverse("api-image-heatmap", args=[obj.image_id]))
+
+    @extend_schema_field(FieldOfViewOutput(allow_null=True))
+    def get_field_of_view(self, obj) -> dict[str, int] | None:
+        return stored_field_of_view(obj.field_of_view) if obj.succeeded else None
 
     @extend_schema_field(SegmentationOutput(allow_null=True))
     def get_segmentation(self, obj) -> dict[str, Any] | None:
