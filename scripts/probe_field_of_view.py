@@ -15,8 +15,12 @@ preprocessing (a bundle whose manifest declares `field_of_view` crops the frame 
   outside the circle inscribed in the canvas (the view is smaller in the frame; at 1.5 only the
   image's own corners are lost, at 1.2 its ends too).
 
+`--looks` adds other dermatoscopes' looks without a frame (`ml.screening.perturb`, fixed
+parameters): a warm and a cool white balance (per-channel gains 1.15 / 1.0 / 0.85 and the
+reverse), a higher magnification (the centre 70% of each side) and hard JPEG (quality 30).
+
     .venv/bin/python scripts/probe_field_of_view.py --models ml/models/<base> [ml/models/<other> ...] \\
-        [--crop-in-front] [--bootstrap 1000]
+        [--crop-in-front] [--looks] [--bootstrap 1000]
 
 Prints how many of all the images have dark corners already, and a table of balanced accuracy /
 malignant AUC per condition and bundle; `--crop-in-front` adds the first bundle with the crop run
@@ -41,7 +45,7 @@ from ml.data import load_metadata, read_split_csv, records_in
 from ml.field_of_view import crop_to_field_of_view
 from ml.inference import Classifier
 from ml.preprocessing import read_image
-from ml.screening.perturb import framed, round_field_of_view
+from ml.screening.perturb import colour_cast, framed, jpeg_compressed, round_field_of_view, zoomed
 
 
 def dark_corner_count(image_rgb: np.ndarray, threshold: float = 30.0) -> int:
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--split-csv", help="default: the first bundle's split.csv")
     parser.add_argument("--crop-in-front", action="store_true",
                         help="also score the first bundle with the crop run in front of its preprocessing")
+    parser.add_argument("--looks", action="store_true",
+                        help="also other dermatoscopes' looks without a frame: white balance, magnification, JPEG")
     parser.add_argument("--bootstrap", type=int, default=0, help="lesion resamples for the paired comparison")
     parser.add_argument("--seed", type=int, default=20261125)
     args = parser.parse_args()
@@ -93,6 +99,13 @@ def main() -> None:
         "padded 1.2": lambda image: framed(image, 1.2),
         "padded 1.5": lambda image: framed(image, 1.5),
     }
+    if args.looks:
+        conditions |= {
+            "warm white balance": lambda image: colour_cast(image, (1.15, 1.0, 0.85)),
+            "cool white balance": lambda image: colour_cast(image, (0.85, 1.0, 1.15)),
+            "magnified (centre 70%)": lambda image: zoomed(image, 0.7),
+            "JPEG quality 30": lambda image: jpeg_compressed(image, 30),
+        }
     names = [classifier.model_version for classifier in classifiers]
     columns = [f"{names[0]} + crop in front"] if args.crop_in_front else []
     columns += names[1:]

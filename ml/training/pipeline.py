@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--augmentation", default="full", choices=sorted(AUGMENTATIONS),
                      help="training views: full (crops, warps, cutout, ...), light (flips, turns, mild colour) or "
                           "light_framed (light, half of them in a random dermatoscope frame; with --field-of-view), "
-                          "light_framed_quarter (the same, a quarter of them framed)")
+                          "light_framed_quarter (the same, a quarter of them framed), "
+                          "light_looks (light, half of them in another white balance, a quarter harder JPEG)")
     e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
                      help="what picks the kept epoch (raw or averaged weights) on validation")
     e2e.add_argument("--latency-reference", default=None,

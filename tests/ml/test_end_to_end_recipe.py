@@ -55,12 +55,24 @@ def test_it_keeps_the_whole_image_in_a_light_view():
         endtoend.EndToEndConfig(augmentation="heavy")
 
 
-@pytest.mark.parametrize(("kind", "share"), [("light", 0.0), ("light_framed", 0.5), ("light_framed_quarter", 0.25)])
+@pytest.mark.parametrize(("kind", "share"), [("light", 0.0), ("light_framed", 0.5), ("light_framed_quarter", 0.25),
+                                             ("light_looks", 0.0)])
 def test_it_frames_the_share_of_views_its_name_says(kind, share):
     # make_image has no black pixels; a frame blacks out at least the corners of the view.
     image = np.maximum(make_image(200, 150, seed=6), 40)
     framed = [(AUGMENTATIONS[kind](image, np.random.default_rng(seed)) < 5).all(axis=2).any() for seed in range(400)]
     assert np.mean(framed) == pytest.approx(share, abs=0.07)
+
+
+def test_it_shows_half_the_views_in_another_white_balance_and_keeps_their_geometry():
+    # A flat grey image: light's jitter moves all channels alike, another white balance does not.
+    image = np.full((150, 200, 3), 128, np.uint8)
+    views = [AUGMENTATIONS["light_looks"](image, np.random.default_rng(seed)) for seed in range(400)]
+    assert all(sorted(view.shape[:2]) == [150, 200] for view in views)
+    spreads = np.array([np.ptp(view.reshape(-1, 3).mean(axis=0)) for view in views])
+    assert np.mean(spreads > 6) == pytest.approx(0.5, abs=0.08)
+    # Gains stay within 0.8-1.25 on top of light's jitter: no channel is wiped out or saturated.
+    assert all(20 < view.mean() < 235 for view in views)
 
 
 def test_it_draws_classes_as_the_sampling_says_and_weights_them_back_to_balanced():
