@@ -91,6 +91,16 @@ class Classification(models.Model):
         return self.status == ClassificationStatus.FAILED
 
     @property
+    def field_of_view_note(self) -> str:
+        """What the model left out when it read the dermatoscope's field of view only (the result
+        page and the PDF report say it alike); '' when it read the whole image."""
+        box = self.field_of_view if self.succeeded else None
+        if not isinstance(box, dict) or not all(isinstance(box.get(side), int) for side in ("width", "height")):
+            return ""
+        return (f"The model read the dermatoscope's field of view only ({box['width']}×{box['height']} px of the "
+                "image): the dark frame around it was left out. Skin the frame covers was not seen.")
+
+    @property
     def top_class_name(self) -> str:
         return display_name(self.top_class) if self.top_class in CLASSES else ""
 

@@ -138,6 +138,8 @@ def _reading_box(visit: Visit, *, frame_width: float) -> Table:
         parts.append(Paragraph(f"Warning{'s' * (len(c.warnings) > 1)}:", STYLES["small_bold"]))
         parts += [Paragraph(escape(text), STYLES["bullet"], bulletText="•") for _, text in c.warning_messages]
     parts += [Paragraph(escape(detail), STYLES["body"]) for detail in reading.details]
+    if c.field_of_view_note:
+        parts.append(Paragraph(escape(c.field_of_view_note), STYLES["small"]))
     parts.append(_gauge(c.malignancy_score, c.threshold, level=reading.level))
     parts.append(
         Paragraph(

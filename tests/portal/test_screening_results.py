@@ -19,6 +19,7 @@ from diagnosis.interpretation import FLAGGED, REASSURING, UNCERTAIN, UNRELIABLE,
 from diagnosis.models import AuditEvent, Classification, LesionImage
 from ml.inference import reset_classifier
 from tests.portal.helpers import BLUE, GREEN, RED, build_stand_in_bundle, image_bytes
+from tests.portal.test_reports import all_text
 
 API = "/api/v1"
 DARK = (10, 30, 12)
@@ -182,7 +183,7 @@ def test_it_answers_and_draws_the_heatmap_inside_the_dermatoscopes_field_of_view
     assert 'id="field-of-view-note"' not in client_for(colleague).get(reverse("image-detail", args=[bare.pk])).content.decode()
 
 
-def test_it_prints_the_heatmap_inside_the_field_of_view_in_the_pdf_report(cropping_model, upload):
+def test_it_prints_the_heatmap_inside_the_field_of_view_in_the_pdf_report(cropping_model, upload, owner, client_for):
     from diagnosis.reports.pictures import visit_pictures
 
     red = np.zeros((240, 280, 3), np.uint8)
@@ -195,6 +196,9 @@ def test_it_prints_the_heatmap_inside_the_field_of_view_in_the_pdf_report(croppi
     assert heatmap.shape == photo.shape == (240, 280, 3)
     assert heatmap[:50].max() < 25 and heatmap[:, :50].max() < 25  # the frame stays black (JPEG noise aside)
     assert np.abs(heatmap[70:170, 70:210] - photo[70:170, 70:210]).mean() > 10  # the map is inside the box
+    # The report says, as the result page does, that the skin under the frame was not seen.
+    text = all_text(client_for(owner).get(reverse("image-report", args=[image.pk])).content)
+    assert "field of view only (160×120 px of the image)" in text and "Skin the frame covers was not seen" in text
 
 
 def test_it_gives_a_clear_404_when_a_stored_crop_box_cannot_be_drawn(cropping_model, upload, api_for, colleague):
