@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from diagnosis.inference import CLASSES, MALIGNANT_CLASSES, display_name, warning_text
+from diagnosis.inference import CLASSES, MALIGNANT_CLASSES, display_name, stored_field_of_view, warning_text
 from diagnosis.models.images import LesionImage
 
 
@@ -94,8 +94,8 @@ class Classification(models.Model):
     def field_of_view_note(self) -> str:
         """What the model left out when it read the dermatoscope's field of view only (the result
         page and the PDF report say it alike); '' when it read the whole image."""
-        box = self.field_of_view if self.succeeded else None
-        if not isinstance(box, dict) or not all(isinstance(box.get(side), int) for side in ("width", "height")):
+        box = stored_field_of_view(self.field_of_view) if self.succeeded else None
+        if box is None:
             return ""
         return (f"The model read the dermatoscope's field of view only ({box['width']}×{box['height']} px of the "
                 "image): the dark frame around it was left out. Skin the frame covers was not seen.")
