@@ -72,24 +72,28 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
     gate = manifest["checks"]["int8"].get("required_agreement", 0.98)
     width = f" --width {prep['width']}" if prep.get("width") else ""
     trained = fit.get("repackaged_from", manifest["version"])
-    extras = "".join([
-        f" --mixup {fit['mixup']:g}" if fit.get("mixup") else "",
-        f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
-        f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
-        f" --augmentation {fit['augmentation']}" if fit.get("augmentation", "full") != "full" else "",
-        f" --distill-from ml/models/{fit['distill_from']} --distill-weight {fit['distill_weight']:g}"
-        if fit.get("distill_from") else "",
-        f" --mask-weight {fit['mask_weight']:g} --masks ../shared/data/ham10000/masks" if fit.get("mask_weight") else "",
-        f" --malignant-weight {fit['malignant_weight']:g}" if fit.get("malignant_weight") else "",
-        # The crop to the field of view: in the training command when the run had it, not when a
-        # repackage added it (the repackage command then carries the flag).
-        " --field-of-view" if prep.get("field_of_view") and not fit.get("field_of_view_added") else "",
-        _target_flag(manifest) if trained == manifest["version"] else "",
-        f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
-        if fit.get("init_from") else "",
-    ])
+    # The crop to the field of view: in the training command when the run had it, not when a
+    # repackage added it (the repackage command then carries the flag).
+    cropped = bool(prep.get("field_of_view")) and not fit.get("field_of_view_added")
 
-    def train_command(seed: int, tail: str = "") -> str:
+    def extras(augmentation: str, field_of_view: bool) -> str:
+        return "".join([
+            f" --mixup {fit['mixup']:g}" if fit.get("mixup") else "",
+            f" --select {fit['selection']}" if fit.get("selection", "balanced_accuracy") != "balanced_accuracy" else "",
+            f" --unconfirmed-weight {fit['unconfirmed_weight']:g}" if fit.get("unconfirmed_weight", 1.0) != 1.0 else "",
+            f" --augmentation {augmentation}" if augmentation != "full" else "",
+            f" --distill-from ml/models/{fit['distill_from']} --distill-weight {fit['distill_weight']:g}"
+            if fit.get("distill_from") else "",
+            f" --mask-weight {fit['mask_weight']:g} --masks ../shared/data/ham10000/masks" if fit.get("mask_weight") else "",
+            f" --malignant-weight {fit['malignant_weight']:g}" if fit.get("malignant_weight") else "",
+            " --field-of-view" if field_of_view else "",
+            _target_flag(manifest) if trained == manifest["version"] else "",
+            f" \\\n    --init-from ml/models/{fit['init_from']} --split-csv ml/models/{fit['init_from']}/split.csv"
+            if fit.get("init_from") else "",
+        ])
+
+    def train_command(seed: int, tail: str = "", *, augmentation: str = fit.get("augmentation", "full"),
+                      field_of_view: bool = cropped) -> str:
         return (
             ".venv/bin/python -m ml train --mode end-to-end \\\n"
             f"    {DATA_ARGUMENTS} \\\n"
@@ -99,15 +103,22 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
             f"--batch-size {fit['batch_size']} --backbone-lr {fit['backbone_lr']:g} --head-lr {fit['head_lr']:g} \\\n"
             f"    --weight-decay {fit['weight_decay']:g} --dropout {fit['dropout']:g} --sampling {fit['sampling']} "
             f"--label-smoothing {fit['label_smoothing']:g} --balance {fit.get('balance', 1.0):g} "
-            f"--ema-decay {fit['ema_decay']:g}{extras} \\\n"
+            f"--ema-decay {fit['ema_decay']:g}{extras(augmentation, field_of_view)} \\\n"
             f"    --seed {seed} --split-seed {split['seed']} --min-int8-agreement {gate:g}{tail}\n"
         )
 
-    # A soup: each other member trained first in its own work folder, then this run averages them in.
-    others = [m["seed"] for m in fit.get("soup", {}).get("members", []) if m["seed"] != fit["seed"]]
-    member_dirs = {seed: f"~/.cache/skinportal/train/{trained}-seed{seed}" for seed in others}
-    commands = "".join(train_command(seed, f" \\\n    --work-dir {member_dirs[seed]} --train-only") for seed in others)
-    commands += train_command(fit["seed"], f" \\\n    --average-with {' '.join(member_dirs.values())}" if others else "")
+    # A soup: each other member trained first in its own work folder (with its own views and crop,
+    # where the soup mixes them), then this run averages them in.
+    soup = fit.get("soup", {})
+    others = [m for m in soup.get("members", []) if m["seed"] != fit["seed"]]
+    member_dirs = {m["seed"]: f"~/.cache/skinportal/train/{trained}-seed{m['seed']}" for m in others}
+    commands = "".join(
+        train_command(m["seed"], f" \\\n    --work-dir {member_dirs[m['seed']]} --train-only",
+                      **{key: m[key] for key in ("augmentation", "field_of_view") if key in m})
+        for m in others)
+    across = f" --soup-across {' '.join(soup['across'])}" if soup.get("across") else ""
+    commands += train_command(fit["seed"], f" \\\n    --average-with {' '.join(member_dirs.values())}{across}"
+                              if others else "")
     return (
         "```sh\n" + commands
         + _packaging_commands(manifest, trained, gate) + "```\n\n"

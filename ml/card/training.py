@@ -78,14 +78,19 @@ def render_end_to_end_training(add, manifest: dict, fit: dict, history: list[dic
             "classifier's bias). Temperature and malignancy threshold were fitted after that, on the final pipeline.\n")
 
 def _soup(add, fit: dict) -> None:
-    members = fit["soup"]["members"]
+    members, across = fit["soup"]["members"], fit["soup"].get("across")
+    differ = (f"that differ in their seed and their {' and '.join(across)} (a uniform model soup across training "
+              "views, as in Wortsman et al., 2022)" if across else "that differ only in their seed (a uniform model soup)")
     add(f"**The packaged weights are a soup**: the mean of the best-epoch weights of {len(members)} runs of this "
-        "recipe that differ only in their seed (a uniform model soup). They share their start and train briefly at a low rate, so they stay in one "
+        f"recipe {differ}. They share their start and train briefly at a low rate, so they stay in one "
         "basin of the loss and their mean is one network, at one network's latency. The epoch table below is the "
         f"run with seed {fit['seed']}, as are the training time and CPU-hours below (each member took about as long); every "
         "other figure is the soup's.\n")
-    add("| member seed | kept epoch | val bal. acc. | val malignant AUC |\n|---|---|---|---|")
+    views = bool(across)
+    add("| member seed | kept epoch | val bal. acc. | val malignant AUC |" + (" training views |" if views else "")
+        + "\n|---|---|---|---|" + ("---|" if views else ""))
     for m in members:
-        add(f"| {m['seed']} | {m['best_epoch']} ({m['best_weights']}) | {m['val_balanced_accuracy']:.4f} "
-            f"| {fmt(m['val_malignant_auc'], 4)} |")
+        crop = " + crop" if m.get("field_of_view") else ""
+        add(f"| {m['seed']} | {m['best_epoch']} ({m['best_weights']}) | {fmt(m['val_balanced_accuracy'], 4)} "
+            f"| {fmt(m['val_malignant_auc'], 4)} |" + (f" {m.get('augmentation', fit['augmentation'])}{crop} |" if views else ""))
     add("")

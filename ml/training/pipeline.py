@@ -30,6 +30,10 @@ from ml.data import (
 from ml.preprocessing import COLOUR_MODES, PreprocessConfig
 from ml.training.augment import AUGMENTATIONS, FRAMED_AUGMENTATIONS
 
+# Settings a soup's members may differ in when asked to (`--soup-across`, ml/training/soup.py):
+# training-time only, so the members stay one network fed through one preprocessing.
+SOUP_MAY_DIFFER = ("augmentation",)
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -117,6 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="package the uniform mean of this run's best-epoch weights and those of these finished runs "
                           "(their --work-dir or end_to_end/ folders): the same command with other seeds (a model soup); "
                           "a bundle this command packaged (a soup or one run) counts as its members")
+    e2e.add_argument("--soup-across", nargs="+", choices=SOUP_MAY_DIFFER, default=[], metavar="SETTING",
+                     help="with --average-with: members may also differ in these training settings "
+                          f"({', '.join(SOUP_MAY_DIFFER)}), e.g. runs trained on other views averaged with the served "
+                          "soup; each member's own settings go into the manifest and the card's commands")
     e2e.add_argument("--finish-now", action="store_true",
                      help="end a resumed run where it stands (as an early stop) and package its best epoch")
     parser.add_argument("--seed", type=int, default=20261125)
@@ -202,9 +210,12 @@ def run(args: argparse.Namespace) -> dict:
         counts = Counter(r.dx for r in part)
         log(f"{name}: {len(part)} images, {len({r.lesion_id for r in part})} lesions, " + " ".join(f"{c}={counts[c]}" for c in CLASSES))
 
-    for flag, given in (("--train-only", args.train_only), ("--average-with", args.average_with)):
+    for flag, given in (("--train-only", args.train_only), ("--average-with", args.average_with),
+                        ("--soup-across", args.soup_across)):
         if given and args.mode != "end-to-end":
             sys.exit(f"{flag} is for --mode end-to-end")
+    if args.soup_across and not args.average_with:
+        sys.exit("--soup-across needs --average-with: it says which settings the soup's members may differ in")
     if args.mode == "end-to-end":
         return run_end_to_end(args, train=train, val=val, test=test, out=out, version=version, work=work,
                               weights=weights_for(args.alpha))
@@ -315,7 +326,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
     if args.augmentation in FRAMED_AUGMENTATIONS and not args.field_of_view:
         sys.exit(f"--augmentation {args.augmentation} needs --field-of-view: the frames are drawn for the crop to take away")
     if args.average_with:  # refused now rather than after the training
-        soup.check_members(args.average_with, cfg, config.to_dict())
+        soup.check_members(args.average_with, cfg, config.to_dict(), args.soup_across)
     keras.utils.set_random_seed(args.seed)
     base = backbone.build_backbone(args.alpha, config.height_width, weights)
     model = endtoend.build_model(base, dropout=cfg.dropout, seed=cfg.seed)
@@ -344,7 +355,7 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
 
     if args.average_with:
         state = soup.soup_into(model, state=state, paths=args.average_with, cfg=cfg, preprocessing=config.to_dict(),
-                               train_labels=np.array([r.label for r in train]), log=log)
+                               train_labels=np.array([r.label for r in train]), may_differ=args.soup_across, log=log)
 
     # Imported late: a job resumed for packaging picks up the current post-processing code.
     from ml.training import finalize

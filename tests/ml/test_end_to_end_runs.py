@@ -292,6 +292,33 @@ def test_it_packages_the_mean_of_several_seeds_best_weights_as_one_network(e2e_b
     assert "--average-with ~/.cache/skinportal/train/bigger-seed3 ~/.cache/skinportal/train/bigger-seed1" in card
     assert card.count("--target-sensitivity 0.91") == 4  # every run's command: the members' and the last
 
+    # A run on other training views joins the soup only when the soup is told it may mix them
+    # (--soup-across augmentation); each member keeps its own views in the manifest and the card.
+    assert train("f", 5, "--augmentation", "light", "--train-only") == 0
+    with pytest.raises(ValueError, match=r"other settings \(augmentation\)"):
+        train("g", 6, "--out", str(tmp_path / "mixed"), "--average-with", str(tmp_path / "f"), str(tmp_path / "soup"))
+    with pytest.raises(SystemExit, match="--soup-across needs --average-with"):
+        train("g", 6, "--out", str(tmp_path / "mixed"), "--soup-across", "augmentation")
+    assert not (tmp_path / "g" / "end_to_end" / "state.json").exists()
+    assert train("g", 6, "--out", str(tmp_path / "mixed"), "--average-with", str(tmp_path / "f"), str(tmp_path / "soup"),
+                 "--soup-across", "augmentation", "--calibration-images", "16", "--parity-images", "16",
+                 "--bootstrap", "20", "--min-int8-agreement", "1.01", "--latency-reference", "none") == 0
+    fit = json.loads((tmp_path / "mixed" / "manifest.json").read_text())["training"]["fit"]
+    assert fit["soup"]["across"] == ["augmentation"]
+    assert [(m["seed"], m["augmentation"]) for m in fit["soup"]["members"]] == [
+        (6, "full"), (5, "light"), (3, "full"), (1, "full"), (2, "full")]
+    mixed = [best_model(tmp_path / run / "end_to_end").get_weights() for run in ("g", "f")] + weights[:3]
+    packaged = keras.models.load_model(str(tmp_path / "mixed" / "model.keras"), compile=False).get_weights()
+    for i, value in enumerate(packaged):
+        if i != shifted:
+            np.testing.assert_allclose(value, np.mean([w[i] for w in mixed], axis=0), atol=1e-5)
+    card = render_card(str(tmp_path / "mixed"))
+    assert "across training views" in card and "| 5 | 1 (" in card and " light |" in card
+    seed5, = (command for command in card.split(".venv/bin/python -m ml train") if "--seed 5 " in command)
+    seed6, = (command for command in card.split(".venv/bin/python -m ml train") if "--seed 6 " in command)
+    assert "--augmentation light" in seed5 and "--augmentation" not in seed6
+    assert "--soup-across augmentation" in seed6 and "--soup-across" not in seed5
+
 
 def test_it_distils_a_bundles_two_view_answers_into_a_run_and_records_the_teacher(e2e_bundle, tmp_path):
     from ml.data import records_in
