@@ -107,18 +107,22 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
             f"    --seed {seed} --split-seed {split['seed']} --min-int8-agreement {gate:g}{tail}\n"
         )
 
-    # A soup: each other member trained first in its own work folder (with its own views and crop,
-    # where the soup mixes them), then this run averages them in.
+    # A soup: each other member trained first in its own work folder, then this run averages them in.
+    # A soup across training views names the bundles it joined as they are (their own cards
+    # rebuild them): their runs may have been trained without the crop this run's bundle declares,
+    # and such a checkpoint would not join it.
     soup = fit.get("soup", {})
     others = [m for m in soup.get("members", []) if m["seed"] != fit["seed"]]
-    member_dirs = {m["seed"]: f"~/.cache/skinportal/train/{trained}-seed{m['seed']}" for m in others}
+    bundles = list(dict.fromkeys(m["via"] for m in others if m.get("via"))) if soup.get("across") else []
+    trained_here = [m for m in others if m.get("via") not in bundles]
+    member_dirs = [f"~/.cache/skinportal/train/{trained}-seed{m['seed']}" for m in trained_here]
     commands = "".join(
-        train_command(m["seed"], f" \\\n    --work-dir {member_dirs[m['seed']]} --train-only",
+        train_command(m["seed"], f" \\\n    --work-dir {folder} --train-only",
                       **{key: m[key] for key in ("augmentation", "field_of_view") if key in m})
-        for m in others)
+        for m, folder in zip(trained_here, member_dirs))
+    averaged = " ".join(member_dirs + [f"ml/models/{bundle}" for bundle in bundles])
     across = f" --soup-across {' '.join(soup['across'])}" if soup.get("across") else ""
-    commands += train_command(fit["seed"], f" \\\n    --average-with {' '.join(member_dirs.values())}{across}"
-                              if others else "")
+    commands += train_command(fit["seed"], f" \\\n    --average-with {averaged}{across}" if others else "")
     return (
         "```sh\n" + commands
         + _packaging_commands(manifest, trained, gate) + "```\n\n"

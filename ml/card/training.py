@@ -11,6 +11,12 @@ VIEWS = {
     "full": "random resized crop, flips, 90-degree turns, rotation with shear and scale, colour jitter, occasional "
             "resolution loss, cutout",
     "light": "light views only: flips, 90-degree turns and mild colour jitter, without crops, warps or cutout",
+    "light_framed": "light views, half of them in a random dermatoscope frame (a circle cutting the image, or the "
+                    "image padded inside one) for the crop to the field of view to take away",
+    "light_framed_quarter": "light views, a quarter of them in a random dermatoscope frame",
+    "light_looks": "light views, half of them in another white balance (each channel's gain log-uniform in "
+                   "0.8-1.25) and a quarter through harder JPEG (quality 20-70), as other dermatoscopes and cameras "
+                   "show a lesion",
 }
 
 

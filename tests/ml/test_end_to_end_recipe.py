@@ -41,6 +41,12 @@ def test_it_makes_training_views_of_the_model_input_shape_and_range(kind):
     assert not np.array_equal(views[0], views[1])
 
 
+def test_it_describes_every_augmentation_in_the_model_card():
+    from ml.card.training import VIEWS
+
+    assert set(VIEWS) == set(AUGMENTATIONS)
+
+
 def test_it_keeps_the_whole_image_in_a_light_view():
     # No crop, warp or cutout: every light view is the image turned or mirrored, its colours
     # moved a little (the same pixels, in one of the 8 orientations of the square's group).

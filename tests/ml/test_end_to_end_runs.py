@@ -318,6 +318,9 @@ def test_it_packages_the_mean_of_several_seeds_best_weights_as_one_network(e2e_b
     seed6, = (command for command in card.split(".venv/bin/python -m ml train") if "--seed 6 " in command)
     assert "--augmentation light" in seed5 and "--augmentation" not in seed6
     assert "--soup-across augmentation" in seed6 and "--soup-across" not in seed5
+    # The bundle it joined is named as it is, not retrained run by run (its own card rebuilds it).
+    assert "--average-with ~/.cache/skinportal/train/mixed-seed5 ml/models/soup --soup-across augmentation" in seed6
+    assert card.count(".venv/bin/python -m ml train") == 2
 
 
 def test_it_distils_a_bundles_two_view_answers_into_a_run_and_records_the_teacher(e2e_bundle, tmp_path):
