@@ -13,7 +13,7 @@ must have finished, with this run's settings apart from the seed, and a seed of 
 of other recipes or of one run twice is refused before any training starts. `--soup-across
 augmentation` lets the members differ in their training views too (Wortsman et al. averaged runs
 of one start across augmentations and learning rates): the views change what a run learns, not
-the network or its inputs, so the mean stays one network fed as each member was evaluated. Each
+the network or its inputs, so the mean is still one network behind one preprocessing. Each
 member's record keeps its own views and whether it was trained through the crop to the field of
 view, so the model card can print each member's own command.
 
