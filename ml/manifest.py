@@ -95,6 +95,14 @@ def load_manifest(model_dir: str) -> dict[str, Any]:
     return manifest
 
 
+def trained_through_crop(manifest: dict[str, Any]) -> bool:
+    """Whether the bundle's network was trained on views cropped to the field of view: its
+    preprocessing has the crop and no repackage added it afterwards (`ml repackage --field-of-view`
+    serves weights trained without it)."""
+    return bool(manifest["preprocessing"].get("field_of_view")) and not manifest["training"]["fit"].get(
+        "field_of_view_added")
+
+
 def variant_file(model_dir: str, manifest: dict[str, Any], variant: str) -> str:
     """Path of one variant's ONNX file after checking its sha256 against the manifest."""
     entry = manifest["variants"].get(variant)

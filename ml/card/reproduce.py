@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ml.manifest import trained_through_crop
+
 DATA_ARGUMENTS = "--metadata ../shared/data/ham10000/HAM10000_metadata.csv --images ../shared/data/ham10000/images"
 
 
@@ -74,7 +76,7 @@ def _end_to_end_command(manifest: dict, fit: dict, split: dict) -> str:
     trained = fit.get("repackaged_from", manifest["version"])
     # The crop to the field of view: in the training command when the run had it, not when a
     # repackage added it (the repackage command then carries the flag).
-    cropped = bool(prep.get("field_of_view")) and not fit.get("field_of_view_added")
+    cropped = trained_through_crop(manifest)
 
     def extras(augmentation: str, field_of_view: bool) -> str:
         return "".join([

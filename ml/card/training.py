@@ -92,11 +92,10 @@ def _soup(add, fit: dict) -> None:
         "basin of the loss and their mean is one network, at one network's latency. The epoch table below is the "
         f"run with seed {fit['seed']}, as are the training time and CPU-hours below (each member took about as long); every "
         "other figure is the soup's.\n")
-    views = bool(across)
-    add("| member seed | kept epoch | val bal. acc. | val malignant AUC |" + (" training views |" if views else "")
-        + "\n|---|---|---|---|" + ("---|" if views else ""))
+    add("| member seed | kept epoch | val bal. acc. | val malignant AUC |" + (" training views |" if across else "")
+        + "\n|---|---|---|---|" + ("---|" if across else ""))
     for m in members:
         crop = " + crop" if m.get("field_of_view") else ""
         add(f"| {m['seed']} | {m['best_epoch']} ({m['best_weights']}) | {fmt(m['val_balanced_accuracy'], 4)} "
-            f"| {fmt(m['val_malignant_auc'], 4)} |" + (f" {m.get('augmentation', fit['augmentation'])}{crop} |" if views else ""))
+            f"| {fmt(m['val_malignant_auc'], 4)} |" + (f" {m.get('augmentation', fit['augmentation'])}{crop} |" if across else ""))
     add("")

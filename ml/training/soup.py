@@ -84,7 +84,7 @@ def member_state(path: str, cfg: EndToEndConfig, preprocessing: dict, may_differ
 def bundle_member(path: str, cfg: EndToEndConfig, preprocessing: dict, may_differ: Sequence[str] = ()) -> dict:
     """A packaged bundle as a member: its recipe from the manifest, its runs (one, or a soup's
     members) as the records, each counting once in the mean."""
-    from ml.manifest import load_manifest
+    from ml.manifest import load_manifest, trained_through_crop
     from ml.preprocessing import PreprocessConfig
 
     manifest = load_manifest(path)
@@ -99,9 +99,7 @@ def bundle_member(path: str, cfg: EndToEndConfig, preprocessing: dict, may_diffe
     runs = fit.get("soup", {}).get("members") or [{
         "seed": fit["seed"], "best_epoch": fit.get("best_epoch"), "best_weights": fit.get("best_weights"),
         "val_balanced_accuracy": None, "val_malignant_auc": None}]
-    # A repackage that added the crop served these weights through it, but they were trained without.
-    cropped = bool(their_preprocessing.get("field_of_view")) and not fit.get("field_of_view_added")
-    records = [{"augmentation": theirs["augmentation"], "field_of_view": cropped} | run
+    records = [{"augmentation": theirs["augmentation"], "field_of_view": trained_through_crop(manifest)} | run
                | {"checkpoint": source if run.get("checkpoint") == "this run" else run.get("checkpoint"),
                   "via": manifest["version"]} for run in runs]
     prior_tau = float(manifest["training"].get("post_training", {}).get("prior_adjustment_tau", 0.0))
