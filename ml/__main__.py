@@ -17,6 +17,7 @@ commands:
   bench     compare Keras, onnxruntime fp32 and int8 speed on this machine
   ensemble  package the logit average of trained bundles (optionally over flips; needs 'train')
   compare   candidate bundles side by side on the validation split, with a paired lesion bootstrap
+  carve-selection  write a split.csv with a second selection set carved out of its training lesions
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
   int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
   nonderm   write a labelled corpus of non-dermatoscopic images: python -m ml nonderm --out DIR
@@ -37,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "bench": "ml.bench",
     "ensemble": "ml.training.ensemble",
     "compare": "ml.compare",
+    "carve-selection": "ml.carve",
     "card": "ml.card",
     "int8-check": "ml.int8_check",
     "nonderm": "ml.nonderm",

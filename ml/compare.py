@@ -1,6 +1,6 @@
 """`python -m ml compare`: candidate bundles side by side on one split, with a paired bootstrap.
 
-    python -m ml compare --models ml/models/A ml/models/B [--split val] [--images DIR]
+    python -m ml compare --models ml/models/A ml/models/B [--split val|test|select] [--images DIR]
 
 Every bundle must carry the same split.csv (the same lesion-level split), and each is run
 through its own preprocessing and calibration (ml.inference.Classifier, fp32). The first
@@ -8,7 +8,8 @@ model is the baseline: for each other one the table gives the difference in bala
 and malignant AUC and the fraction of paired bootstrap resamples of the split's lesions in
 which it is higher, so a choice between models rests on more than one noisy figure (validation
 holds 14 df and 25 vasc images: one image moves balanced accuracy by about 0.01). Choose on
-validation; the test split is for reporting only.
+validation, or on the second selection set of a split carved by `ml carve-selection`; the test
+split is for reporting only.
 
 By default the networks are compared: the image alone, the plain argmax. `--as-served` judges
 the answers each bundle serves: moved by the clinical context of each image's metadata row
@@ -112,7 +113,8 @@ def paired_bootstrap(labels: np.ndarray, groups: Sequence[str], base: np.ndarray
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="bundle folders; the first is the baseline")
-    parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--split", default="val", choices=["val", "test", "select"],
+                        help="select: the second selection set of a split made by `ml carve-selection`")
     parser.add_argument("--metadata", default=DEFAULT_METADATA)
     parser.add_argument("--images", default=DEFAULT_IMAGES)
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(splits) != 1:
         parser.error("the bundles were trained on different splits: their figures cannot be compared")
     records = split_records(args.models[0], args.metadata, args.images, args.split)
+    if not records:
+        parser.error(f"the bundles' split has no {args.split} images")
     labels, groups = np.array([r.label for r in records]), [r.lesion_id for r in records]
     contexts = [r.context for r in records] if args.as_served else None
     served = [answers(m, [r.path for r in records], contexts) for m in args.models]

@@ -22,7 +22,10 @@ from ml.context import NO_CONTEXT, ClinicalContext
 from ml.errors import DatasetError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+# "select": a second selection set, lesions carved out of a split's training part
+# (`carve_selection_set`); training never reads it, so a candidate and the served recipe, both
+# retrained without it, can be compared on images neither side's choices were fitted on.
+SPLITS: tuple[str, ...] = ("train", "val", "test", "select")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.70, 0.15, 0.15)
 DEFAULT_SPLIT_SEED = 20261125
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -185,17 +188,9 @@ def split_by_lesion(
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     group_of = lesion_groups(records, merge_identical_files=merge_identical_files)
-    group_dx: dict[str, str] = {}
-    for r in sorted(records, key=lambda r: r.image_id):
-        group_dx.setdefault(group_of[r.image_id], r.dx)  # a lesion has one diagnosis
-    by_dx: dict[str, list[str]] = defaultdict(list)
-    for group, dx in group_dx.items():
-        by_dx[dx].append(group)
-
     rng = np.random.default_rng(seed)
     split_of_group: dict[str, str] = {}
-    for dx in sorted(by_dx):
-        groups = sorted(by_dx[dx])
+    for groups in groups_by_diagnosis(records, group_of).values():
         order = rng.permutation(len(groups))
         n_val = int(round(fractions[1] * len(groups)))
         n_test = int(round(fractions[2] * len(groups)))
@@ -203,6 +198,53 @@ def split_by_lesion(
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             split_of_group[groups[idx]] = split
     return {image_id: split_of_group[group] for image_id, group in group_of.items()}
+
+
+def groups_by_diagnosis(records: Sequence[Record], group_of: dict[str, str]) -> dict[str, list[str]]:
+    """diagnosis -> its sorted lesion groups, diagnoses in sorted order (a lesion has one diagnosis)."""
+    group_dx: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: r.image_id):
+        group_dx.setdefault(group_of[r.image_id], r.dx)
+    by_dx: dict[str, list[str]] = defaultdict(list)
+    for group, dx in group_dx.items():
+        by_dx[dx].append(group)
+    return {dx: sorted(by_dx[dx]) for dx in sorted(by_dx)}
+
+
+def carve_selection_set(
+    records: Sequence[Record],
+    split_of: dict[str, str],
+    *,
+    fraction: float,
+    seed: int,
+    merge_identical_files: bool = True,
+) -> dict[str, str]:
+    """A copy of `split_of` with `fraction` of the training part's lesion groups moved to 'select',
+    stratified by diagnosis; validation and test keep every image they had.
+
+    Only the training part is drawn from, so a bundle's held-out images stay held out; a group
+    holding images of more than one part of the split is refused rather than cut in two.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie between 0 and 1, got {fraction}")
+    if "select" in split_of.values():
+        raise DatasetError("this split already has a selection set: carve from the split it was drawn from")
+    known = [r for r in records if r.image_id in split_of]
+    group_of = lesion_groups(known, merge_identical_files=merge_identical_files)
+    parts_of_group: dict[str, set[str]] = defaultdict(set)
+    for r in known:
+        parts_of_group[group_of[r.image_id]].add(split_of[r.image_id])
+    torn = sorted(g for g, parts in parts_of_group.items() if "train" in parts and len(parts) > 1)
+    if torn:
+        raise DatasetError(f"lesion group {torn[0]} has images in training and in another part of the split")
+    train = [r for r in known if split_of[r.image_id] == "train"]
+    rng = np.random.default_rng(seed)
+    carved: set[str] = set()
+    for groups in groups_by_diagnosis(train, group_of).values():
+        order = rng.permutation(len(groups))
+        carved.update(groups[idx] for idx in order[: round(fraction * len(groups))])
+    return {image_id: "select" if image_id in group_of and group_of[image_id] in carved else split
+            for image_id, split in split_of.items()}
 
 
 def write_split_csv(path: str, records: Iterable[Record], split_of: dict[str, str]) -> None:

@@ -206,6 +206,9 @@ def run(args: argparse.Namespace) -> dict:
             refuse_foreign_split(member, split_of, flag="--average-with")
     records = cap_per_class(records, args.max_per_class, args.seed)
     train, val, test = (records_in(records, split_of, s) for s in ("train", "val", "test"))
+    held_out = sum(1 for s in split_of.values() if s == "select")
+    if held_out:
+        log(f"select: {held_out} images of the second selection set, never loaded here (ml compare --split select)")
     for name, part in (("train", train), ("val", val), ("test", test)):
         counts = Counter(r.dx for r in part)
         log(f"{name}: {len(part)} images, {len({r.lesion_id for r in part})} lesions, " + " ".join(f"{c}={counts[c]}" for c in CLASSES))

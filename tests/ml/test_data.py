@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from ml.classes import CLASSES
-from ml.data import load_metadata, read_split_csv, split_by_lesion, write_split_csv
+from ml.data import carve_selection_set, load_metadata, read_split_csv, split_by_lesion, write_split_csv
 from ml.errors import DatasetError
 from tests.conftest import HAM_IMAGES, HAM_METADATA, encode, make_image, needs_ham10000
 
@@ -144,3 +144,75 @@ def test_it_splits_ham10000_by_lesion_with_no_leak():
     assert split["ISIC_0024777"] == split["ISIC_0029938"]
     counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
     assert 0.66 < counts["train"] / len(records) < 0.74
+
+
+def carved_fixture(tmp_path, **kwargs):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records, seed=7)
+    return records, split, carve_selection_set(records, split, **{"fraction": 0.25, "seed": 3, **kwargs})
+
+
+def test_it_carves_a_selection_set_out_of_the_training_lesions_only(tmp_path):
+    records, split, carved = carved_fixture(tmp_path)
+    assert set(carved) == set(split)
+    # Validation and test keep every image; the selection set comes out of training alone.
+    assert all(carved[i] == s for i, s in split.items() if s != "train")
+    assert {split[i] for i, s in carved.items() if s == "select"} == {"train"}
+    # Whole lesions, every diagnosis represented, about a quarter of each class's training lesions.
+    lesion_parts = {}
+    for r in records:
+        lesion_parts.setdefault(r.lesion_id, set()).add(carved[r.image_id])
+    assert all(len(parts) == 1 for parts in lesion_parts.values())
+    for dx in CLASSES:
+        train_lesions = {r.lesion_id for r in records if r.dx == dx and split[r.image_id] == "train"}
+        selected = {r.lesion_id for r in records if r.dx == dx and carved[r.image_id] == "select"}
+        assert selected and len(selected) == round(0.25 * len(train_lesions))
+    # Deterministic for a seed whatever the order; another seed draws other lesions.
+    assert carve_selection_set(list(reversed(records)), split, fraction=0.25, seed=3) == carved
+    assert carve_selection_set(records, split, fraction=0.25, seed=4) != carved
+
+
+def test_it_keeps_byte_identical_training_images_together_when_carving(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
+    shutil.copy(os.path.join(dirs[0], "IMG_00000.jpg"), os.path.join(dirs[0], "IMG_00001.jpg"))
+    records = load_metadata(csv_path, dirs)
+    split = {r.image_id: "train" for r in records}
+    for seed in range(10):
+        carved = carve_selection_set(records, split, fraction=0.5, seed=seed)
+        assert carved["IMG_00000"] == carved["IMG_00001"]
+
+
+def test_it_refuses_a_carve_it_cannot_make_cleanly(tmp_path):
+    records, split, carved = carved_fixture(tmp_path)
+    with pytest.raises(DatasetError, match="already has a selection set"):
+        carve_selection_set(records, carved, fraction=0.25, seed=3)
+    for fraction in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            carve_selection_set(records, split, fraction=fraction, seed=3)
+    # A lesion with images on both sides of the split would be cut in two: refused, not guessed.
+    first, second = [r.image_id for r in records if r.lesion_id == "L_akiec_1"][:2]
+    torn = {**split, first: "train", second: "val"}
+    with pytest.raises(DatasetError, match="in training and in another part"):
+        carve_selection_set(records, torn, fraction=0.25, seed=3)
+
+
+def test_it_writes_and_reads_a_split_with_a_selection_set_from_the_command_line(tmp_path, capsys):
+    from ml.__main__ import main as ml_main
+
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records, seed=7)
+    source, out = tmp_path / "split.csv", tmp_path / "carved" / "split.csv"
+    write_split_csv(str(source), records, split)
+    argv = ["carve-selection", "--split-csv", str(source), "--fraction", "0.25", "--seed", "3", "--out", str(out),
+            "--metadata", csv_path, "--images", dirs[0]]
+    assert ml_main(argv) == 0
+    assert read_split_csv(str(out)) == carve_selection_set(records, split, fraction=0.25, seed=3)
+    printed = capsys.readouterr().out
+    assert "select: " in printed and f"written: {out}" in printed
+    # Carving the carved split again, or an impossible share, is a usage error (exit 2), not a traceback.
+    for bad in (["--split-csv", str(out)], ["--fraction", "1.5"]):
+        with pytest.raises(SystemExit) as exc:
+            ml_main([*argv, *bad])
+        assert exc.value.code == 2

@@ -16,6 +16,7 @@ import keras
 from ml.__main__ import main as ml_main
 from ml.card import render_card
 from ml.classes import CLASSES
+from ml.data import read_split_csv
 from ml.errors import ModelIntegrityError
 from ml.explain import heat_map
 from ml.inference import Classifier
@@ -217,6 +218,29 @@ def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(e2e
     served = [line for line in out.splitlines() if line.startswith("| bundle")]
     assert "as served" in out and len(served) == 2
     assert float(served[0].split("|")[2]) >= float(rows[0].split("|")[2])
+
+
+def test_it_compares_bundles_on_a_carved_selection_set(e2e_bundle, tmp_path, capsys):
+    import shutil
+
+    root = os.path.dirname(e2e_bundle)
+    data = ["--metadata", os.path.join(root, "metadata.csv"), "--images", os.path.join(root, "images")]
+    compare = ["compare", *data, "--bootstrap", "20", "--split", "select", "--models"]
+    # The bundle's own split has no selection set: a usage error that says so.
+    with pytest.raises(SystemExit) as exc:
+        ml_main([*compare, e2e_bundle])
+    assert exc.value.code == 2 and "no select images" in capsys.readouterr().err
+    copy = tmp_path / "carved"
+    shutil.copytree(e2e_bundle, copy)
+    assert ml_main(["carve-selection", "--split-csv", os.path.join(e2e_bundle, "split.csv"), "--fraction", "0.3",
+                    "--seed", "5", "--out", str(copy / "split.csv"), *data]) == 0
+    carved = read_split_csv(str(copy / "split.csv"))
+    capsys.readouterr()
+    assert ml_main([*compare, str(copy), str(copy)]) == 0
+    out = capsys.readouterr().out
+    n_select = sum(1 for s in carved.values() if s == "select")
+    assert n_select and f"select split: {n_select} images" in out
+    assert len([line for line in out.splitlines() if line.startswith("| carved")]) == 2
 
 
 def test_it_renders_a_model_card_for_the_end_to_end_bundle(e2e_bundle):
