@@ -1,6 +1,6 @@
-"""Validation only: how bundles cope with the dark circular frame that many dermatoscopes (and
-phone adapters) leave around the field of view, and what the crop to the field of view
-(ml.field_of_view) gives back.
+"""Validation only (or the second selection set, `--split select`): how bundles cope with the
+dark circular frame that many dermatoscopes (and phone adapters) leave around the field of view,
+and what the crop to the field of view (ml.field_of_view) gives back.
 
 HAM10000's copies are mostly cropped to the skin; images from other sources often are not. Each
 validation image is framed synthetically, as a dermatoscope's round field of view would frame it,
@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--metadata", default=DEFAULT_METADATA)
     parser.add_argument("--images", default=DEFAULT_IMAGES)
     parser.add_argument("--split-csv", help="default: the first bundle's split.csv")
+    parser.add_argument("--split", default="val", choices=["val", "select"],
+                        help="select: the second selection set of a split made by `ml carve-selection`")
     parser.add_argument("--crop-in-front", action="store_true",
                         help="also score the first bundle with the crop run in front of its preprocessing")
     parser.add_argument("--looks", action="store_true",
@@ -77,7 +79,9 @@ def main() -> None:
         corners[dark_corner_count(read_image(record.path))] += 1
     print(f"all {len(records)} images, by number of dark corners 0-4: {corners.tolist()}\n")
 
-    val = records_in(records, read_split_csv(args.split_csv or os.path.join(args.models[0], "split.csv")), "val")
+    val = records_in(records, read_split_csv(args.split_csv or os.path.join(args.models[0], "split.csv")), args.split)
+    if not val:
+        parser.error(f"the split has no {args.split} images")
     labels = np.array([record.label for record in val])
     lesions = [record.lesion_id for record in val]
     classifiers = [Classifier(model) for model in args.models]
@@ -110,7 +114,8 @@ def main() -> None:
     columns = [f"{names[0]} + crop in front"] if args.crop_in_front else []
     columns += names[1:]
     wins = [f"{name} higher in (bal. acc. / AUC)" for name in names[1:]] if args.bootstrap else []
-    print(f"validation ({len(val)} images), image alone, plain argmax; cells: balanced accuracy / malignant AUC")
+    print(f"{'validation' if args.split == 'val' else 'selection set'} ({len(val)} images), image alone, plain argmax; "
+          "cells: balanced accuracy / malignant AUC")
     print(f"| condition | {names[0]} | " + " | ".join(columns + wins + ["images the crop changes"]) + " |")
     print("|---" * (3 + len(columns) + len(wins)) + "|")
     for name, make in conditions.items():

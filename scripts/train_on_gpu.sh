@@ -15,7 +15,9 @@
 # same `python -m ml train` options without --train-only (and without --workers): TensorFlow
 # loads the JAX-trained weights and packages the bundle (docs/model.md, "Training on a GPU").
 set -euo pipefail
-SPLIT=ml/models/mnv2-ham10000-v3c.2/split.csv
+# SPLIT=<a split.csv> for another split (e.g. one with a second selection set from `ml carve-selection`:
+# its 'select' images are not copied, as training never reads them)
+SPLIT=${SPLIT:-ml/models/mnv2-ham10000-v3c.2/split.csv}
 WEIGHTS=mobilenet_v2_1.0_224_no_top_dequantized.weights.h5
 COMMON=(--mode end-to-end --metadata .devdata/HAM10000_metadata.csv --images .devdata/images
         --weights ".devdata/weights/$WEIGHTS" --split-csv "$SPLIT" --colour clahe --train-only)
