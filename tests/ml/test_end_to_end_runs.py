@@ -362,3 +362,33 @@ def test_it_distils_a_bundles_two_view_answers_into_a_run_and_records_the_teache
     assert (fit["distill_from"], fit["distill_weight"]) == (teacher_version, 0.5)
     assert (f"--distill-from ml/models/{teacher_version} --distill-weight 0.5"
             in render_card(str(tmp_path / "distilled")))
+
+
+def test_it_trains_without_a_carved_selection_sets_images_and_refuses_starts_that_saw_them(e2e_bundle, tmp_path,
+                                                                                           capsys):
+    import shutil
+
+    metadata = os.path.join(os.path.dirname(e2e_bundle), "metadata.csv")
+    images = tmp_path / "images"
+    shutil.copytree(os.path.join(os.path.dirname(e2e_bundle), "images"), images)
+    carved = tmp_path / "split.csv"
+    assert ml_main(["carve-selection", "--split-csv", os.path.join(e2e_bundle, "split.csv"), "--fraction", "0.3",
+                    "--seed", "5", "--out", str(carved), "--metadata", metadata, "--images", str(images)]) == 0
+    selected = [i for i, s in read_split_csv(str(carved)).items() if s == "select"]
+    # The selection set's files are gone: a run that needed any of them would fail to find it.
+    for image_id in selected:
+        (images / f"{image_id}.jpg").unlink()
+
+    def train(work, *extra):
+        return ml_main(["train", "--mode", "end-to-end", "--metadata", metadata, "--images", str(images),
+                        "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / work), "--alpha", "0.35",
+                        "--weights", "none", "--size", "48", "--width", "64", "--colour", "clahe", "--epochs", "1",
+                        "--batch-size", "8", "--train-only", "--split-csv", str(carved), *extra])
+
+    # The bundle's weights have seen the selection set's images in training: refused as a start.
+    with pytest.raises(SystemExit, match="another part of the split"):
+        train("from_bundle", "--init-from", e2e_bundle)
+    assert train("fresh") == 0
+    assert f"select: {len(selected)} images of the second selection set, never loaded" in capsys.readouterr().out
+    state = json.loads((tmp_path / "fresh" / "end_to_end" / "state.json").read_text())
+    assert state["next_epoch"] == 1 and len(state["history"]) == 1
