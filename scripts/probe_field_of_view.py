@@ -79,13 +79,13 @@ def main() -> None:
         corners[dark_corner_count(read_image(record.path))] += 1
     print(f"all {len(records)} images, by number of dark corners 0-4: {corners.tolist()}\n")
 
-    val = records_in(records, read_split_csv(args.split_csv or os.path.join(args.models[0], "split.csv")), args.split)
-    if not val:
+    judged = records_in(records, read_split_csv(args.split_csv or os.path.join(args.models[0], "split.csv")), args.split)
+    if not judged:
         parser.error(f"the split has no {args.split} images")
-    labels = np.array([record.label for record in val])
-    lesions = [record.lesion_id for record in val]
+    labels = np.array([record.label for record in judged])
+    lesions = [record.lesion_id for record in judged]
     classifiers = [Classifier(model) for model in args.models]
-    images = [read_image(record.path) for record in val]
+    images = [read_image(record.path) for record in judged]
 
     def probabilities(classifier: Classifier, batch: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([
@@ -114,7 +114,7 @@ def main() -> None:
     columns = [f"{names[0]} + crop in front"] if args.crop_in_front else []
     columns += names[1:]
     wins = [f"{name} higher in (bal. acc. / AUC)" for name in names[1:]] if args.bootstrap else []
-    print(f"{'validation' if args.split == 'val' else 'selection set'} ({len(val)} images), image alone, plain argmax; "
+    print(f"{'validation' if args.split == 'val' else 'selection set'} ({len(judged)} images), image alone, plain argmax; "
           "cells: balanced accuracy / malignant AUC")
     print(f"| condition | {names[0]} | " + " | ".join(columns + wins + ["images the crop changes"]) + " |")
     print("|---" * (3 + len(columns) + len(wins)) + "|")
