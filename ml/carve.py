@@ -14,11 +14,17 @@ that no threshold, context weight or earlier verdict was fitted on.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
-from ml.classes import CLASSES
 from ml.compare import DEFAULT_IMAGES, DEFAULT_METADATA
-from ml.data import SPLITS, carve_selection_set, load_metadata, read_split_csv, write_split_csv
+from ml.data import (
+    SPLITS,
+    carve_selection_set,
+    describe_part,
+    load_metadata,
+    read_split_csv,
+    records_in,
+    write_split_csv,
+)
 from ml.errors import DatasetError
 
 
@@ -37,11 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         carved = carve_selection_set(records, split_of, fraction=args.fraction, seed=args.seed)
     except (DatasetError, ValueError) as exc:
         parser.error(str(exc))
-    write_split_csv(args.out, [r for r in records if r.image_id in carved], carved)
+    write_split_csv(args.out, records, carved)  # `records` holds exactly the split's images
     for part in SPLITS:
-        rows = [r for r in records if carved.get(r.image_id) == part]
-        counts = Counter(r.dx for r in rows)
-        print(f"{part}: {len(rows)} images, {len({r.lesion_id for r in rows})} lesions, "
-              + " ".join(f"{c}={counts[c]}" for c in CLASSES))
+        print(f"{part}: {describe_part(records_in(records, carved, part))}")
     print(f"written: {args.out}")
     return 0

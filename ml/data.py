@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -245,6 +245,13 @@ def carve_selection_set(
         carved.update(groups[idx] for idx in order[: round(fraction * len(groups))])
     return {image_id: "select" if image_id in group_of and group_of[image_id] in carved else split
             for image_id, split in split_of.items()}
+
+
+def describe_part(records: Sequence[Record]) -> str:
+    """One part of a split in a line: images, lesions and images per diagnosis."""
+    counts = Counter(r.dx for r in records)
+    return (f"{len(records)} images, {len({r.lesion_id for r in records})} lesions, "
+            + " ".join(f"{c}={counts[c]}" for c in CLASSES))
 
 
 def write_split_csv(path: str, records: Iterable[Record], split_of: dict[str, str]) -> None:

@@ -74,14 +74,14 @@ def main() -> None:
     args = parser.parse_args()
 
     records = load_metadata(args.metadata, [args.images])
+    judged = records_in(records, read_split_csv(args.split_csv or os.path.join(args.models[0], "split.csv")), args.split)
+    if not judged:
+        parser.error(f"the split has no {args.split} images")
     corners = np.zeros(5, int)
     for record in records:
         corners[dark_corner_count(read_image(record.path))] += 1
     print(f"all {len(records)} images, by number of dark corners 0-4: {corners.tolist()}\n")
 
-    judged = records_in(records, read_split_csv(args.split_csv or os.path.join(args.models[0], "split.csv")), args.split)
-    if not judged:
-        parser.error(f"the split has no {args.split} images")
     labels = np.array([record.label for record in judged])
     lesions = [record.lesion_id for record in judged]
     classifiers = [Classifier(model) for model in args.models]

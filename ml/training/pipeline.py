@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict
 
 import numpy as np
@@ -21,6 +20,7 @@ from ml.classes import CLASSES
 from ml.data import (
     DEFAULT_SPLIT_SEED,
     Record,
+    describe_part,
     load_metadata,
     read_split_csv,
     records_in,
@@ -210,8 +210,7 @@ def run(args: argparse.Namespace) -> dict:
     if held_out:
         log(f"select: {held_out} images of the second selection set, never loaded here (ml compare --split select)")
     for name, part in (("train", train), ("val", val), ("test", test)):
-        counts = Counter(r.dx for r in part)
-        log(f"{name}: {len(part)} images, {len({r.lesion_id for r in part})} lesions, " + " ".join(f"{c}={counts[c]}" for c in CLASSES))
+        log(f"{name}: {describe_part(part)}")
 
     for flag, given in (("--train-only", args.train_only), ("--average-with", args.average_with),
                         ("--soup-across", args.soup_across)):
