@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ml.compare import DEFAULT_IMAGES, DEFAULT_METADATA, figures, paired_bootstrap
+from ml.compare import DEFAULT_IMAGES, DEFAULT_METADATA, figures, paired_bootstrap, share_of_resamples
 from ml.data import load_metadata, read_split_csv, records_in
 from ml.field_of_view import crop_to_field_of_view
 from ml.inference import Classifier
@@ -128,7 +128,7 @@ def main() -> None:
         cells += [cell(probs) for probs in others]
         for probs in others if args.bootstrap else []:
             share = paired_bootstrap(labels, lesions, base, probs, n_resamples=args.bootstrap, seed=args.seed)
-            cells.append(f"{share['balanced_accuracy']:.0%} / {share['malignant_auc']:.0%}")
+            cells.append(f"{share_of_resamples(share['balanced_accuracy'])} / {share_of_resamples(share['malignant_auc'])}")
         print(f"| {name} | " + " | ".join(cells + [str(changed)]) + " |")
 
 

@@ -185,6 +185,15 @@ def test_it_counts_paired_bootstrap_wins_over_lesions():
     assert wins["balanced_accuracy"] == 1.0 and wins["malignant_auc"] == 1.0
 
 
+def test_it_prints_a_bootstrap_share_that_misses_a_bound_as_missing_it():
+    from ml.compare import share_of_resamples
+
+    # The v3x verdict: 896 of 1,000 resamples is under "at least 90%", and the table must say so.
+    assert share_of_resamples(0.896) == "89.6%"
+    assert share_of_resamples(0.9) == "90.0%"
+    assert share_of_resamples(1.0) == "100.0%"
+
+
 def test_it_judges_each_side_of_a_paired_bootstrap_at_its_own_operating_point():
     from ml.compare import figures, paired_bootstrap
 
