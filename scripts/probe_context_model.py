@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ml.classes import CLASSES
+from ml.compare import share_of_resamples
 from ml.context import AGE_BANDS, SEXES, SITES, ClinicalContext, fit_context_prior, shifted
 from ml.data import row_context
 from ml.metrics import balanced_accuracy, bootstrap_resamples, is_malignant, malignancy_scores, roc_auc
@@ -94,7 +95,7 @@ def main() -> int:
         scores = malignancy_scores(answer)
         wins = np.mean([roc_auc(malignant[i], scores[i]) > roc_auc(malignant[i], reference[i]) for i in resamples])
         print(f"| {name} | {balanced_accuracy(y, answer.argmax(1)):.3f} | {roc_auc(malignant, scores):.3f} | "
-              f"{sensitivity_at(scores, malignant):.3f} | {wins:.0%} |")
+              f"{sensitivity_at(scores, malignant):.3f} | {share_of_resamples(wins)} |")
     return 0
 
 

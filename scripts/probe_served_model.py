@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ml.classes import CLASSES
-from ml.compare import DEFAULT_IMAGES, DEFAULT_METADATA, figures, paired_bootstrap, split_records
+from ml.compare import DEFAULT_IMAGES, DEFAULT_METADATA, figures, paired_bootstrap, share_of_resamples, split_records
 from ml.context import ClinicalContext, fit_context_prior, shifted, smoothed_log_ratio
 from ml.data import Record
 from ml.inference import Classifier
@@ -87,7 +87,7 @@ class Judge:
             share = paired_bootstrap(self.labels["val"], self.groups, self.baseline[0], probs["val"],
                                      n_resamples=self.bootstrap, seed=self.seed, base_bias=self.baseline[1],
                                      other_bias=class_bias)["balanced_accuracy"]
-            wins = f"{share:.0%}"
+            wins = share_of_resamples(share)
         cells = [f"{val[k]:.3f}" for k in ("balanced_accuracy", "malignant_auc", "melanoma_recall")] + [wins]
         if self.report_test:
             test = figures(self.labels["test"], probs["test"], class_bias)
