@@ -205,7 +205,7 @@ def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(e2e
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| bundle")]
     assert len(rows) == 2 and "(baseline)" in rows[0]
     # A model is never better than itself.
-    assert "| 0% of resamples | 0% | 0% |" in rows[1]
+    assert "| 0.0% of resamples | 0.0% | 0.0% |" in rows[1]
     assert rows[0].split("|")[2] == rows[1].split("|")[2]
     # The last column: sensitivity / specificity at the bundle's own threshold, as packaging measured them.
     fitted = json.loads((Path(e2e_bundle) / "manifest.json").read_text())["variants"]["fp32"]
