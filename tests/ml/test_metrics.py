@@ -192,6 +192,9 @@ def test_it_prints_a_bootstrap_share_that_misses_a_bound_as_missing_it():
     assert share_of_resamples(0.896) == "89.6%"
     assert share_of_resamples(0.9) == "90.0%"
     assert share_of_resamples(1.0) == "100.0%"
+    # Other resample counts: rounded down, never up to a bound.
+    assert share_of_resamples(1799 / 2000) == "89.9%"
+    assert share_of_resamples(0.29) == "29.0%"
 
 
 def test_it_judges_each_side_of_a_paired_bootstrap_at_its_own_operating_point():
