@@ -18,6 +18,7 @@ commands:
   ensemble  package the logit average of trained bundles (optionally over flips; needs 'train')
   compare   candidate bundles side by side on the validation split, with a paired lesion bootstrap
   carve-selection  write a split.csv with a second selection set carved out of its training lesions
+  fold-validation  write a split.csv that keeps one fold of validation and trains on the others (cross-fitting)
   card      write ml/MODEL_CARD.md from a model bundle's manifest and metrics
   int8-check  measure int8 vs fp32 agreement on this CPU (its int8 kernels differ by CPU class)
   nonderm   write a labelled corpus of non-dermatoscopic images: python -m ml nonderm --out DIR
@@ -26,7 +27,7 @@ commands:
   train-segmenter  train the U-Net lesion segmenter and package its bundle (needs 'train': TensorFlow)
 """
 
-# command -> module whose main(argv) runs it; imported only when asked for, so the
+# command -> module whose main(argv) runs it (or "module:function"); imported only when asked for, so the
 # TensorFlow-free commands never load TensorFlow.
 COMMANDS: dict[str, str] = {
     "predict": "ml.cli",
@@ -39,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "ensemble": "ml.training.ensemble",
     "compare": "ml.compare",
     "carve-selection": "ml.carve",
+    "fold-validation": "ml.carve:fold_main",
     "card": "ml.card",
     "int8-check": "ml.int8_check",
     "nonderm": "ml.nonderm",
@@ -57,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command])
+    module_name, _, function = COMMANDS[command].partition(":")
+    module = importlib.import_module(module_name)
     if module.__name__ == "ml.cli":
         return module.main([command, *rest])
-    return module.main(rest)
+    return getattr(module, function or "main")(rest)
 
 
 if __name__ == "__main__":

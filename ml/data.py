@@ -247,6 +247,47 @@ def carve_selection_set(
             for image_id, split in split_of.items()}
 
 
+def fold_validation(
+    records: Sequence[Record],
+    split_of: dict[str, str],
+    *,
+    folds: int,
+    keep: int,
+    seed: int,
+    merge_identical_files: bool = True,
+) -> dict[str, str]:
+    """A copy of `split_of` whose validation lesions are dealt into `folds` folds, stratified by
+    diagnosis: fold `keep` (0-based) stays 'val', the other folds' images move to 'train'.
+
+    For cross-fitting: with two folds, the runs on `keep=0` and `keep=1` each train on the other
+    half of validation and score the half they never saw. Test (and a selection set) keep every
+    image; the same seed deals the same folds for every `keep`, so the kept folds partition
+    validation. A lesion group holding validation and other images is refused, as when carving.
+    """
+    if folds < 2 or not 0 <= keep < folds:
+        raise ValueError(f"need at least 2 folds and 0 <= keep < folds, got folds={folds}, keep={keep}")
+    known = [r for r in records if r.image_id in split_of]
+    group_of = lesion_groups(known, merge_identical_files=merge_identical_files)
+    parts_of_group: dict[str, set[str]] = defaultdict(set)
+    for r in known:
+        parts_of_group[group_of[r.image_id]].add(split_of[r.image_id])
+    torn = sorted(g for g, parts in parts_of_group.items() if "val" in parts and len(parts) > 1)
+    if torn:
+        raise DatasetError(f"lesion group {torn[0]} has images in validation and in another part of the split")
+    val = [r for r in known if split_of[r.image_id] == "val"]
+    if not val:
+        raise DatasetError("this split has no validation images to fold")
+    rng = np.random.default_rng(seed)
+    moved: set[str] = set()
+    offset = 0  # deal each diagnosis on from where the last one stopped, so fold sizes stay even
+    for groups in groups_by_diagnosis(val, group_of).values():
+        order = rng.permutation(len(groups))
+        moved.update(groups[idx] for turn, idx in enumerate(order) if (turn + offset) % folds != keep)
+        offset = (offset + len(groups)) % folds
+    return {image_id: "train" if image_id in group_of and group_of[image_id] in moved else split
+            for image_id, split in split_of.items()}
+
+
 def describe_part(records: Sequence[Record]) -> str:
     """One part of a split in a line: images, lesions and images per diagnosis."""
     counts = Counter(r.dx for r in records)

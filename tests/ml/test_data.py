@@ -5,7 +5,14 @@ import shutil
 import pytest
 
 from ml.classes import CLASSES
-from ml.data import carve_selection_set, load_metadata, read_split_csv, split_by_lesion, write_split_csv
+from ml.data import (
+    carve_selection_set,
+    fold_validation,
+    load_metadata,
+    read_split_csv,
+    split_by_lesion,
+    write_split_csv,
+)
 from ml.errors import DatasetError
 from tests.conftest import HAM_IMAGES, HAM_METADATA, encode, make_image, needs_ham10000
 
@@ -216,3 +223,61 @@ def test_it_writes_and_reads_a_split_with_a_selection_set_from_the_command_line(
         with pytest.raises(SystemExit) as exc:
             ml_main([*argv, *bad])
         assert exc.value.code == 2
+
+
+def test_it_folds_validation_into_whole_lesion_halves_that_partition_it(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records, seed=7)
+    kept = [fold_validation(records, split, folds=2, keep=k, seed=5) for k in (0, 1)]
+    val = {i for i, s in split.items() if s == "val"}
+    for folded in kept:
+        assert set(folded) == set(split)
+        # Test and training keep every image; what leaves validation goes to training.
+        assert all(folded[i] == s for i, s in split.items() if s != "val")
+        assert {folded[i] for i in val} == {"train", "val"}
+        lesion_parts = {}
+        for r in records:
+            lesion_parts.setdefault(r.lesion_id, set()).add(folded[r.image_id])
+        assert all(len(parts) == 1 for parts in lesion_parts.values())
+    # The two kept folds partition validation, and each is about half of it within every diagnosis.
+    kept_val = [{i for i, s in folded.items() if s == "val"} for folded in kept]
+    assert kept_val[0].isdisjoint(kept_val[1]) and kept_val[0] | kept_val[1] == val
+    for dx in CLASSES:
+        lesions = [{r.lesion_id for r in records if r.dx == dx and r.image_id in part} for part in kept_val]
+        assert abs(len(lesions[0]) - len(lesions[1])) <= 1
+    # Deterministic for a seed whatever the order; another seed deals other folds.
+    assert fold_validation(list(reversed(records)), split, folds=2, keep=0, seed=5) == kept[0]
+    assert fold_validation(records, split, folds=2, keep=0, seed=6) != kept[0]
+
+
+def test_it_refuses_a_fold_it_cannot_make_cleanly(tmp_path):
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records, seed=7)
+    for folds, keep in ((1, 0), (2, 2), (3, -1)):
+        with pytest.raises(ValueError, match="at least 2 folds"):
+            fold_validation(records, split, folds=folds, keep=keep, seed=5)
+    with pytest.raises(DatasetError, match="no validation images"):
+        fold_validation(records, {i: "train" for i in split}, folds=2, keep=0, seed=5)
+    first, second = [r.image_id for r in records if r.lesion_id == "L_akiec_1"][:2]
+    with pytest.raises(DatasetError, match="in validation and in another part"):
+        fold_validation(records, {**split, first: "val", second: "test"}, folds=2, keep=0, seed=5)
+
+
+def test_it_writes_a_folded_split_from_the_command_line(tmp_path, capsys):
+    from ml.__main__ import main as ml_main
+
+    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
+    records = load_metadata(csv_path, dirs)
+    split = split_by_lesion(records, seed=7)
+    source, out = tmp_path / "split.csv", tmp_path / "fold1" / "split.csv"
+    write_split_csv(str(source), records, split)
+    argv = ["fold-validation", "--split-csv", str(source), "--keep", "1", "--seed", "5", "--out", str(out),
+            "--metadata", csv_path, "--images", dirs[0]]
+    assert ml_main(argv) == 0
+    assert read_split_csv(str(out)) == fold_validation(records, split, folds=2, keep=1, seed=5)
+    assert f"written: {out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # a fold that does not exist is a usage error, not a traceback
+        ml_main([*argv, "--keep", "2"])
+    assert exc.value.code == 2
