@@ -73,7 +73,9 @@ def fold_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml fold-validation", description=fold_main.__doc__.split("\n\n")[0])
     _common_arguments(parser)
     parser.add_argument("--folds", type=int, default=2, help="how many folds to deal validation into")
-    parser.add_argument("--keep", type=int, required=True, help="the fold (0-based) that stays validation")
+    parser.add_argument("--keep", required=True, type=lambda text: None if text == "all" else int(text),
+                        help="the fold (0-based) that stays validation, or 'all' to move every fold to training "
+                             "(the final network of the cross-fit)")
     args = parser.parse_args(argv)
     return _write_new_split(parser, args, lambda records, split_of: fold_validation(
         records, split_of, folds=args.folds, keep=args.keep, seed=args.seed))

@@ -252,19 +252,20 @@ def fold_validation(
     split_of: dict[str, str],
     *,
     folds: int,
-    keep: int,
+    keep: int | None,
     seed: int,
     merge_identical_files: bool = True,
 ) -> dict[str, str]:
     """A copy of `split_of` whose validation lesions are dealt into `folds` folds, stratified by
-    diagnosis: fold `keep` (0-based) stays 'val', the other folds' images move to 'train'.
+    diagnosis: fold `keep` (0-based) stays 'val', the other folds' images move to 'train';
+    `keep=None` moves every fold (the cross-fit's final network, which trains on all of them).
 
     For cross-fitting: with two folds, the runs on `keep=0` and `keep=1` each train on the other
     half of validation and score the half they never saw. Test (and a selection set) keep every
     image; the same seed deals the same folds for every `keep`, so the kept folds partition
     validation. A lesion group holding validation and other images is refused, as when carving.
     """
-    if folds < 2 or not 0 <= keep < folds:
+    if folds < 2 or not (keep is None or 0 <= keep < folds):
         raise ValueError(f"need at least 2 folds and 0 <= keep < folds, got folds={folds}, keep={keep}")
     known = [r for r in records if r.image_id in split_of]
     group_of = lesion_groups(known, merge_identical_files=merge_identical_files)

@@ -49,6 +49,7 @@ SAMPLINGS: tuple[str, ...] = ("natural", "sqrt", "balanced")
 # malignant ROC AUC (the runs so far peaked on balanced accuracy at epoch 8 while the AUC of the
 # averaged weights went on rising for several epochs; the sum weighs both).
 SELECTIONS: tuple[str, ...] = ("balanced_accuracy", "balanced_accuracy+auc")
+KEPT_WEIGHTS: tuple[str, ...] = ("ema", "raw")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,12 @@ class EndToEndConfig:
     # softmax's mass on mel, bcc and akiec against the target's), weighted `malignant_weight`
     # against the diagnosis loss; aimed at the malignancy flag's ranking. 0 = off.
     malignant_weight: float = 0.0
+    # A fixed epoch instead of the best one on validation: 0 = pick on validation; N = train the
+    # `epochs`-long schedule up to epoch N and keep that epoch's `keep_weights` (the averaged or the
+    # raw ones). For a run with no validation images, e.g. the final network of a cross-fit, whose
+    # folds said which epoch their runs of the same recipe kept.
+    keep_epoch: int = 0
+    keep_weights: str = "ema"
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -116,6 +123,9 @@ class EndToEndConfig:
                              f"{self.distill_weight} with teacher {self.distill_from!r}")
         if self.malignant_weight < 0:
             raise ValueError(f"malignant_weight must be >= 0, got {self.malignant_weight}")
+        if not 0 <= self.keep_epoch <= self.epochs or self.keep_weights not in KEPT_WEIGHTS:
+            raise ValueError(f"keep_epoch must be between 0 and epochs ({self.epochs}) and keep_weights one of "
+                             f"{KEPT_WEIGHTS}; got {self.keep_epoch} and {self.keep_weights!r}")
         if self.mask_weight < 0 or (self.mask_weight > 0 and self.augmentation not in MASKED_AUGMENTATIONS):
             raise ValueError(f"mask_weight must be >= 0, and a lesion-mask target needs views a mask can follow "
                              f"{MASKED_AUGMENTATIONS}; got {self.mask_weight} with {self.augmentation!r}")
@@ -303,6 +313,18 @@ def evaluate(trainer: Trainer, val_x: np.ndarray, val_y: np.ndarray, train_y: np
     return result
 
 
+def evaluate_both(trainer: Trainer, val_x: np.ndarray | None, val_y: np.ndarray,
+                  train_y: np.ndarray) -> tuple[dict | None, dict | None]:
+    """Validation figures of the raw and of the averaged (EMA) weights; (None, None) without validation."""
+    if val_x is None:
+        return None, None
+    raw = evaluate(trainer, val_x, val_y, train_y)
+    trainer.swap_ema()
+    averaged = evaluate(trainer, val_x, val_y, train_y)
+    trainer.swap_ema()
+    return raw, averaged
+
+
 def _best_score(best: dict) -> float:
     # Checkpoints written before `score` existed kept the balanced accuracy they were chosen by.
     return best.get("score", best["balanced_accuracy"])
@@ -376,7 +398,8 @@ def train_end_to_end(
         saved_config = checkpoint_config(saved)
         # A run trained on another machine (a lent GPU) comes back as state.json and best.npz
         # alone: without last.npz it can be packaged (finished, or ended with --finish-now), not continued.
-        done = saved["next_epoch"] >= cfg.epochs or saved["bad_epochs"] >= cfg.patience
+        done = saved["next_epoch"] >= (cfg.keep_epoch or cfg.epochs) or (
+            not cfg.keep_epoch and saved["bad_epochs"] >= cfg.patience)
         if saved_config != asdict(cfg) or saved.get("preprocessing") != config.to_dict():
             log("checkpoint found for other settings: starting afresh")
         elif os.path.exists(last_path) or done or finish_now:
@@ -407,10 +430,12 @@ def train_end_to_end(
         teacher = teacher_answers()
         if teacher.shape != (len(train), len(CLASSES)):
             raise ValueError(f"the teacher answered {teacher.shape}, not one row per training image")
-    val_x = np.stack([preprocess(read_image(r.path), config) for r in val])
+    if not val and not cfg.keep_epoch:
+        raise ValueError("no validation images to pick the best epoch on: give a fixed epoch (keep_epoch)")
+    val_x = np.stack([preprocess(read_image(r.path), config) for r in val]) if val else None
     run_epochs = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        while state["next_epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        while not run_finished(state, cfg):
             if stop_after is not None and run_epochs >= stop_after:
                 break
             epoch = state["next_epoch"]
@@ -420,33 +445,37 @@ def train_end_to_end(
                                                image_weights=image_weights, epoch=epoch, pool=pool,
                                                teacher=teacher, mask_grid=trainer.mask_grid))
             train_seconds = time.time() - started
-            raw = evaluate(trainer, val_x, val_y, train_y)
-            trainer.swap_ema()
-            averaged = evaluate(trainer, val_x, val_y, train_y)
-            trainer.swap_ema()
+            raw, averaged = evaluate_both(trainer, val_x, val_y, train_y)
             row = {"epoch": epoch + 1, "loss": loss, "val_raw": raw, "val_ema": averaged,
                    "train_seconds": round(train_seconds, 1),
                    "train_images_per_second": round(steps * cfg.batch_size / train_seconds, 1),
                    "seconds": round(time.time() - started, 1)}
-            kind, score = max((("raw", raw["selection"]), ("ema", averaged["selection"])), key=lambda t: t[1])
-            improved = state["best"] is None or score > _best_score(state["best"])
+            if cfg.keep_epoch:  # the epoch and weights were chosen before the run
+                kind, score = cfg.keep_weights, None
+                improved = epoch + 1 == cfg.keep_epoch
+            else:
+                kind, score = max((("raw", raw["selection"]), ("ema", averaged["selection"])), key=lambda t: t[1])
+                improved = state["best"] is None or score > _best_score(state["best"])
             if improved:
                 if kind == "ema":
                     trainer.swap_ema()
                 save_arrays(best_path, [keras.ops.convert_to_numpy(v.value) for v in model.variables])
                 if kind == "ema":
                     trainer.swap_ema()
-                chosen = raw if kind == "raw" else averaged
-                state["best"] = {"epoch": epoch + 1, "weights": kind, "score": score, "selection": cfg.selection,
-                                 "balanced_accuracy": chosen["balanced_accuracy"],
-                                 "malignant_auc": chosen["malignant_auc"]}
+                chosen = (raw if kind == "raw" else averaged) or {}
+                state["best"] = {"epoch": epoch + 1, "weights": kind, "score": score,
+                                 "selection": f"fixed epoch {cfg.keep_epoch}" if cfg.keep_epoch else cfg.selection,
+                                 "balanced_accuracy": chosen.get("balanced_accuracy"),
+                                 "malignant_auc": chosen.get("malignant_auc")}
                 state["bad_epochs"] = 0
             elif epoch >= cfg.warmup_epochs:
                 state["bad_epochs"] += 1
-            log(f"epoch {epoch + 1}/{cfg.epochs} loss={loss:.4f} val_bacc raw={raw['balanced_accuracy']:.4f} "
-                f"ema={averaged['balanced_accuracy']:.4f} val_auc raw={raw['malignant_auc'] or 0:.4f} "
-                f"ema={averaged['malignant_auc'] or 0:.4f} {row['train_images_per_second']:.1f} img/s "
-                f"{row['seconds']:.0f}s{' *best (' + kind + ')' if improved else ''}")
+            figures = (f" val_bacc raw={raw['balanced_accuracy']:.4f} ema={averaged['balanced_accuracy']:.4f} "
+                       f"val_auc raw={raw['malignant_auc'] or 0:.4f} ema={averaged['malignant_auc'] or 0:.4f}"
+                       if raw else " (no validation images)")
+            marker = "" if not improved else f" *kept ({kind}, fixed epoch)" if cfg.keep_epoch else f" *best ({kind})"
+            log(f"epoch {epoch + 1}/{cfg.epochs} loss={loss:.4f}{figures} {row['train_images_per_second']:.1f} img/s "
+                f"{row['seconds']:.0f}s{marker}")
             state["history"].append(row)
             state["next_epoch"] = epoch + 1
             save_arrays(last_path, trainer.state_arrays())
@@ -457,8 +486,10 @@ def train_end_to_end(
             v.assign(value)
     if state["best"]:
         best = state["best"]
-        log(f"best epoch {best['epoch']} ({best['weights']} weights, by {best.get('selection', 'balanced_accuracy')}): "
-            f"val balanced accuracy {best['balanced_accuracy']:.4f}, malignant AUC {best.get('malignant_auc') or 0:.4f}")
+        figures = (f": val balanced accuracy {best['balanced_accuracy']:.4f}, malignant AUC "
+                   f"{best.get('malignant_auc') or 0:.4f}" if best.get("balanced_accuracy") is not None else "")
+        log(f"best epoch {best['epoch']} ({best['weights']} weights, by {best.get('selection', 'balanced_accuracy')})"
+            f"{figures}")
     state["finished"] = run_finished(state, cfg)
     return state
 
@@ -469,7 +500,9 @@ def checkpoint_config(state: dict) -> dict:
 
 
 def run_finished(state: dict, cfg: EndToEndConfig) -> bool:
-    """Whether a run's loop state needs no further epoch: its planned end, early stopping, or
-    --finish-now."""
+    """Whether a run's loop state needs no further epoch: its planned end (its fixed epoch, if it
+    keeps one), early stopping, or --finish-now."""
+    if cfg.keep_epoch:
+        return state["next_epoch"] >= cfg.keep_epoch or "ended_by_operator_after" in state
     return (state["next_epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
             or "ended_by_operator_after" in state)

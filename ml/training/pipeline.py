@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "light_looks (light, half of them in another white balance, a quarter harder JPEG)")
     e2e.add_argument("--select", default="balanced_accuracy", choices=["balanced_accuracy", "balanced_accuracy+auc"],
                      help="what picks the kept epoch (raw or averaged weights) on validation")
+    e2e.add_argument("--keep-epoch", type=int, default=0, metavar="N",
+                     help="keep epoch N of the --epochs schedule (its --keep-weights) instead of the best epoch on "
+                          "validation: for a run with no validation images, e.g. a cross-fit's final network "
+                          "(docs/model.md, v3k); needs --train-only until cross-fitted packaging lands")
+    e2e.add_argument("--keep-weights", default="ema", choices=["ema", "raw"],
+                     help="with --keep-epoch: the averaged (EMA) or the raw weights of that epoch")
     e2e.add_argument("--latency-reference", default=None,
                      help="fp32 ONNX whose batch-1 latency test-time augmentation must not exceed (default: the "
                           "served bundle's, ml/models/CURRENT); without one, no test-time views are shipped")
@@ -319,8 +325,11 @@ def run_end_to_end(args: argparse.Namespace, *, train: list[Record], val: list[R
         init_from=load_manifest(args.init_from)["version"] if args.init_from else None,
         distill_from=load_manifest(args.distill_from)["version"] if args.distill_from else None,
         distill_weight=args.distill_weight if args.distill_from else 0.0, mask_weight=args.mask_weight,
-        malignant_weight=args.malignant_weight,
+        malignant_weight=args.malignant_weight, keep_epoch=args.keep_epoch, keep_weights=args.keep_weights,
     )
+    if not val and not (cfg.keep_epoch and args.train_only):
+        # Packaging fits the temperature, threshold and the rest on validation; an epoch is picked there too.
+        sys.exit("this split has no validation images: train a fixed epoch (--keep-epoch N) with --train-only")
     if cfg.mask_weight > 0 and not args.masks:
         sys.exit("--mask-weight needs --masks DIR (the lesion masks)")
     if args.init_other_size and not args.init_from:

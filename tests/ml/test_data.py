@@ -249,6 +249,9 @@ def test_it_folds_validation_into_whole_lesion_halves_that_partition_it(tmp_path
     # Deterministic for a seed whatever the order; another seed deals other folds.
     assert fold_validation(list(reversed(records)), split, folds=2, keep=0, seed=5) == kept[0]
     assert fold_validation(records, split, folds=2, keep=0, seed=6) != kept[0]
+    # keep=None: the final network's split, every validation image in training, the rest as it was.
+    final = fold_validation(records, split, folds=2, keep=None, seed=5)
+    assert {final[i] for i in val} == {"train"} and all(final[i] == s for i, s in split.items() if s != "val")
 
 
 def test_it_refuses_a_fold_it_cannot_make_cleanly(tmp_path):
@@ -278,6 +281,10 @@ def test_it_writes_a_folded_split_from_the_command_line(tmp_path, capsys):
     assert ml_main(argv) == 0
     assert read_split_csv(str(out)) == fold_validation(records, split, folds=2, keep=1, seed=5)
     assert f"written: {out}" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exc:  # a fold that does not exist is a usage error, not a traceback
-        ml_main([*argv, "--keep", "2"])
-    assert exc.value.code == 2
+    argv_all = [*argv, "--keep", "all"]
+    assert ml_main(argv_all) == 0
+    assert "val" not in read_split_csv(str(out)).values()
+    for bad in ("2", "half"):  # a fold that does not exist is a usage error, not a traceback
+        with pytest.raises(SystemExit) as exc:
+            ml_main([*argv, "--keep", bad])
+        assert exc.value.code == 2

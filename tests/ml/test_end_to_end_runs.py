@@ -54,13 +54,15 @@ def test_its_weight_average_is_its_own_copy_that_lags_the_live_weights():
     np.testing.assert_array_equal(trainer.logits(x), raw)  # swapping twice puts the live weights back
 
 
-def _tiny_run(records, checkpoint_dir, *, stop_after=None, finish_now=False):
+def _tiny_run(records, checkpoint_dir, *, stop_after=None, finish_now=False, keep_epoch=0, keep_weights="ema",
+              val=None):
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(5)
     base = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None, input_shape=(48, 64, 3))
     model = endtoend.build_model(base, dropout=0.3, seed=5)
-    cfg = endtoend.EndToEndConfig(epochs=2, warmup_epochs=1, batch_size=8, patience=5, seed=5)
-    train, val = records[::2], records[1::2]
+    cfg = endtoend.EndToEndConfig(epochs=2, warmup_epochs=1, batch_size=8, patience=5, seed=5, keep_epoch=keep_epoch,
+                                  keep_weights=keep_weights)
+    train, val = records[::2], (records[1::2] if val is None else val)
     state = endtoend.train_end_to_end(model, base, train=train, val=val, config=CONFIG, cfg=cfg,
                                       checkpoint_dir=str(checkpoint_dir), log=lambda _: None, stop_after=stop_after,
                                       finish_now=finish_now)
@@ -94,6 +96,55 @@ def test_it_ends_a_resumed_run_where_it_stands_when_told_to_finish_now(tmp_path)
     # The same command without --finish-now goes on training to the planned end.
     _, continued = _tiny_run(records, tmp_path / "run")
     assert continued["finished"] and continued["next_epoch"] == 2 and "ended_by_operator_after" not in continued
+
+
+def test_it_keeps_a_fixed_epoch_without_validation_images(tmp_path):
+    """A cross-fit's final network trains on every labelled image but test: the epoch it keeps
+    was chosen by its folds, and the weights of that epoch are the result, whatever comes after."""
+    metadata, images = generated_dataset(str(tmp_path / "data"), per_class=4)
+    records = load_metadata(metadata, [images])
+    with pytest.raises(ValueError, match="give a fixed epoch"):
+        _tiny_run(records, tmp_path / "unpicked", val=[])
+    model, state = _tiny_run(records, tmp_path / "fixed", keep_epoch=1, val=[])
+    assert state["finished"] and state["next_epoch"] == 1  # the schedule is two epochs long; epoch 1 is kept
+    assert state["best"]["epoch"] == 1 and state["best"]["weights"] == "ema"
+    assert state["best"]["selection"] == "fixed epoch 1" and state["best"]["balanced_accuracy"] is None
+    assert state["history"][0]["val_raw"] is None
+    # Training does not depend on validation: the loss is that of the same run with validation images.
+    _, validated = _tiny_run(records, tmp_path / "validated", stop_after=1)
+    assert validated["history"][0]["loss"] == pytest.approx(state["history"][0]["loss"])
+    # The kept weights are that epoch's: the averaged ones, or with keep_weights="raw" the live ones
+    # (last.npz, the resumable state, begins with the live weights).
+    _, raw_state = _tiny_run(records, tmp_path / "raw", keep_epoch=1, keep_weights="raw", val=[])
+    assert raw_state["best"]["weights"] == "raw"
+    live = endtoend.load_arrays(str(tmp_path / "raw" / "last.npz"))[: len(model.variables)]
+    kept_raw = endtoend.load_arrays(str(tmp_path / "raw" / "best.npz"))
+    kept_ema = endtoend.load_arrays(str(tmp_path / "fixed" / "best.npz"))
+    for a, b in zip(kept_raw, live):
+        np.testing.assert_array_equal(a, b)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(kept_ema, live) if a.dtype.kind == "f") > 1e-6
+    with pytest.raises(ValueError, match="keep_epoch must be between 0 and epochs"):
+        endtoend.EndToEndConfig(epochs=2, keep_epoch=3)
+
+
+def test_it_refuses_a_split_without_validation_unless_it_trains_a_fixed_epoch_only(tmp_path):
+    from ml.data import write_split_csv
+
+    metadata, images = generated_dataset(str(tmp_path / "data"), per_class=4)
+    records = load_metadata(metadata, [images])
+    split_csv = str(tmp_path / "split.csv")
+    write_split_csv(split_csv, records, {r.image_id: ("train", "test")[i % 2] for i, r in enumerate(records)})
+    argv = ["train", "--mode", "end-to-end", "--metadata", metadata, "--images", images, "--out", str(tmp_path / "out"),
+            "--work-dir", str(tmp_path / "work"), "--alpha", "0.35", "--weights", "none", "--size", "48",
+            "--width", "64", "--colour", "clahe", "--epochs", "2", "--batch-size", "8", "--split-csv", split_csv]
+    # Nothing to pick an epoch on, or to fit the threshold on: said before any training.
+    for extra in ([], ["--train-only"], ["--keep-epoch", "1"]):
+        with pytest.raises(SystemExit, match="no validation images"):
+            ml_main([*argv, *extra])
+    assert not (tmp_path / "work" / "end_to_end" / "state.json").exists()
+    assert ml_main([*argv, "--keep-epoch", "1", "--train-only"]) == 0
+    state = json.loads((tmp_path / "work" / "end_to_end" / "state.json").read_text())
+    assert state["next_epoch"] == 1 and state["best"]["selection"] == "fixed epoch 1"
 
 
 JAX_WITHOUT_TENSORFLOW = (
