@@ -211,6 +211,25 @@ def groups_by_diagnosis(records: Sequence[Record], group_of: dict[str, str]) -> 
     return {dx: sorted(by_dx[dx]) for dx in sorted(by_dx)}
 
 
+PART_NAMES: dict[str, str] = {"train": "training", "val": "validation", "test": "test", "select": "the selection set"}
+
+
+def whole_groups_of_part(records: Sequence[Record], split_of: dict[str, str], part: str, *,
+                         merge_identical_files: bool = True) -> tuple[list[Record], dict[str, str]]:
+    """(the records of one part of the split, image id -> lesion group of every record the split
+    names). Refuses (DatasetError) a lesion group with images in `part` and in another part: moving
+    the part's groups elsewhere would cut it in two."""
+    known = [r for r in records if r.image_id in split_of]
+    group_of = lesion_groups(known, merge_identical_files=merge_identical_files)
+    parts_of_group: dict[str, set[str]] = defaultdict(set)
+    for r in known:
+        parts_of_group[group_of[r.image_id]].add(split_of[r.image_id])
+    torn = sorted(g for g, parts in parts_of_group.items() if part in parts and len(parts) > 1)
+    if torn:
+        raise DatasetError(f"lesion group {torn[0]} has images in {PART_NAMES[part]} and in another part of the split")
+    return [r for r in known if split_of[r.image_id] == part], group_of
+
+
 def carve_selection_set(
     records: Sequence[Record],
     split_of: dict[str, str],
@@ -229,15 +248,7 @@ def carve_selection_set(
         raise ValueError(f"fraction must lie between 0 and 1, got {fraction}")
     if "select" in split_of.values():
         raise DatasetError("this split already has a selection set: carve from the split it was drawn from")
-    known = [r for r in records if r.image_id in split_of]
-    group_of = lesion_groups(known, merge_identical_files=merge_identical_files)
-    parts_of_group: dict[str, set[str]] = defaultdict(set)
-    for r in known:
-        parts_of_group[group_of[r.image_id]].add(split_of[r.image_id])
-    torn = sorted(g for g, parts in parts_of_group.items() if "train" in parts and len(parts) > 1)
-    if torn:
-        raise DatasetError(f"lesion group {torn[0]} has images in training and in another part of the split")
-    train = [r for r in known if split_of[r.image_id] == "train"]
+    train, group_of = whole_groups_of_part(records, split_of, "train", merge_identical_files=merge_identical_files)
     rng = np.random.default_rng(seed)
     carved: set[str] = set()
     for groups in groups_by_diagnosis(train, group_of).values():
@@ -267,15 +278,7 @@ def fold_validation(
     """
     if folds < 2 or not (keep is None or 0 <= keep < folds):
         raise ValueError(f"need at least 2 folds and 0 <= keep < folds, got folds={folds}, keep={keep}")
-    known = [r for r in records if r.image_id in split_of]
-    group_of = lesion_groups(known, merge_identical_files=merge_identical_files)
-    parts_of_group: dict[str, set[str]] = defaultdict(set)
-    for r in known:
-        parts_of_group[group_of[r.image_id]].add(split_of[r.image_id])
-    torn = sorted(g for g, parts in parts_of_group.items() if "val" in parts and len(parts) > 1)
-    if torn:
-        raise DatasetError(f"lesion group {torn[0]} has images in validation and in another part of the split")
-    val = [r for r in known if split_of[r.image_id] == "val"]
+    val, group_of = whole_groups_of_part(records, split_of, "val", merge_identical_files=merge_identical_files)
     if not val:
         raise DatasetError("this split has no validation images to fold")
     rng = np.random.default_rng(seed)

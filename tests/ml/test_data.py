@@ -204,16 +204,22 @@ def test_it_refuses_a_carve_it_cannot_make_cleanly(tmp_path):
         carve_selection_set(records, torn, fraction=0.25, seed=3)
 
 
-def test_it_writes_and_reads_a_split_with_a_selection_set_from_the_command_line(tmp_path, capsys):
-    from ml.__main__ import main as ml_main
-
+def split_on_disk(tmp_path):
+    """(records, their lesion-level split, the split's CSV, the data arguments of a command)."""
     csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
     records = load_metadata(csv_path, dirs)
     split = split_by_lesion(records, seed=7)
-    source, out = tmp_path / "split.csv", tmp_path / "carved" / "split.csv"
+    source = tmp_path / "split.csv"
     write_split_csv(str(source), records, split)
-    argv = ["carve-selection", "--split-csv", str(source), "--fraction", "0.25", "--seed", "3", "--out", str(out),
-            "--metadata", csv_path, "--images", dirs[0]]
+    return records, split, source, ["--metadata", csv_path, "--images", dirs[0]]
+
+
+def test_it_writes_and_reads_a_split_with_a_selection_set_from_the_command_line(tmp_path, capsys):
+    from ml.__main__ import main as ml_main
+
+    records, split, source, data = split_on_disk(tmp_path)
+    out = tmp_path / "carved" / "split.csv"
+    argv = ["carve-selection", "--split-csv", str(source), "--fraction", "0.25", "--seed", "3", "--out", str(out), *data]
     assert ml_main(argv) == 0
     assert read_split_csv(str(out)) == carve_selection_set(records, split, fraction=0.25, seed=3)
     printed = capsys.readouterr().out
@@ -271,13 +277,9 @@ def test_it_refuses_a_fold_it_cannot_make_cleanly(tmp_path):
 def test_it_writes_a_folded_split_from_the_command_line(tmp_path, capsys):
     from ml.__main__ import main as ml_main
 
-    csv_path, dirs = write_dataset(tmp_path, synthetic_rows(20))
-    records = load_metadata(csv_path, dirs)
-    split = split_by_lesion(records, seed=7)
-    source, out = tmp_path / "split.csv", tmp_path / "fold1" / "split.csv"
-    write_split_csv(str(source), records, split)
-    argv = ["fold-validation", "--split-csv", str(source), "--keep", "1", "--seed", "5", "--out", str(out),
-            "--metadata", csv_path, "--images", dirs[0]]
+    records, split, source, data = split_on_disk(tmp_path)
+    out = tmp_path / "fold1" / "split.csv"
+    argv = ["fold-validation", "--split-csv", str(source), "--keep", "1", "--seed", "5", "--out", str(out), *data]
     assert ml_main(argv) == 0
     assert read_split_csv(str(out)) == fold_validation(records, split, folds=2, keep=1, seed=5)
     assert f"written: {out}" in capsys.readouterr().out
