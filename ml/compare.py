@@ -17,6 +17,13 @@ the answers each bundle serves: moved by the clinical context of each image's me
 operating point (its manifest's melanoma bias), as `ml evaluate` and the portal do. The last
 column is each bundle's malignant sensitivity and specificity at its own threshold (with context,
 each answer's threshold, as served), the figures a threshold rule is judged by.
+
+A candidate may be a cross-fit, its fold bundles joined by "+" (`A+B`, each trained with
+`ml fold-validation` on the baseline's split): every image of the split is answered by the one
+fold bundle that kept it out of training (its own calibration, context and operating point), and
+the pooled answers are judged as one model; the table adds the specificity at the single
+threshold that gives the pooled scores 0.91 sensitivity, the threshold the cross-fit's final
+network would be packaged with.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ml.classes import CLASSES
 from ml.data import Record, load_metadata, read_split_csv, records_in
 from ml.inference import Classifier
 from ml.metrics import (
@@ -40,6 +48,7 @@ from ml.metrics import (
     malignant_auc,
     per_class_report,
     sensitivity_specificity,
+    threshold_for_sensitivity,
 )
 from ml.scores import suggested_classes
 
@@ -47,6 +56,9 @@ DEFAULT_IMAGES = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ham10000", "images")
 )
 DEFAULT_METADATA = os.path.join(os.path.dirname(DEFAULT_IMAGES), "HAM10000_metadata.csv")
+CROSS_FIT_JOIN = "+"
+# The sensitivity packaging fits the served threshold for (docs/model.md, v3m.4's margin).
+POOLED_TARGET_SENSITIVITY = 0.91
 
 
 def split_records(model_dir: str, metadata: str, images: str, split: str) -> list[Record]:
@@ -62,7 +74,7 @@ def probabilities(model_dir: str, paths: Sequence[str], batch: int = 64) -> np.n
 
 class Answers(NamedTuple):
     probabilities: np.ndarray
-    class_bias: np.ndarray | None
+    class_bias: np.ndarray | None  # one bias for every row, or one per row (pooled cross-fit answers)
     thresholds: np.ndarray  # each answer's malignancy threshold
 
 
@@ -84,6 +96,40 @@ def answers(model_dir: str, paths: Sequence[str], contexts: Sequence | None = No
     thresholds = (classifier.thresholds_for(contexts) if contexts is not None
                   else np.full(len(probs), classifier.threshold))
     return Answers(classifier.probabilities_with_context(probs, contexts), classifier.class_bias, thresholds)
+
+
+def pooled_answers(members: Sequence[str], records: Sequence[Record], split: str,
+                   contexts: Sequence | None = None) -> Answers:
+    """A cross-fit's answers: each record answered by the one member whose split.csv puts it in
+    `split` (the fold that member kept out of training). Raises ValueError unless the members'
+    `split` parts partition `records` exactly."""
+    index = {r.image_id: i for i, r in enumerate(records)}
+    probs = np.zeros((len(records), len(CLASSES)))
+    biases, thresholds = np.zeros_like(probs), np.zeros(len(records))
+    answered = np.zeros(len(records), dtype=int)
+    for member in members:
+        kept = sorted(i for i, part in read_split_csv(os.path.join(member, "split.csv")).items() if part == split)
+        outside = [i for i in kept if i not in index]
+        if outside:
+            raise ValueError(f"{member} holds {split} images the baseline's split does not (e.g. {outside[0]})")
+        rows = [index[i] for i in kept]
+        got = answers(member, [records[k].path for k in rows], [contexts[k] for k in rows] if contexts else None)
+        probs[rows], thresholds[rows] = got.probabilities, got.thresholds
+        biases[rows] = 0.0 if got.class_bias is None else got.class_bias
+        answered[rows] += 1
+    if not (answered == 1).all():
+        raise ValueError(f"the cross-fit's {split} parts answer {int((answered == 0).sum())} of the baseline's "
+                         f"images not at all and {int((answered > 1).sum())} more than once: not one fold each")
+    return Answers(probs, biases, thresholds)
+
+
+def display_name(model: str) -> str:
+    """A bundle's folder name; a cross-fit's, joined by '+'."""
+    return CROSS_FIT_JOIN.join(os.path.basename(m.rstrip("/")) for m in model.split(CROSS_FIT_JOIN))
+
+
+def _rows_of(bias: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return bias[idx] if bias is not None and np.ndim(bias) == 2 else bias
 
 
 def _fmt(value: float | None) -> str:
@@ -112,15 +158,16 @@ def paired_bootstrap(labels: np.ndarray, groups: Sequence[str], base: np.ndarray
     """Fraction of lesion resamples in which `other` beats `base` on each of `figures`."""
     wins = dict.fromkeys(("balanced_accuracy", "malignant_auc", "melanoma_recall"), 0)
     for idx in bootstrap_resamples(len(labels), groups=groups, n_resamples=n_resamples, seed=seed):
-        base_figures = figures(labels[idx], base[idx], base_bias)
-        for key, value in figures(labels[idx], other[idx], other_bias).items():
+        base_figures = figures(labels[idx], base[idx], _rows_of(base_bias, idx))
+        for key, value in figures(labels[idx], other[idx], _rows_of(other_bias, idx)).items():
             wins[key] += value > base_figures[key]
     return {k: v / n_resamples for k, v in wins.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", required=True, help="bundle folders; the first is the baseline")
+    parser.add_argument("--models", nargs="+", required=True,
+                        help="bundle folders; the first is the baseline; a cross-fit's fold bundles joined by '+'")
     parser.add_argument("--split", default="val", choices=["val", "test", "select"],
                         help="select: the second selection set of a split made by `ml carve-selection`")
     parser.add_argument("--metadata", default=DEFAULT_METADATA)
@@ -130,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-served", action="store_true",
                         help="judge the answers as served: each image's clinical context and each bundle's operating point")
     args = parser.parse_args(argv)
+    if CROSS_FIT_JOIN in args.models[0]:
+        parser.error("the baseline must be one bundle: its split says which images are compared")
     splits = set()
     for model in args.models:
+        if CROSS_FIT_JOIN in model:  # its folds' splits differ from the baseline's by construction
+            continue
         with open(os.path.join(model, "split.csv"), "rb") as fh:
             splits.add(fh.read())
     if len(splits) != 1:
@@ -141,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the bundles' split has no {args.split} images")
     labels, groups = np.array([r.label for r in records]), [r.lesion_id for r in records]
     contexts = [r.context for r in records] if args.as_served else None
-    served = [answers(m, [r.path for r in records], contexts) for m in args.models]
+    served = []
+    for model in args.models:
+        try:
+            served.append(pooled_answers(model.split(CROSS_FIT_JOIN), records, args.split, contexts)
+                          if CROSS_FIT_JOIN in model else answers(model, [r.path for r in records], contexts))
+        except ValueError as exc:
+            parser.error(str(exc))
     biases = [s.class_bias if args.as_served else None for s in served]
     judged = ("as served (clinical context, each bundle's operating point)" if args.as_served
               else "the image alone, plain argmax")
@@ -153,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         f = figures(labels, answered.probabilities, bias)
         sensitivity, specificity = sensitivity_specificity(
             is_malignant(labels), malignancy_scores(answered.probabilities) >= answered.thresholds)
-        name = os.path.basename(model.rstrip("/"))
+        name = display_name(model)
         row = f"| {name}{' (baseline)' if i == 0 else ''} | {f['balanced_accuracy']:.4f} | " \
               f"{f['malignant_auc']:.4f} | {f['melanoma_recall']:.4f} |"
         operating = f" {_fmt(sensitivity)} / {_fmt(specificity)} |"
@@ -165,4 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         print(row + f" {share_of_resamples(wins['balanced_accuracy'])} of resamples | "
                     f"{share_of_resamples(wins['malignant_auc'])} | {share_of_resamples(wins['melanoma_recall'])} |"
                     + operating)
+    for model, answered in zip(args.models, served):
+        if CROSS_FIT_JOIN in model:
+            malignant, scores = is_malignant(labels), malignancy_scores(answered.probabilities)
+            threshold = threshold_for_sensitivity(scores, malignant, POOLED_TARGET_SENSITIVITY)
+            sensitivity, specificity = sensitivity_specificity(malignant, scores >= threshold)
+            print(f"\n{display_name(model)}: one threshold on the pooled answers for "
+                  f"{POOLED_TARGET_SENSITIVITY:.2f} sensitivity ({threshold:.4f}) flags {_fmt(sensitivity)} "
+                  f"of the malignant images at specificity {_fmt(specificity)}")
     return 0

@@ -4,6 +4,7 @@ the model card and repackaging; and the export's own checks (TensorFlow; generat
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -221,8 +222,6 @@ def test_it_compares_candidate_bundles_on_validation_with_a_paired_bootstrap(e2e
 
 
 def test_it_compares_bundles_on_a_carved_selection_set(e2e_bundle, tmp_path, capsys):
-    import shutil
-
     root = os.path.dirname(e2e_bundle)
     data = ["--metadata", os.path.join(root, "metadata.csv"), "--images", os.path.join(root, "images")]
     compare = ["compare", *data, "--bootstrap", "20", "--split", "select", "--models"]
@@ -241,6 +240,36 @@ def test_it_compares_bundles_on_a_carved_selection_set(e2e_bundle, tmp_path, cap
     n_select = sum(1 for s in carved.values() if s == "select")
     assert n_select and f"select split: {n_select} images" in out
     assert len([line for line in out.splitlines() if line.startswith("| carved")]) == 2
+
+
+def test_it_compares_a_cross_fit_by_answering_each_image_from_the_fold_that_kept_it_out(e2e_bundle, tmp_path,
+                                                                                          capsys):
+    root = os.path.dirname(e2e_bundle)
+    data = ["--metadata", os.path.join(root, "metadata.csv"), "--images", os.path.join(root, "images")]
+    folds = []
+    for keep in (0, 1):  # the same network twice, each copy claiming one fold of validation
+        copy = tmp_path / f"fold{keep}"
+        shutil.copytree(e2e_bundle, copy)
+        assert ml_main(["fold-validation", "--split-csv", os.path.join(e2e_bundle, "split.csv"), "--keep", str(keep),
+                        "--seed", "5", "--out", str(copy / "split.csv"), *data]) == 0
+        folds.append(str(copy))
+    capsys.readouterr()
+    compare = ["compare", *data, "--bootstrap", "20", "--as-served", "--models", e2e_bundle]
+    assert ml_main([*compare, "+".join(folds)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert len(rows) == 2
+    assert rows[1].startswith("| fold0+fold1 |")
+    # Every validation image answered once, by a copy of the same network: the same figures, never better.
+    assert rows[0].split("|")[2:5] == rows[1].split("|")[2:5]
+    assert "| 0.0% of resamples | 0.0% | 0.0% |" in rows[1]
+    assert "fold0+fold1: one threshold on the pooled answers for 0.91 sensitivity" in out
+    # Folds that do not partition validation, or a cross-fit as the baseline: usage errors that say so.
+    for models, message in (([e2e_bundle, f"{folds[0]}+{folds[0]}"], "not one fold each"),
+                            ([f"{folds[0]}+{folds[1]}"], "the baseline must be one bundle")):
+        with pytest.raises(SystemExit) as exc:
+            ml_main([*compare[:-2], "--models", *models])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_it_renders_a_model_card_for_the_end_to_end_bundle(e2e_bundle):
