@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if CROSS_FIT_JOIN in args.models[0]:
         parser.error("the baseline must be one bundle: its split says which images are compared")
+    missing = [m for model in args.models for m in model.split(CROSS_FIT_JOIN)
+               if not os.path.isfile(os.path.join(m, "split.csv"))]
+    if missing:
+        parser.error(f"not a bundle folder with a split.csv: {missing[0]!r}")
     splits = set()
     for model in args.models:
         if CROSS_FIT_JOIN in model:  # its folds' splits differ from the baseline's by construction

@@ -266,7 +266,9 @@ def test_it_compares_a_cross_fit_by_answering_each_image_from_the_fold_that_kept
     assert "fold0+fold1: one threshold on the pooled answers for 0.91 sensitivity" in out
     # Folds that do not partition validation, or a cross-fit as the baseline: usage errors that say so.
     for models, message in (([e2e_bundle, f"{folds[0]}+{folds[0]}"], "not one fold each"),
-                            ([f"{folds[0]}+{folds[1]}"], "the baseline must be one bundle")):
+                            ([f"{folds[0]}+{folds[1]}"], "the baseline must be one bundle"),
+                            ([e2e_bundle, f"{folds[0]}+"], "not a bundle folder with a split.csv: ''"),
+                            ([e2e_bundle, str(tmp_path / "nowhere")], "not a bundle folder")):
         with pytest.raises(SystemExit) as exc:
             ml_main([*compare[:-2], "--models", *models])
         assert exc.value.code == 2 and message in capsys.readouterr().err
